@@ -1,0 +1,75 @@
+"""The `gaitlu` command: a thin face over each stage's own commands.
+
+Each subcommand names the module that owns it; the module is imported only when that command runs
+(or its --help is shown), so `gaitlu data ...` never imports torch and `gaitlu serve` never imports train/.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+import typer.main
+
+from gaitlu.errors import GaitluError
+
+# name -> ("module:attribute", one-line help). The attribute is a typer.Typer app.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("corpus.cli:data_app", "GaitLU-1M corpus tools: index, pack into shards, verify."),
+    "synth": ("synth.cli:app", "Generate a synthetic silhouette corpus (labelled or GaitLU-style)."),
+    "eval": ("gaitlu.evaluation.cli:app", "Evaluate embeddings under a gait protocol (CASIA-B, OU-MVLP, GREW, Gait3D)."),
+    "train": ("train.cli:app", "Pretrain, fine-tune, import OpenGait checkpoints (needs torch)."),
+    "export": ("export.cli:app", "Export a checkpoint to an ONNX artifact (needs torch)."),
+    "demo": ("gaitlu.demo:app", "The README main job: build the demo end to end."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        target, _ = COMMANDS[cmd_name]
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise click.ClickException(
+                f"'gaitlu {cmd_name}' needs the '{exc.name}' module, which is not installed "
+                f"(install the matching extra, e.g. pip install 'gaitlu[train]')."
+            ) from exc
+        command = typer.main.get_command(getattr(module, attr))
+        command.name = cmd_name
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Help lists names and summaries without importing every stage.
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+cli = LazyGroup(name="gaitlu", help="Gait recognition: data, training, export, galleries and the service.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user-facing errors become one message and exit code 2, not a traceback."""
+    try:
+        cli.main(args=argv, prog_name="gaitlu", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except GaitluError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

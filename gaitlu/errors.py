@@ -1,0 +1,21 @@
+"""Errors that carry a message meant for the user: the CLI prints them, the service maps them to 4xx."""
+
+
+class GaitluError(Exception):
+    """Base class: the message is shown to the user as is."""
+
+
+class SequenceError(GaitluError, ValueError):
+    """A silhouette sequence could not be read or is not valid input."""
+
+
+class UnsafePickleError(SequenceError):
+    """A pickle tried to build something other than a numpy array; nothing was executed."""
+
+
+class DataError(GaitluError):
+    """A dataset, corpus or shard is missing, malformed or corrupt."""
+
+
+class ConfigError(GaitluError):
+    """A configuration file or option is invalid."""
