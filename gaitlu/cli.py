@@ -19,7 +19,7 @@ from gaitlu.errors import GaitluError
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("corpus.cli:data_app", "GaitLU-1M corpus tools: index, pack into shards, verify."),
     "synth": ("synth.cli:app", "Generate a synthetic silhouette corpus (labelled or GaitLU-style)."),
-    "eval": ("gaitlu.evaluation.cli:app", "Evaluate embeddings under a gait protocol (CASIA-B, OU-MVLP, GREW, Gait3D)."),
+    "eval": ("gaitlu.evaluation.cli:app", "Evaluate under a gait protocol (CASIA-B, OU-MVLP, GREW, Gait3D)."),
     "train": ("train.cli:app", "Pretrain, fine-tune, import OpenGait checkpoints (needs torch)."),
     "export": ("export.cli:app", "Export a checkpoint to an ONNX artifact (needs torch)."),
     "demo": ("gaitlu.demo:app", "The README main job: build the demo end to end."),

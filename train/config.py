@@ -1,0 +1,114 @@
+"""Typed, strict experiment configs loaded from YAML.
+
+One YAML per experiment with a few sections (model, data, optimizer, scheduler, trainer, ...), each a
+frozen dataclass. Unknown keys are errors (OpenGait silently drops them, which hides typos), and the
+resolved config is saved in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from gaitlu.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """SGD with momentum, as the GaitSSB recipe."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Multi-step LR: multiply by `gamma` at each milestone iteration."""
+
+    milestones: tuple[int, ...] = (80_000, 120_000)
+    gamma: float = 0.1
+
+
+def _build(cls: Any, values: Any, where: str) -> Any:
+    """Build `cls` (a dataclass, tuple, or scalar type) from YAML values, strictly."""
+    if dataclasses.is_dataclass(cls):
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = set(values) - names
+        if unknown:
+            raise ConfigError(f"{where or 'config'}: unknown keys {sorted(unknown)}; known: {sorted(names)}")
+        kwargs = {k: _build(hints[k], v, f"{where}.{k}" if where else k) for k, v in values.items()}
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{where or 'config'}: {exc}") from exc
+    origin = typing.get_origin(cls)
+    args = typing.get_args(cls)
+    if origin in (typing.Union, types.UnionType):
+        if values is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _build(inner[0], values, where)
+    if origin is typing.Literal:
+        if values not in args:
+            raise ConfigError(f"{where}: {values!r} is not one of {list(args)}")
+        return values
+    if origin is tuple:
+        if not isinstance(values, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {values!r}")
+        return tuple(_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(values))
+    if origin is dict:
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {values!r}")
+        return dict(values)
+    if cls is float and isinstance(values, int | float) and not isinstance(values, bool):
+        return float(values)
+    if cls in (int, str, bool) and type(values) is not cls:
+        raise ConfigError(f"{where}: expected {cls.__name__}, got {values!r}")
+    return values
+
+
+def build_config(cls: type[T], values: dict[str, Any]) -> T:
+    """A config dataclass from a plain mapping (e.g. a checkpoint's saved config)."""
+    return _build(cls, values, "")
+
+
+def load_config(path: str | Path, cls: type[T]) -> T:
+    """Read a YAML experiment file into the dataclass `cls`, failing with a message that names the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return build_config(cls, values)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain, YAML/JSON-friendly mapping of a config dataclass (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
