@@ -1,0 +1,110 @@
+"""OpenGait's silhouette pretreatment: raw masks -> aligned 64x64 frames -> 64x44 model input.
+
+Conventions (OpenGait issue #158 is about crops applied silently twice or not at all, so all are explicit):
+- aligned frame: 64 rows from the top to the bottom of the person, 64 columns centred on the column where
+  the person's cumulative horizontal mass passes half (that column is index 32), zero padding at borders;
+- model frame: the aligned frame minus 10 columns each side (columns 10..53) -> 64x44, as OpenGait's
+  `BaseSilCuttingTransform` and GaitLU-1M's `silhouette_cut_pkl` tree;
+- `to_model_frames` decides by frame size alone: 64x44 is model input already, 64x64 is aligned already,
+  anything else is raw and gets aligned. A raw mask that happens to be 64x64 is therefore NOT re-aligned:
+  align it with `align_sequence` first.
+
+One deliberate difference from OpenGait's `datasets/pretreatment.py`: we crop the columns to the person
+too before resizing, where OpenGait resizes the full frame width. The result then depends only on the
+person, not on where they stand in the frame (OpenGait's width rounding shifts the resampling grid with
+the frame width); the two differ by sub-pixel resampling only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+
+from gaitlu.errors import SequenceError
+
+logger = logging.getLogger(__name__)
+
+FRAME_HEIGHT = 64
+ALIGNED_WIDTH = 64
+MODEL_WIDTH = 44
+CUT = 10  # columns dropped from each side of an aligned frame: 64 - 2 * 10 = 44
+EMPTY_FRAME_SUM = 10_000  # OpenGait drops frames whose pixel sum is at most this (about 40 pixels at 255)
+_HALF = ALIGNED_WIDTH // 2
+
+
+def _check_frames(seq: np.ndarray) -> np.ndarray:
+    if not isinstance(seq, np.ndarray) or seq.ndim != 3 or seq.dtype != np.uint8:
+        shape = getattr(seq, "shape", None)
+        dtype = getattr(seq, "dtype", type(seq).__name__)
+        raise SequenceError(
+            f"expected (T, H, W) uint8 frames, got {dtype} {shape} (load with gaitlu.sequence.load_sequence)"
+        )
+    return seq
+
+
+def align_frame(mask: np.ndarray) -> np.ndarray | None:
+    """One raw (H, W) uint8 mask of any size -> aligned (64, 64) uint8, or None when it holds no person.
+
+    None means: pixel sum at most EMPTY_FRAME_SUM, or a silhouette so flat that it is under one pixel
+    wide at height 64.
+    """
+    if not isinstance(mask, np.ndarray) or mask.ndim != 2:
+        raise SequenceError(f"align_frame takes one (H, W) mask, got shape {getattr(mask, 'shape', None)}")
+    if int(mask.sum(dtype=np.int64)) <= EMPTY_FRAME_SUM:
+        return None
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    person = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # (h, w) bounding box of the foreground
+    height, width = person.shape
+    new_width = round(width * FRAME_HEIGHT / height)  # keep the aspect ratio at height 64
+    if new_width < 1:
+        return None
+    resized = cv2.resize(person, (new_width, FRAME_HEIGHT), interpolation=cv2.INTER_CUBIC)  # (64, new_width)
+    column_mass = resized.sum(axis=0, dtype=np.int64).cumsum()
+    if column_mass[-1] == 0:
+        return None
+    # First column whose cumulative mass passes half of the total: the person's horizontal centre.
+    centre = int(np.searchsorted(column_mass, column_mass[-1] / 2, side="right"))
+    padded = np.zeros((FRAME_HEIGHT, new_width + ALIGNED_WIDTH), np.uint8)  # 32 zero columns each side
+    padded[:, _HALF : _HALF + new_width] = resized
+    return padded[:, centre : centre + ALIGNED_WIDTH]  # (64, 64); resized column `centre` lands at 32
+
+
+def align_sequence(raw: np.ndarray) -> np.ndarray:
+    """Raw (T, H, W) uint8 masks -> aligned (T', 64, 64) uint8, dropping frames without a person.
+
+    Raises SequenceError when no frame is usable.
+    """
+    raw = _check_frames(raw)
+    aligned = [frame for frame in map(align_frame, raw) if frame is not None]
+    if not aligned:
+        raise SequenceError(f"none of the {len(raw)} frames holds a silhouette (all empty or too small)")
+    if len(aligned) < len(raw):
+        logger.debug("dropped %d of %d frames without a silhouette", len(raw) - len(aligned), len(raw))
+    return np.stack(aligned)  # T' x (64, 64) -> (T', 64, 64)
+
+
+def to_model_frames(seq: np.ndarray) -> np.ndarray:
+    """Any (T, H, W) uint8 sequence -> the model's (T', 64, 44) uint8 input; the one entry point for all.
+
+    Decided by frame size, nothing else:
+    - 64x44: already model input (GaitLU-1M `silhouette_cut_pkl`), returned unchanged;
+    - 64x64: already OpenGait-aligned (CASIA-B, OU-MVLP, ... pkl files), only cut to columns 10..53;
+    - any other size: raw masks, aligned (`align_sequence`, empty frames dropped) then cut.
+    So a raw mask that is exactly 64x64 is taken as aligned; align such data explicitly first.
+    """
+    seq = _check_frames(seq)
+    frame_size = seq.shape[1:]
+    if frame_size == (FRAME_HEIGHT, MODEL_WIDTH):
+        return seq
+    aligned = seq if frame_size == (FRAME_HEIGHT, ALIGNED_WIDTH) else align_sequence(seq)
+    return np.ascontiguousarray(aligned[:, :, CUT : CUT + MODEL_WIDTH])  # (T, 64, 64) -> (T, 64, 44)
+
+
+def to_float(seq: np.ndarray) -> np.ndarray:
+    """uint8 frames (0..255) -> float32 in [0, 1], the network's input scale."""
+    if not isinstance(seq, np.ndarray) or seq.dtype != np.uint8:
+        raise SequenceError(f"to_float takes uint8 frames, got {getattr(seq, 'dtype', type(seq).__name__)}")
+    return np.divide(seq, 255, dtype=np.float32)
