@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
-import click
 import typer
+import typer.core
 import typer.main
 
 from gaitlu.errors import GaitluError
@@ -26,13 +27,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
-    """A click group whose subcommands are imported on first use."""
+class LazyGroup(typer.core.TyperGroup):
+    """A command group whose subcommands are imported on first use."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         return sorted(COMMANDS)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in COMMANDS:
             return None
         target, _ = COMMANDS[cmd_name]
@@ -40,7 +41,7 @@ class LazyGroup(click.Group):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            raise click.ClickException(
+            raise GaitluError(
                 f"'gaitlu {cmd_name}' needs the '{exc.name}' module, which is not installed "
                 f"(install the matching extra, e.g. pip install 'gaitlu[train]')."
             ) from exc
@@ -48,28 +49,24 @@ class LazyGroup(click.Group):
         command.name = cmd_name
         return command
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
         # Help lists names and summaries without importing every stage.
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
 
-cli = LazyGroup(name="gaitlu", help="Gait recognition: data, training, export, galleries and the service.")
+cli = LazyGroup(
+    name="gaitlu",
+    rich_markup_mode=None,
+    help="Gait recognition: data, training, export, galleries and the service.",
+)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user-facing errors become one message and exit code 2, not a traceback."""
+    """Entry point: usage errors exit 2 with typer's message; user-facing errors print one line, exit 2."""
     try:
-        cli.main(args=argv, prog_name="gaitlu", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        cli.main(args=argv, prog_name="gaitlu")
     except GaitluError as exc:
-        click.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -1,0 +1,167 @@
+"""`gaitlu eval`: embed a labelled test set with one model source and score it under a protocol.
+
+The three sources share the runner: `--baseline gei` (numpy), `--checkpoint` (the train stage's
+`train.embedder.load_embedder`) and `--artifact` (the service's `service.runtime.load_embedder`). The
+stage modules are imported only here, inside the command, so the core never imports them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gaitlu.errors import ConfigError, DataError
+from gaitlu.evaluation.crossview import CrossViewReport
+from gaitlu.evaluation.distance import METRICS
+from gaitlu.evaluation.embeddings import save_embeddings
+from gaitlu.evaluation.gei import gei_embed
+from gaitlu.evaluation.protocols import DEFAULT_METRIC, PROTOCOLS, Report, check_partition, evaluate
+from gaitlu.evaluation.retrieval import GrewReport
+from gaitlu.evaluation.runner import Embed, embed_sequences, resolve_partition, select_test_sequences
+
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+
+BASELINES = {"gei": gei_embed}
+# Enums give typer its choices (and --help lists them).
+ProtocolName = StrEnum("ProtocolName", {p: p for p in PROTOCOLS})
+MetricName = StrEnum("MetricName", {m: m for m in METRICS})
+BaselineName = StrEnum("BaselineName", {b: b for b in BASELINES})
+# source option -> (module providing load_embedder(path), what to install when it is missing)
+STAGE_HOOKS = {
+    "checkpoint": ("train.embedder", "the train stage (pip install 'gaitlu[train]')"),
+    "artifact": ("service.runtime", "the service stage (pip install 'gaitlu[serve]')"),
+}
+
+
+def load_stage_embedder(source: str, path: Path) -> Embed:
+    """Import the stage that reads `path` and return its embedder's `embed`; a missing stage is a
+    ConfigError saying what to install."""
+    module_name, needs = STAGE_HOOKS[source]
+    if not path.exists():
+        raise DataError(f"--{source} {path} does not exist")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"--{source} needs {needs}: module {exc.name!r} is not available") from exc
+    return module.load_embedder(path).embed
+
+
+def resolve_embed(baseline: str | None, checkpoint: Path | None, artifact: Path | None) -> tuple[str, Embed]:
+    """Exactly one source: returns its description and its embed function."""
+    given = {"baseline": baseline, "checkpoint": checkpoint, "artifact": artifact}
+    chosen = [name for name, value in given.items() if value is not None]
+    if len(chosen) != 1:
+        raise ConfigError("give exactly one of --baseline gei, --checkpoint CKPT or --artifact DIR")
+    if baseline is not None:
+        return f"baseline:{baseline}", BASELINES[baseline]
+    source = chosen[0]
+    path = Path(given[source])
+    return f"{source}:{path}", load_stage_embedder(source, path)
+
+
+def _fmt(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f}"
+
+
+def cross_view_table(report: CrossViewReport) -> Table:
+    """Rows: probe views, then the headline mean and the identical-view (diagonal) mean."""
+    names = list(report.conditions)
+    views = next(iter(report.conditions.values())).views
+    table = Table(title="Rank-1 (%), excluding identical view")
+    table.add_column("probe view")
+    for name in names:
+        table.add_column(name, justify="right")
+    for i, view in enumerate(views):
+        table.add_row(view, *(_fmt(report.conditions[n].per_view[i]) for n in names))
+    table.add_section()
+    table.add_row("mean", *(_fmt(report.conditions[n].mean) for n in names), style="bold")
+    table.add_row("identical view", *(_fmt(report.conditions[n].diagonal_mean) for n in names))
+    return table
+
+
+def metrics_table(headline: dict[str, float], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("%", justify="right")
+    for name, value in headline.items():
+        table.add_row(name, _fmt(value))
+    return table
+
+
+def print_report(report: Report, console: Console) -> None:
+    if isinstance(report, CrossViewReport):
+        console.print(cross_view_table(report))
+        return
+    if isinstance(report, GrewReport):
+        if report.local:
+            console.print(metrics_table(report.local.headline(), "GREW local (gallery 01, probe 02)"))
+        if report.submission:
+            console.print(f"GREW submission: {report.num_submitted} probes ranked into {report.submission}")
+        return
+    title = f"{report.num_probes} probes, {report.num_skipped} skipped (no true match)"
+    console.print(metrics_table(report.headline(), title))
+
+
+@app.command(name="eval")
+def eval_command(
+    dataset: Annotated[Path, typer.Option(help="Labelled dataset root: <subject>/<condition>/<view>/*.pkl.")],
+    protocol: Annotated[ProtocolName, typer.Option(help="Evaluation protocol.")],
+    baseline: Annotated[BaselineName | None, typer.Option(help="A parameter-free baseline.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="A training checkpoint (train stage).")] = None,
+    artifact: Annotated[Path | None, typer.Option(help="An exported ONNX artifact folder.")] = None,
+    partition: Annotated[
+        Path | None, typer.Option(help="Partition JSON (default: <dataset>/partition.json).")
+    ] = None,
+    metric: Annotated[
+        MetricName | None, typer.Option(help="Distance (default: cos for gait3d, else euc).")
+    ] = None,
+    save_embeddings_to: Annotated[
+        Path | None, typer.Option("--save-embeddings", help="Write the test embeddings to this .npz.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only a JSON result on stdout.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per embed call.")] = 8,
+    submission: Annotated[
+        Path, typer.Option(help="GREW only: where to write the top-20 CSV for unlabelled probes.")
+    ] = Path("grew-submission.csv"),
+) -> None:
+    """Embed the test subjects of DATASET and score them under PROTOCOL."""
+    protocol = protocol.value
+    if not dataset.is_dir():
+        raise DataError(f"dataset folder not found: {dataset}")
+    split = resolve_partition(dataset, protocol, partition)
+    check_partition(protocol, split)
+    sequences = select_test_sequences(dataset, split)  # before loading a model: data errors come first
+    source, embed = resolve_embed(baseline and baseline.value, checkpoint, artifact)
+    run = embed_sequences(sequences, embed, batch_size=batch_size)
+    if save_embeddings_to is not None:
+        save_embeddings(run.data, save_embeddings_to)
+    metric = metric.value if metric else DEFAULT_METRIC[protocol]
+    report = evaluate(run.data, protocol, metric, split, submission if protocol == "grew" else None)
+    if as_json:
+        result = {
+            "protocol": protocol,
+            "metric": metric,
+            "source": source,
+            "dataset": str(dataset),
+            "num_sequences": len(run.data),
+            "num_skipped": len(run.skipped),
+            "skipped": list(run.skipped),
+            "embedding_shape": list(run.data.emb.shape[1:]),
+            "result": report.to_dict(),
+        }
+        typer.echo(json.dumps(result, indent=2))
+        return
+    console = Console()
+    counts = f"{len(run.data)} sequences ({len(run.skipped)} skipped)"
+    console.print(f"{protocol} | {source} | metric {metric} | {counts}")
+    print_report(report, console)
+    if save_embeddings_to is not None:
+        console.print(f"embeddings written to {save_embeddings_to}")
