@@ -1,1 +1,56 @@
-"""gallery stage."""
+"""Galleries of enrolled subjects: SQLite as the source of truth, a FAISS index per gallery (torch-free).
+
+`GalleryStore` is imported on first use, so `gallery.client` and the error types work without faiss.
+"""
+
+from typing import Any
+
+from gallery.errors import (
+    ConflictError,
+    GalleryError,
+    GalleryExistsError,
+    GalleryNotFoundError,
+    InvalidInputError,
+    ModelMismatchError,
+    NotFoundError,
+    SequenceIdConflictError,
+    SequenceNotFoundError,
+    StoreClosedError,
+    StoreLockedError,
+    SubjectNotFoundError,
+)
+from gallery.records import GalleryInfo, GalleryStats, SequenceInfo, SubjectInfo, SubjectPage
+from gallery.search import SearchHit
+from gallery.settings import IndexSettings
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GalleryStore":
+        from gallery.store import GalleryStore
+
+        return GalleryStore
+    raise AttributeError(f"module 'gallery' has no attribute {name!r}")
+
+
+__all__ = [
+    "ConflictError",
+    "GalleryError",
+    "GalleryExistsError",
+    "GalleryInfo",
+    "GalleryNotFoundError",
+    "GalleryStats",
+    "GalleryStore",
+    "IndexSettings",
+    "InvalidInputError",
+    "ModelMismatchError",
+    "NotFoundError",
+    "SearchHit",
+    "SequenceIdConflictError",
+    "SequenceInfo",
+    "SequenceNotFoundError",
+    "StoreClosedError",
+    "StoreLockedError",
+    "SubjectInfo",
+    "SubjectNotFoundError",
+    "SubjectPage",
+]

@@ -1,0 +1,58 @@
+"""What the store returns: plain frozen dataclasses the service turns into response models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class GalleryInfo:
+    name: str
+    model_hash: str
+    dim: int  # floats per embedding (parts * channels)
+    parts: int
+    metadata: dict[str, Any] | None
+    created: datetime
+    subject_count: int
+    sequence_count: int
+
+
+@dataclass(frozen=True)
+class SubjectInfo:
+    subject_id: str
+    sequence_count: int
+    created: datetime
+
+
+@dataclass(frozen=True)
+class SubjectPage:
+    """One page of a gallery's subjects, ordered by subject id; `total` counts them all."""
+
+    data: list[SubjectInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class SequenceInfo:
+    sequence_id: str
+    gallery: str
+    subject_id: str
+    model_hash: str
+    metadata: dict[str, Any] | None
+    created: datetime
+
+
+@dataclass(frozen=True)
+class GalleryStats:
+    """In-memory figures for metrics; cheap to read (no database query)."""
+
+    name: str
+    subjects: int
+    sequences: int
+    index_kind: Literal["exact", "approximate"]
+    index_source: Literal["built", "snapshot"]
+    index_bytes: int  # estimate of the index's memory

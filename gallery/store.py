@@ -1,0 +1,639 @@
+"""GalleryStore: enrolled subjects in SQLite (the truth) with a FAISS index per gallery (a cache).
+
+Concurrency contract (the service calls this from a thread pool):
+- writes (create/delete gallery, enrol, delete) are serialised by one store lock: commit to SQLite first,
+  then update the index under the gallery's write lock, so the index applies changes in commit order;
+- searches take the gallery's read lock, so they run together and never see an index mid-change: a
+  search that starts after an enrolment returned finds it; one that starts after a delete returned does not;
+- listings read SQLite through one connection per thread (WAL: they never block on the writer).
+One process owns a store (an exclusive lock file): several processes would each hold a stale index.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from gallery import validate
+from gallery.errors import (
+    GalleryExistsError,
+    GalleryNotFoundError,
+    InvalidInputError,
+    ModelMismatchError,
+    SequenceIdConflictError,
+    SequenceNotFoundError,
+    StoreClosedError,
+    StoreLockedError,
+    SubjectNotFoundError,
+)
+from gallery.index import GalleryIndex, Kind
+from gallery.records import GalleryInfo, GalleryStats, SequenceInfo, SubjectInfo, SubjectPage
+from gallery.rwlock import ReadWriteLock
+from gallery.schema import Synchronous, connect, migrate
+from gallery.search import SearchHit, search_subjects
+from gallery.settings import IndexSettings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_K = 1000
+CHUNK_ROWS = 1024  # rows per read when (re)building an index
+
+
+@dataclass
+class _Live:
+    """A gallery's in-memory side: its index and the id -> (subject, sequence) map, both under `lock`."""
+
+    id: int
+    name: str
+    model_hash: str
+    dim: int
+    parts: int
+    index: GalleryIndex
+    sequences: dict[int, tuple[str, str]]  # index id -> (subject_id, sequence_id)
+    subject_sizes: Counter[str]
+    saved_tag: dict[str, Any] | None = None  # the tag of the last snapshot written or read
+    lock: ReadWriteLock = field(default_factory=ReadWriteLock)
+
+
+def _time(value: float) -> datetime:
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+def _json(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else json.loads(text)
+
+
+class GalleryStore:
+    """Galleries of enrolled subjects for one model each, searchable by embedding. Thread-safe."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        index_settings: IndexSettings | None = None,
+        synchronous: Synchronous = "FULL",
+    ) -> None:
+        self.path = Path(path)
+        self.settings = index_settings or IndexSettings()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.path.with_name(self.path.name + ".lock"), "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock_file.close()
+            raise StoreLockedError(f"gallery database {self.path} is open in another process") from exc
+        self._snapshots = self.path.with_name(self.path.name + ".indexes")
+        self._snapshots.mkdir(exist_ok=True)
+        self._synchronous = synchronous
+        self._writer = connect(self.path, synchronous)
+        migrate(self._writer)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._live: dict[str, _Live] = {}
+        rows = self._writer.execute("SELECT id, name, model_hash, dim, parts FROM galleries").fetchall()
+        for gallery_id, name, model_hash, dim, parts in rows:
+            self._live[name] = self._open_gallery(gallery_id, name, model_hash, dim, parts)
+
+    # ----- lifecycle
+
+    def close(self) -> None:
+        """Write fresh index snapshots and release the database. Idempotent."""
+        with self._write_lock:
+            if self._closed:
+                return
+            if self.settings.snapshots:
+                for live in self._live.values():
+                    self._save_snapshot(live)
+            self._closed = True
+            with self._readers_lock:
+                for conn in self._readers:
+                    conn.close()
+                self._readers.clear()
+            self._writer.close()
+            self._lock_file.close()  # releases the flock
+
+    def __enter__(self) -> GalleryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def save_snapshots(self) -> None:
+        """Snapshot every index whose gallery changed since its last snapshot (e.g. from a periodic task)."""
+        with self._writing():
+            for live in self._live.values():
+                self._save_snapshot(live)
+
+    # ----- galleries
+
+    def create_gallery(
+        self, name: str, model_hash: str, dim: int, parts: int, metadata: dict[str, Any] | None = None
+    ) -> GalleryInfo:
+        name = validate.gallery_name(name)
+        model_hash = validate.model_hash(model_hash)
+        dim, parts = validate.layout(dim, parts)
+        settings_json = validate.metadata(metadata)
+        with self._writing():
+            try:
+                cursor = self._writer.execute(
+                    "INSERT INTO galleries (name, model_hash, dim, parts, created, settings) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, model_hash, dim, parts, time.time(), settings_json),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise GalleryExistsError(f"gallery '{name}' already exists") from exc
+            self._live[name] = self._open_gallery(cursor.lastrowid, name, model_hash, dim, parts)
+        return self.get_gallery(name)
+
+    def get_gallery(self, name: str) -> GalleryInfo:
+        with self._reading() as conn:
+            row = conn.execute(_GALLERY_INFO + " WHERE g.name = ?", (name,)).fetchone()
+        if row is None:
+            raise GalleryNotFoundError(f"no gallery named '{name}'")
+        return _gallery_info(row)
+
+    def list_galleries(self) -> list[GalleryInfo]:
+        with self._reading() as conn:
+            rows = conn.execute(_GALLERY_INFO + " ORDER BY g.name").fetchall()
+        return [_gallery_info(row) for row in rows]
+
+    def delete_gallery(self, name: str) -> None:
+        with self._writing():
+            live = self._gallery(name)
+            self._transaction(lambda: self._writer.execute("DELETE FROM galleries WHERE id = ?", (live.id,)))
+            del self._live[name]
+            self._snapshot_file(live.id).unlink(missing_ok=True)
+
+    # ----- enrolment and removal
+
+    def enroll(
+        self,
+        name: str,
+        subject_id: str,
+        embeddings: np.ndarray,
+        model_hash: str,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+        sequence_ids: Sequence[str] | None = None,
+    ) -> list[SequenceInfo]:
+        """Enrol n sequences of one subject in one transaction (all or none); returns them in input order.
+
+        A given sequence id that already exists for this subject with the same embedding is an idempotent
+        retry: the stored sequence is returned and nothing is added. Embeddings are per-part normalised.
+        """
+        subject_id = validate.item_id(subject_id, "subject id")
+        live = self._checked(name, model_hash)
+        vectors = validate.embeddings(embeddings, live.dim, live.parts)  # (n, D)
+        n = len(vectors)
+        metadata_json = [validate.metadata(m) for m in (metadata if metadata is not None else [None] * n)]
+        uids = (
+            [validate.item_id(u, "sequence id") for u in sequence_ids] if sequence_ids is not None else None
+        )
+        if len(metadata_json) != n or (uids is not None and len(uids) != n):
+            raise InvalidInputError(
+                f"got {n} embeddings but a different number of metadata entries or sequence ids"
+            )
+        if uids is not None and len(set(uids)) != n:
+            raise InvalidInputError("sequence ids repeat within one enrolment")
+        with self._writing():
+            live = self._gallery(name)  # it may have been deleted (or re-created) while we validated
+            if live.model_hash != validate.model_hash(model_hash):
+                raise ModelMismatchError(name, live.model_hash, validate.model_hash(model_hash))
+            infos, new_rows = self._transaction(
+                lambda: self._insert_sequences(live, subject_id, vectors, metadata_json, uids, model_hash)
+            )
+            if new_rows:
+                ids = np.array([row for row, _ in new_rows], dtype=np.int64)
+                self._apply(
+                    live,
+                    add=(ids, vectors[[i for _, i in new_rows]], subject_id, [infos[i] for _, i in new_rows]),
+                )
+        return infos
+
+    def delete_subject(self, name: str, subject_id: str) -> None:
+        """Remove a subject and all its sequences."""
+        with self._writing():
+            live = self._gallery(name)
+
+            def delete() -> list[int]:
+                found = self._writer.execute(
+                    "SELECT 1 FROM subjects WHERE gallery_id = ? AND subject_id = ?", (live.id, subject_id)
+                ).fetchone()
+                if found is None:
+                    raise SubjectNotFoundError(f"gallery '{name}' has no subject '{subject_id}'")
+                rows = self._writer.execute(
+                    "SELECT id FROM sequences WHERE gallery_id = ? AND subject_id = ?", (live.id, subject_id)
+                ).fetchall()
+                self._writer.execute(
+                    "DELETE FROM subjects WHERE gallery_id = ? AND subject_id = ?", (live.id, subject_id)
+                )
+                return [row[0] for row in rows]
+
+            self._apply(live, remove=np.array(self._transaction(delete), dtype=np.int64))
+
+    def delete_sequence(self, name: str, sequence_id: str) -> None:
+        """Remove one sequence; a subject left with no sequences is removed too."""
+        with self._writing():
+            live = self._gallery(name)
+
+            def delete() -> int:
+                row = self._writer.execute(
+                    "SELECT id, subject_id FROM sequences WHERE gallery_id = ? AND uid = ?",
+                    (live.id, sequence_id),
+                ).fetchone()
+                if row is None:
+                    raise SequenceNotFoundError(f"gallery '{name}' has no sequence '{sequence_id}'")
+                self._writer.execute("DELETE FROM sequences WHERE id = ?", (row[0],))
+                self._writer.execute(
+                    "DELETE FROM subjects WHERE gallery_id = ? AND subject_id = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM sequences WHERE gallery_id = ? AND subject_id = ?)",
+                    (live.id, row[1], live.id, row[1]),
+                )
+                return row[0]
+
+            self._apply(live, remove=np.array([self._transaction(delete)], dtype=np.int64))
+
+    # ----- listing
+
+    def list_subjects(self, name: str, offset: int = 0, limit: int = 100) -> SubjectPage:
+        if offset < 0 or not 1 <= limit <= 10_000:
+            raise InvalidInputError("offset must be >= 0 and limit between 1 and 10000")
+        with self._reading() as conn:
+            gallery_id = self._gallery_id(conn, name)
+            total = conn.execute(
+                "SELECT count(*) FROM subjects WHERE gallery_id = ?", (gallery_id,)
+            ).fetchone()[0]
+            rows = conn.execute(
+                "SELECT s.subject_id, count(q.id), s.created FROM subjects s "
+                "LEFT JOIN sequences q ON q.gallery_id = s.gallery_id AND q.subject_id = s.subject_id "
+                "WHERE s.gallery_id = ? GROUP BY s.subject_id ORDER BY s.subject_id LIMIT ? OFFSET ?",
+                (gallery_id, limit, offset),
+            ).fetchall()
+        data = [SubjectInfo(subject, count, _time(created)) for subject, count, created in rows]
+        return SubjectPage(data=data, total=total, offset=offset, limit=limit)
+
+    def list_sequences(self, name: str, subject_id: str) -> list[SequenceInfo]:
+        with self._reading() as conn:
+            gallery_id = self._gallery_id(conn, name)
+            rows = conn.execute(
+                _SEQUENCE_INFO + " WHERE gallery_id = ? AND subject_id = ? ORDER BY id",
+                (gallery_id, subject_id),
+            ).fetchall()
+        if not rows:
+            raise SubjectNotFoundError(f"gallery '{name}' has no subject '{subject_id}'")
+        return [_sequence_info(name, row) for row in rows]
+
+    def get_sequence(self, name: str, sequence_id: str) -> SequenceInfo:
+        with self._reading() as conn:
+            gallery_id = self._gallery_id(conn, name)
+            row = conn.execute(
+                _SEQUENCE_INFO + " WHERE gallery_id = ? AND uid = ?", (gallery_id, sequence_id)
+            ).fetchone()
+        if row is None:
+            raise SequenceNotFoundError(f"gallery '{name}' has no sequence '{sequence_id}'")
+        return _sequence_info(name, row)
+
+    # ----- search
+
+    def search(
+        self,
+        name: str,
+        query: np.ndarray,
+        model_hash: str,
+        k: int = 5,
+        threshold: float | None = None,
+        top_m: int = 1,
+    ) -> list[SearchHit]:
+        """One query embedding (D,) or (parts, C) -> up to k subjects, best first."""
+        live = self._checked(name, model_hash)
+        if np.ndim(query) not in (1, 2) or (np.ndim(query) == 2 and np.shape(query)[0] != live.parts):
+            raise InvalidInputError(f"a single query must have shape ({live.dim},) or ({live.parts}, C)")
+        return self.search_batch(name, np.asarray(query)[None], model_hash, k, threshold, top_m)[0]
+
+    def search_batch(
+        self,
+        name: str,
+        queries: np.ndarray,
+        model_hash: str,
+        k: int = 5,
+        threshold: float | None = None,
+        top_m: int = 1,
+    ) -> list[list[SearchHit]]:
+        """(q, D) or (q, parts, C) queries -> for each, up to k subjects, best first.
+
+        A subject scores the mean of its best `top_m` sequence scores (1: its best sequence); scores are
+        mean per-part cosines in [-1, 1] (estimates on an approximate index); `threshold` drops lower ones.
+        """
+        if not 1 <= k <= MAX_K or top_m < 1:
+            raise InvalidInputError(f"k must be between 1 and {MAX_K} and top_m >= 1")
+        if threshold is not None and not -1.0 <= threshold <= 1.0:
+            raise InvalidInputError("threshold must be between -1 and 1")
+        live = self._checked(name, model_hash)
+        vectors = validate.embeddings(queries, live.dim, live.parts)  # (q, D)
+        with live.lock.read():
+            return search_subjects(
+                live.index.search,
+                vectors,
+                live.index.ntotal,
+                live.parts,
+                live.sequences,
+                live.subject_sizes,
+                k,
+                top_m,
+                threshold,
+            )
+
+    def stats(self) -> list[GalleryStats]:
+        """Sizes for metrics, from memory."""
+        stats = []
+        for live in list(self._live.values()):
+            with live.lock.read():
+                stats.append(
+                    GalleryStats(
+                        name=live.name,
+                        subjects=len(live.subject_sizes),
+                        sequences=len(live.sequences),
+                        index_kind=live.index.built.kind,
+                        index_source=live.index.built.source,
+                        index_bytes=live.index.memory_estimate(),
+                    )
+                )
+        return stats
+
+    # ----- internals: access
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._write_lock:
+            if self._closed:
+                raise StoreClosedError("the gallery store is closed")
+            yield
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """This thread's read connection inside one read transaction: one consistent view."""
+        if self._closed:
+            raise StoreClosedError("the gallery store is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, self._synchronous)
+            with self._readers_lock:
+                if self._closed:
+                    conn.close()
+                    raise StoreClosedError("the gallery store is closed")
+                self._readers.append(conn)
+            self._local.conn = conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def _gallery(self, name: str) -> _Live:
+        if self._closed:
+            raise StoreClosedError("the gallery store is closed")
+        live = self._live.get(name)
+        if live is None:
+            raise GalleryNotFoundError(f"no gallery named '{name}'")
+        return live
+
+    def _checked(self, name: str, model_hash: str) -> _Live:
+        live = self._gallery(name)
+        given = validate.model_hash(model_hash)
+        if given != live.model_hash:
+            raise ModelMismatchError(name, live.model_hash, given)
+        return live
+
+    @staticmethod
+    def _gallery_id(conn: sqlite3.Connection, name: str) -> int:
+        row = conn.execute("SELECT id FROM galleries WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise GalleryNotFoundError(f"no gallery named '{name}'")
+        return row[0]
+
+    def _transaction(self, body: Callable[[], T]) -> T:
+        """Run body() in one write transaction on the writer connection: commit, or roll back and re-raise."""
+        self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            result = body()
+        except BaseException:
+            self._writer.execute("ROLLBACK")
+            raise
+        self._writer.execute("COMMIT")
+        return result
+
+    def _insert_sequences(
+        self,
+        live: _Live,
+        subject_id: str,
+        vectors: np.ndarray,
+        metadata_json: list[str | None],
+        uids: list[str] | None,
+        model_hash: str,
+    ) -> tuple[list[SequenceInfo], list[tuple[int, int]]]:
+        """Insert rows (in a transaction): all sequences' info, (row id, input index) of new ones."""
+        now = time.time()
+        conn = self._writer
+        conn.execute(
+            "INSERT OR IGNORE INTO subjects (gallery_id, subject_id, created) VALUES (?, ?, ?)",
+            (live.id, subject_id, now),
+        )
+        infos, new_rows = [], []
+        for i, vector in enumerate(vectors):
+            blob = vector.astype("<f4").tobytes()
+            if uids is not None:
+                existing = conn.execute(
+                    "SELECT subject_id, embedding FROM sequences WHERE gallery_id = ? AND uid = ?",
+                    (live.id, uids[i]),
+                ).fetchone()
+                if existing is not None:
+                    _check_retry(live.name, uids[i], subject_id, blob, existing)
+                    row = conn.execute(
+                        _SEQUENCE_INFO + " WHERE gallery_id = ? AND uid = ?", (live.id, uids[i])
+                    )
+                    infos.append(_sequence_info(live.name, row.fetchone()))
+                    continue
+            uid = uids[i] if uids is not None else uuid.uuid4().hex
+            cursor = conn.execute(
+                "INSERT INTO sequences (gallery_id, uid, subject_id, model_hash, metadata, embedding, "
+                "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (live.id, uid, subject_id, live.model_hash, metadata_json[i], blob, now),
+            )
+            new_rows.append((cursor.lastrowid, i))
+            infos.append(
+                SequenceInfo(uid, live.name, subject_id, live.model_hash, _json(metadata_json[i]), _time(now))
+            )
+        return infos, new_rows
+
+    # ----- internals: the index, kept in step with SQLite
+
+    def _apply(
+        self,
+        live: _Live,
+        add: tuple[np.ndarray, np.ndarray, str, list[SequenceInfo]] | None = None,
+        remove: np.ndarray | None = None,
+    ) -> None:
+        """Bring the index and map in step with a committed change; on any index failure rebuild from SQLite.
+
+        Called with the store write lock held, so SQLite holds exactly the committed changes applied so far.
+        """
+        try:
+            with live.lock.write():
+                if add is not None:
+                    ids, vectors, subject_id, infos = add
+                    live.index.add(ids, vectors)
+                    for row, info in zip(ids.tolist(), infos, strict=True):
+                        live.sequences[row] = (subject_id, info.sequence_id)
+                    live.subject_sizes[subject_id] += len(ids)
+                if remove is not None and len(remove):
+                    live.index.remove(remove)
+                    for row in remove.tolist():
+                        subject_id, _ = live.sequences.pop(row)
+                        live.subject_sizes[subject_id] -= 1
+                        if not live.subject_sizes[subject_id]:
+                            del live.subject_sizes[subject_id]
+        except Exception:
+            logger.exception(
+                "index update of gallery '%s' failed: rebuilding it from the database", live.name
+            )
+            self._rebuild(live)
+            return
+        if live.index.needs_rebuild(len(live.sequences)):
+            self._rebuild(live)
+
+    def _rebuild(self, live: _Live) -> None:
+        """Rebuild index and map from SQLite (write lock held), then swap them in; searches go on."""
+        index, sequences, sizes = self._build(live.id, live.dim, live.index.built.kind)
+        with live.lock.write():
+            live.index, live.sequences, live.subject_sizes = index, sequences, sizes
+        if self.settings.snapshots and index.built.kind == "approximate":
+            self._save_snapshot(live)  # training is the slow part of a start: keep its result
+
+    def _open_gallery(self, gallery_id: int, name: str, model_hash: str, dim: int, parts: int) -> _Live:
+        """A gallery's in-memory side: its snapshot if fresh, else built from SQLite (write lock held)."""
+        tag = self._tag(gallery_id)
+        index = (
+            GalleryIndex.load(self._snapshot_file(gallery_id), tag, self.settings)
+            if self.settings.snapshots
+            else None
+        )
+        sequences, sizes = self._load_map(gallery_id)
+        if index is not None and index.ntotal != len(sequences):
+            logger.warning("index snapshot of gallery '%s' disagrees with the database: rebuilding", name)
+            index = None
+        if index is None:
+            index, sequences, sizes = self._build(gallery_id, dim, None)
+            tag = None
+        live = _Live(gallery_id, name, model_hash, dim, parts, index, sequences, sizes, saved_tag=tag)
+        if index.needs_rebuild(len(sequences)):
+            self._rebuild(live)
+        return live
+
+    def _build(
+        self, gallery_id: int, dim: int, current: Kind | None
+    ) -> tuple[GalleryIndex, dict[int, tuple[str, str]], Counter[str]]:
+        sequences, sizes = self._load_map(gallery_id)
+
+        def sample(n: int) -> Iterator[np.ndarray]:
+            rows = self._writer.execute(
+                "SELECT embedding FROM sequences WHERE id IN "
+                "(SELECT id FROM sequences WHERE gallery_id = ? ORDER BY random() LIMIT ?)",
+                (gallery_id, n),
+            )
+            while batch := rows.fetchmany(CHUNK_ROWS):
+                yield np.frombuffer(b"".join(row[0] for row in batch), dtype="<f4").reshape(len(batch), dim)
+
+        def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            rows = self._writer.execute(
+                "SELECT id, embedding FROM sequences WHERE gallery_id = ? ORDER BY id", (gallery_id,)
+            )
+            while batch := rows.fetchmany(CHUNK_ROWS):
+                ids = np.array([row[0] for row in batch], dtype=np.int64)
+                vectors = np.frombuffer(b"".join(row[1] for row in batch), dtype="<f4").reshape(
+                    len(batch), dim
+                )
+                yield ids, vectors
+
+        index = GalleryIndex.build(dim, len(sequences), self.settings, sample, chunks(), current)
+        return index, sequences, sizes
+
+    def _load_map(self, gallery_id: int) -> tuple[dict[int, tuple[str, str]], Counter[str]]:
+        rows = self._writer.execute(
+            "SELECT id, subject_id, uid FROM sequences WHERE gallery_id = ?", (gallery_id,)
+        ).fetchall()
+        sequences = {row: (subject, uid) for row, subject, uid in rows}
+        return sequences, Counter(subject for subject, _ in sequences.values())
+
+    def _tag(self, gallery_id: int) -> dict[str, Any]:
+        """What a snapshot must match: the gallery's change counter, size and last row, and index settings."""
+        version = self._writer.execute(
+            "SELECT version FROM galleries WHERE id = ?", (gallery_id,)
+        ).fetchone()[0]
+        count, max_id = self._writer.execute(
+            "SELECT count(*), coalesce(max(id), 0) FROM sequences WHERE gallery_id = ?", (gallery_id,)
+        ).fetchone()
+        return {
+            "gallery": gallery_id,
+            "version": version,
+            "count": count,
+            "max_id": max_id,
+            "index": self.settings.fingerprint(),
+        }
+
+    def _snapshot_file(self, gallery_id: int) -> Path:
+        return self._snapshots / f"gallery-{gallery_id}.faiss"
+
+    def _save_snapshot(self, live: _Live) -> None:
+        tag = self._tag(live.id)
+        if tag == live.saved_tag:
+            return
+        with live.lock.read():
+            live.index.save(self._snapshot_file(live.id), tag)
+        live.saved_tag = tag
+
+
+def _check_retry(gallery: str, uid: str, subject_id: str, blob: bytes, existing: tuple[str, bytes]) -> None:
+    """A repeated sequence id is a retry only if subject and embedding are the same as stored."""
+    if existing[0] != subject_id:
+        raise SequenceIdConflictError(
+            f"sequence id '{uid}' already exists in gallery '{gallery}' for another subject ('{existing[0]}')"
+        )
+    if existing[1] != blob:
+        raise SequenceIdConflictError(
+            f"sequence id '{uid}' already exists in gallery '{gallery}' with a different embedding"
+        )
+
+
+_GALLERY_INFO = (
+    "SELECT g.name, g.model_hash, g.dim, g.parts, g.settings, g.created, "
+    "(SELECT count(*) FROM subjects s WHERE s.gallery_id = g.id), "
+    "(SELECT count(*) FROM sequences q WHERE q.gallery_id = g.id) FROM galleries g"
+)
+_SEQUENCE_INFO = "SELECT uid, subject_id, model_hash, metadata, created FROM sequences"
+
+
+def _gallery_info(row: tuple) -> GalleryInfo:
+    name, model_hash, dim, parts, settings, created, subjects, sequences = row
+    return GalleryInfo(name, model_hash, dim, parts, _json(settings), _time(created), subjects, sequences)
+
+
+def _sequence_info(gallery: str, row: Sequence[Any]) -> SequenceInfo:
+    uid, subject_id, model_hash, metadata, created = row
+    return SequenceInfo(uid, gallery, subject_id, model_hash, _json(metadata), _time(created))

@@ -1,0 +1,96 @@
+"""Input checks shared by every store call: names, model hashes, embeddings and metadata.
+
+Embeddings are per-part L2-normalised on the way in (idempotent for model output, which already is):
+a fine-tuned head's output is not unit-norm per part, and the index's inner product / parts is only
+the mean per-part cosine when every part has norm 1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+
+from gallery.errors import InvalidInputError
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # gallery names: URL- and file-safe
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")  # subject and sequence ids
+HASH_RE = re.compile(r"[0-9a-f]{64}")  # sha256 hex of the model artifact
+MAX_METADATA_BYTES = 16_384
+MIN_PART_NORM = 1e-6
+
+
+def gallery_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise InvalidInputError(
+            f"invalid gallery name {name!r}: use 1-64 characters from A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def item_id(value: str, what: str) -> str:
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
+        raise InvalidInputError(
+            f"invalid {what} {value!r}: use 1-128 characters from A-Z a-z 0-9 . _ : @ -, "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def model_hash(value: str) -> str:
+    normalised = value.lower() if isinstance(value, str) else ""
+    if not HASH_RE.fullmatch(normalised):
+        raise InvalidInputError(
+            f"invalid model hash {value!r}: expected a sha256 hex digest (64 hex characters)"
+        )
+    return normalised
+
+
+def layout(dim: int, parts: int) -> tuple[int, int]:
+    if not (isinstance(dim, int) and isinstance(parts, int) and dim >= 1 and parts >= 1 and dim % parts == 0):
+        raise InvalidInputError(
+            f"invalid embedding layout: dim {dim} must be a positive multiple of parts {parts}"
+        )
+    return dim, parts
+
+
+def embeddings(values: Any, dim: int, parts: int) -> np.ndarray:
+    """(D,), (n, D) or (n, parts, D / parts) -> (n, D) float32, finite, each part unit-norm."""
+    x = np.asarray(values, dtype=np.float32)
+    channels = dim // parts
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim == 3 and x.shape[1:] == (parts, channels):
+        x = x.reshape(len(x), dim)  # (n, P, C) -> (n, P*C), part-major like the model output
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise InvalidInputError(
+            f"embedding shape {np.shape(values)} does not match the gallery: expected (D,), (n, D) or "
+            f"(n, {parts}, {channels}) with D = {dim}"
+        )
+    if len(x) == 0:
+        raise InvalidInputError("no embeddings given")
+    if not np.isfinite(x).all():
+        raise InvalidInputError("embeddings contain NaN or infinite values")
+    by_part = x.reshape(len(x), parts, channels)  # (n, P, C)
+    norms = np.linalg.norm(by_part, axis=2, keepdims=True)  # (n, P, 1)
+    if (norms < MIN_PART_NORM).any():
+        raise InvalidInputError("an embedding has an all-zero part: it cannot be compared by cosine")
+    return np.ascontiguousarray((by_part / norms).reshape(len(x), dim), dtype=np.float32)
+
+
+def metadata(value: dict | None) -> str | None:
+    """A JSON object (or None) -> its compact JSON text, bounded in size."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"metadata must be a JSON object or null, not {type(value).__name__}")
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"metadata is not JSON-serialisable: {exc}") from exc
+    if len(text.encode()) > MAX_METADATA_BYTES:
+        raise InvalidInputError(f"metadata is larger than {MAX_METADATA_BYTES} bytes of JSON")
+    return text
