@@ -1,0 +1,186 @@
+"""The torch-free inference runtime: an export artifact behind `embed(list of sequences) -> (N, P, C)`.
+
+`load_embedder(artifact_dir)` reads the manifest, checks the model file against its sha256 (a swapped
+file is refused), opens the best backend (service/backends.py) and warms it up. `embed` takes
+`gaitlu.preprocess.to_model_frames` output, (T, 64, 44) uint8 (or float32 in [0, 1]), of any lengths.
+
+Sequences of different lengths are never padded: the graph's temporal max has no mask, and zero frames
+still produce backbone activations (BatchNorm shifts make them non-zero), so padding would change the
+embedding. Instead equal lengths are grouped into one call and groups run separately; a group larger
+than `max_batch` sequences or `max_call_frames` frames is split (results are identical: each row depends
+only on its own sequence).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from gaitlu.errors import ConfigError, SequenceError
+from gaitlu.manifest import Manifest, read_manifest, verified_path
+from service.backends import (
+    BACKENDS,
+    Backend,
+    OrtBackend,
+    TensorRTEngineBackend,
+    ort_provider_chain,
+    trt_engine_usable,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_CALL_FRAMES = 1024  # frames per backend call: bounds activation memory (about 3 GB for the paper model)
+WARMUP_FRAMES = 30
+
+
+class Embedder(Protocol):
+    """What the service, the galleries and `gaitlu eval --artifact` use."""
+
+    manifest: Manifest
+    model_hash: str  # sha256 of the model file that computes the vectors
+    parts: int
+    dim: int
+
+    def embed(self, batch: list[np.ndarray]) -> np.ndarray:
+        """(T_i, 64, 44) uint8 (or float32 in [0, 1]) sequences -> (N, P, C) float32."""
+        ...
+
+    def embed_flat(self, batch: list[np.ndarray]) -> np.ndarray:
+        """The same as (N, P*C), part-major: inner product / P = mean per-part cosine."""
+        ...
+
+
+class ArtifactEmbedder:
+    """An artifact's model on one backend; see the module docstring for batching rules."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        backend: Backend,
+        model_hash: str,
+        max_batch: int,
+        max_call_frames: int = MAX_CALL_FRAMES,
+    ) -> None:
+        if max_batch < 1 or max_call_frames < 1:
+            raise ConfigError("max_batch and max_call_frames must be at least 1")
+        self.manifest = manifest
+        self.backend = backend
+        self.model_hash = model_hash
+        self.parts = manifest.output.parts
+        self.dim = manifest.output.dim
+        self.max_batch = max_batch
+        self.max_call_frames = max_call_frames
+        self.max_frames = manifest.input.max_frames
+        self.frame_size = manifest.input.frame_size
+
+    def _prepare(self, seq: np.ndarray, i: int) -> np.ndarray:
+        """One sequence as (T, 64, 44) float32 in [0, 1], cut to its first `max_frames` frames (as the
+        torch evaluator and OpenGait do)."""
+        if not isinstance(seq, np.ndarray) or seq.ndim != 3 or seq.shape[1:] != self.frame_size:
+            raise SequenceError(
+                f"sequence {i}: expected (T, {self.frame_size[0]}, {self.frame_size[1]}) model frames, got "
+                f"shape {getattr(seq, 'shape', type(seq).__name__)} (prepare with "
+                "gaitlu.preprocess.to_model_frames)"
+            )
+        if len(seq) == 0:
+            raise SequenceError(f"sequence {i} has no frames")
+        seq = seq[: self.max_frames]
+        if seq.dtype == np.uint8:
+            return np.divide(seq, 255, dtype=np.float32)
+        if seq.dtype == np.float32:
+            if not (np.isfinite(seq).all() and seq.min() >= 0.0 and seq.max() <= 1.0):
+                raise SequenceError(f"sequence {i}: float32 frames must be finite and in [0, 1]")
+            return seq
+        raise SequenceError(
+            f"sequence {i}: frames must be uint8 (0..255) or float32 in [0, 1], not {seq.dtype}"
+        )
+
+    def _calls(self, lengths: list[int]) -> list[list[int]]:
+        """Indices per backend call: equal lengths together, split at max_batch / max_call_frames."""
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, length in enumerate(lengths):
+            groups[length].append(i)
+        calls = []
+        for length, rows in groups.items():
+            size = max(1, min(self.max_batch, self.max_call_frames // length))
+            calls += [rows[start : start + size] for start in range(0, len(rows), size)]
+        return calls
+
+    def embed_flat(self, batch: list[np.ndarray]) -> np.ndarray:
+        seqs = [self._prepare(seq, i) for i, seq in enumerate(batch)]
+        out = np.empty((len(seqs), self.parts * self.dim), np.float32)  # (N, P*C)
+        for rows in self._calls([len(s) for s in seqs]):
+            out[rows] = self.backend.run(np.stack([seqs[i] for i in rows]))  # (n, T, 64, 44) -> (n, P*C)
+        return out
+
+    def embed(self, batch: list[np.ndarray]) -> np.ndarray:
+        return self.embed_flat(batch).reshape(len(batch), self.parts, self.dim)  # (N, P*C) -> (N, P, C)
+
+    def warmup(self) -> None:
+        """One small call, so the first request does not pay for kernel selection (or a TensorRT build)."""
+        frames = min(WARMUP_FRAMES, self.max_frames)
+        self.backend.run(np.zeros((1, frames, *self.frame_size), np.float32))
+
+
+def load_embedder(
+    artifact_dir: str | Path,
+    backend: str = "auto",
+    precision: str = "fp32",
+    threads: int | None = None,
+    inter_threads: int | None = None,
+    max_batch: int | None = None,
+    max_call_frames: int = MAX_CALL_FRAMES,
+    warmup: bool = True,
+    cache_dir: str | Path | None = None,
+) -> ArtifactEmbedder:
+    """Open an export artifact for inference.
+
+    backend: 'auto' (a prebuilt TensorRT engine when the artifact has one and TensorRT + cuda-python
+    import, else onnxruntime with TensorRT / CUDA / CPU, best first), 'tensorrt' / 'cuda' / 'cpu'
+    (that onnxruntime provider; an error if missing) or 'trt-engine'. precision picks the model file
+    ('fp32' = model.onnx, 'int8', 'fp16'); the engine is fp16 whatever it says. max_batch defaults to the
+    export's. cache_dir holds TensorRT-provider engines (default: <artifact>/trt-cache).
+    """
+    folder = Path(artifact_dir)
+    manifest = read_manifest(folder)
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    engine = manifest.tensorrt
+    use_engine = backend == "trt-engine" or (backend == "auto" and engine is not None and trt_engine_usable())
+    chosen: Backend
+    if use_engine:
+        if engine is None:
+            raise ConfigError(
+                f"backend 'trt-engine': {folder} has no TensorRT engine (export with --trt on a GPU)"
+            )
+        if not trt_engine_usable():
+            raise ConfigError("backend 'trt-engine' needs the tensorrt and cuda-python packages")
+        model_hash = engine.sha256
+        chosen = TensorRTEngineBackend(
+            verified_path(folder, engine.file, engine.sha256), manifest.input.name, manifest.output.name
+        )
+    else:
+        entry = manifest.variant(precision)
+        model_hash = entry.sha256
+        batch_bound = max_batch or manifest.input.max_batch
+        providers = ort_provider_chain(
+            backend, batch_bound, manifest.input.max_frames, Path(cache_dir or folder / "trt-cache")
+        )
+        chosen = OrtBackend(
+            verified_path(folder, entry.file, entry.sha256),
+            manifest.input.name,
+            providers,
+            threads,
+            inter_threads,
+        )
+    embedder = ArtifactEmbedder(
+        manifest, chosen, model_hash, max_batch or manifest.input.max_batch, max_call_frames
+    )
+    if warmup:
+        embedder.warmup()
+    logger.info("loaded %s (%s, %s) on %s", folder, manifest.model.name, precision, chosen.name)
+    return embedder

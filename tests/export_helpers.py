@@ -1,0 +1,55 @@
+"""Shared builders for the export and runtime tests: a tiny GaitSSB, its checkpoint, walking blobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from train.config import config_to_dict
+from train.model import GaitSSB, ModelConfig
+
+TINY = ModelConfig(channels=(8, 16, 32, 64))
+SMALL_PARITY = ((2, 3), (1, 5))  # (batch, frames): enough to exercise the check, cheap on 2 cores
+
+
+def tiny_model(seed: int = 0) -> GaitSSB:
+    """Random weights with non-trivial BatchNorm statistics, in eval mode."""
+    torch.manual_seed(seed)
+    model = GaitSSB(TINY)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def write_checkpoint(path: Path, model: GaitSSB, step: int = 7) -> Path:
+    """The gaitlu-checkpoint/1 dict with the fields export reads."""
+    torch.save(
+        {
+            "format": "gaitlu-checkpoint/1",
+            "model_config": config_to_dict(model.config),
+            "config": {"model": config_to_dict(model.config), "trainer": {"seed": 0}},
+            "model": model.state_dict(),
+            "step": step,
+        },
+        path,
+    )
+    return path
+
+
+def walking_sequence(rng: np.random.Generator, frames: int) -> np.ndarray:
+    """(T, 64, 44) uint8 silhouette-like frames: a torso ellipse and two swinging legs."""
+    yy, xx = np.mgrid[:64, :44]
+    phase, width, sway = rng.uniform(0, 2 * np.pi), rng.uniform(6, 10), rng.uniform(2, 6)
+    out = np.zeros((frames, 64, 44), np.uint8)
+    for t in range(frames):
+        swing = sway * np.sin(phase + t / 3)
+        torso = ((yy - 24) / 20) ** 2 + ((xx - 22) / width) ** 2 < 1
+        legs = (yy > 38) & (
+            (np.abs(xx - 19 - swing * (yy - 38) / 26) < 3) | (np.abs(xx - 25 + swing * (yy - 38) / 26) < 3)
+        )
+        out[t] = (torso | legs) * 255
+    return out
