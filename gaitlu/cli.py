@@ -23,7 +23,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("gaitlu.evaluation.cli:app", "Evaluate under a gait protocol (CASIA-B, OU-MVLP, GREW, Gait3D)."),
     "train": ("train.cli:app", "Pretrain, fine-tune, import OpenGait checkpoints (needs torch)."),
     "export": ("export.cli:app", "Export a checkpoint to an ONNX artifact (needs torch)."),
+    "serve": ("service.cli:app", "Run the HTTP service (embed, search, galleries)."),
     "demo": ("gaitlu.demo:app", "The README main job: build the demo end to end."),
+    "enroll": ("gallery.cli:enroll_app", "Enrol a dataset folder into a gallery (resumable; or --offline)."),
+    "search": ("gallery.cli:search_app", "Search a gallery on the server with one sequence."),
+    "galleries": ("gallery.cli:galleries_app", "List the server's galleries and their sizes."),
+    "video": ("video.cli:app", "Extract silhouette sequences from walking-person videos."),
 }
 
 

@@ -51,8 +51,8 @@ class ModelMismatchError(ConflictError):
         self.given_hash = given_hash
         super().__init__(
             f"gallery '{gallery}' holds embeddings of model {gallery_hash[:12]}..., but these come from "
-            f"model {given_hash[:12]}...; use the gallery's model, re-embed the gallery with the new model "
-            f"(`gaitlu gallery reembed`), or enrol the subjects again into a new gallery"
+            f"model {given_hash[:12]}...; serve the gallery's model, or enrol the subjects again into a new "
+            f"gallery with this model (`gaitlu enroll DATASET --gallery NEW --create`)"
         )
 
 

@@ -92,6 +92,9 @@ class OrtBackend:
             options.intra_op_num_threads = threads
         if inter_threads:
             options.inter_op_num_threads = inter_threads
+        # Idle worker threads spin by default and steal cores from HTTP handling between batches:
+        # measured here 11.8 -> 15.0 requests/s at 1 client and 16.2 -> 19.0 at 32 without spinning.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(model_path), options, providers=providers)
         self.input_name = input_name
         self.name = f"onnxruntime/{self.session.get_providers()[0]}"

@@ -91,7 +91,7 @@ def test_model_mismatch_names_both_models_and_the_remedy(store):
     with pytest.raises(ModelMismatchError) as caught:
         store.search("g", unit(rng)[0], OTHER)
     assert (caught.value.gallery_hash, caught.value.given_hash) == (MODEL, OTHER)
-    assert "reembed" in str(caught.value) and "enrol" in str(caught.value)
+    assert "gaitlu enroll" in str(caught.value) and "serve the gallery's model" in str(caught.value)
 
 
 def test_embeddings_are_normalised_per_part_and_accept_part_layout(store):
@@ -182,6 +182,9 @@ def test_client_sequence_ids_make_retries_idempotent(store):
     first = store.enroll("g", "s", x, MODEL, metadata=[{"cam": 1}, None], sequence_ids=["a1", "a2"])
     again = store.enroll("g", "s", x, MODEL, metadata=[{"cam": 1}, None], sequence_ids=["a1", "a2"])
     assert [i.sequence_id for i in again] == ["a1", "a2"] and again == first
+    # A retry re-embedded in another batch differs in the last bits: still the same sequence.
+    jittered = store.enroll("g", "s", x + np.float32(1e-6), MODEL, sequence_ids=["a1", "a2"])
+    assert jittered == first
     assert store.get_gallery("g").sequence_count == 2
     with pytest.raises(SequenceIdConflictError):
         store.enroll("g", "other", x[:1], MODEL, sequence_ids=["a1"])

@@ -1,0 +1,192 @@
+"""`gaitlu enroll`, `gaitlu search` and `gaitlu galleries`: the service's command-line clients.
+
+Exit codes fit scripts: 0 all done, 1 some sequences failed (each reported with its reason), 2 a usage
+or configuration error, or a server that stayed unreachable (the CLI face prints `error: ...`).
+`--json` prints one JSON document on stdout for scripts; progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from gaitlu.errors import ConfigError
+from gallery.client import DEFAULT_SERVER, GaitluClient, RetryPolicy, file_upload
+from gallery.enroll import EnrolSummary, Layout, RemoteTarget, enrol_sources, open_local_target, scan_dataset
+
+MAX_FAILED_SHOWN = 20
+
+enroll_app = typer.Typer(add_completion=False)
+search_app = typer.Typer(add_completion=False)
+galleries_app = typer.Typer(add_completion=False)
+
+Server = Annotated[str, typer.Option(envvar="GAITLU_SERVER", help="Service URL.")]
+ApiKey = Annotated[
+    str | None, typer.Option(envvar="GAITLU_API_KEY", help="API key, sent as X-API-Key.", show_default=False)
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
+Retries = Annotated[
+    int, typer.Option(min=0, max=20, help="Retries of a failed request (429, 5xx, connection), with backoff.")
+]
+
+
+def _client(server: str, api_key: str | None, retries: int) -> GaitluClient:
+    return GaitluClient(server, api_key, retry=RetryPolicy(attempts=retries + 1))
+
+
+def _emit_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2))
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[tuple[Any, Any]]:
+    """(on_plan, on_result) callbacks driving a progress bar on stderr (no-ops when disabled)."""
+    if not enabled:
+        yield None, None
+        return
+    columns = (TextColumn("enrolling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("enrol", total=None)
+        yield (lambda n: bar.update(task, total=n)), (lambda outcome: bar.advance(task))
+
+
+def _summary_table(summary: EnrolSummary) -> Table:
+    table = Table(title="Enrolment")
+    table.add_column("outcome")
+    table.add_column("sequences", justify="right")
+    table.add_row("enrolled", str(summary.enrolled))
+    table.add_row("skipped (already held)", str(summary.skipped))
+    table.add_row("failed", str(len(summary.failed)))
+    if summary.not_done:
+        table.add_row("not done (the run stopped)", str(summary.not_done))
+    return table
+
+
+def _print_failures(console: Console, failed: list[tuple[str, str]]) -> None:
+    for path, reason in failed[:MAX_FAILED_SHOWN]:
+        console.print(f"[red]failed[/red] {path}: {reason}", highlight=False, markup=True)
+    if len(failed) > MAX_FAILED_SHOWN:
+        console.print(f"... and {len(failed) - MAX_FAILED_SHOWN} more (--json lists them all)")
+
+
+@enroll_app.command()
+def enroll(
+    dataset_dir: Annotated[Path, typer.Argument(help="Dataset folder: OpenGait layout or flat.")],
+    gallery: Annotated[str, typer.Option(help="Gallery to enrol into.")],
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+    retries: Retries = 5,
+    layout: Annotated[
+        Layout, typer.Option(help="opengait: <subject>/<condition>/<view>/*.pkl; flat: <subject>/<sequence>.")
+    ] = Layout.opengait,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Sequences in flight at once.")] = 4,
+    create: Annotated[bool, typer.Option(help="Create the gallery if it does not exist.")] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline", help="Build a local store without a server (needs --data-dir, --artifact)."
+        ),
+    ] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="--offline: the service's data folder.")] = None,
+    artifact: Annotated[Path | None, typer.Option(help="--offline: the export artifact folder.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Enrol every sequence of a dataset folder; re-running skips what the gallery already holds."""
+    if offline != (data_dir is not None and artifact is not None) or (not offline and (data_dir or artifact)):
+        raise ConfigError("--offline needs both --data-dir and --artifact, and they mean nothing without it")
+    sources = scan_dataset(dataset_dir, layout)
+    if not sources:
+        raise ConfigError(f"no sequences found in {dataset_dir} with --layout {layout.value}")
+    with _progress(not as_json) as (on_plan, on_result):
+        if offline:
+            target, close = open_local_target(data_dir, artifact, gallery)  # type: ignore[arg-type]
+            try:
+                summary = enrol_sources(
+                    sources,
+                    target,
+                    create=create,
+                    concurrency=concurrency,
+                    progress=on_result,
+                    on_plan=on_plan,
+                )
+            finally:
+                close()
+        else:
+            with _client(server, api_key, retries) as client:
+                remote = RemoteTarget(client, gallery, concurrency)
+                summary = enrol_sources(
+                    sources,
+                    remote,
+                    create=create,
+                    concurrency=concurrency,
+                    progress=on_result,
+                    on_plan=on_plan,
+                )
+    if as_json:
+        _emit_json({"gallery": gallery, **summary.as_dict()})
+    else:
+        console = Console()
+        console.print(_summary_table(summary))
+        _print_failures(console, summary.failed)
+    if summary.fatal is not None:
+        raise summary.fatal
+    raise typer.Exit(summary.exit_code)
+
+
+@search_app.command()
+def search(
+    file: Annotated[Path, typer.Argument(help="Query sequence: .pkl, .npy, .npz, .zip or a PNG folder.")],
+    gallery: Annotated[str, typer.Option(help="Gallery to search.")],
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+    retries: Retries = 5,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="Subjects to return.")] = 5,
+    threshold: Annotated[
+        float | None, typer.Option(min=-1.0, max=1.0, help="Drop subjects scoring below this.")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Rank a gallery's subjects against one sequence, best first."""
+    upload = file_upload(file)
+    with _client(server, api_key, retries) as client:
+        result = client.search(gallery, upload, k, threshold)
+    if as_json:
+        hits = [{"rank": i, "subject_id": h.subject_id, "score": h.score, "sequence_id": h.sequence_id}
+                for i, h in enumerate(result.hits, 1)]  # fmt: skip
+        _emit_json({"gallery": result.gallery, "model_hash": result.model_hash, "hits": hits})
+        return
+    table = Table(title=f"{file.name} in gallery '{gallery}'")
+    for column in ("rank", "subject", "score", "best sequence"):
+        table.add_column(column, justify="right" if column in ("rank", "score") else "left")
+    for i, hit in enumerate(result.hits, 1):
+        table.add_row(str(i), hit.subject_id, f"{hit.score:.4f}", hit.sequence_id)
+    Console().print(table if result.hits else "no subject scored above the threshold")
+
+
+@galleries_app.command()
+def galleries(
+    server: Server = DEFAULT_SERVER, api_key: ApiKey = None, retries: Retries = 5, as_json: AsJson = False
+) -> None:
+    """List the server's galleries with their sizes."""
+    with _client(server, api_key, retries) as client:
+        found = client.list_galleries()
+    if as_json:
+        rows = [{"name": g.name, "subjects": g.subject_count, "sequences": g.sequence_count,
+                 "model_hash": g.model_hash, "model_matches": g.model_matches} for g in found]  # fmt: skip
+        _emit_json({"galleries": rows})
+        return
+    table = Table(title=f"Galleries on {server}")
+    for column in ("name", "subjects", "sequences", "model", "usable"):
+        table.add_column(column, justify="right" if column in ("subjects", "sequences") else "left")
+    for g in found:
+        usable = "yes" if g.model_matches else "no: another model"
+        table.add_row(g.name, str(g.subject_count), str(g.sequence_count), g.model_hash[:12], usable)
+    Console().print(table)

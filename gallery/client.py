@@ -1,0 +1,390 @@
+"""A typed, synchronous client for the gaitlu HTTP API (what `gaitlu enroll/search/galleries` use).
+
+Transient failures are retried with exponential backoff and full jitter: 429 (after the server's
+Retry-After), 5xx, and connection failures. A request with side effects is retried after an ambiguous
+failure (a 500, a timeout, a dropped connection: it may have been applied) only when it is idempotent:
+enrolment with client sequence ids is, and so is gallery creation (a repeat answers 409
+`gallery_exists`). Without ids an enrolment is retried only when the server cannot have applied it
+(429, 503, or a connection that never opened).
+
+Every failure is a `ClientError` (a GaitluError, so the CLI prints one line): `ApiError` carries the
+server's `{"error": {"code", "message", "detail"}}`; `UnreachableError` means no answer after the retries.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+
+from gaitlu.errors import GaitluError
+from gaitlu.sequence import load_sequence
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+API_KEY_HEADER = "X-API-Key"
+UNAPPLIED_STATUSES = frozenset({429, 503})  # the server refused before doing anything
+PAGE_SIZE = 1000  # the server's largest subjects page
+
+# (file name, bytes): a file field of a multipart upload. The name's extension tells the server the format.
+FileUpload = tuple[str, bytes]
+
+
+class ClientError(GaitluError):
+    """A request to the gaitlu service failed."""
+
+
+class ApiError(ClientError):
+    """The server answered with an error; `code` is its stable machine-readable reason."""
+
+    def __init__(self, status: int, code: str, message: str, detail: Any = None) -> None:
+        super().__init__(f"server answered {status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+
+class UnreachableError(ClientError):
+    """No answer from the server after every retry (refused, reset, timed out)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried: attempt n waits a random time in [0, min(max_delay,
+    base_delay * 2**n)] (full jitter: clients that failed together do not retry together); a 429 or 503
+    with Retry-After waits that long (at most max_retry_after) plus up to base_delay of jitter."""
+
+    attempts: int = 6  # tries in all, the first included
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_retry_after: float = 120.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.max_delay, self.base_delay * 2**attempt))
+
+    def after(self, retry_after: float, rng: random.Random) -> float:
+        return min(retry_after, self.max_retry_after) + rng.uniform(0.0, self.base_delay)
+
+
+@dataclass(frozen=True)
+class Gallery:
+    name: str
+    model_hash: str
+    model_matches: bool  # False: the running model did not build it (enrol and search answer 409)
+    dim: int
+    parts: int
+    subject_count: int
+    sequence_count: int
+    created: datetime
+    metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Subject:
+    subject_id: str
+    sequence_count: int
+    created: datetime
+
+
+@dataclass(frozen=True)
+class SubjectPage:
+    data: list[Subject]
+    count: int  # all subjects of the gallery, not only this page
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class EnrolledSequence:
+    sequence_id: str
+    subject_id: str
+    metadata: dict[str, Any] | None
+    created: datetime
+
+
+@dataclass(frozen=True)
+class Hit:
+    subject_id: str
+    score: float  # mean per-part cosine of the subject's best sequence, in [-1, 1]
+    sequence_id: str
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    gallery: str
+    model_hash: str
+    hits: list[Hit]
+
+
+@dataclass(frozen=True)
+class Embedding:
+    name: str
+    vector: np.ndarray  # (dim,) float32, part-major, each part unit-norm
+    frames: int
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    """The server's one error shape, or a generic one for a proxy's non-JSON error page."""
+    try:
+        error = response.json()["error"]
+        return ApiError(response.status_code, str(error["code"]), str(error["message"]), error.get("detail"))
+    except (ValueError, KeyError, TypeError):
+        text = response.text.strip().replace("\n", " ")[:200] or response.reason_phrase
+        return ApiError(response.status_code, "http_error", text)
+
+
+def sequence_npz(frames: np.ndarray) -> bytes:
+    """A (T, H, W) uint8 sequence as a compressed .npz: binary masks shrink ~20x on the wire."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, silhouettes=frames)
+    return buffer.getvalue()
+
+
+def file_upload(path: str | Path, name: str | None = None) -> FileUpload:
+    """Any sequence the loader reads (a file, or a folder of PNG frames), checked here and sent as .npz,
+    so a bad file is reported before it costs a request."""
+    path = Path(path)
+    frames = load_sequence(path)  # (T, H, W) uint8
+    return f"{name or path.stem}.npz", sequence_npz(frames)
+
+
+class GaitluClient:
+    """One server, one API key, one connection pool; safe to share between threads."""
+
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        api_key: str | None = None,
+        *,
+        timeout: float = 120.0,  # inference on a busy CPU server can take a while
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not server.startswith(("http://", "https://")):
+            raise ClientError(f"server URL must start with http:// or https://, got {server!r}")
+        headers = {API_KEY_HEADER: api_key} if api_key else {}
+        self.server = server.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self._http = httpx.Client(
+            base_url=self.server,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            transport=transport,
+        )
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GaitluClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- transport
+
+    def _request(self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any) -> httpx.Response:
+        """Send with retries (see the module docstring); a final error status raises ApiError."""
+        policy = self.retry
+        for attempt in range(policy.attempts):
+            last = attempt == policy.attempts - 1
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                # A refused connection never reached the server; anything later might have been applied.
+                if last or not (idempotent or isinstance(exc, httpx.ConnectError)):
+                    raise UnreachableError(
+                        f"no answer from {self.server} ({type(exc).__name__}: {exc or 'no details'}) "
+                        f"after {attempt + 1} attempt(s)"
+                    ) from exc
+                delay = policy.backoff(attempt, self._rng)
+                logger.info("%s %s: %s; retrying in %.1f s", method, path, type(exc).__name__, delay)
+                self._sleep(delay)
+                continue
+            status = response.status_code
+            transient = status == 429 or status >= 500
+            if not transient or last or not (idempotent or status in UNAPPLIED_STATUSES):
+                if status >= 400:
+                    raise _api_error(response)
+                return response
+            retry_after = _retry_after(response) if status in UNAPPLIED_STATUSES else None
+            delay = (
+                policy.backoff(attempt, self._rng)
+                if retry_after is None
+                else policy.after(retry_after, self._rng)
+            )
+            logger.info("%s %s: HTTP %d; retrying in %.1f s", method, path, status, delay)
+            self._sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # ----- probes
+
+    def ready(self) -> bool:
+        """Whether the server is ready to serve (GET /readyz is 200); no retries."""
+        try:
+            return self._http.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    # ----- embedding and search
+
+    def embed(self, files: Sequence[FileUpload]) -> list[Embedding]:
+        body = self._json("POST", "/embed", files=[("files", f) for f in files])
+        return [
+            Embedding(e["name"], np.asarray(e["embedding"], dtype=np.float32), e["frames"])
+            for e in body["data"]
+        ]
+
+    def search(
+        self,
+        gallery: str,
+        query: FileUpload | np.ndarray,
+        k: int = 5,
+        threshold: float | None = None,
+    ) -> SearchResult:
+        """Rank the gallery's subjects against a sequence file or a flat embedding, best first."""
+        if isinstance(query, np.ndarray):
+            payload: dict[str, Any] = {"gallery": gallery, "k": k, "embedding": query.ravel().tolist()}
+            if threshold is not None:
+                payload["threshold"] = threshold
+            body = self._json("POST", "/search", json=payload)
+        else:
+            form = {"gallery": gallery, "k": str(k)}
+            if threshold is not None:
+                form["threshold"] = str(threshold)
+            body = self._json("POST", "/search", data=form, files=[("file", query)])
+        hits = [Hit(h["subject_id"], float(h["score"]), h["sequence_id"]) for h in body["data"]]
+        return SearchResult(body["gallery"], body["model_hash"], hits)
+
+    # ----- galleries
+
+    def create_gallery(self, name: str, metadata: dict[str, Any] | None = None) -> Gallery:
+        return _gallery(self._json("POST", "/galleries", json={"name": name, "metadata": metadata}))
+
+    def list_galleries(self) -> list[Gallery]:
+        return [_gallery(g) for g in self._json("GET", "/galleries")["data"]]
+
+    def get_gallery(self, name: str) -> Gallery:
+        return _gallery(self._json("GET", f"/galleries/{_seg(name)}"))
+
+    def delete_gallery(self, name: str) -> None:
+        self._request("DELETE", f"/galleries/{_seg(name)}")
+
+    # ----- subjects and sequences
+
+    def enroll(
+        self,
+        gallery: str,
+        subject_id: str,
+        files: Sequence[FileUpload],
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+        sequence_ids: Sequence[str] | None = None,
+    ) -> list[EnrolledSequence]:
+        """Enrol sequences of one subject, all or none. With `sequence_ids` (one per file) a retry is
+        idempotent, so only then are ambiguous failures retried."""
+        form: dict[str, Any] = {}
+        if metadata is not None:
+            form["metadata"] = json.dumps(list(metadata))
+        if sequence_ids is not None:
+            form["sequence_ids"] = list(sequence_ids)
+        body = self._json(
+            "POST",
+            f"/galleries/{_seg(gallery)}/subjects/{_seg(subject_id)}/sequences",
+            data=form,
+            files=[("files", f) for f in files],
+            idempotent=sequence_ids is not None,
+        )
+        return [_sequence(s) for s in body["data"]]
+
+    def list_subjects(self, gallery: str, offset: int = 0, limit: int = 100) -> SubjectPage:
+        body = self._json(
+            "GET", f"/galleries/{_seg(gallery)}/subjects", params={"offset": offset, "limit": limit}
+        )
+        subjects = [Subject(s["subject_id"], s["sequence_count"], _time(s["created"])) for s in body["data"]]
+        return SubjectPage(subjects, body["count"], body["offset"], body["limit"])
+
+    def iter_subjects(self, gallery: str, page_size: int = PAGE_SIZE) -> Iterator[Subject]:
+        """Every subject, page by page (ordered by id, so a page boundary never repeats or skips one
+        unless subjects are added or removed meanwhile)."""
+        offset = 0
+        while True:
+            page = self.list_subjects(gallery, offset, page_size)
+            yield from page.data
+            offset += len(page.data)
+            if not page.data or offset >= page.count:
+                return
+
+    def subject_sequences(self, gallery: str, subject_id: str) -> list[EnrolledSequence]:
+        return [
+            _sequence(s)
+            for s in self._json("GET", f"/galleries/{_seg(gallery)}/subjects/{_seg(subject_id)}")["data"]
+        ]
+
+    def delete_subject(self, gallery: str, subject_id: str) -> None:
+        self._request("DELETE", f"/galleries/{_seg(gallery)}/subjects/{_seg(subject_id)}")
+
+    def delete_sequence(self, gallery: str, sequence_id: str) -> None:
+        self._request("DELETE", f"/galleries/{_seg(gallery)}/sequences/{_seg(sequence_id)}")
+
+
+def _seg(value: str) -> str:
+    """One URL path segment: a name holding '/' or '?' stays one segment (the server then rejects it)."""
+    return quote(value, safe="")
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _gallery(g: dict[str, Any]) -> Gallery:
+    return Gallery(
+        g["name"],
+        g["model_hash"],
+        g["model_matches"],
+        g["dim"],
+        g["parts"],
+        g["subject_count"],
+        g["sequence_count"],
+        _time(g["created"]),
+        g.get("metadata"),
+    )
+
+
+def _sequence(s: dict[str, Any]) -> EnrolledSequence:
+    return EnrolledSequence(s["sequence_id"], s["subject_id"], s.get("metadata"), _time(s["created"]))

@@ -1,0 +1,310 @@
+"""Enrol a dataset folder into a gallery, through the service or straight into a local store.
+
+Sources: an OpenGait tree `<subject>/<condition>/<view>/*.pkl` (one sequence per leaf folder, read like
+the evaluation reads it) or a flat folder `<subject>/...` whose files (.pkl, .npy, .npz, .zip) and
+folders of PNG frames are one sequence each. The subject id is the top folder's name.
+
+Every sequence gets a deterministic id, the sha1 of its path relative to the dataset root, so a re-run
+on the same root is resumable: what the gallery already holds is listed first and skipped, and a
+retried upload that the server had applied is recognised by its id. Bad files are reported and skipped;
+only a failure that dooms every remaining item (server unreachable, wrong API key, missing gallery,
+another model's gallery) stops the run, and is returned as `EnrolSummary.fatal`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from gaitlu.errors import DataError, GaitluError
+from gaitlu.labelled import DATASET_LIMITS, LabelledSequence, read_labelled, scan_labelled
+from gaitlu.preprocess import to_model_frames
+from gaitlu.sequence import iter_sequence_files, load_sequence
+from gallery import validate
+from gallery.client import ApiError, ClientError, GaitluClient, sequence_npz
+from gallery.errors import GalleryExistsError, ModelMismatchError, NotFoundError
+from gallery.store import GalleryStore
+
+logger = logging.getLogger(__name__)
+
+STORE_FILE = "galleries.db"  # the service's store inside its data dir (service.settings.Settings.store_path)
+# Server answers that doom every remaining upload, not just one file.
+FATAL_STATUSES = frozenset({401, 403, 404, 415})
+FATAL_CODES = frozenset({"model_mismatch"})
+WINDOW = 4  # items submitted ahead per worker
+
+
+class Layout(StrEnum):
+    opengait = "opengait"
+    flat = "flat"
+
+
+class Outcome(StrEnum):
+    enrolled = "enrolled"
+    skipped = "skipped"  # the gallery already held it
+    failed = "failed"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One sequence of the dataset: where it is and what the gallery will call it."""
+
+    subject_id: str
+    path: Path  # a file, a folder of PNG frames, or an OpenGait sequence folder
+    relpath: str  # relative to the dataset root, '/'-separated
+    metadata: dict[str, Any]
+    layout: Layout
+
+    @property
+    def sequence_id(self) -> str:
+        return hashlib.sha1(self.relpath.encode("utf-8")).hexdigest()
+
+    def load(self) -> np.ndarray:
+        """The raw (T, H, W) uint8 frames; SequenceError for a bad file."""
+        if self.layout is Layout.opengait:
+            condition, view = self.metadata["condition"], self.metadata["view"]
+            return read_labelled(LabelledSequence(self.path, self.subject_id, condition, view))
+        return load_sequence(self.path, limits=DATASET_LIMITS)
+
+
+@dataclass
+class EnrolSummary:
+    enrolled: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
+    fatal: GaitluError | None = None  # what stopped the run early
+    not_done: int = 0  # items the run did not finish because a fatal failure stopped it
+
+    @property
+    def exit_code(self) -> int:
+        """0 all done, 1 some items failed, 2 the run could not go on."""
+        return 2 if self.fatal is not None else 1 if self.failed else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "enrolled": self.enrolled,
+            "skipped": self.skipped,
+            "failed": [{"path": path, "reason": reason} for path, reason in self.failed],
+            "not_done": self.not_done,
+            "fatal": None if self.fatal is None else str(self.fatal),
+        }
+
+
+def scan_dataset(root: str | Path, layout: Layout) -> list[Source]:
+    """The dataset's sequences in a deterministic order (by subject, then path)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset folder not found: {root}")
+    sources = []
+    if layout is Layout.opengait:
+        for seq in scan_labelled(root):
+            relpath = seq.path.relative_to(root).as_posix()
+            metadata = {"path": relpath, "condition": seq.condition, "view": seq.view}
+            sources.append(Source(seq.subject, seq.path, relpath, metadata, layout))
+        return sources
+    for subject_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in iter_sequence_files(subject_dir):
+            relpath = path.relative_to(root).as_posix()
+            sources.append(Source(subject_dir.name, path, relpath, {"path": relpath}, layout))
+    return sources
+
+
+class Target(Protocol):
+    """Where sequences go: the service (`RemoteTarget`) or a local store (`LocalTarget`)."""
+
+    def prepare(self, create: bool) -> None:
+        """Check the gallery exists (creating it when asked); raise a GaitluError if unusable."""
+        ...
+
+    def held(self, sources: Sequence[Source]) -> set[str]:
+        """The sequence ids among `sources` that the gallery already holds."""
+        ...
+
+    def enrol(self, source: Source, frames: np.ndarray) -> Outcome:
+        """Enrol one loaded sequence; `skipped` when it turns out to be held already."""
+        ...
+
+    def is_fatal(self, exc: GaitluError) -> bool:
+        """Whether this failure dooms every remaining item."""
+        ...
+
+
+class RemoteTarget:
+    """A gallery on a running service, through `GaitluClient`."""
+
+    def __init__(self, client: GaitluClient, gallery: str, concurrency: int = 4) -> None:
+        self.client = client
+        self.gallery = gallery
+        self.concurrency = concurrency
+
+    def prepare(self, create: bool) -> None:
+        try:
+            info = self.client.get_gallery(self.gallery)
+        except ApiError as exc:
+            if exc.status != 404 or not create:
+                raise
+            try:
+                info = self.client.create_gallery(self.gallery)
+                logger.info("created gallery '%s'", self.gallery)
+            except ApiError as again:  # created meanwhile by another run, or by a retried request
+                if again.code != "gallery_exists":
+                    raise
+                info = self.client.get_gallery(self.gallery)
+        if not info.model_matches:
+            raise ClientError(
+                f"gallery '{self.gallery}' holds embeddings of model {info.model_hash[:12]}..., not of the "
+                "server's running model: enrol into a new gallery, or serve the gallery's model"
+            )
+
+    def held(self, sources: Sequence[Source]) -> set[str]:
+        wanted = {s.subject_id for s in sources}
+        present = [s.subject_id for s in self.client.iter_subjects(self.gallery) if s.subject_id in wanted]
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            listings = pool.map(lambda subject: self.client.subject_sequences(self.gallery, subject), present)
+            return {seq.sequence_id for listing in listings for seq in listing}
+
+    def enrol(self, source: Source, frames: np.ndarray) -> Outcome:
+        try:
+            self.client.enroll(
+                self.gallery,
+                source.subject_id,
+                [(f"{source.sequence_id}.npz", sequence_npz(frames))],
+                metadata=[source.metadata],
+                sequence_ids=[source.sequence_id],
+            )
+        except ApiError as exc:
+            # The id is derived from the path, which names the subject: a conflict means this sequence
+            # was enrolled before (its embedding may differ in the last bits when batched differently).
+            if exc.code == "sequence_id_conflict":
+                return Outcome.skipped
+            raise
+        return Outcome.enrolled
+
+    def is_fatal(self, exc: GaitluError) -> bool:
+        if isinstance(exc, ApiError):
+            return exc.status in FATAL_STATUSES or exc.code in FATAL_CODES
+        return isinstance(exc, ClientError)  # unreachable after retries
+
+
+class LocalTarget:
+    """A gallery in a local store (`--offline`): the service's preprocessing and model, no HTTP."""
+
+    def __init__(self, store: GalleryStore, embedder: Any, gallery: str) -> None:
+        self.store = store
+        self.embedder = embedder  # service.runtime.Embedder
+        self.gallery = gallery
+
+    def prepare(self, create: bool) -> None:
+        e = self.embedder
+        try:
+            info = self.store.get_gallery(self.gallery)
+        except NotFoundError:
+            if not create:
+                raise
+            try:
+                info = self.store.create_gallery(self.gallery, e.model_hash, e.parts * e.dim, e.parts)
+            except GalleryExistsError:
+                info = self.store.get_gallery(self.gallery)
+        if info.model_hash != e.model_hash:
+            raise ModelMismatchError(self.gallery, info.model_hash, e.model_hash)
+
+    def held(self, sources: Sequence[Source]) -> set[str]:
+        held = set()
+        for subject in {s.subject_id for s in sources}:
+            try:
+                held.update(seq.sequence_id for seq in self.store.list_sequences(self.gallery, subject))
+            except NotFoundError:
+                continue
+        return held
+
+    def enrol(self, source: Source, frames: np.ndarray) -> Outcome:
+        vectors = self.embedder.embed_flat([to_model_frames(frames)])  # (1, P*C)
+        self.store.enroll(
+            self.gallery,
+            source.subject_id,
+            vectors,
+            self.embedder.model_hash,
+            metadata=[source.metadata],
+            sequence_ids=[source.sequence_id],
+        )
+        return Outcome.enrolled
+
+    def is_fatal(self, exc: GaitluError) -> bool:
+        return isinstance(exc, ModelMismatchError | NotFoundError)
+
+
+def _attempt(target: Target, source: Source) -> Outcome:
+    validate.item_id(source.subject_id, "subject id")  # a bad folder name fails here, not after reading
+    return target.enrol(source, source.load())
+
+
+def enrol_sources(
+    sources: Sequence[Source],
+    target: Target,
+    *,
+    create: bool = True,
+    concurrency: int = 4,
+    progress: Callable[[Outcome], None] | None = None,
+    on_plan: Callable[[int], None] | None = None,
+) -> EnrolSummary:
+    """Enrol every source not yet held, `concurrency` at a time. `on_plan(n)` is told how many will be
+    attempted, `progress(outcome)` each result. Never raises for per-item or fatal failures: they are
+    in the summary (after a fatal one, items not yet submitted are left alone, counted in `not_done`)."""
+    summary = EnrolSummary()
+    try:
+        target.prepare(create)
+        held = target.held(sources)
+    except GaitluError as exc:
+        summary.fatal, summary.not_done = exc, len(sources)
+        return summary
+    todo = [s for s in sources if s.sequence_id not in held]
+    summary.skipped = len(sources) - len(todo)
+    if on_plan is not None:
+        on_plan(len(todo))
+    queue = iter(todo)
+    with ThreadPoolExecutor(max(1, concurrency)) as pool:
+        # A bounded window of submitted items: a million-sequence dataset never becomes a million futures.
+        pending = {pool.submit(_attempt, target, s): s for s in itertools.islice(queue, WINDOW * concurrency)}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                source = pending.pop(future)
+                try:
+                    outcome = future.result()
+                except GaitluError as exc:
+                    if target.is_fatal(exc):
+                        summary.fatal = summary.fatal or exc
+                        summary.not_done += 1
+                        continue
+                    logger.info("%s: %s", source.relpath, exc)
+                    summary.failed.append((source.relpath, str(exc)))
+                    outcome = Outcome.failed
+                summary.enrolled += outcome is Outcome.enrolled
+                summary.skipped += outcome is Outcome.skipped
+                if progress is not None:
+                    progress(outcome)
+                if summary.fatal is None:
+                    pending.update((pool.submit(_attempt, target, s), s) for s in itertools.islice(queue, 1))
+    summary.not_done += sum(1 for _ in queue)
+    summary.failed.sort()
+    return summary
+
+
+def open_local_target(
+    data_dir: str | Path, artifact: str | Path, gallery: str
+) -> tuple[LocalTarget, Callable[[], None]]:
+    """A LocalTarget on the store the service would open for `data_dir`, and its close function."""
+    from service.runtime import load_embedder  # torch-free; imported here so the client needs no onnxruntime
+
+    embedder = load_embedder(artifact)
+    store = GalleryStore(Path(data_dir) / STORE_FILE)
+    return LocalTarget(store, embedder, gallery), store.close

@@ -1,0 +1,218 @@
+"""Dynamic micro-batching: sequences from concurrent requests share one runtime call.
+
+A request submits its sequences; a single worker task takes up to `max_batch` queued sequences, waiting
+at most `max_wait_ms` after the oldest arrived for more to join, and runs the runtime in a dedicated
+thread so the event loop keeps serving. While a batch runs, new arrivals queue and form the next one,
+so the batch size follows the load. Results are identical to unbatched calls because the runtime never
+pads (it groups sequences of equal length).
+
+The queue is bounded: a request whose sequences do not all fit is refused at once with 429 (all or
+none, so a multi-file request is never half-served). A failed runtime call fails only its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.context import timings
+from service.errors import ServiceError, overloaded
+from service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+EmbedFn = Callable[[list[np.ndarray]], np.ndarray]  # (T_i, 64, 44) sequences -> (N, P, C)
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_batch: int = 8  # sequences per runtime call; 1 turns batching off
+    max_wait_ms: float = 2.0
+    max_queue: int = 128  # sequences waiting (not yet in a running batch)
+    timeout_s: float = 120.0  # a request waits at most this long for its result
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vector: np.ndarray  # (P, C) float32
+    queue_ms: float  # from submission to the start of its batch
+    inference_ms: float  # its batch's runtime call
+    batch_size: int
+
+
+class InferenceError(ServiceError):
+    """The runtime raised on a batch: not the client's fault, and the service is not ready until a
+    probe succeeds again."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(
+            503,
+            "inference_failed",
+            "inference failed on this batch; retry shortly",
+            {"error": type(cause).__name__},
+        )
+
+
+class _ShuttingDown(ServiceError):
+    def __init__(self) -> None:
+        super().__init__(503, "shutting_down", "the service is shutting down")
+
+
+@dataclass
+class _Job:
+    frames: np.ndarray
+    future: asyncio.Future[Embedded]
+    enqueued: float
+
+
+class Batcher:
+    """Queue + one worker task + one inference thread. `start`/`stop` are idempotent."""
+
+    def __init__(
+        self,
+        embed: EmbedFn,
+        settings: BatchSettings,
+        metrics: Metrics,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._embed = embed
+        self.settings = settings
+        self._metrics = metrics
+        self._on_failure = on_failure
+        self._pending: deque[_Job] = deque()
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+        self._mean_batch_s = 0.05  # running estimate for Retry-After
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    async def start(self) -> None:
+        if self._worker is not None:
+            return
+        self._closed = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaitlu-inference")
+        self._worker = asyncio.create_task(self._run(), name="gaitlu-batcher")
+
+    async def stop(self) -> None:
+        """Refuse new work, fail what is queued, let a running batch finish, release the thread."""
+        self._closed = True
+        while self._pending:
+            job = self._pending.popleft()
+            if not job.future.done():
+                job.future.set_exception(_ShuttingDown())
+        self._metrics.queue_depth.set(0)
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def submit(self, sequences: list[np.ndarray], *, bypass_limit: bool = False) -> list[Embedded]:
+        """Embed (T_i, 64, 44) sequences; 429 if they do not all fit in the queue.
+
+        `bypass_limit` admits them even when the queue is full (the readiness probe: an overloaded
+        server is busy, not broken)."""
+        if self._closed or self._worker is None:
+            raise _ShuttingDown()
+        if not bypass_limit and len(self._pending) + len(sequences) > self.settings.max_queue:
+            raise overloaded(self._retry_after())
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        jobs = [_Job(frames, loop.create_future(), now) for frames in sequences]
+        self._pending.extend(jobs)
+        self._metrics.queue_depth.set(len(self._pending))
+        self._arrived.set()
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                results = await asyncio.gather(*(job.future for job in jobs))
+        except TimeoutError:
+            raise ServiceError(504, "inference_timeout", "inference took too long; retry later") from None
+        finally:
+            for job in jobs:  # a cancelled or failed request frees its queued items
+                job.future.cancel()
+        collector = timings.get()
+        if collector is not None:
+            for result in results:
+                collector.record(result.queue_ms, result.inference_ms)
+        return results
+
+    def _retry_after(self) -> int:
+        """Seconds until the queue has likely drained: batches queued x observed batch time."""
+        batches = math.ceil(len(self._pending) / self.settings.max_batch)
+        return max(1, math.ceil(batches * self._mean_batch_s))
+
+    async def _next_batch(self) -> list[_Job]:
+        """Wait for work, then up to max_wait for the batch to fill; skip abandoned jobs."""
+        while True:
+            while not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            deadline = self._pending[0].enqueued + self.settings.max_wait_ms / 1000
+            while len(self._pending) < self.settings.max_batch:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    async with asyncio.timeout(remaining):
+                        await self._arrived.wait()
+                except TimeoutError:
+                    break
+            batch = self._take()
+            self._metrics.queue_depth.set(len(self._pending))
+            if batch:
+                return batch
+
+    def _take(self) -> list[_Job]:
+        """Up to max_batch live jobs in arrival order."""
+        batch: list[_Job] = []
+        while self._pending and len(batch) < self.settings.max_batch:
+            job = self._pending.popleft()
+            if not job.future.done():
+                batch.append(job)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            started = time.perf_counter()
+            try:
+                vectors = await loop.run_in_executor(
+                    self._executor, self._embed, [job.frames for job in batch]
+                )
+            except Exception as exc:
+                logger.exception("inference failed on a batch of %d sequences", len(batch))
+                self._metrics.inference_failures.inc()
+                if self._on_failure is not None:
+                    self._on_failure(exc)
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(InferenceError(exc))
+                continue
+            elapsed = time.perf_counter() - started
+            self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * elapsed
+            self._metrics.inference.observe(elapsed)
+            self._metrics.batch_size.observe(len(batch))
+            for job, vector in zip(batch, vectors, strict=True):
+                self._metrics.queue_wait.observe(started - job.enqueued)
+                if not job.future.done():
+                    job.future.set_result(
+                        Embedded(vector, (started - job.enqueued) * 1000, elapsed * 1000, len(batch))
+                    )

@@ -1,0 +1,346 @@
+"""The service's async engine: decode -> micro-batched inference -> galleries, usable without HTTP.
+
+    engine = Engine(load_settings(artifact="art", data_dir="data"))
+    await engine.start()
+    [result] = await engine.embed([Upload("walk.pkl", data)])
+    await engine.stop()
+
+Blocking work never runs on the event loop: decoding and preprocessing run in worker threads (at most
+`decode_workers` at once, which bounds their memory), inference in the batcher's thread, gallery calls
+(SQLite commits, FAISS searches) in the default thread pool.
+
+Readiness: `start` warms the runtime and records a reference embedding of a fixed probe sequence.
+`probe()` embeds it again through the batcher; the engine is ready while the answer matches. A failed
+batch makes the engine not ready until a probe succeeds again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import numpy as np
+from anyio.to_thread import run_sync
+
+from gaitlu.errors import ConfigError, SequenceError
+from gaitlu.preprocess import to_model_frames
+from gaitlu.sequence import SequenceLimits, load_sequence
+from gallery.errors import ModelMismatchError
+from gallery.records import GalleryInfo, SequenceInfo, SubjectPage
+from gallery.search import SearchHit
+from gallery.store import GalleryStore
+from service.batcher import Batcher, BatchSettings, Embedded
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.runtime import Embedder, load_embedder
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PROBE_FRAMES = 4
+PROBE_MIN_COSINE = 0.999  # a probe in another batch may differ by float rounding, never by more
+PROBE_TIMEOUT_S = 10.0
+MAX_NAME = 128
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded sequence: its client-side name (format hint and messages) and raw bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Decoded:
+    name: str
+    frames: np.ndarray  # (T, 64, 44) uint8 model frames
+    decode_ms: float
+
+
+@dataclass(frozen=True)
+class SequenceEmbedding:
+    name: str
+    vector: np.ndarray  # (P*C,) float32, part-major, each part unit-norm
+    frames: int  # frames the model saw
+    decode_ms: float
+    queue_ms: float
+    inference_ms: float
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_hash: str
+    parts: int
+    channels: int  # per part
+
+    @property
+    def dim(self) -> int:
+        """Floats in one flattened embedding."""
+        return self.parts * self.channels
+
+
+def safe_name(name: str | None, index: int) -> str:
+    """A client file name reduced to its last component: it only names the data and hints its format."""
+    base = Path((name or "").replace("\\", "/")).name[:MAX_NAME]
+    return base or f"sequence-{index}"
+
+
+def probe_sequence() -> np.ndarray:
+    """A fixed, person-like (PROBE_FRAMES, 64, 44) uint8 silhouette: an upright ellipse that sways."""
+    rows, cols = np.mgrid[0:64, 0:44]  # (64, 44) each
+    frames = []
+    for t in range(PROBE_FRAMES):
+        centre = 22 + 2 * np.sin(t)
+        inside = ((rows - 32) / 30) ** 2 + ((cols - centre) / 9) ** 2 <= 1
+        frames.append(inside.astype(np.uint8) * 255)
+    return np.stack(frames)  # (T, 64, 44)
+
+
+def _decode(upload: Upload, limits: SequenceLimits) -> Decoded:
+    started = time.perf_counter()
+    raw = load_sequence(upload.data, filename=upload.name, limits=limits)  # (T, H, W) uint8
+    try:
+        frames = to_model_frames(raw)  # (T', 64, 44) uint8
+    except SequenceError as exc:
+        raise SequenceError(f"{upload.name}: {exc}") from None
+    if not frames.flags.writeable:
+        frames = frames.copy()
+    return Decoded(upload.name, frames, (time.perf_counter() - started) * 1000)
+
+
+class Engine:
+    """Runtime + batcher + gallery store behind async methods. `start`/`stop` are idempotent."""
+
+    def __init__(
+        self, settings: Settings, *, embedder: Embedder | None = None, metrics: Metrics | None = None
+    ):
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._given_embedder = embedder
+        self._embedder: Embedder | None = None
+        self._batcher: Batcher | None = None
+        self._store: GalleryStore | None = None
+        self._limits = settings.sequence_limits()
+        self._decoders = anyio.CapacityLimiter(settings.decode_workers)
+        self._probe = probe_sequence()
+        self._reference: np.ndarray | None = None  # (P*C,) probe embedding at start
+        self._ready = False
+        self._probing: asyncio.Task[bool] | None = None
+        self._lifecycle = asyncio.Lock()
+
+    # ----- lifecycle
+
+    async def start(self) -> None:
+        """Load and warm the runtime, open the galleries, start the batcher."""
+        async with self._lifecycle:
+            if self._batcher is not None:
+                return
+            s = self.settings
+            embedder = self._given_embedder or await run_sync(
+                functools.partial(
+                    load_embedder, s.artifact, backend=s.backend, precision=s.precision, threads=s.threads
+                )
+            )
+            reference = await run_sync(embedder.embed, [self._probe])  # (1, P, C): the warm-up check
+            if not np.isfinite(reference).all():
+                raise ConfigError(f"{s.artifact}: the model returns non-finite values for a probe sequence")
+            store = await run_sync(GalleryStore, s.store_path)
+            batcher = Batcher(
+                embedder.embed,
+                BatchSettings(s.max_batch, s.max_wait_ms, s.max_queue, s.inference_timeout_s),
+                self.metrics,
+                on_failure=self._inference_failed,
+            )
+            await batcher.start()
+            self._embedder, self._store, self._batcher = embedder, store, batcher
+            self._reference = reference.reshape(-1)
+            self._ready = True
+            self.metrics.watch_galleries(store.stats)
+            logger.info("engine started: model %s, store %s", embedder.model_hash[:12], s.store_path)
+
+    async def stop(self) -> None:
+        """Stop the batcher (queued work fails with 503), then close the store. Safe to call twice."""
+        async with self._lifecycle:
+            self._ready = False
+            if self._batcher is not None:
+                await self._batcher.stop()
+                self._batcher = None
+            if self._store is not None:
+                self.metrics.watch_galleries(None)
+                await run_sync(self._store.close)
+                self._store = None
+            self._embedder = None
+
+    @property
+    def started(self) -> bool:
+        return self._batcher is not None
+
+    def _parts(self) -> tuple[Embedder, Batcher, GalleryStore]:
+        if self._embedder is None or self._batcher is None or self._store is None:
+            raise ServiceError(503, "not_started", "the engine is not started (call Engine.start first)")
+        return self._embedder, self._batcher, self._store
+
+    @property
+    def model(self) -> ModelInfo:
+        embedder, _, _ = self._parts()
+        return ModelInfo(embedder.model_hash, embedder.parts, embedder.dim)
+
+    @property
+    def store(self) -> GalleryStore:
+        return self._parts()[2]
+
+    # ----- readiness
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and self.started
+
+    def _inference_failed(self, exc: BaseException) -> None:
+        self._ready = False
+
+    def _matches_reference(self, vector: np.ndarray) -> bool:
+        if self._reference is None or not np.isfinite(vector).all():
+            return False
+        parts = self._reference.reshape(self.model.parts, -1)  # (P*C,) -> (P, C)
+        cosine = float((parts * vector.reshape(parts.shape)).sum(axis=1).mean())  # unit parts: mean cosine
+        return cosine >= PROBE_MIN_COSINE
+
+    async def probe(self) -> bool:
+        """Embed the probe sequence through the batcher; ready = it answers as at start. Concurrent
+        callers share one probe."""
+        if not self.started:
+            return False
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.create_task(self._run_probe())
+        return await asyncio.shield(self._probing)
+
+    async def _run_probe(self) -> bool:
+        _, batcher, _ = self._parts()
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                [result] = await batcher.submit([self._probe], bypass_limit=True)
+            self._ready = self._matches_reference(result.vector)
+        except Exception as exc:  # any failure means "not ready"; the reason goes to the log
+            logger.warning("readiness probe failed: %s", exc)
+            self._ready = False
+        return self._ready
+
+    # ----- embedding
+
+    async def decode(self, uploads: Sequence[Upload]) -> list[Decoded]:
+        """Raw uploads -> model frames, in worker threads; the first bad file fails the call."""
+        decoded = []
+        for upload in uploads:  # sequential per request: the limiter spreads work across requests
+            item = await run_sync(_decode, upload, self._limits, limiter=self._decoders)
+            self.metrics.decode.observe(item.decode_ms / 1000)
+            decoded.append(item)
+        return decoded
+
+    async def embed_frames(self, sequences: list[np.ndarray]) -> list[Embedded]:
+        """(T_i, 64, 44) uint8 sequences -> their embeddings, through the shared batcher."""
+        _, batcher, _ = self._parts()
+        return await batcher.submit(sequences)
+
+    async def embed(self, uploads: Sequence[Upload]) -> list[SequenceEmbedding]:
+        self._parts()
+        decoded = await self.decode(uploads)
+        results = await self.embed_frames([d.frames for d in decoded])
+        max_frames = self._embedder.manifest.input.max_frames  # type: ignore[union-attr]
+        return [
+            SequenceEmbedding(
+                d.name,
+                r.vector.reshape(-1),
+                min(len(d.frames), max_frames),
+                d.decode_ms,
+                r.queue_ms,
+                r.inference_ms,
+            )
+            for d, r in zip(decoded, results, strict=True)
+        ]
+
+    # ----- galleries
+
+    async def _store_call(self, fn: Callable[..., T], *args: Any) -> T:
+        store = self.store
+        return await run_sync(functools.partial(fn, store, *args))
+
+    async def search(
+        self, gallery: str, query: Upload | np.ndarray, k: int, threshold: float | None
+    ) -> tuple[list[SearchHit], SequenceEmbedding | None]:
+        """Rank a gallery's subjects against a sequence (embedded first) or a given embedding."""
+        await self._check_model(gallery)
+        embedded = None
+        if isinstance(query, Upload):
+            [embedded] = await self.embed([query])
+            query = embedded.vector
+        hits = await self._store_call(
+            GalleryStore.search, gallery, query, self.model.model_hash, k, threshold
+        )
+        return hits, embedded
+
+    async def _check_model(self, gallery: str) -> str:
+        """The running model's hash, after checking the gallery exists and was built with that model
+        (a cheap read, so a mismatch is refused before any decoding or inference)."""
+        model_hash = self.model.model_hash
+        info = await self.get_gallery(gallery)
+        if info.model_hash != model_hash:
+            raise ModelMismatchError(gallery, info.model_hash, model_hash)
+        return model_hash
+
+    async def create_gallery(self, name: str, metadata: dict[str, Any] | None) -> GalleryInfo:
+        model = self.model
+        return await self._store_call(
+            GalleryStore.create_gallery, name, model.model_hash, model.dim, model.parts, metadata
+        )
+
+    async def list_galleries(self) -> list[GalleryInfo]:
+        return await self._store_call(GalleryStore.list_galleries)
+
+    async def get_gallery(self, name: str) -> GalleryInfo:
+        return await self._store_call(GalleryStore.get_gallery, name)
+
+    async def delete_gallery(self, name: str) -> None:
+        await self._store_call(GalleryStore.delete_gallery, name)
+
+    async def enroll(
+        self,
+        gallery: str,
+        subject_id: str,
+        uploads: Sequence[Upload],
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+        sequence_ids: Sequence[str] | None = None,
+    ) -> tuple[list[SequenceInfo], list[SequenceEmbedding]]:
+        """Embed and enrol sequences of one subject, all or none; returns the stored sequences (input
+        order) and their embeddings. The gallery's model is checked first: a mismatch costs no inference."""
+        model_hash = await self._check_model(gallery)
+        # A retry is recognised by an equal vector: with client ids, compute it batch-independently.
+        embedded = await self.embed(uploads)
+        vectors = np.stack([e.vector for e in embedded])  # n x (P*C,) -> (n, P*C)
+        infos = await self._store_call(
+            GalleryStore.enroll, gallery, subject_id, vectors, model_hash, metadata, sequence_ids
+        )
+        return infos, embedded
+
+    async def list_subjects(self, gallery: str, offset: int, limit: int) -> SubjectPage:
+        return await self._store_call(GalleryStore.list_subjects, gallery, offset, limit)
+
+    async def list_sequences(self, gallery: str, subject_id: str) -> list[SequenceInfo]:
+        return await self._store_call(GalleryStore.list_sequences, gallery, subject_id)
+
+    async def get_sequence(self, gallery: str, sequence_id: str) -> SequenceInfo:
+        return await self._store_call(GalleryStore.get_sequence, gallery, sequence_id)
+
+    async def delete_subject(self, gallery: str, subject_id: str) -> None:
+        await self._store_call(GalleryStore.delete_subject, gallery, subject_id)
+
+    async def delete_sequence(self, gallery: str, sequence_id: str) -> None:
+        await self._store_call(GalleryStore.delete_sequence, gallery, sequence_id)

@@ -1,0 +1,54 @@
+"""POST /embed: sequences in (multipart files or base64 .npy JSON), embeddings out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service.deps import EngineDep, ReadAccess, SettingsDep
+from service.schemas import EmbeddingPublic, EmbedRequest, EmbedResponse, Timings
+from service.uploads import (
+    JSON,
+    MULTIPART,
+    check_count,
+    form_files,
+    json_uploads,
+    multipart_schema,
+    open_form,
+    read_json,
+    request_body,
+    require_media_type,
+)
+
+router = APIRouter(tags=["embed"], dependencies=[ReadAccess])
+
+_BODY = request_body(EmbedRequest, multipart_schema("files", {}, ["files"]))
+
+
+@router.post("/embed", response_model=EmbedResponse, openapi_extra=_BODY)
+async def embed(request: Request, engine: EngineDep, settings: SettingsDep) -> EmbedResponse:
+    """Embed one or more sequences (any format the loader reads: .pkl, .npy, .npz, .png, .zip of PNGs)."""
+    if require_media_type(request, MULTIPART, JSON) == JSON:
+        uploads = json_uploads((await read_json(request, EmbedRequest)).sequences)
+    else:
+        async with open_form(request, settings) as form:
+            uploads = await form_files(form, "files")
+    check_count(len(uploads), settings)
+    results = await engine.embed(uploads)
+    model = engine.model
+    data = [
+        EmbeddingPublic(
+            name=r.name,
+            embedding=r.vector.tolist(),
+            frames=r.frames,
+            timings=Timings(decode_ms=r.decode_ms, queue_ms=r.queue_ms, inference_ms=r.inference_ms),
+        )
+        for r in results
+    ]
+    return EmbedResponse(
+        model_hash=model.model_hash,
+        parts=model.parts,
+        channels=model.channels,
+        dim=model.dim,
+        data=data,
+        count=len(data),
+    )

@@ -1,0 +1,219 @@
+"""Galleries, their subjects and sequences. Reads need read access, changes need a full API key.
+
+A gallery is bound to the model running when it was created: enrolling into or searching a gallery of
+another model answers 409 with the remedy (re-embed it, or enrol again into a new gallery).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from gallery.records import GalleryInfo, SequenceInfo
+from service.deps import EngineDep, ReadAccess, SettingsDep, WriteAccess
+from service.engine import Upload
+from service.errors import ServiceError
+from service.schemas import (
+    EnrollRequest,
+    EnrollResponse,
+    GalleriesPublic,
+    GalleryCreate,
+    GalleryPublic,
+    SequencePublic,
+    SubjectDetail,
+    SubjectPublic,
+    SubjectsPublic,
+    Timings,
+)
+from service.settings import Settings
+from service.uploads import (
+    JSON,
+    MULTIPART,
+    check_count,
+    form_files,
+    form_json,
+    form_texts,
+    json_uploads,
+    multipart_schema,
+    open_form,
+    read_json,
+    request_body,
+    require_media_type,
+)
+
+router = APIRouter(prefix="/galleries", tags=["galleries"])
+
+_ENROLL_FIELDS = {
+    "metadata": {
+        "type": "string",
+        "description": "JSON: one object for every file, or a list, one per file.",
+    },
+    "sequence_ids": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "One client id per file (repeat the field): a retry with the same ids adds nothing.",
+    },
+}
+_ENROLL_BODY = request_body(EnrollRequest, multipart_schema("files", _ENROLL_FIELDS, ["files"]))
+
+
+def _json_body(request: Request) -> None:
+    require_media_type(request, JSON)
+
+
+def _public(info: GalleryInfo, model_hash: str) -> GalleryPublic:
+    return GalleryPublic(
+        name=info.name,
+        model_hash=info.model_hash,
+        model_matches=info.model_hash == model_hash,
+        dim=info.dim,
+        parts=info.parts,
+        metadata=info.metadata,
+        created=info.created,
+        subject_count=info.subject_count,
+        sequence_count=info.sequence_count,
+    )
+
+
+def _sequence(info: SequenceInfo) -> SequencePublic:
+    return SequencePublic(
+        sequence_id=info.sequence_id, subject_id=info.subject_id, metadata=info.metadata, created=info.created
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=GalleryPublic,
+    dependencies=[WriteAccess, Depends(_json_body)],
+)
+async def create_gallery(body: GalleryCreate, engine: EngineDep) -> GalleryPublic:
+    """Create an empty gallery bound to the running model."""
+    info = await engine.create_gallery(body.name, body.metadata)
+    return _public(info, engine.model.model_hash)
+
+
+@router.get("", response_model=GalleriesPublic, dependencies=[ReadAccess])
+async def list_galleries(engine: EngineDep) -> GalleriesPublic:
+    model_hash = engine.model.model_hash
+    data = [_public(info, model_hash) for info in await engine.list_galleries()]
+    return GalleriesPublic(data=data, count=len(data))
+
+
+@router.get("/{name}", response_model=GalleryPublic, dependencies=[ReadAccess])
+async def get_gallery(name: str, engine: EngineDep) -> GalleryPublic:
+    return _public(await engine.get_gallery(name), engine.model.model_hash)
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess])
+async def delete_gallery(name: str, engine: EngineDep) -> Response:
+    await engine.delete_gallery(name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _per_file(metadata: Any, n: int) -> list[dict[str, Any] | None] | None:
+    """Metadata for n files: one object (or null) for all, or a list of n."""
+    if metadata is None or isinstance(metadata, dict):
+        return [metadata] * n
+    if (
+        isinstance(metadata, list)
+        and len(metadata) == n
+        and all(m is None or isinstance(m, dict) for m in metadata)
+    ):
+        return metadata
+    raise ServiceError(
+        422, "invalid_metadata", f"metadata must be a JSON object, or a list of {n} objects (one per file)"
+    )
+
+
+async def _read_enrolment(
+    request: Request, settings: Settings
+) -> tuple[list[Upload], list[dict[str, Any] | None] | None, list[str] | None]:
+    if require_media_type(request, MULTIPART, JSON) == JSON:
+        body = await read_json(request, EnrollRequest)
+        given = [s.sequence_id for s in body.sequences if s.sequence_id is not None]
+        if given and len(given) != len(body.sequences):
+            raise ServiceError(
+                422, "invalid_sequence_ids", "give a sequence_id for every sequence or for none"
+            )
+        return json_uploads(body.sequences), [s.metadata for s in body.sequences], given or None
+    async with open_form(request, settings) as form:
+        uploads = await form_files(form, "files")
+        metadata = _per_file(form_json(form, "metadata"), len(uploads))
+        ids = form_texts(form, "sequence_ids")
+    if ids is not None and len(ids) != len(uploads):
+        raise ServiceError(
+            422,
+            "invalid_sequence_ids",
+            f"{len(ids)} sequence_ids for {len(uploads)} files: give one per file",
+        )
+    return uploads, metadata, ids
+
+
+@router.post(
+    "/{name}/subjects/{subject_id}/sequences",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EnrollResponse,
+    dependencies=[WriteAccess],
+    openapi_extra=_ENROLL_BODY,
+)
+async def enroll(
+    name: str, subject_id: str, request: Request, engine: EngineDep, settings: SettingsDep
+) -> EnrollResponse:
+    """Enrol sequences of one subject, all or none. With client `sequence_ids` a retry is idempotent."""
+    uploads, metadata, ids = await _read_enrolment(request, settings)
+    check_count(len(uploads), settings)
+    infos, embedded = await engine.enroll(name, subject_id, uploads, metadata, ids)
+    data = [_sequence(info) for info in infos]
+    timings = Timings(
+        decode_ms=sum(e.decode_ms for e in embedded),
+        queue_ms=max(e.queue_ms for e in embedded),
+        inference_ms=max(e.inference_ms for e in embedded),
+    )
+    return EnrollResponse(gallery=name, subject_id=subject_id, data=data, count=len(data), timings=timings)
+
+
+@router.get("/{name}/subjects", response_model=SubjectsPublic, dependencies=[ReadAccess])
+async def list_subjects(
+    name: str,
+    engine: EngineDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> SubjectsPublic:
+    """One page of the gallery's subjects, ordered by subject id; `count` is the total."""
+    page = await engine.list_subjects(name, offset, limit)
+    data = [
+        SubjectPublic(subject_id=s.subject_id, sequence_count=s.sequence_count, created=s.created)
+        for s in page.data
+    ]
+    return SubjectsPublic(data=data, count=page.total, offset=page.offset, limit=page.limit)
+
+
+@router.get("/{name}/subjects/{subject_id}", response_model=SubjectDetail, dependencies=[ReadAccess])
+async def get_subject(name: str, subject_id: str, engine: EngineDep) -> SubjectDetail:
+    """A subject's sequences."""
+    data = [_sequence(info) for info in await engine.list_sequences(name, subject_id)]
+    return SubjectDetail(gallery=name, subject_id=subject_id, data=data, count=len(data))
+
+
+@router.delete(
+    "/{name}/subjects/{subject_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess]
+)
+async def delete_subject(name: str, subject_id: str, engine: EngineDep) -> Response:
+    await engine.delete_subject(name, subject_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{name}/sequences/{sequence_id}", response_model=SequencePublic, dependencies=[ReadAccess])
+async def get_sequence(name: str, sequence_id: str, engine: EngineDep) -> SequencePublic:
+    return _sequence(await engine.get_sequence(name, sequence_id))
+
+
+@router.delete(
+    "/{name}/sequences/{sequence_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess]
+)
+async def delete_sequence(name: str, sequence_id: str, engine: EngineDep) -> Response:
+    """Remove one sequence; a subject left without sequences is removed too."""
+    await engine.delete_sequence(name, sequence_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

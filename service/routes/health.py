@@ -1,0 +1,33 @@
+"""Probes and metrics: /healthz (the process answers), /readyz (the model answers), /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from service.deps import EngineDep, ReadAccess
+from service.errors import ServiceError
+from service.schemas import Health, Readiness
+
+router = APIRouter(tags=["probes"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """Alive: the process serves requests (it may still be loading or failing)."""
+    return Health()
+
+
+@router.get("/readyz", response_model=Readiness)
+async def readyz(engine: EngineDep) -> Readiness:
+    """Ready: a probe sequence goes through the batcher and the runtime and comes back as at start-up.
+    503 otherwise, also after an inference failure until a probe succeeds again."""
+    if not await engine.probe():
+        raise ServiceError(503, "not_ready", "the model does not answer the readiness probe (see the logs)")
+    return Readiness(model_hash=engine.model.model_hash)
+
+
+@router.get("/metrics", dependencies=[ReadAccess], response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format. Needs read access when API keys are configured (it names galleries)."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

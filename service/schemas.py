@@ -1,0 +1,206 @@
+"""Request and response bodies, one model per direction (`*Request` in, `*Public` / `*Response` out).
+
+Embeddings travel as flat float lists, part-major: `dim` = `parts` x `channels` floats, each part
+L2-normalised, so the inner product of two embeddings divided by `parts` is their mean per-part cosine
+(the score galleries report).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+
+from gallery.store import MAX_K
+
+
+def _strict_base64(value: Any) -> bytes:
+    """Standard base64, every character checked (pydantic's own decoder skips invalid ones)."""
+    if not isinstance(value, str):
+        raise ValueError("expected a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"invalid base64: {exc}") from None
+
+
+Base64File = Annotated[
+    bytes, BeforeValidator(_strict_base64), WithJsonSchema({"type": "string", "contentEncoding": "base64"})
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Stable machine-readable reason, e.g. `model_mismatch`, `overloaded`.")
+    message: str = Field(description="What went wrong and, where there is one, the remedy.")
+    detail: Any = None
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+class Timings(BaseModel):
+    decode_ms: float = Field(0.0, description="Decoding and preprocessing the upload.")
+    queue_ms: float = Field(0.0, description="Waiting for a batch to start.")
+    inference_ms: float = Field(0.0, description="The batch's runtime call.")
+
+
+# ----- embedding
+
+
+class SequenceJSON(_In):
+    """One sequence in a JSON body: a base64-encoded .npy file (T x H x W, or one H x W frame)."""
+
+    npy_b64: Base64File
+    name: str = Field("sequence", max_length=128)
+
+
+class EmbedRequest(_In):
+    sequences: list[SequenceJSON] = Field(min_length=1)
+
+
+class EmbeddingPublic(BaseModel):
+    name: str
+    embedding: list[float] = Field(description="`dim` floats, part-major, each part L2-normalised.")
+    frames: int = Field(description="Model frames used (after dropping empty frames and the length cap).")
+    timings: Timings
+
+
+class EmbedResponse(BaseModel):
+    model_hash: str = Field(description="sha256 of the model that computed the embeddings.")
+    parts: int
+    channels: int = Field(description="Floats per part.")
+    dim: int = Field(description="Floats per embedding: parts x channels.")
+    data: list[EmbeddingPublic]
+    count: int
+
+
+# ----- search
+
+
+class SearchParams(_In):
+    gallery: str = Field(max_length=64)
+    k: int = Field(5, ge=1, le=MAX_K)
+    threshold: float | None = Field(None, ge=-1.0, le=1.0, description="Drop subjects scoring below this.")
+
+
+class SearchRequest(SearchParams):
+    """JSON search: by a precomputed embedding, or by a base64 .npy sequence (exactly one)."""
+
+    embedding: list[float] | None = Field(None, description="`dim` floats from this service's model.")
+    sequence: SequenceJSON | None = None
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SearchRequest:
+        if (self.embedding is None) == (self.sequence is None):
+            raise ValueError("give exactly one of `embedding` and `sequence`")
+        return self
+
+
+class HitPublic(BaseModel):
+    subject_id: str
+    score: float = Field(description="Mean per-part cosine of the subject's best sequence, in [-1, 1].")
+    sequence_id: str = Field(description="The subject's best-matching sequence.")
+
+
+class SearchResponse(BaseModel):
+    gallery: str
+    model_hash: str
+    k: int
+    threshold: float | None
+    data: list[HitPublic]
+    count: int
+    timings: Timings
+
+
+# ----- galleries
+
+
+class GalleryCreate(_In):
+    name: str = Field(
+        max_length=64, description="1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit."
+    )
+    metadata: dict[str, Any] | None = None
+
+
+class GalleryPublic(BaseModel):
+    name: str
+    model_hash: str
+    model_matches: bool = Field(description="Whether the running model built this gallery (else 409 on use).")
+    dim: int
+    parts: int
+    metadata: dict[str, Any] | None
+    created: datetime
+    subject_count: int
+    sequence_count: int
+
+
+class GalleriesPublic(BaseModel):
+    data: list[GalleryPublic]
+    count: int
+
+
+class SubjectPublic(BaseModel):
+    subject_id: str
+    sequence_count: int
+    created: datetime
+
+
+class SubjectsPublic(BaseModel):
+    data: list[SubjectPublic]
+    count: int = Field(description="All subjects in the gallery, not only this page.")
+    offset: int
+    limit: int
+
+
+class SequencePublic(BaseModel):
+    sequence_id: str
+    subject_id: str
+    metadata: dict[str, Any] | None
+    created: datetime
+
+
+class SubjectDetail(BaseModel):
+    gallery: str
+    subject_id: str
+    data: list[SequencePublic]
+    count: int
+
+
+class EnrollSequenceJSON(SequenceJSON):
+    sequence_id: str | None = Field(
+        None, max_length=128, description="Client id: retrying with the same id and data adds nothing."
+    )
+    metadata: dict[str, Any] | None = None
+
+
+class EnrollRequest(_In):
+    sequences: list[EnrollSequenceJSON] = Field(min_length=1)
+
+
+class EnrollResponse(BaseModel):
+    gallery: str
+    subject_id: str
+    data: list[SequencePublic]
+    count: int
+    timings: Timings
+
+
+# ----- probes
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    model_hash: str

@@ -1,0 +1,144 @@
+"""The service's one settings object: typed fields from `GAITLU_*` environment variables and the CLI.
+
+Validators fail closed: a short or shared API key, a key in both lists, a CORS origin that is not an
+origin, or a non-loopback host without API keys (unless `insecure`) is an error at start-up, never a
+silently weaker server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gaitlu.errors import ConfigError
+from gaitlu.sequence import SequenceLimits
+
+MIB = 1024 * 1024
+MIN_KEY_LENGTH = 16  # a placeholder such as "changeme" is refused
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?")
+
+
+def _split(value: Any) -> Any:
+    """`a,b` from an environment variable -> ["a", "b"]; lists from code pass through."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Everything `gaitlu serve` can be told; env names are GAITLU_ + the upper-case field name."""
+
+    model_config = SettingsConfigDict(env_prefix="GAITLU_", frozen=True, extra="forbid")
+
+    artifact: Path  # export artifact folder (`gaitlu export ... --out DIR`)
+    data_dir: Path  # galleries live in DATA_DIR/galleries.db
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    insecure: bool = False  # allow a non-loopback host without API keys
+
+    # Auth: full keys may do everything; read-only keys may embed, search and GET.
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    read_only_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # Input bounds.
+    max_upload_bytes: int = Field(32 * MIB, ge=1024)  # the whole request body; uvicorn sets no limit
+    max_decoded_bytes: int = Field(256 * MIB, ge=1024)  # one decoded sequence (raw masks can be large)
+    max_frames: int = Field(720, ge=1)  # frames per uploaded sequence (OpenGait's test-time length)
+    max_files: int = Field(32, ge=1)  # sequences per request
+    decode_workers: int = Field(4, ge=1)  # uploads decoded at once (bounds decode memory and CPU)
+
+    # Micro-batching.
+    max_batch: int = Field(8, ge=1, le=1024)  # sequences per runtime call; 1 turns batching off
+    max_wait_ms: float = Field(2.0, ge=0, le=1000)  # how long a lone request waits for company
+    max_queue: int = Field(128, ge=1)  # sequences waiting; beyond this requests get 429
+    inference_timeout_s: float = Field(120.0, gt=0)
+
+    # Runtime.
+    backend: str = "auto"
+    precision: str = "fp32"
+    threads: int | None = Field(None, ge=1)  # onnxruntime intra-op threads (None: its default)
+
+    @field_validator("api_keys", "read_only_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("api_keys", "read_only_keys")
+    @classmethod
+    def _strong_keys(cls, keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for key in keys:
+            secret = key.get_secret_value()
+            if len(secret) < MIN_KEY_LENGTH or not secret.isprintable() or " " in secret:
+                raise ValueError(
+                    f"API keys must be at least {MIN_KEY_LENGTH} printable characters without spaces "
+                    "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                )
+        return keys
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"CORS origin {origin!r} is not '*' or scheme://host[:port]")
+        return origins
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        full = {k.get_secret_value() for k in self.api_keys}
+        read_only = {k.get_secret_value() for k in self.read_only_keys}
+        if full & read_only:
+            raise ValueError("a key is listed both in api_keys and read_only_keys")
+        if read_only and not full:
+            raise ValueError("read_only_keys need at least one api_keys entry (else nobody could write)")
+        if not self.auth_enabled and not is_loopback(self.host) and not self.insecure:
+            raise ValueError(
+                f"refusing to serve on {self.host} without API keys: set GAITLU_API_KEYS, "
+                "bind 127.0.0.1, or pass --insecure"
+            )
+        if self.max_files > self.max_queue:
+            raise ValueError("max_files must not exceed max_queue (such a request could never be queued)")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "galleries.db"
+
+    def sequence_limits(self) -> SequenceLimits:
+        """What one uploaded sequence may cost to read."""
+        return SequenceLimits(
+            max_frames=self.max_frames,
+            max_bytes=self.max_decoded_bytes,
+            max_zip_uncompressed=self.max_decoded_bytes,
+        )
+
+
+def load_settings(**values: Any) -> Settings:
+    """Settings from `values` over the environment; every problem becomes one readable ConfigError."""
+    try:
+        return Settings(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid service settings: {problems}") from None

@@ -1,0 +1,141 @@
+"""Request bodies that carry sequences: multipart uploads or JSON with base64 .npy, read into `Upload`s.
+
+Routes that take sequences accept both encodings, so FastAPI's own body parsing (one content type per
+route) is not used there; these helpers read the body once, dispatch on its content type (415 for any
+other) and validate JSON with the same pydantic models the OpenAPI schema shows. The body size was
+already bounded by the middleware before any of this reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from service.engine import Upload, safe_name
+from service.errors import ServiceError, unsupported_media_type
+from service.schemas import SequenceJSON
+from service.settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+MAX_FORM_FIELDS = 256
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def require_media_type(request: Request, *allowed: str) -> str:
+    found = media_type(request)
+    if found not in allowed:
+        raise unsupported_media_type(found, allowed)
+    return found
+
+
+def validation_error(exc: ValidationError, prefix: tuple[str, ...]) -> RequestValidationError:
+    return RequestValidationError(
+        [{**e, "loc": (*prefix, *e["loc"])} for e in exc.errors(include_input=False, include_url=False)]
+    )
+
+
+def validate_model(model: type[M], data: Any, prefix: tuple[str, ...] = ("body",)) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, prefix) from None
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    body = await request.body()
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise validation_error(exc, ("body",)) from None
+
+
+@asynccontextmanager
+async def open_form(request: Request, settings: Settings) -> AsyncIterator[FormData]:
+    """The parsed multipart form; its spooled temporary files are closed on exit."""
+    form = await request.form(max_files=settings.max_files, max_fields=MAX_FORM_FIELDS)
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
+def check_count(n: int, settings: Settings) -> None:
+    if n > settings.max_files:
+        raise ServiceError(
+            422, "too_many_sequences", f"{n} sequences in one request; the limit is {settings.max_files}"
+        )
+
+
+async def form_files(form: FormData, field: str, *, required: bool = True) -> list[Upload]:
+    """The files under `field`, read into memory (large ones were spooled to disk by the parser)."""
+    items = form.getlist(field)
+    if required and not items:
+        raise ServiceError(422, "missing_file", f"no file in the multipart field '{field}'")
+    uploads = []
+    for i, item in enumerate(items):
+        if not isinstance(item, UploadFile):
+            raise ServiceError(422, "not_a_file", f"multipart field '{field}' must hold files, not text")
+        uploads.append(Upload(safe_name(item.filename, i), await item.read()))
+    return uploads
+
+
+def json_uploads(sequences: list[SequenceJSON]) -> list[Upload]:
+    """Base64 .npy entries -> uploads; the .npy format is forced whatever the name says."""
+    uploads = []
+    for i, entry in enumerate(sequences):
+        name = safe_name(entry.name, i)
+        uploads.append(Upload(name if name.lower().endswith(".npy") else f"{name}.npy", entry.npy_b64))
+    return uploads
+
+
+def form_json(form: FormData, field: str) -> Any:
+    """A multipart text field holding JSON (None when absent)."""
+    value = form.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ServiceError(422, "invalid_field", f"multipart field '{field}' must be text (JSON), not a file")
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ServiceError(
+            422, "invalid_json", f"multipart field '{field}' is not valid JSON: {exc}"
+        ) from None
+
+
+def form_texts(form: FormData, field: str) -> list[str] | None:
+    values = form.getlist(field)
+    if not values:
+        return None
+    if not all(isinstance(v, str) for v in values):
+        raise ServiceError(422, "invalid_field", f"multipart field '{field}' must be text, not a file")
+    return [str(v) for v in values]
+
+
+def multipart_schema(files_field: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """The OpenAPI schema of a multipart body with one repeatable file field."""
+    properties = {files_field: {"type": "array", "items": {"type": "string", "format": "binary"}}, **fields}
+    return {"type": "object", "properties": properties, "required": required}
+
+
+def request_body(json_model: type[BaseModel], multipart: dict[str, Any]) -> dict[str, Any]:
+    """`openapi_extra` documenting a route that accepts both encodings."""
+    ref = {"$ref": f"#/components/schemas/{json_model.__name__}"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {MULTIPART: {"schema": multipart}, JSON: {"schema": ref}},
+        }
+    }
