@@ -26,7 +26,8 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 -q
+	# One thread per worker: two xdist workers already fill the two cores.
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
 
 clean:
 	rm -rf $(VENV) $(DATA)

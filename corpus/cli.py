@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -25,7 +24,7 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a
 
 @data_app.callback()
 def _setup() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """GaitLU-1M corpus tools: index, pack into shards, verify."""
 
 
 def _echo_bad(bad: list[dict[str, Any]]) -> None:

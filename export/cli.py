@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -40,8 +39,6 @@ def export_command(
     """Export a checkpoint to an ONNX artifact (model.onnx + manifest.json), checked against PyTorch."""
     if parity not in PARITY_GRIDS:
         raise ExportError(f"--parity must be one of {sorted(PARITY_GRIDS)}, not {parity!r}")
-    logging.basicConfig(format="%(message)s")
-    logging.getLogger("export").setLevel(logging.INFO)  # our progress; the exporter's own chatter stays quiet
     options = ExportOptions(
         opset=opset,
         fp16=fp16,

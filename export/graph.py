@@ -25,6 +25,8 @@ from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
 from train.model import GaitSSB
 
 logger = logging.getLogger(__name__)
+# torch's exporter warns once per torchvision op it cannot register; we use none of them.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 INPUT_NAME = "silhouettes"
 OUTPUT_NAME = "embedding"

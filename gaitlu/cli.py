@@ -7,6 +7,7 @@ Each subcommand names the module that owns it; the module is imported only when 
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from typing import Any
 
@@ -15,6 +16,8 @@ import typer.core
 import typer.main
 
 from gaitlu.errors import GaitluError
+
+PACKAGES = ("gaitlu", "corpus", "synth", "train", "export", "service", "gallery", "video")
 
 # name -> ("module:attribute", one-line help). The attribute is a typer.Typer app.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -68,8 +71,18 @@ cli = LazyGroup(
 )
 
 
+def setup_logging() -> None:
+    """One logging set-up for every command: our stages at INFO, third-party chatter at WARNING."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    for package in PACKAGES:
+        logging.getLogger(package).setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors exit 2 with typer's message; user-facing errors print one line, exit 2."""
+    setup_logging()
     try:
         cli.main(args=argv, prog_name="gaitlu")
     except GaitluError as exc:

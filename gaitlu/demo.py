@@ -1,81 +1,215 @@
 """`gaitlu demo`: the README main job, composed from the public commands a user would type.
 
-Generates a synthetic GaitLU-style corpus, packs and verifies it, generates a labelled CASIA-B-style set
-and prints the GEI baseline table. Each step is skipped when its output already exists, so a rerun is fast.
+From nothing to a running service: build the embedded default model (a tiny GaitSSB pretrained on a
+generated synthetic corpus, exported to ONNX), enrol a demo gallery of synthetic subjects, then serve on
+127.0.0.1 with an API key. Everything lands under the data dir; every finished step is skipped on a rerun,
+so a warm start is seconds.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from gaitlu.errors import GaitluError
+
 app = typer.Typer(add_completion=False)
-console = Console()
+console = Console(stderr=True)
+
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DEMO_GALLERY = "demo"
 
 
-def _step(title: str, args: list[str], done_marker: Path | None = None) -> None:
-    """Run one `gaitlu` command in-process; with `done_marker`, only once (marked after success)."""
+def _gaitlu(title: str, args: list[str]) -> None:
+    """Run one `gaitlu` command in-process, as a user would type it."""
     from gaitlu.cli import cli
 
-    if done_marker is not None and done_marker.exists():
-        console.print(f"[dim]- {title}: already done[/dim]")
+    console.rule(f"[bold]{title}[/bold]")
+    console.print(f"[dim]$ gaitlu {' '.join(args)}[/dim]")
+    code = cli.main(args=args, prog_name="gaitlu", standalone_mode=False)
+    if isinstance(code, int) and code != 0:  # a command that ended with typer.Exit(code)
+        raise GaitluError(f"'gaitlu {args[0]}' failed (exit {code}); the demo stops here")
+
+
+def _once(marker: Path, title: str, args: list[str]) -> None:
+    """Run a step unless its marker says it finished before; the marker is written after success."""
+    if marker.exists():
+        console.print(f"[dim]- {title}: done before[/dim]")
         return
-    console.rule(f"{title}: gaitlu {' '.join(args)}")
-    cli.main(args=args, prog_name="gaitlu", standalone_mode=False)
-    if done_marker is not None:
-        done_marker.parent.mkdir(parents=True, exist_ok=True)
-        done_marker.touch()
+    _gaitlu(title, args)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
 
 
-@app.command()
-def demo(
-    data_dir: Annotated[Path, typer.Option(help="Where the demo writes its corpora and shards.")] = Path(
-        ".data"
-    ),
-    unlabelled_subjects: Annotated[int, typer.Option(help="Identities in the unlabelled corpus.")] = 100,
-    labelled_subjects: Annotated[int, typer.Option(help="Subjects in the labelled CASIA-B-style set.")] = 60,
-    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
-) -> None:
-    """Generate, pack and verify a synthetic corpus, then print the GEI baseline under CASIA-B."""
-    unlabelled = data_dir / "synth-gaitlu"
-    shards = data_dir / "synth-gaitlu-shards"
-    labelled = data_dir / "synth-casiab"
-    _step(
+def build_default_model(data_dir: Path, config: Path, steps: int, seed: int) -> Path:
+    """Synthetic corpus -> shards -> tiny GaitSSB pretraining -> ONNX artifact (cached in data_dir)."""
+    artifact = data_dir / "artifact"
+    if (artifact / "manifest.json").exists():
+        console.print(f"[dim]- default model: cached at {artifact}[/dim]")
+        return artifact
+    build = data_dir / "build"
+    done = build / ".done"
+    corpus, shards, run = build / "corpus", build / "shards", build / "pretrain"
+    _once(
+        done / "corpus",
         "Synthetic unlabelled corpus (GaitLU-1M layout)",
         [
             "synth",
             "--out",
-            str(unlabelled),
+            str(corpus),
             "--subjects",
-            str(unlabelled_subjects),
+            "200",
+            "--sequences-per-subject",
+            "4",
             "--seed",
             str(seed),
             "--layout",
             "gaitlu",
+            "--workers",
+            "2",
         ],
-        done_marker=data_dir / ".done" / "synth-gaitlu",
     )
-    _step("Pack into shards", ["data", "pack", str(unlabelled / "silhouette_cut_pkl"), "--out", str(shards)])
-    _step("Verify shards", ["data", "verify", str(shards)])
-    _step(
-        "Synthetic labelled set (CASIA-B layout)",
+    _once(
+        done / "shards",
+        "Pack into shards",
+        ["data", "pack", str(corpus / "silhouette_cut_pkl"), "--out", str(shards)],
+    )
+    _gaitlu("Verify shards", ["data", "verify", str(shards)])
+    resume = ["--resume"] if (run / "checkpoints").exists() else []
+    _once(
+        done / "pretrain",
+        "Self-supervised pretraining (tiny GaitSSB, CPU)",
+        [
+            "train",
+            "pretrain",
+            "--config",
+            str(config),
+            "--data",
+            str(shards),
+            "--out",
+            str(run),
+            "--max-steps",
+            str(steps),
+            "--device",
+            "cpu",
+            *resume,
+        ],
+    )
+    from train.checkpoint import latest_checkpoint
+
+    checkpoint = latest_checkpoint(run)
+    if checkpoint is None:
+        raise typer.BadParameter(f"pretraining left no checkpoint in {run}")
+    _gaitlu("Export to ONNX", ["export", str(checkpoint), "--out", str(artifact)])
+    return artifact
+
+
+def enrol_demo_gallery(data_dir: Path, artifact: Path, subjects: int, seed: int) -> Path:
+    """Enrol a labelled synthetic set offline as gallery 'demo'; return a probe: a new walk of subject 3."""
+    demo = data_dir / "demo"
+    labelled = demo / "gallery-set"
+    _once(
+        demo / ".done" / "gallery-set",
+        "Synthetic demo subjects (CASIA-B layout)",
         [
             "synth",
             "--out",
             str(labelled),
             "--subjects",
-            str(labelled_subjects),
+            str(subjects),
+            "--sequences-per-subject",
+            "10",
             "--seed",
-            str(seed + 1),
+            str(seed),
             "--layout",
             "opengait",
         ],
-        done_marker=data_dir / ".done" / "synth-casiab",
     )
-    _step(
-        "GEI baseline, CASIA-B protocol",
-        ["eval", "--baseline", "gei", "--dataset", str(labelled), "--protocol", "casia-b"],
+    _once(
+        demo / ".done" / "enrolled",
+        f"Enrol gallery '{DEMO_GALLERY}' (offline, same store as the server)",
+        [
+            "enroll",
+            str(labelled),
+            "--gallery",
+            DEMO_GALLERY,
+            "--create",
+            "--offline",
+            "--data-dir",
+            str(data_dir / "service"),
+            "--artifact",
+            str(artifact),
+        ],
     )
+    probe = demo / "probe-003.pkl"
+    if not probe.exists():
+        import numpy as np
+
+        from gaitlu.sequence import save_sequence
+        from synth import identity_for, render_sequence
+
+        walk = render_sequence(identity_for(seed, 3), 54.0, "nm", 80, np.random.default_rng(seed + 12345))
+        save_sequence(walk, probe)
+    return probe
+
+
+def _api_key(data_dir: Path) -> str:
+    """The demo's API key: made once, kept (owner-readable only) so reruns print the same one."""
+    path = data_dir / "api-key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its model, gallery and data.")] = Path(
+        ".data"
+    ),
+    host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    config: Annotated[Path, typer.Option(help="Pretraining config of the default model.")] = REPO_CONFIGS
+    / "gaitssb_tiny.yaml",
+    steps: Annotated[int, typer.Option(help="Pretraining steps of the default model.")] = 200,
+    subjects: Annotated[int, typer.Option(help="Subjects in the demo gallery.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 0,
+    serve: Annotated[bool, typer.Option(help="Start the server at the end.")] = True,
+) -> None:
+    """Build the default model and a demo gallery (cached under --data-dir), then serve them."""
+    data_dir = data_dir.resolve()
+    artifact = build_default_model(data_dir, config, steps, seed)
+    probe = enrol_demo_gallery(data_dir, artifact, subjects, seed)
+    key = _api_key(data_dir)
+    url = f"http://{host}:{port}"
+    console.rule("[bold green]gaitlu is ready[/bold green]")
+    console.print(f"Web page:  {url}/   (API docs: {url}/docs)")
+    console.print(f"API key:   {key}   (kept in {data_dir / 'api-key'})")
+    console.print(f"Gallery:   '{DEMO_GALLERY}' ({subjects} synthetic subjects)")
+    console.print("Search with a new walk of subject 003:")
+    console.print(
+        f"  curl -s -H 'X-API-Key: {key}' -F gallery={DEMO_GALLERY} -F k=5 -F file=@{probe} {url}/search",
+        soft_wrap=True,
+    )
+    if serve:
+        os.environ["GAITLU_API_KEYS"] = key
+        _gaitlu(
+            "Serve",
+            [
+                "serve",
+                "--artifact",
+                str(artifact),
+                "--data-dir",
+                str(data_dir / "service"),
+                "--host",
+                host,
+                "--port",
+                str(port),
+            ],
+        )
