@@ -214,7 +214,7 @@ def test_a_foreign_file_is_not_a_checkpoint(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_the_current_step_and_exits_as_interrupted(corpus_dir: Path, tmp_path: Path) -> None:
+def test_sigterm_checkpoints_the_step_and_exits_as_interrupted(corpus_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(
         TINY_YAML.read_text()
