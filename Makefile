@@ -26,6 +26,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	# One thread per worker: two xdist workers already fill the two cores.
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
 

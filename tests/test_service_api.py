@@ -183,10 +183,7 @@ def test_gallery_of_another_model_is_409_with_the_remedy(api):
         api.post("/search", files={"file": ("x.npy", seq)}, data={"gallery": "old"}),
     ):
         error = assert_error(response, 409, "model_mismatch")
-        assert (
-            "gaitlu enroll" in error["message"]
-            and "gaitlu enroll" in error["detail"]["remedy"]
-        )
+        assert "gaitlu enroll" in error["message"] and "gaitlu enroll" in error["detail"]["remedy"]
         assert error["detail"]["gallery_model_hash"] == other_hash
         assert error["detail"]["service_model_hash"] == model.model_hash
 
