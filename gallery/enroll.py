@@ -32,6 +32,7 @@ from gaitlu.sequence import iter_sequence_files, load_sequence
 from gallery import validate
 from gallery.client import ApiError, ClientError, GaitluClient, sequence_npz
 from gallery.errors import GalleryExistsError, ModelMismatchError, NotFoundError
+from gallery.previews import with_gei
 from gallery.store import GalleryStore
 
 logger = logging.getLogger(__name__)
@@ -227,13 +228,14 @@ class LocalTarget:
         return held
 
     def enrol(self, source: Source, frames: np.ndarray) -> Outcome:
-        vectors = self.embedder.embed_flat([to_model_frames(frames)])  # (1, P*C)
+        model_frames = to_model_frames(frames)
+        vectors = self.embedder.embed_flat([model_frames])  # (1, P*C)
         self.store.enroll(
             self.gallery,
             source.subject_id,
             vectors,
             self.embedder.model_hash,
-            metadata=[source.metadata],
+            metadata=[with_gei(source.metadata, model_frames)],
             sequence_ids=[source.sequence_id],
         )
         return Outcome.enrolled

@@ -33,6 +33,7 @@ from gaitlu.errors import ConfigError, SequenceError
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import SequenceLimits, load_sequence
 from gallery.errors import ModelMismatchError
+from gallery.previews import with_geis
 from gallery.records import GalleryInfo, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
 from gallery.store import GalleryStore
@@ -252,7 +253,9 @@ class Engine:
 
     async def embed(self, uploads: Sequence[Upload]) -> list[SequenceEmbedding]:
         self._parts()
-        decoded = await self.decode(uploads)
+        return await self._embed_decoded(await self.decode(uploads))
+
+    async def _embed_decoded(self, decoded: list[Decoded]) -> list[SequenceEmbedding]:
         results = await self.embed_frames([d.frames for d in decoded])
         max_frames = self._embedder.manifest.input.max_frames  # type: ignore[union-attr]
         return [
@@ -323,8 +326,10 @@ class Engine:
         order) and their embeddings. The gallery's model is checked first: a mismatch costs no inference."""
         model_hash = await self._check_model(gallery)
         # A retry is recognised by an equal vector: with client ids, compute it batch-independently.
-        embedded = await self.embed(uploads)
+        decoded = await self.decode(uploads)
+        embedded = await self._embed_decoded(decoded)
         vectors = np.stack([e.vector for e in embedded])  # n x (P*C,) -> (n, P*C)
+        metadata = await run_sync(with_geis, metadata, [d.frames for d in decoded])  # pictures for people
         infos = await self._store_call(
             GalleryStore.enroll, gallery, subject_id, vectors, model_hash, metadata, sequence_ids
         )

@@ -165,6 +165,9 @@ class SequencePublic(BaseModel):
     sequence_id: str
     subject_id: str
     metadata: dict[str, Any] | None
+    gei_png: str | None = Field(
+        None, description="The sequence's GEI (mean silhouette) as a PNG data URI, stored at enrolment."
+    )
     created: datetime
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from gallery.previews import split_gei
 from gallery.records import GalleryInfo, SequenceInfo
 from service.deps import EngineDep, ReadAccess, SettingsDep, WriteAccess
 from service.engine import Upload
@@ -77,8 +78,13 @@ def _public(info: GalleryInfo, model_hash: str) -> GalleryPublic:
 
 
 def _sequence(info: SequenceInfo) -> SequencePublic:
+    metadata, gei = split_gei(info.metadata)
     return SequencePublic(
-        sequence_id=info.sequence_id, subject_id=info.subject_id, metadata=info.metadata, created=info.created
+        sequence_id=info.sequence_id,
+        subject_id=info.subject_id,
+        metadata=metadata,
+        gei_png=gei,
+        created=info.created,
     )
 
 

@@ -1,0 +1,380 @@
+// The gaitlu web page: pick a probe (upload or demo), see it animated with its GEI, search a gallery.
+// Plain browser JavaScript, no build step; every data call goes to this origin with the stored API key.
+"use strict";
+
+const KEY_STORAGE = "gaitlu.apiKey";
+const FPS = 25; // CASIA-B's frame rate
+const SCALE = 4; // canvas pixels per frame pixel
+const PNG_PREFIX = "data:image/png;base64,";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  probe: null, // the File being shown and searched with
+  generation: 0, // bumped per probe: late answers about an older probe are dropped
+  frames: [],
+  index: 0,
+  timer: null,
+};
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+// ----- talking to the service
+
+async function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  const key = $("api-key").value.trim();
+  if (key) headers.set("X-API-Key", key);
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers });
+  } catch {
+    throw new ApiError(0, "unreachable", "The service did not answer. Is it running?");
+  }
+  if (!response.ok) throw await errorFrom(response);
+  return response;
+}
+
+async function errorFrom(response) {
+  let code = `http_${response.status}`;
+  let message = response.statusText || "The request failed.";
+  try {
+    const body = await response.json(); // {"error": {"code", "message", ...}}
+    if (body && body.error) ({ code, message } = body.error);
+  } catch {
+    // not the service's JSON (a proxy's page): keep the status line
+  }
+  if (response.status === 401) message += ". Enter an API key at the top of the page.";
+  return new ApiError(response.status, code, message);
+}
+
+function showError(id, error) {
+  const element = $(id);
+  element.hidden = !error;
+  element.replaceChildren();
+  if (!error) return;
+  const code = document.createElement("span");
+  code.className = "code";
+  code.textContent = error.code || "error";
+  element.append(code, " ", error.message);
+}
+
+const isPng = (uri) => typeof uri === "string" && uri.startsWith(PNG_PREFIX);
+const path = (...parts) => parts.map(encodeURIComponent).join("/");
+
+// ----- API key
+
+function initKey() {
+  $("api-key").value = localStorage.getItem(KEY_STORAGE) || "";
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    saveKey();
+  });
+  $("api-key").addEventListener("change", saveKey);
+  $("key-forget").addEventListener("click", () => {
+    $("api-key").value = "";
+    saveKey();
+  });
+}
+
+function saveKey() {
+  const key = $("api-key").value.trim();
+  if (key) localStorage.setItem(KEY_STORAGE, key);
+  else localStorage.removeItem(KEY_STORAGE);
+  loadGalleries();
+  loadDemos();
+}
+
+// ----- galleries
+
+async function loadGalleries() {
+  showError("galleries-error", null);
+  let galleries = [];
+  try {
+    galleries = (await (await api("/galleries")).json()).data;
+  } catch (error) {
+    showError("galleries-error", error);
+  }
+  renderGalleries(galleries);
+}
+
+function renderGalleries(galleries) {
+  const body = $("galleries-table").tBodies[0];
+  const select = $("gallery-select");
+  const previous = select.value;
+  body.replaceChildren();
+  select.replaceChildren();
+  for (const gallery of galleries) {
+    const row = body.insertRow();
+    row.insertCell().textContent = gallery.name;
+    row.insertCell().textContent = gallery.subject_count.toLocaleString();
+    row.insertCell().textContent = gallery.sequence_count.toLocaleString();
+    const model = row.insertCell();
+    model.textContent = gallery.model_matches ? "current" : "other model";
+    model.className = gallery.model_matches ? "ok" : "warn";
+    const label = `${gallery.name} (${gallery.subject_count} subjects, ${gallery.sequence_count} sequences)`;
+    const option = new Option(label, gallery.name);
+    option.disabled = !gallery.model_matches; // searching it would answer 409 model_mismatch
+    select.add(option);
+  }
+  if ([...select.options].some((o) => o.value === previous && !o.disabled)) select.value = previous;
+  $("galleries-table").hidden = galleries.length === 0;
+  $("galleries-empty").hidden = galleries.length > 0 || !$("galleries-error").hidden;
+  updateSearchButton();
+}
+
+function updateSearchButton() {
+  $("search-button").disabled = !(state.probe && $("gallery-select").value);
+}
+
+// ----- probe: upload or demo, then preview
+
+async function loadDemos() {
+  const select = $("demo-select");
+  select.replaceChildren(new Option("Choose a demo sequence…", ""));
+  try {
+    const demos = (await (await api("/demo/sequences")).json()).data;
+    for (const demo of demos) select.add(new Option(demo.name, demo.name));
+    select.disabled = false;
+  } catch (error) {
+    select.replaceChildren(new Option(`Demo sequences unavailable (${error.code})`, ""));
+    select.disabled = true;
+  }
+}
+
+async function pickDemo() {
+  const name = $("demo-select").value;
+  if (!name) return;
+  $("sequence-file").value = "";
+  try {
+    const blob = await (await api(`/demo/sequences/${path(name)}`)).blob();
+    await useProbe(new File([blob], name));
+  } catch (error) {
+    showError("probe-error", error);
+  }
+}
+
+async function pickFile() {
+  const file = $("sequence-file").files[0];
+  if (!file) return;
+  $("demo-select").value = "";
+  await useProbe(file);
+}
+
+async function useProbe(file) {
+  const generation = ++state.generation;
+  state.probe = null;
+  showError("probe-error", null);
+  clearResults("Pick a gallery to search in.");
+  $("probe-status").textContent = `Reading ${file.name}…`;
+  const form = new FormData();
+  form.append("file", file, file.name);
+  try {
+    const preview = await (await api("/sequences/preview", { method: "POST", body: form })).json();
+    const frames = await Promise.all(preview.data.map(loadImage));
+    if (generation !== state.generation) return;
+    state.probe = file;
+    showPreview(preview, frames);
+  } catch (error) {
+    if (generation !== state.generation) return;
+    stopAnimation();
+    $("viewer").hidden = true;
+    $("probe-status").textContent = "";
+    showError("probe-error", error);
+    return;
+  } finally {
+    updateSearchButton();
+  }
+  if ($("gallery-select").value) await search();
+}
+
+function loadImage(uri) {
+  return new Promise((resolve, reject) => {
+    if (!isPng(uri)) {
+      reject(new ApiError(0, "bad_image", "The service sent a frame that is not a PNG."));
+      return;
+    }
+    const image = new Image();
+    image.onload = () => resolve(image);
+    image.onerror = () => reject(new ApiError(0, "bad_image", "A frame could not be decoded."));
+    image.src = uri;
+  });
+}
+
+function showPreview(preview, frames) {
+  const canvas = $("animation");
+  canvas.width = preview.width * SCALE;
+  canvas.height = preview.height * SCALE;
+  const gei = $("probe-gei");
+  gei.width = canvas.width;
+  gei.height = canvas.height;
+  if (isPng(preview.gei)) gei.src = preview.gei;
+  else gei.removeAttribute("src");
+  facts([
+    ["Sequence", preview.name],
+    ["Frames", `${preview.frames} (${preview.height} × ${preview.width}, aligned)`],
+    ["Duration", `${(preview.frames / FPS).toFixed(1)} s at ${FPS} fps`],
+    ["Decoded in", `${preview.decode_ms.toFixed(1)} ms`],
+  ]);
+  $("probe-status").textContent = "";
+  $("viewer").hidden = false;
+  state.frames = frames;
+  state.index = 0;
+  play();
+}
+
+function facts(pairs) {
+  const list = $("probe-facts");
+  list.replaceChildren();
+  for (const [term, value] of pairs) {
+    const dt = document.createElement("dt");
+    const dd = document.createElement("dd");
+    dt.textContent = term;
+    dd.textContent = value;
+    list.append(dt, dd);
+  }
+}
+
+// ----- animation
+
+function drawFrame() {
+  const canvas = $("animation");
+  const context = canvas.getContext("2d");
+  context.imageSmoothingEnabled = false; // crisp pixels when scaled up
+  context.drawImage(state.frames[state.index], 0, 0, canvas.width, canvas.height);
+  $("frame-counter").textContent = `frame ${state.index + 1} / ${state.frames.length}`;
+}
+
+function play() {
+  stopAnimation();
+  drawFrame();
+  state.timer = setInterval(() => {
+    state.index = (state.index + 1) % state.frames.length;
+    drawFrame();
+  }, 1000 / FPS);
+  setPlayButton(true);
+}
+
+function stopAnimation() {
+  clearInterval(state.timer);
+  state.timer = null;
+  setPlayButton(false);
+}
+
+function setPlayButton(playing) {
+  const button = $("play-pause");
+  button.textContent = playing ? "Pause" : "Play";
+  button.setAttribute("aria-pressed", String(playing));
+}
+
+// ----- search
+
+async function search() {
+  const gallery = $("gallery-select").value;
+  const probe = state.probe;
+  if (!probe || !gallery) return;
+  const generation = state.generation;
+  const form = new FormData();
+  form.append("file", probe, probe.name);
+  form.append("gallery", gallery);
+  form.append("k", $("top-k").value || "5");
+  clearResults(`Searching ${gallery}…`);
+  $("search-button").disabled = true;
+  try {
+    const found = await (await api("/search", { method: "POST", body: form })).json();
+    if (generation === state.generation) renderResults(found);
+  } catch (error) {
+    if (generation !== state.generation) return;
+    $("search-status").textContent = "";
+    showError("search-error", error);
+  } finally {
+    updateSearchButton();
+  }
+}
+
+function clearResults(status) {
+  showError("search-error", null);
+  $("results").replaceChildren();
+  $("search-status").textContent = status;
+}
+
+function renderResults(found) {
+  const timing = `model ${found.timings.inference_ms.toFixed(0)} ms`;
+  $("search-status").textContent =
+    found.count === 0
+      ? `No subject of ${found.gallery} scores above the threshold.`
+      : `Top ${found.count} of ${found.gallery}, best first (${timing}).`;
+  const list = $("results");
+  for (const hit of found.data) list.append(matchCard(found.gallery, hit));
+}
+
+function matchCard(gallery, hit) {
+  const item = document.createElement("li");
+  item.className = "match";
+  const picture = document.createElement("div");
+  picture.className = "match-picture";
+  const placeholder = document.createElement("span");
+  placeholder.className = "placeholder";
+  placeholder.textContent = "no preview";
+  picture.append(placeholder);
+
+  const subject = document.createElement("p");
+  subject.className = "subject";
+  subject.textContent = hit.subject_id;
+  const score = document.createElement("p");
+  score.className = "score";
+  score.textContent = hit.score.toFixed(3);
+  const bar = document.createElement("div");
+  bar.className = "bar";
+  bar.setAttribute("aria-hidden", "true");
+  const fill = document.createElement("span");
+  fill.style.width = `${Math.max(0, Math.min(1, hit.score)) * 100}%`;
+  bar.append(fill);
+  const sequence = document.createElement("p");
+  sequence.className = "sequence";
+  sequence.textContent = `sequence ${hit.sequence_id}`;
+
+  const text = document.createElement("div");
+  text.className = "match-text";
+  text.append(subject, score, bar, sequence);
+  item.append(picture, text);
+  showMatchGei(gallery, hit, picture, placeholder);
+  return item;
+}
+
+async function showMatchGei(gallery, hit, picture, placeholder) {
+  try {
+    const stored = await (await api(`/galleries/${path(gallery, "sequences", hit.sequence_id)}`)).json();
+    const uri = stored.gei_png;
+    if (!isPng(uri)) return;
+    const image = new Image();
+    image.className = "gei match-gei";
+    image.alt = `Gait energy image of ${hit.subject_id}'s matching sequence`;
+    image.src = uri;
+    placeholder.replaceWith(image);
+  } catch {
+    // the match stands without its picture (e.g. the sequence was removed meanwhile)
+  }
+}
+
+// ----- start
+
+document.addEventListener("DOMContentLoaded", () => {
+  initKey();
+  $("sequence-file").addEventListener("change", pickFile);
+  $("demo-select").addEventListener("change", pickDemo);
+  $("gallery-select").addEventListener("change", updateSearchButton);
+  $("galleries-refresh").addEventListener("click", loadGalleries);
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    search();
+  });
+  $("play-pause").addEventListener("click", () => (state.timer ? stopAnimation() : play()));
+  loadGalleries();
+  loadDemos();
+});

@@ -1,0 +1,298 @@
+"""The web page and the endpoints behind it, against a real `gaitlu serve` process with API keys.
+
+JSON: POST /sequences/preview (the upload path's limits and errors), GET /demo/sequences, the GEI stored
+at enrolment. Browser: the page in headless Chromium, driven by playwright over Debian's `chromium`
+(no downloaded browser), uploads a probe, animates it, searches and shows the matches with their GEIs.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import pickle
+import re
+import shutil
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from gaitlu.evaluation.gei import gait_energy_image
+from gaitlu.preprocess import to_model_frames
+from gaitlu.sequence import load_sequence
+from gallery.previews import GEI_KEY, PNG_PREFIX, with_gei
+from gallery.validate import MAX_METADATA_BYTES
+from service.demo import FRAMES, SUBJECTS, WALKS, ensure_demo, find_demo, list_demo
+from tests.service_helpers import FULL_KEY, ServerProcess, pkl_bytes, walking_sequence
+
+GALLERY = "lab"
+ENROLLED = 3  # subjects s0..s2, one sequence each (walking_sequence(seed=i))
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",  # CI runs as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+INSTALL_HELP = (
+    "the web page test drives Debian's Chromium through playwright: install them with "
+    "`apt-get install -y chromium` and `pip install -e .[dev]` (playwright); never `playwright install`"
+)
+
+
+class _RunsCode:
+    """Unpickling this would call a function: the service must refuse it without running anything."""
+
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def png_image(uri: str) -> np.ndarray:
+    """A PNG data URI -> (H, W) uint8."""
+    assert uri.startswith(PNG_PREFIX)
+    data = np.frombuffer(base64.b64decode(uri.removeprefix(PNG_PREFIX)), np.uint8)
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+
+
+def expected_gei(frames: np.ndarray) -> np.ndarray:
+    return np.round(gait_energy_image(frames) * 255).astype(np.uint8)  # (64, 44)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A served gallery `lab` of ENROLLED subjects; yields the server's URL."""
+    folder = tmp_path_factory.mktemp("web")
+    proc = ServerProcess(tiny_artifact, folder / "data", folder / "server.log", api_keys=FULL_KEY).start()
+    try:
+        with httpx.Client(base_url=proc.url, headers={"X-API-Key": FULL_KEY}, timeout=60) as api:
+            api.post("/galleries", json={"name": GALLERY}).raise_for_status()
+            for s in range(ENROLLED):
+                files = [("files", (f"s{s}.pkl", pkl_bytes(walking_sequence(s))))]
+                form = {"sequence_ids": f"s{s}-a", "metadata": f'{{"camera": {s}}}'}
+                api.post(
+                    f"/galleries/{GALLERY}/subjects/s{s}/sequences", files=files, data=form
+                ).raise_for_status()
+        yield proc.url
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def api(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, headers={"X-API-Key": FULL_KEY}, timeout=60) as client:
+        yield client
+
+
+def error_code(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    return response.json()["error"]["code"]
+
+
+# ----- the page and its assets
+
+
+def test_the_page_and_its_assets_need_no_key_but_the_data_does(server: str) -> None:
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]  # nothing from elsewhere
+    assert 'id="sequence-file"' in page.text and "/static/app.js" in page.text
+    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        asset = httpx.get(f"{server}/static/{name}")
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+    assert error_code(httpx.get(f"{server}/static/missing.js"), 404) == "not_found"
+    assert httpx.get(f"{server}/static/..%2f..%2fsettings.py").status_code == 404
+    assert error_code(httpx.get(f"{server}/galleries"), 401) == "unauthorized"
+
+
+# ----- POST /sequences/preview
+
+
+def test_preview_returns_the_model_frames_and_their_gei(api: httpx.Client) -> None:
+    sequence = walking_sequence(7, frames=6)  # (6, 64, 44): model frames already
+    response = api.post("/sequences/preview", files={"file": ("walk.pkl", pkl_bytes(sequence))})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["name"], body["frames"], body["height"], body["width"]) == ("walk.pkl", 6, 64, 44)
+    np.testing.assert_array_equal(np.stack([png_image(uri) for uri in body["data"]]), sequence)
+    np.testing.assert_array_equal(png_image(body["gei"]), expected_gei(sequence))
+
+
+def test_preview_aligns_raw_masks_from_a_zip_of_pngs(api: httpx.Client) -> None:
+    raw = np.zeros((3, 120, 90), np.uint8)  # a person-sized box, off centre, in a larger frame
+    raw[:, 10:110, 20:50] = 255
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i, frame in enumerate(raw):
+            zf.writestr(f"{i:03d}.png", cv2.imencode(".png", frame)[1].tobytes())
+    response = api.post("/sequences/preview", files={"file": ("walk.zip", archive.getvalue())})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    frames = np.stack([png_image(uri) for uri in body["data"]])
+    np.testing.assert_array_equal(frames, to_model_frames(raw))  # (3, 64, 44), as /embed would see it
+
+
+@pytest.mark.parametrize(
+    ("files", "status", "code"),
+    [
+        ({"file": ("notes.txt", b"not a sequence")}, 422, "invalid_sequence"),
+        ({"file": ("evil.pkl", pickle.dumps(_RunsCode()))}, 422, "unsafe_pickle"),
+        ({"other": ("walk.pkl", b"x")}, 422, "missing_file"),
+        ([("file", ("a.pkl", b"x")), ("file", ("b.pkl", b"y"))], 422, "one_file"),
+    ],
+    ids=["not-a-sequence", "unsafe-pickle", "no-file", "two-files"],
+)
+def test_preview_rejects_bad_uploads(api: httpx.Client, files, status: int, code: str) -> None:
+    assert error_code(api.post("/sequences/preview", files=files), status) == code
+
+
+def test_preview_takes_multipart_only_and_needs_a_key(api: httpx.Client, server: str) -> None:
+    assert error_code(api.post("/sequences/preview", json={}), 415) == "unsupported_media_type"
+    files = {"file": ("walk.pkl", pkl_bytes(walking_sequence(1, frames=2)))}
+    assert error_code(httpx.post(f"{server}/sequences/preview", files=files), 401) == "unauthorized"
+
+
+# ----- GET /demo/sequences
+
+
+def test_demo_sequences_are_listed_and_served_as_uploadable_files(api: httpx.Client, server: str) -> None:
+    assert error_code(httpx.get(f"{server}/demo/sequences"), 401) == "unauthorized"
+    listing = api.get("/demo/sequences").json()
+    assert listing["count"] == SUBJECTS * len(WALKS) == len(listing["data"])
+    first = listing["data"][0]
+    served = api.get(f"/demo/sequences/{first['name']}")
+    assert served.status_code == 200 and len(served.content) == first["size_bytes"]
+    frames = to_model_frames(load_sequence(served.content, filename=first["name"]))
+    assert frames.shape == (FRAMES, 64, 44)
+    assert error_code(api.get("/demo/sequences/walker-9-z.pkl"), 404) == "not_found"
+    assert error_code(api.get("/demo/sequences/..galleries.db"), 404) == "not_found"
+
+
+def test_demo_folder_keeps_an_operators_own_files(tmp_path: Path) -> None:
+    (tmp_path / "mine.npy").write_bytes(b"anything")
+    (tmp_path / ".mine.pkl.tmp").write_bytes(b"half written")
+    (tmp_path / "readme.txt").write_text("not a sequence")
+    assert [f.name for f in ensure_demo(tmp_path)] == ["mine.npy"]  # nothing generated over them
+    assert find_demo(tmp_path, "readme.txt") is None and find_demo(tmp_path, "../mine.npy") is None
+    assert list_demo(tmp_path / "absent") == []
+
+
+# ----- GEIs stored at enrolment
+
+
+def test_enrolment_stores_the_gei_beside_the_callers_metadata(api: httpx.Client) -> None:
+    stored = api.get(f"/galleries/{GALLERY}/sequences/s1-a").json()
+    assert stored["metadata"] == {"camera": 1}  # the caller's, exactly
+    np.testing.assert_array_equal(png_image(stored["gei_png"]), expected_gei(walking_sequence(1)))
+
+    files = [("files", ("x.pkl", pkl_bytes(walking_sequence(50))))]
+    form = {"sequence_ids": "nogei-a", "metadata": f'{{"{GEI_KEY}": null}}'}  # the caller opts out
+    api.post(f"/galleries/{GALLERY}/subjects/nogei/sequences", files=files, data=form).raise_for_status()
+    stored = api.get(f"/galleries/{GALLERY}/sequences/nogei-a").json()
+    assert (stored["metadata"], stored["gei_png"]) == (None, None)
+    api.delete(f"/galleries/{GALLERY}/subjects/nogei").raise_for_status()
+
+
+def test_a_gei_that_would_overflow_the_metadata_limit_is_left_out() -> None:
+    frames = walking_sequence(3)
+    assert with_gei(None, frames)[GEI_KEY].startswith(PNG_PREFIX)
+    big = {"notes": "x" * (MAX_METADATA_BYTES - 100)}  # fits the store's limit alone, not with a GEI
+    assert with_gei(big, frames) == big
+
+
+# ----- the page in a browser
+
+
+@pytest.fixture(scope="module")
+def browser_page(tmp_path_factory: pytest.TempPathFactory):
+    """A playwright page in a fresh headless Chromium profile; page errors are collected on it."""
+    if not Path(CHROMIUM).is_file() and shutil.which("chromium") is None:
+        pytest.fail(f"Chromium is missing ({CHROMIUM}): {INSTALL_HELP}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail(f"playwright is missing: {INSTALL_HELP}")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1200, "height": 900},
+        )
+        page = context.new_page()
+        page.errors = []  # uncaught exceptions and CSP violations would land here
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        page.on("console", lambda msg: "Content Security Policy" in msg.text and page.errors.append(msg.text))
+        page.set_default_timeout(20_000)
+        try:
+            yield page
+        finally:
+            context.close()
+
+
+@pytest.mark.slow
+def test_the_page_searches_a_gallery_with_an_uploaded_sequence(browser_page, server: str) -> None:
+    from playwright.sync_api import expect  # present: the fixture checked
+
+    page = browser_page
+    page.goto(server)
+    # Without a key the service's own error is shown plainly.
+    page.get_by_role("alert").filter(has_text="unauthorized").wait_for()
+
+    page.get_by_label("API key").fill(FULL_KEY)
+    page.get_by_role("button", name="Use key").click()
+    row = page.locator("#galleries-table tbody tr", has_text=GALLERY)
+    row.wait_for()
+    assert row.locator("td").all_inner_texts()[:3] == [GALLERY, str(ENROLLED), str(ENROLLED)]
+    page.reload()  # the key is remembered by this browser
+    assert page.get_by_label("API key").input_value() == FULL_KEY
+    page.locator("#galleries-table tbody tr", has_text=GALLERY).wait_for()
+
+    page.get_by_label("Search in").select_option(GALLERY)
+    page.get_by_label("Top k").fill("3")
+    probe = {
+        "name": "probe.pkl",
+        "mimeType": "application/octet-stream",
+        "buffer": pkl_bytes(walking_sequence(1)),
+    }
+    page.get_by_label("Upload a sequence").set_input_files(probe)
+
+    matches = page.locator("#results .match")
+    matches.nth(2).wait_for()
+    assert matches.count() == 3
+    assert matches.first.locator(".subject").inner_text() == "s1"  # the enrolled copy of the probe
+    scores = [float(s) for s in page.locator("#results .score").all_inner_texts()]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0.99
+    page.locator("#results .match-gei").nth(2).wait_for()  # every match shows its stored GEI
+    widths = page.locator("#results .match-gei").evaluate_all("(imgs) => imgs.map((i) => i.naturalWidth)")
+    assert widths == [44, 44, 44]
+
+    assert page.locator("#animation").is_visible()
+    assert page.locator("#probe-gei").evaluate("(img) => [img.naturalWidth, img.naturalHeight]") == [44, 64]
+    counter = page.locator("#frame-counter")
+    first = counter.inner_text()
+    expect(counter).not_to_have_text(first)  # it plays
+    page.get_by_role("button", name="Pause").click()
+    paused = counter.inner_text()
+    page.wait_for_timeout(200)  # five frame periods at 25 fps
+    assert counter.inner_text() == paused and page.get_by_role("button", name="Play").is_visible()
+
+    page.get_by_label("or try a demo walker").select_option(index=1)
+    expect(counter).to_have_text(re.compile(rf"/ {FRAMES}$"))
+
+    page.get_by_label("Upload a sequence").set_input_files(
+        {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}
+    )
+    error = page.locator("#probe-error")
+    error.wait_for()
+    assert "invalid_sequence" in error.inner_text() and "notes.txt" in error.inner_text()
+    assert page.locator("#viewer").is_hidden() and matches.count() == 0
+    assert page.errors == []
