@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import pickle
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -41,7 +39,8 @@ from train.augment import two_views
 
 logger = logging.getLogger("data_loading")
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+from results_md import RESULTS, write_section  # noqa: E402  (benchmarks run as scripts)
+
 SECTION = "## Data loading"
 H, W = 64, 44
 CYCLE = 32  # rendered phases per gait cycle
@@ -236,19 +235,6 @@ sequence: {r["augment_seq_per_s_per_core"]:.0f} sequences/s from memory,
 Targets: shards >= 6x smaller and >= 2x faster on random reads than the pickles; pipeline >= 250
 sequences/s per core.
 """
-
-
-def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace (or append) only the Data loading section of RESULTS.md."""
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(updated.rstrip("\n") + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main() -> None:

@@ -37,6 +37,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from results_md import write_section
+
 from export import calibration, checks, graph, precision
 from train.model import GaitSSB, ModelConfig, SeparateFC
 
@@ -222,18 +224,6 @@ def report(results: dict[str, dict], gpu_lines: list[str], quick: bool) -> tuple
     return "\n".join(lines), headline
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) the `## Embedding` section of RESULTS.md, leaving other sections alone."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = text.find("\n## Embedding\n")
-    rest = ""
-    if start >= 0:
-        after = text.find("\n## ", start + 1)
-        rest = text[after:] if after >= 0 else ""
-        text = text[:start]
-    path.write_text(f"{text.rstrip()}\n\n## Embedding\n\n{body}\n{rest}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a subset that runs in about a minute")
@@ -250,7 +240,7 @@ def main() -> None:
     body, headline = report(results, gpu_section(), args.quick)
     print(body)
     if args.write_results:
-        write_section(Path(__file__).with_name("RESULTS.md"), body)
+        write_section(f"## Embedding\n\n{body}\n")
     print(headline)
 
 

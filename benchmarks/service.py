@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -39,9 +37,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results_md import RESULTS, write_section  # noqa: E402  (benchmarks run as scripts)
+
 from tests.service_helpers import ServerProcess, walking_sequence  # noqa: E402
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Service"
 CACHE = ROOT / ".data" / "bench" / "service-artifact"
 FRAMES = 92
@@ -206,19 +205,6 @@ queueing, response); "HTTP+decode / inference" = (latency - queue - inference) /
 - Not measured here: GPU serving, the paper-size model (~0.4 s per 92-frame sequence on these 2 cores,
   so HTTP would weigh ~8x less relative to inference), JSON/base64 uploads (docs/stack.md: +1.5 ms).
 """
-
-
-def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace (or append) only the Service section of RESULTS.md."""
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(updated.rstrip("\n") + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main() -> None:
