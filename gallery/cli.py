@@ -85,7 +85,10 @@ def enroll(
     api_key: ApiKey = None,
     retries: Retries = 5,
     layout: Annotated[
-        Layout, typer.Option(help="opengait: <subject>/<condition>/<view>/*.pkl; flat: <subject>/<sequence>.")
+        Layout,
+        typer.Option(
+            help="opengait: <subject>/<condition>/<view>/*.pkl; flat: <subject>/<sequence or video>."
+        ),
     ] = Layout.opengait,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Sequences in flight at once.")] = 4,
     create: Annotated[bool, typer.Option(help="Create the gallery if it does not exist.")] = False,
@@ -99,7 +102,8 @@ def enroll(
     artifact: Annotated[Path | None, typer.Option(help="--offline: the export artifact folder.")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Enrol every sequence of a dataset folder; re-running skips what the gallery already holds."""
+    """Enrol every sequence (or video, --layout flat) of a dataset folder; re-running skips what the
+    gallery already holds."""
     if offline != (data_dir is not None and artifact is not None) or (not offline and (data_dir or artifact)):
         raise ConfigError("--offline needs both --data-dir and --artifact, and they mean nothing without it")
     sources = scan_dataset(dataset_dir, layout)

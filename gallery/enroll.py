@@ -1,8 +1,10 @@
 """Enrol a dataset folder into a gallery, through the service or straight into a local store.
 
 Sources: an OpenGait tree `<subject>/<condition>/<view>/*.pkl` (one sequence per leaf folder, read like
-the evaluation reads it) or a flat folder `<subject>/...` whose files (.pkl, .npy, .npz, .zip) and
-folders of PNG frames are one sequence each. The subject id is the top folder's name.
+the evaluation reads it) or a flat folder `<subject>/...` whose files (.pkl, .npy, .npz, .zip), folders
+of PNG frames and videos (.mp4, .avi, .mkv, .mov, .webm) are one sequence each. The subject id is the
+top folder's name. A video is uploaded as it is and the server extracts its best track; offline, the
+same extraction (`video.extract_tracks`) runs here. A video without a usable person is a failed item.
 
 Every sequence gets a deterministic id, the sha1 of its path relative to the dataset root, so a re-run
 on the same root is resumable: what the gallery already holds is listed first and skipped, and a
@@ -28,12 +30,14 @@ import numpy as np
 from gaitlu.errors import DataError, GaitluError
 from gaitlu.labelled import DATASET_LIMITS, LabelledSequence, read_labelled, scan_labelled
 from gaitlu.preprocess import to_model_frames
-from gaitlu.sequence import iter_sequence_files, load_sequence
+from gaitlu.sequence import iter_sequence_files, load_sequence, natural_key
 from gallery import validate
 from gallery.client import ApiError, ClientError, GaitluClient, sequence_npz
 from gallery.errors import GalleryExistsError, ModelMismatchError, NotFoundError
 from gallery.previews import with_gei
 from gallery.store import GalleryStore
+from video import extract_tracks
+from video.decode import VIDEO_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,17 @@ class Source:
     @property
     def sequence_id(self) -> str:
         return hashlib.sha1(self.relpath.encode("utf-8")).hexdigest()
+
+    @property
+    def is_video(self) -> bool:
+        return self.layout is Layout.flat and self.path.suffix.lower() in VIDEO_SUFFIXES
+
+    def read(self) -> bytes:
+        """The file's bytes (a video, uploaded as it is); DataError when it cannot be read."""
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{self.relpath}: cannot read ({exc.strerror or exc})") from None
 
     def load(self) -> np.ndarray:
         """The raw (T, H, W) uint8 frames; SequenceError for a bad file."""
@@ -113,10 +128,22 @@ def scan_dataset(root: str | Path, layout: Layout) -> list[Source]:
             sources.append(Source(seq.subject, seq.path, relpath, metadata, layout))
         return sources
     for subject_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in iter_sequence_files(subject_dir):
+        for path in [*iter_sequence_files(subject_dir), *_videos(subject_dir)]:
             relpath = path.relative_to(root).as_posix()
             sources.append(Source(subject_dir.name, path, relpath, {"path": relpath}, layout))
     return sources
+
+
+def _videos(folder: Path) -> list[Path]:
+    """The video files under `folder` (hidden ones and those in hidden folders skipped), by path."""
+    found = [
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() in VIDEO_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and path.is_file()
+    ]
+    return sorted(found, key=lambda path: natural_key(path.relative_to(folder).as_posix()))
 
 
 class Target(Protocol):
@@ -132,6 +159,10 @@ class Target(Protocol):
 
     def enrol(self, source: Source, frames: np.ndarray) -> Outcome:
         """Enrol one loaded sequence; `skipped` when it turns out to be held already."""
+        ...
+
+    def enrol_video(self, source: Source) -> Outcome:
+        """Enrol the best track of a video file, as `enrol` does a sequence."""
         ...
 
     def is_fatal(self, exc: GaitluError) -> bool:
@@ -174,11 +205,18 @@ class RemoteTarget:
             return {seq.sequence_id for listing in listings for seq in listing}
 
     def enrol(self, source: Source, frames: np.ndarray) -> Outcome:
+        return self._send(source, (f"{source.sequence_id}.npz", sequence_npz(frames)))
+
+    def enrol_video(self, source: Source) -> Outcome:
+        """Upload the video itself: the server extracts the silhouettes (the same code as offline)."""
+        return self._send(source, (f"{source.sequence_id}{source.path.suffix.lower()}", source.read()))
+
+    def _send(self, source: Source, upload: tuple[str, bytes]) -> Outcome:
         try:
             self.client.enroll(
                 self.gallery,
                 source.subject_id,
-                [(f"{source.sequence_id}.npz", sequence_npz(frames))],
+                [upload],
                 metadata=[source.metadata],
                 sequence_ids=[source.sequence_id],
             )
@@ -240,12 +278,19 @@ class LocalTarget:
         )
         return Outcome.enrolled
 
+    def enrol_video(self, source: Source) -> Outcome:
+        """Extract the video's best track here, as the service would, and enrol its silhouettes."""
+        track = extract_tracks(source.path, name=source.relpath).best
+        return self.enrol(source, track.sequence)
+
     def is_fatal(self, exc: GaitluError) -> bool:
         return isinstance(exc, ModelMismatchError | NotFoundError)
 
 
 def _attempt(target: Target, source: Source) -> Outcome:
     validate.item_id(source.subject_id, "subject id")  # a bad folder name fails here, not after reading
+    if source.is_video:
+        return target.enrol_video(source)
     return target.enrol(source, source.load())
 
 

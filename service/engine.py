@@ -7,7 +7,9 @@
 
 Blocking work never runs on the event loop: decoding and preprocessing run in worker threads (at most
 `decode_workers` at once, which bounds their memory), inference in the batcher's thread, gallery calls
-(SQLite commits, FAISS searches) in the default thread pool.
+(SQLite commits, FAISS searches) in the default thread pool. Video uploads (service/videos.py) are
+extracted in their own threads, at most `video_workers` at once; one more is refused with 429 rather
+than queued, since each costs seconds of CPU.
 
 Readiness: `start` warms the runtime and records a reference embedding of a fixed probe sequence.
 `probe()` embeds it again through the batcher; the engine is ready while the answer matches. A failed
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,10 +41,12 @@ from gallery.records import GalleryInfo, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
 from gallery.store import GalleryStore
 from service.batcher import Batcher, BatchSettings, Embedded
-from service.errors import ServiceError
+from service.errors import ServiceError, overloaded
 from service.metrics import Metrics
 from service.runtime import Embedder, load_embedder
 from service.settings import Settings
+from service.videos import VideoOptions, VideoTrack, extract_video, is_video
+from video import OnnxSegmenter
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +59,12 @@ MAX_NAME = 128
 
 @dataclass(frozen=True)
 class Upload:
-    """One uploaded sequence: its client-side name (format hint and messages) and raw bytes."""
+    """One uploaded sequence or video: its client-side name (format hint and messages), raw bytes, and
+    the content type the client declared (a `video/*` type marks a video whatever the name)."""
 
     name: str
     data: bytes
+    content_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class Decoded:
     name: str
     frames: np.ndarray  # (T, 64, 44) uint8 model frames
     decode_ms: float
+    video: VideoTrack | None = None  # for a video upload: the track the frames come from
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class SequenceEmbedding:
     decode_ms: float
     queue_ms: float
     inference_ms: float
+    video: VideoTrack | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,11 @@ class Engine:
         self._store: GalleryStore | None = None
         self._limits = settings.sequence_limits()
         self._decoders = anyio.CapacityLimiter(settings.decode_workers)
+        self._video_limits = settings.video_limits()
+        self._video_threads = anyio.CapacityLimiter(settings.video_workers)
+        self._videos_busy = 0  # extractions running; checked and changed on the event loop only
+        self._video_mean_s = 1.0  # running mean of an extraction's time, for Retry-After
+        self._segmenter: OnnxSegmenter | None = None
         self._probe = probe_sequence()
         self._reference: np.ndarray | None = None  # (P*C,) probe embedding at start
         self._ready = False
@@ -154,6 +168,8 @@ class Engine:
             reference = await run_sync(embedder.embed, [self._probe])  # (1, P, C): the warm-up check
             if not np.isfinite(reference).all():
                 raise ConfigError(f"{s.artifact}: the model returns non-finite values for a probe sequence")
+            if s.segmentation_model is not None:
+                self._segmenter = await run_sync(OnnxSegmenter, s.segmentation_model)
             store = await run_sync(GalleryStore, s.store_path)
             batcher = Batcher(
                 embedder.embed,
@@ -237,23 +253,70 @@ class Engine:
 
     # ----- embedding
 
-    async def decode(self, uploads: Sequence[Upload]) -> list[Decoded]:
-        """Raw uploads -> model frames, in worker threads; the first bad file fails the call."""
+    async def decode(
+        self, uploads: Sequence[Upload], options: VideoOptions = VideoOptions()
+    ) -> list[Decoded]:
+        """Raw uploads -> model frames, in worker threads; the first bad file fails the call. A video
+        becomes the frames of one of its tracks (`options`)."""
         decoded = []
         for upload in uploads:  # sequential per request: the limiter spreads work across requests
-            item = await run_sync(_decode, upload, self._limits, limiter=self._decoders)
+            if is_video(upload.name, upload.content_type):
+                item = await self._extract(upload, options)
+            else:
+                item = await run_sync(_decode, upload, self._limits, limiter=self._decoders)
             self.metrics.decode.observe(item.decode_ms / 1000)
             decoded.append(item)
         return decoded
+
+    @property
+    def videos_busy(self) -> int:
+        """Video extractions running now."""
+        return self._videos_busy
+
+    async def _extract(self, upload: Upload, options: VideoOptions) -> Decoded:
+        """One video -> its track's model frames, in a video worker; 429 when all of them are busy."""
+        limits = self._video_limits
+        if len(upload.data) > limits.max_bytes:
+            raise ServiceError(
+                413,
+                "video_too_large",
+                f"{upload.name}: {len(upload.data)} bytes is over the {limits.max_bytes}-byte video limit",
+                {"limit_bytes": limits.max_bytes},
+            )
+        if options.method == "onnx" and self._segmenter is None:
+            raise ServiceError(
+                422,
+                "method_unavailable",
+                "method 'onnx' needs a person-segmentation model, and this server has none "
+                "(the operator sets GAITLU_SEGMENTATION_MODEL); use method 'bgsub'",
+            )
+        if self._videos_busy >= self.settings.video_workers:
+            raise overloaded(max(1, math.ceil(self._video_mean_s)), "every video worker is busy")
+        self._videos_busy += 1
+        started = time.perf_counter()
+        try:
+            model = self._segmenter if options.method == "onnx" else None
+            extract = functools.partial(extract_video, model=model)
+            # Not abandoned on cancellation: the slot is freed only when the thread is done.
+            video = await run_sync(
+                extract, upload.data, upload.name, limits, options, limiter=self._video_threads
+            )
+        finally:
+            self._videos_busy -= 1
+            elapsed = time.perf_counter() - started
+            self._video_mean_s = 0.8 * self._video_mean_s + 0.2 * elapsed
+        return Decoded(upload.name, video.frames, elapsed * 1000, video)
 
     async def embed_frames(self, sequences: list[np.ndarray]) -> list[Embedded]:
         """(T_i, 64, 44) uint8 sequences -> their embeddings, through the shared batcher."""
         _, batcher, _ = self._parts()
         return await batcher.submit(sequences)
 
-    async def embed(self, uploads: Sequence[Upload]) -> list[SequenceEmbedding]:
+    async def embed(
+        self, uploads: Sequence[Upload], options: VideoOptions = VideoOptions()
+    ) -> list[SequenceEmbedding]:
         self._parts()
-        return await self._embed_decoded(await self.decode(uploads))
+        return await self._embed_decoded(await self.decode(uploads, options))
 
     async def _embed_decoded(self, decoded: list[Decoded]) -> list[SequenceEmbedding]:
         results = await self.embed_frames([d.frames for d in decoded])
@@ -266,6 +329,7 @@ class Engine:
                 d.decode_ms,
                 r.queue_ms,
                 r.inference_ms,
+                d.video,
             )
             for d, r in zip(decoded, results, strict=True)
         ]
@@ -277,13 +341,18 @@ class Engine:
         return await run_sync(functools.partial(fn, store, *args))
 
     async def search(
-        self, gallery: str, query: Upload | np.ndarray, k: int, threshold: float | None
+        self,
+        gallery: str,
+        query: Upload | np.ndarray,
+        k: int,
+        threshold: float | None,
+        options: VideoOptions = VideoOptions(),
     ) -> tuple[list[SearchHit], SequenceEmbedding | None]:
-        """Rank a gallery's subjects against a sequence (embedded first) or a given embedding."""
+        """Rank a gallery's subjects against a sequence or video (embedded first) or a given embedding."""
         await self._check_model(gallery)
         embedded = None
         if isinstance(query, Upload):
-            [embedded] = await self.embed([query])
+            [embedded] = await self.embed([query], options)
             query = embedded.vector
         hits = await self._store_call(
             GalleryStore.search, gallery, query, self.model.model_hash, k, threshold
@@ -321,12 +390,14 @@ class Engine:
         uploads: Sequence[Upload],
         metadata: Sequence[dict[str, Any] | None] | None = None,
         sequence_ids: Sequence[str] | None = None,
+        options: VideoOptions = VideoOptions(),
     ) -> tuple[list[SequenceInfo], list[SequenceEmbedding]]:
-        """Embed and enrol sequences of one subject, all or none; returns the stored sequences (input
-        order) and their embeddings. The gallery's model is checked first: a mismatch costs no inference."""
+        """Embed and enrol sequences of one subject (a video: one of its tracks), all or none; returns
+        the stored sequences (input order) and their embeddings. The gallery's model is checked first: a
+        mismatch costs no inference."""
         model_hash = await self._check_model(gallery)
         # A retry is recognised by an equal vector: with client ids, compute it batch-independently.
-        decoded = await self.decode(uploads)
+        decoded = await self.decode(uploads, options)
         embedded = await self._embed_decoded(decoded)
         vectors = np.stack([e.vector for e in embedded])  # n x (P*C,) -> (n, P*C)
         metadata = await run_sync(with_geis, metadata, [d.frames for d in decoded])  # pictures for people

@@ -30,6 +30,7 @@ from gallery.errors import (
 )
 from service.context import request_id
 from service.schemas import ErrorResponse
+from video import NoPersonError, NothingToEmbedError, TrackQualityError, VideoError, VideoLimitError
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +68,11 @@ def payload_too_large(limit: int) -> ServiceError:
     )
 
 
-def overloaded(retry_after_s: int) -> ServiceError:
+def overloaded(retry_after_s: int, reason: str = "the inference queue is full") -> ServiceError:
     return ServiceError(
         429,
         "overloaded",
-        "the inference queue is full; retry later",
+        f"{reason}; retry later",
         {"retry_after_s": retry_after_s},
         headers={"Retry-After": str(retry_after_s)},
     )
@@ -99,6 +100,10 @@ def error_response(
 # Most specific first: the first matching class decides.
 _DOMAIN: tuple[tuple[type[Exception], int, str], ...] = (
     (UnsafePickleError, 422, "unsafe_pickle"),
+    (NoPersonError, 422, "no_person"),
+    (TrackQualityError, 422, "no_usable_track"),
+    (VideoLimitError, 413, "video_too_large"),
+    (VideoError, 422, "invalid_video"),
     (SequenceError, 422, "invalid_sequence"),
     (ModelMismatchError, 409, "model_mismatch"),
     (GalleryExistsError, 409, "gallery_exists"),
@@ -123,6 +128,8 @@ def _domain_detail(exc: GaitluError) -> Any:
             "service_model_hash": exc.given_hash,
             "remedy": REEMBED_REMEDY,
         }
+    if isinstance(exc, NothingToEmbedError) and exc.result is not None:
+        return exc.result.report()  # the tracks found and why each was refused
     return None
 
 

@@ -53,6 +53,35 @@ class Timings(BaseModel):
     inference_ms: float = Field(0.0, description="The batch's runtime call.")
 
 
+# ----- videos
+
+
+class VideoParams(_In):
+    """Multipart text fields that say how a video upload becomes a sequence (ignored for sequence files)."""
+
+    method: Literal["bgsub", "onnx"] = Field(
+        "bgsub", description="bgsub: fixed camera; onnx: the operator's segmentation model, if configured."
+    )
+    track: int | None = Field(
+        None, ge=0, description="Index into the video's tracks (order of appearance); default: the best."
+    )
+    strip: bool = Field(False, description="Return a PNG strip of 12 aligned frames of the track.")
+
+
+class VideoTrackPublic(BaseModel):
+    """The person of a video upload that was embedded."""
+
+    index: int = Field(description="In the video's tracks, as the `track` field counts them.")
+    track_id: int
+    frame_range: list[int] = Field(description="[first, last + 1) video frames with a detection.")
+    silhouettes: int = Field(description="Aligned silhouettes extracted (frames the model may see).")
+    quality: dict[str, Any] = Field(description="The extractor's per-track quality report.")
+    tracks_found: int
+    method: str
+    video: dict[str, Any] = Field(description="The container's metadata: size, fps, frame count, codec.")
+    strip: str | None = Field(None, description="With `strip=true`: a PNG data URI, aligned frames in a row.")
+
+
 # ----- embedding
 
 
@@ -72,6 +101,7 @@ class EmbeddingPublic(BaseModel):
     embedding: list[float] = Field(description="`dim` floats, part-major, each part L2-normalised.")
     frames: int = Field(description="Model frames used (after dropping empty frames and the length cap).")
     timings: Timings
+    track: VideoTrackPublic | None = Field(None, description="For a video: the track embedded.")
 
 
 class EmbedResponse(BaseModel):
@@ -119,6 +149,7 @@ class SearchResponse(BaseModel):
     data: list[HitPublic]
     count: int
     timings: Timings
+    track: VideoTrackPublic | None = Field(None, description="For a video query: the track searched with.")
 
 
 # ----- galleries
@@ -195,6 +226,9 @@ class EnrollResponse(BaseModel):
     data: list[SequencePublic]
     count: int
     timings: Timings
+    tracks: list[VideoTrackPublic | None] = Field(
+        default_factory=list, description="Per file: the track a video was enrolled from (null: a sequence)."
+    )
 
 
 # ----- probes

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gaitlu.errors import ConfigError
 from gaitlu.sequence import SequenceLimits
+from video import VideoLimits
 
 MIB = 1024 * 1024
 MIN_KEY_LENGTH = 16  # a placeholder such as "changeme" is refused
@@ -61,6 +62,15 @@ class Settings(BaseSettings):
     max_frames: int = Field(720, ge=1)  # frames per uploaded sequence (OpenGait's test-time length)
     max_files: int = Field(32, ge=1)  # sequences per request
     decode_workers: int = Field(4, ge=1)  # uploads decoded at once (bounds decode memory and CPU)
+
+    # Video uploads (mp4/avi/mkv/mov/webm): silhouettes are extracted server-side, seconds of CPU each.
+    max_video_bytes: int = Field(32 * MIB, ge=1024)  # one video file (the body limit applies as well)
+    max_video_frames: int = Field(1500, ge=1)  # decoded frames per video (a minute at 25 fps)
+    max_video_seconds: float = Field(60.0, gt=0)  # declared duration, then decoded frames x fps
+    max_video_pixels: int = Field(1920 * 1088, ge=64 * 64)  # per frame: 1080p; 4K is refused
+    video_timeout_s: float = Field(60.0, gt=0)  # wall clock of one extraction
+    video_workers: int = Field(2, ge=1)  # extractions at once; one more is refused with 429
+    segmentation_model: Path | None = None  # person-segmentation ONNX: enables `method=onnx`
 
     # Micro-batching.
     max_batch: int = Field(8, ge=1, le=1024)  # sequences per runtime call; 1 turns batching off
@@ -129,6 +139,16 @@ class Settings(BaseSettings):
             max_frames=self.max_frames,
             max_bytes=self.max_decoded_bytes,
             max_zip_uncompressed=self.max_decoded_bytes,
+        )
+
+    def video_limits(self) -> VideoLimits:
+        """What one uploaded video may cost to decode and extract."""
+        return VideoLimits(
+            max_bytes=self.max_video_bytes,
+            max_frames=self.max_video_frames,
+            max_duration_s=self.max_video_seconds,
+            max_pixels=self.max_video_pixels,
+            max_seconds=self.video_timeout_s,
         )
 
 

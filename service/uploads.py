@@ -1,5 +1,8 @@
 """Request bodies that carry sequences: multipart uploads or JSON with base64 .npy, read into `Upload`s.
 
+Multipart files may also be videos (service/videos.py); the text fields `method`, `track` and `strip`
+say how a video becomes a sequence (`video_options`).
+
 Routes that take sequences accept both encodings, so FastAPI's own body parsing (one content type per
 route) is not used there; these helpers read the body once, dispatch on its content type (415 for any
 other) and validate JSON with the same pydantic models the OpenAPI schema shows. The body size was
@@ -20,8 +23,9 @@ from starlette.datastructures import FormData, UploadFile
 
 from service.engine import Upload, safe_name
 from service.errors import ServiceError, unsupported_media_type
-from service.schemas import SequenceJSON
+from service.schemas import SequenceJSON, VideoParams
 from service.settings import Settings
+from service.videos import VideoOptions
 
 M = TypeVar("M", bound=BaseModel)
 JSON = "application/json"
@@ -87,8 +91,24 @@ async def form_files(form: FormData, field: str, *, required: bool = True) -> li
     for i, item in enumerate(items):
         if not isinstance(item, UploadFile):
             raise ServiceError(422, "not_a_file", f"multipart field '{field}' must hold files, not text")
-        uploads.append(Upload(safe_name(item.filename, i), await item.read()))
+        uploads.append(Upload(safe_name(item.filename, i), await item.read(), item.content_type or ""))
     return uploads
+
+
+VIDEO_FIELDS: dict[str, Any] = {
+    name: {**schema, "description": VideoParams.model_fields[name].description}
+    for name, schema in (
+        ("method", {"type": "string", "enum": ["bgsub", "onnx"], "default": "bgsub"}),
+        ("track", {"type": "integer", "minimum": 0}),
+        ("strip", {"type": "boolean", "default": False}),
+    )
+}
+
+
+def video_options(form: FormData, *, thumbnails: bool = False) -> VideoOptions:
+    """The video fields of a multipart form (422 `validation_error` when malformed)."""
+    params = validate_model(VideoParams, {k: form[k] for k in VIDEO_FIELDS if k in form})
+    return VideoOptions(params.method, params.track, params.strip, thumbnails)
 
 
 def json_uploads(sequences: list[SequenceJSON]) -> list[Upload]:

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 from tests.service_helpers import client, npy_bytes, pkl_bytes, walking_sequence
 
 VALID_FILES = [npy_bytes(walking_sequence(1, 4)), pkl_bytes(walking_sequence(2, 3))]
+finite_floats = st.floats(allow_nan=False, allow_infinity=False)  # JSON has no NaN or infinity
 NAMES = ["g", "fuzz", "s1", "seq-1", "missing"]
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    st.none() | st.booleans() | st.integers() | finite_floats | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
@@ -59,7 +60,7 @@ def from_schema(schema: dict[str, Any], components: dict[str, Any], name: str = 
     if name == "embedding":
         dim = 31 * 64
         return st.sampled_from([[0.0] * dim, [1.0] * dim, [float("nan")] * dim]) | st.lists(
-            st.floats(), max_size=5
+            finite_floats, max_size=5
         )
     if schema.get("contentEncoding") == "base64" or name == "npy_b64":
         raw = st.sampled_from(VALID_FILES) | st.binary(max_size=64)
@@ -78,7 +79,7 @@ def from_schema(schema: dict[str, Any], components: dict[str, Any], name: str = 
     if kind == "integer":
         return st.integers(-3, 2000)
     if kind == "number":
-        return st.floats() | st.integers(-2, 2)
+        return finite_floats | st.integers(-2, 2)
     if kind == "boolean":
         return st.booleans()
     return json_values

@@ -28,6 +28,7 @@ from gallery.previews import GEI_KEY, PNG_PREFIX, with_gei
 from gallery.validate import MAX_METADATA_BYTES
 from service.demo import FRAMES, SUBJECTS, WALKS, ensure_demo, find_demo, list_demo
 from tests.service_helpers import FULL_KEY, ServerProcess, pkl_bytes, walking_sequence
+from tests.video_helpers import synthetic_videos
 
 GALLERY = "lab"
 ENROLLED = 3  # subjects s0..s2, one sequence each (walking_sequence(seed=i))
@@ -295,4 +296,42 @@ def test_the_page_searches_a_gallery_with_an_uploaded_sequence(browser_page, ser
     error.wait_for()
     assert "invalid_sequence" in error.inner_text() and "notes.txt" in error.inner_text()
     assert page.locator("#viewer").is_hidden() and matches.count() == 0
+    assert page.errors == []
+
+
+@pytest.mark.slow
+def test_the_page_shows_a_videos_frames_beside_its_silhouettes_and_searches_with_it(
+    browser_page, server: str, api: httpx.Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    video = synthetic_videos(tmp_path_factory).path("alice-1").read_bytes()
+    files = [("files", ("alice.mp4", video, "video/mp4"))]
+    api.post(f"/galleries/{GALLERY}/subjects/alice/sequences", files=files).raise_for_status()
+
+    page = browser_page
+    page.goto(server)
+    page.get_by_label("Search in").select_option(GALLERY)
+    page.get_by_label("Upload a sequence or a video").set_input_files(
+        {"name": "walk.mp4", "mimeType": "video/mp4", "buffer": video}
+    )
+    pairs = page.locator("#video-frames .video-frame")
+    pairs.nth(7).wait_for()
+    assert pairs.count() == 8 and page.locator("#video-view").is_visible()
+    sizes = "(imgs) => imgs.map((i) => [i.naturalWidth, i.naturalHeight])"
+    assert page.locator("#video-frames .video-thumb").evaluate_all(sizes) == [[160, 120]] * 8
+    assert page.locator("#video-frames .video-silhouette").evaluate_all(sizes) == [[44, 64]] * 8
+    facts = page.locator("#probe-facts").inner_text()
+    assert "#0 of 1 found (bgsub)" in facts and "160 × 120" in facts
+
+    matches = page.locator("#results .match")
+    matches.first.wait_for()
+    assert matches.first.locator(".subject").inner_text() == "alice"  # the enrolled copy of the video
+    assert float(page.locator("#results .score").first.inner_text()) > 0.99
+
+    page.get_by_label("Upload a sequence or a video").set_input_files(
+        {"name": "nobody.mp4", "mimeType": "video/mp4", "buffer": b"not a video"}
+    )
+    error = page.locator("#probe-error")
+    error.wait_for()
+    assert "invalid_video" in error.inner_text() and page.locator("#viewer").is_hidden()
+    api.delete(f"/galleries/{GALLERY}/subjects/alice").raise_for_status()
     assert page.errors == []

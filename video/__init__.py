@@ -8,7 +8,7 @@ the optional ONNX method.
 
 from video.bgsub import BgSubConfig
 from video.decode import VideoInfo, VideoLimits
-from video.errors import NoPersonError, NothingToEmbedError, TrackQualityError, VideoError
+from video.errors import NoPersonError, NothingToEmbedError, TrackQualityError, VideoError, VideoLimitError
 from video.extract import METHODS, ExtractConfig, ExtractionResult, Track, extract_tracks
 from video.quality import QualityConfig, TrackQuality
 from video.segment_onnx import OnnxSegmenter
@@ -29,6 +29,7 @@ __all__ = [
     "TrackerConfig",
     "VideoError",
     "VideoInfo",
+    "VideoLimitError",
     "VideoLimits",
     "extract_tracks",
 ]

@@ -22,7 +22,9 @@ import cv2
 import numpy as np
 
 from gaitlu.errors import ConfigError
-from video.errors import VideoError
+from video.errors import VideoError, VideoLimitError
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm"})  # file names taken as video
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ class VideoReader:
         if size == 0:
             raise VideoError(f"{self.name}: the file is empty")
         if size > self.limits.max_bytes:
-            raise VideoError(f"{self.name}: {size} bytes is over the {self.limits.max_bytes}-byte limit")
+            raise VideoLimitError(f"{self.name}: {size} bytes is over the {self.limits.max_bytes}-byte limit")
         container = sniff_container(head)
         if container is None:
             raise VideoError(f"{self.name}: not a video file (expected {_FORMATS_HELP})")
@@ -160,17 +162,17 @@ class VideoReader:
     def _check_declared(self, info: VideoInfo) -> None:
         limits = self.limits
         if info.width * info.height > limits.max_pixels:
-            raise VideoError(
+            raise VideoLimitError(
                 f"{self.name}: {info.width}x{info.height} is over the resolution limit "
                 f"of {limits.max_pixels} pixels per frame (downscale it, e.g. to 1080p)"
             )
         if info.frame_count > limits.max_frames:
-            raise VideoError(
+            raise VideoLimitError(
                 f"{self.name}: {info.frame_count} frames is over the limit of {limits.max_frames} "
                 "(cut it shorter)"
             )
         if info.duration_s is not None and info.duration_s > limits.max_duration_s:
-            raise VideoError(
+            raise VideoLimitError(
                 f"{self.name}: {info.duration_s:.0f} s is over the duration limit of "
                 f"{limits.max_duration_s:.0f} s (cut it shorter)"
             )
@@ -187,7 +189,7 @@ class VideoReader:
         decoded = 0
         while True:
             if time.monotonic() > deadline:
-                raise VideoError(
+                raise VideoLimitError(
                     f"{self.name}: extraction took longer than {limits.max_seconds:.0f} s "
                     f"(stopped after {decoded} frames)"
                 )
@@ -195,7 +197,7 @@ class VideoReader:
             if not ok or frame is None:
                 break
             if decoded == max_frames:
-                raise VideoError(
+                raise VideoLimitError(
                     f"{self.name}: more than {max_frames} frames decoded, over the frame/duration limit "
                     "(the container under-declared its length)"
                 )

@@ -17,6 +17,10 @@ class VideoError(SequenceError):
     """The file is not a readable video, or is over the limits (size, duration, resolution, time)."""
 
 
+class VideoLimitError(VideoError):
+    """The video is readable but over a limit (bytes, resolution, frames, duration, extraction time)."""
+
+
 class NothingToEmbedError(SequenceError):
     """The video decoded but gives no usable track; `result` holds what was found, for reports."""
 

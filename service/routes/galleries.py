@@ -31,6 +31,7 @@ from service.settings import Settings
 from service.uploads import (
     JSON,
     MULTIPART,
+    VIDEO_FIELDS,
     check_count,
     form_files,
     form_json,
@@ -41,7 +42,9 @@ from service.uploads import (
     read_json,
     request_body,
     require_media_type,
+    video_options,
 )
+from service.videos import VideoOptions, track_public
 
 router = APIRouter(prefix="/galleries", tags=["galleries"])
 
@@ -55,6 +58,7 @@ _ENROLL_FIELDS = {
         "items": {"type": "string"},
         "description": "One client id per file (repeat the field): a retry with the same ids adds nothing.",
     },
+    **VIDEO_FIELDS,
 }
 _ENROLL_BODY = request_body(EnrollRequest, multipart_schema("files", _ENROLL_FIELDS, ["files"]))
 
@@ -135,7 +139,7 @@ def _per_file(metadata: Any, n: int) -> list[dict[str, Any] | None] | None:
 
 async def _read_enrolment(
     request: Request, settings: Settings
-) -> tuple[list[Upload], list[dict[str, Any] | None] | None, list[str] | None]:
+) -> tuple[list[Upload], list[dict[str, Any] | None] | None, list[str] | None, VideoOptions]:
     if require_media_type(request, MULTIPART, JSON) == JSON:
         body = await read_json(request, EnrollRequest)
         given = [s.sequence_id for s in body.sequences if s.sequence_id is not None]
@@ -143,18 +147,20 @@ async def _read_enrolment(
             raise ServiceError(
                 422, "invalid_sequence_ids", "give a sequence_id for every sequence or for none"
             )
-        return json_uploads(body.sequences), [s.metadata for s in body.sequences], given or None
+        metadata = [s.metadata for s in body.sequences]
+        return json_uploads(body.sequences), metadata, given or None, VideoOptions()
     async with open_form(request, settings) as form:
         uploads = await form_files(form, "files")
         metadata = _per_file(form_json(form, "metadata"), len(uploads))
         ids = form_texts(form, "sequence_ids")
+        options = video_options(form)
     if ids is not None and len(ids) != len(uploads):
         raise ServiceError(
             422,
             "invalid_sequence_ids",
             f"{len(ids)} sequence_ids for {len(uploads)} files: give one per file",
         )
-    return uploads, metadata, ids
+    return uploads, metadata, ids, options
 
 
 @router.post(
@@ -167,17 +173,21 @@ async def _read_enrolment(
 async def enroll(
     name: str, subject_id: str, request: Request, engine: EngineDep, settings: SettingsDep
 ) -> EnrollResponse:
-    """Enrol sequences of one subject, all or none. With client `sequence_ids` a retry is idempotent."""
-    uploads, metadata, ids = await _read_enrolment(request, settings)
+    """Enrol sequences of one subject, all or none; a video gives one sequence (its best track, or the
+    `track` asked for). With client `sequence_ids` a retry is idempotent."""
+    uploads, metadata, ids, options = await _read_enrolment(request, settings)
     check_count(len(uploads), settings)
-    infos, embedded = await engine.enroll(name, subject_id, uploads, metadata, ids)
+    infos, embedded = await engine.enroll(name, subject_id, uploads, metadata, ids, options)
     data = [_sequence(info) for info in infos]
     timings = Timings(
         decode_ms=sum(e.decode_ms for e in embedded),
         queue_ms=max(e.queue_ms for e in embedded),
         inference_ms=max(e.inference_ms for e in embedded),
     )
-    return EnrollResponse(gallery=name, subject_id=subject_id, data=data, count=len(data), timings=timings)
+    tracks = [track_public(e.video) for e in embedded]
+    return EnrollResponse(
+        gallery=name, subject_id=subject_id, data=data, count=len(data), timings=timings, tracks=tracks
+    )
 
 
 @router.get("/{name}/subjects", response_model=SubjectsPublic, dependencies=[ReadAccess])

@@ -1,4 +1,5 @@
 // The gaitlu web page: pick a probe (upload or demo), see it animated with its GEI, search a gallery.
+// A video probe also shows a few of its frames beside the silhouettes the service extracted from them.
 // Plain browser JavaScript, no build step; every data call goes to this origin with the stored API key.
 "use strict";
 
@@ -6,6 +7,8 @@ const KEY_STORAGE = "gaitlu.apiKey";
 const FPS = 25; // CASIA-B's frame rate
 const SCALE = 4; // canvas pixels per frame pixel
 const PNG_PREFIX = "data:image/png;base64,";
+const JPEG_PREFIX = "data:image/jpeg;base64,";
+const VIDEO_SUFFIXES = [".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm"];
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -65,6 +68,9 @@ function showError(id, error) {
 }
 
 const isPng = (uri) => typeof uri === "string" && uri.startsWith(PNG_PREFIX);
+const isJpeg = (uri) => typeof uri === "string" && uri.startsWith(JPEG_PREFIX);
+const isVideo = (file) =>
+  file.type.startsWith("video/") || VIDEO_SUFFIXES.some((s) => file.name.toLowerCase().endsWith(s));
 const path = (...parts) => parts.map(encodeURIComponent).join("/");
 
 // ----- API key
@@ -171,7 +177,9 @@ async function useProbe(file) {
   state.probe = null;
   showError("probe-error", null);
   clearResults("Pick a gallery to search in.");
-  $("probe-status").textContent = `Reading ${file.name}…`;
+  $("probe-status").textContent = isVideo(file)
+    ? `Extracting the walking person from ${file.name}…`
+    : `Reading ${file.name}…`;
   const form = new FormData();
   form.append("file", file, file.name);
   try {
@@ -184,6 +192,7 @@ async function useProbe(file) {
     if (generation !== state.generation) return;
     stopAnimation();
     $("viewer").hidden = true;
+    $("video-view").hidden = true;
     $("probe-status").textContent = "";
     showError("probe-error", error);
     return;
@@ -219,8 +228,10 @@ function showPreview(preview, frames) {
     ["Sequence", preview.name],
     ["Frames", `${preview.frames} (${preview.height} × ${preview.width}, aligned)`],
     ["Duration", `${(preview.frames / FPS).toFixed(1)} s at ${FPS} fps`],
+    ...(preview.video ? trackFacts(preview.video.track) : []),
     ["Decoded in", `${preview.decode_ms.toFixed(1)} ms`],
   ]);
+  showVideoFrames(preview, frames);
   $("probe-status").textContent = "";
   $("viewer").hidden = false;
   state.frames = frames;
@@ -238,6 +249,42 @@ function facts(pairs) {
     dd.textContent = value;
     list.append(dt, dd);
   }
+}
+
+function trackFacts(track) {
+  const video = track.video;
+  const [first, last] = track.frame_range;
+  return [
+    ["Video", `${video.width} × ${video.height}, ${video.frame_count || "?"} frames at ${video.fps || "?"} fps`],
+    ["Track", `#${track.index} of ${track.tracks_found} found (${track.method}), frames ${first}–${last - 1}`],
+    ["Completeness", `${Math.round(track.quality.completeness * 100)} %`],
+  ];
+}
+
+// A video's frames (JPEG, the track's box drawn) paired with the silhouette extracted from each.
+function showVideoFrames(preview, frames) {
+  const list = $("video-frames");
+  list.replaceChildren();
+  const pairs = preview.video ? preview.video.frames : [];
+  const shown = pairs.filter((f) => isJpeg(f.image) && frames[f.silhouette]);
+  for (const item of shown) {
+    const entry = document.createElement("li");
+    entry.className = "video-frame";
+    const picture = new Image();
+    picture.className = "video-thumb";
+    picture.alt = `Video frame ${item.frame}`;
+    picture.src = item.image;
+    const silhouette = new Image();
+    silhouette.className = "gei video-silhouette";
+    silhouette.alt = `Silhouette extracted from frame ${item.frame}`;
+    silhouette.src = frames[item.silhouette].src;
+    const caption = document.createElement("span");
+    caption.className = "counter";
+    caption.textContent = `frame ${item.frame}`;
+    entry.append(picture, silhouette, caption);
+    list.append(entry);
+  }
+  $("video-view").hidden = shown.length === 0;
 }
 
 // ----- animation

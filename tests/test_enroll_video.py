@@ -1,0 +1,107 @@
+"""`gaitlu enroll --layout flat` on folders of videos: uploaded to a real server (which extracts), or
+extracted locally with --offline; both give the same gallery, and a video with nobody in it is reported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from gaitlu.cli import main
+from gallery import GalleryStore
+from gallery.client import GaitluClient
+from gallery.enroll import STORE_FILE, Layout, scan_dataset
+from service.app import create_app
+from service.settings import load_settings
+from tests.video_helpers import WALKS, synthetic_videos
+
+KEY = "video-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """alice/ and bob/ with two walks each (.mp4, one in a sub-folder), carol/ with an empty scene."""
+    videos = synthetic_videos(tmp_path_factory)
+    root = tmp_path_factory.mktemp("video-dataset")
+    for name in WALKS:
+        subject, walk = name.split("-")
+        target = root / subject / ("day2" if walk == "2" else "") / f"walk{walk}.mp4"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(videos.path(name), target)
+    (root / "carol").mkdir()
+    shutil.copy(videos.path("empty"), root / "carol" / "nobody.mp4")
+    (root / "bob" / ".hidden.mp4").write_bytes(b"not looked at")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real app with API keys, served by uvicorn in a thread; yields its URL."""
+    settings = load_settings(
+        artifact=tiny_artifact, data_dir=tmp_path_factory.mktemp("video-server"), api_keys=[KEY]
+    )
+    uv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not uv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{uv.servers[0].sockets[0].getsockname()[1]}"
+    uv.should_exit = True
+    thread.join(timeout=15)
+
+
+def enrol(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
+    with pytest.raises(SystemExit) as exited:
+        main(["enroll", *args, "--layout", "flat", "--json", "--create"])
+    out, err = capsys.readouterr()
+    assert out, f"no JSON on stdout: {err}"
+    return int(exited.value.code or 0), json.loads(out)
+
+
+def test_videos_are_found_in_a_flat_layout(dataset: Path) -> None:
+    sources = scan_dataset(dataset, Layout.flat)
+    assert [s.relpath for s in sources] == [
+        "alice/day2/walk2.mp4",
+        "alice/walk1.mp4",
+        "bob/day2/walk2.mp4",
+        "bob/walk1.mp4",
+        "carol/nobody.mp4",
+    ]
+    assert all(s.is_video for s in sources)
+
+
+def test_online_and_offline_enrolment_of_videos_agree(
+    capsys, dataset: Path, server: str, tiny_artifact: Path, tmp_path: Path
+) -> None:
+    code, online = enrol(capsys, str(dataset), "--gallery", "walks", "--server", server, "--api-key", KEY)
+    assert (code, online["enrolled"], online["skipped"]) == (1, 4, 0)  # 1: one item failed
+    [failed] = online["failed"]
+    assert failed["path"] == "carol/nobody.mp4" and "no_person" in failed["reason"]
+
+    code, again = enrol(capsys, str(dataset), "--gallery", "walks", "--server", server, "--api-key", KEY)
+    assert (again["enrolled"], again["skipped"], len(again["failed"])) == (0, 4, 1)  # resumable
+
+    code, offline = enrol(
+        capsys, str(dataset), "--gallery", "walks", "--offline", "--data-dir", str(tmp_path),
+        "--artifact", str(tiny_artifact),
+    )  # fmt: skip
+    assert (code, offline["enrolled"]) == (1, 4)
+    assert "nobody" in offline["failed"][0]["reason"]
+
+    query = (dataset / "bob" / "walk1.mp4").read_bytes()
+    with GaitluClient(server, KEY) as client:
+        remote = client.search("walks", ("q.mp4", query), k=2).hits
+        vector = client.embed([("q.mp4", query)])[0].vector
+    with GalleryStore(tmp_path / STORE_FILE) as store:
+        local = store.search("walks", vector, store.get_gallery("walks").model_hash, k=2)
+    assert remote[0].subject_id == "bob" and remote[0].score > 0.99  # the enrolled copy of the query
+    assert [(h.subject_id, h.sequence_id) for h in local] == [(h.subject_id, h.sequence_id) for h in remote]
+    assert [h.score for h in local] == pytest.approx([h.score for h in remote], abs=1e-4)
