@@ -287,7 +287,7 @@ def _run(inputs: FinetuneInputs, run_dir: Path, device: torch.device) -> Path:
     saved = inputs.resume_from
     batches = iter(loader)
     train_mode(model)
-    with RunLog(run_dir, resolved, step, enabled=True) as log:
+    with RunLog(run_dir, resolved, step, enabled=True, tag="finetune") as log:
         while step < t.max_steps:
             clips, labels = next(batches)  # (P*K, frames, 64, 44), (P*K,)
             clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)

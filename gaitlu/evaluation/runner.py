@@ -56,14 +56,12 @@ def select_test_sequences(dataset: Path, partition: Partition) -> list[LabelledS
 
 
 def model_frames(seq: LabelledSequence, max_frames: int = MAX_FRAMES) -> np.ndarray:
-    """(T, 64, 44) uint8 frames of one sequence, in order; longer ones keep `max_frames` evenly spaced
-    frames (deterministic, where OpenGait samples at random)."""
+    """(T, 64, 44) uint8 frames of one sequence, in order; longer ones keep their first `max_frames`, as
+    OpenGait's evaluator (`all_ordered`) and every gaitlu embedder (torch and ONNX) do."""
     frames = to_model_frames(read_labelled(seq))
     if len(frames) == 0:
         raise SequenceError(f"sequence {seq.key} has no usable frames")
-    if len(frames) > max_frames:
-        frames = frames[np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
-    return frames
+    return frames[:max_frames]
 
 
 def _checked(out: np.ndarray, batch_len: int) -> np.ndarray:
