@@ -3,8 +3,10 @@
 The index is a cache of SQLite: it can always be rebuilt from there. Exact: IndexIDMap2(IndexFlatIP) over
 the flattened per-part-normalised embeddings, so inner product / parts = mean per-part cosine. Approximate:
 an uncentred linear projection (top eigenvectors of the second-moment matrix; a centred PCA would add a
-per-item bias to inner products) and IVF with flat, fp16, sq8 or PQ codes. Both remove ids. On a GPU host
-the CPU index stays canonical (GPU indexes cannot remove ids) and a GPU copy is refreshed after changes.
+per-item bias to inner products), IVF with compact codes (default 4-bit PQ fast-scan) to find candidates,
+and the projected vectors as fp16 (or flat/sq8) codes in an IndexIDMap2 to re-score them (FAISS's
+IndexRefine cannot remove ids). Both kinds remove ids. On a GPU host the CPU index stays canonical (GPU
+indexes cannot remove ids) and a GPU copy of the searched index is refreshed after changes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from gallery.settings import IndexSettings
 logger = logging.getLogger(__name__)
 
 Kind = Literal["exact", "approximate"]
-SNAPSHOT_MAGIC = b"GALLERYIDX1\n"
+SNAPSHOT_MAGIC = b"GALLERYIDX2\n"  # 2: parts (index, refine codes, projection)
+EXHAUSTIVE_SHARE = 4  # with refine: scan all stored codes once candidates would be >= 1/4 of the gallery
 MIN_POINTS_PER_LIST = 39  # FAISS k-means warns below this many training points per centroid
 
 
@@ -63,6 +66,14 @@ def projection(sample: np.ndarray, out_dim: int) -> np.ndarray:
     return np.ascontiguousarray(basis.T, dtype=np.float32)
 
 
+def linear_transform(matrix: np.ndarray) -> faiss.LinearTransform:
+    """(d, D) matrix -> x @ matrix.T in FAISS: one query's product in numpy's BLAS ran ~15x slower here."""
+    transform = faiss.LinearTransform(matrix.shape[1], matrix.shape[0], False)
+    faiss.copy_array_to_vector(np.ascontiguousarray(matrix, dtype=np.float32).ravel(), transform.A)
+    transform.is_trained = True
+    return transform
+
+
 def _owning(parent: faiss.Index, *children: Any) -> faiss.Index:
     """Hand the children's memory to the C++ parent, so it outlives the Python wrappers."""
     parent.own_fields = True
@@ -71,19 +82,51 @@ def _owning(parent: faiss.Index, *children: Any) -> faiss.Index:
     return parent
 
 
-def _ivf(dim: int, nlist: int, settings: IndexSettings) -> faiss.IndexIVF:
-    ip = faiss.METRIC_INNER_PRODUCT
-    quantizer = faiss.IndexFlatIP(dim)
-    if settings.codec == "flat":
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, ip)
-    elif settings.codec == "pq":
+def _sq_type(codec: str) -> int:
+    return faiss.ScalarQuantizer.QT_fp16 if codec == "fp16" else faiss.ScalarQuantizer.QT_8bit
+
+
+def pq_subquantizers(dim: int, settings: IndexSettings) -> int:
+    """As configured, else sub-vectors of the smallest length >= 4 that divides `dim` (64 for 256-d)."""
+    if settings.pq_m is not None:
         if dim % settings.pq_m:
             raise ValueError(f"pq_m {settings.pq_m} does not divide the indexed dimension {dim}")
-        index = faiss.IndexIVFPQ(quantizer, dim, nlist, settings.pq_m, 8, ip)
+        return settings.pq_m
+    return dim // next((length for length in range(4, dim + 1) if dim % length == 0), dim)
+
+
+def _ivf(dim: int, nlist: int, settings: IndexSettings, trainable: int) -> faiss.IndexIVF:
+    """An untrained IVF. PQ codebooks need ~39 points per centroid: a smaller sample gets sq8 instead."""
+    ip = faiss.METRIC_INNER_PRODUCT
+    codec = settings.codec
+    if codec in ("pq", "pqfs"):
+        m = pq_subquantizers(dim, settings)
+        centroids = 16 if codec == "pqfs" else 256
+        if trainable < MIN_POINTS_PER_LIST * centroids:
+            logger.info("%d training vectors are too few for %s codes: using sq8", trainable, codec)
+            codec = "sq8"
+    quantizer = faiss.IndexFlatIP(dim)
+    if codec == "flat":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, ip)
+    elif codec == "pq":
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, ip)
+    elif codec == "pqfs":
+        index = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, m, 4, ip)
     else:
-        qtype = faiss.ScalarQuantizer.QT_fp16 if settings.codec == "fp16" else faiss.ScalarQuantizer.QT_8bit
-        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, qtype, ip)
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, _sq_type(codec), ip)
     return _owning(index, quantizer)
+
+
+def _refine_store(dim: int, settings: IndexSettings, train: np.ndarray) -> faiss.Index | None:
+    """Id-keyed vectors that re-score IVF candidates: an IDMap2, since IndexRefine cannot remove ids."""
+    if settings.refine == "none":
+        return None
+    if settings.refine == "flat":
+        codes = faiss.IndexFlatIP(dim)
+    else:
+        codes = faiss.IndexScalarQuantizer(dim, _sq_type(settings.refine), faiss.METRIC_INNER_PRODUCT)
+        codes.train(train)
+    return _owning(faiss.IndexIDMap2(codes), codes)
 
 
 def new_exact(dim: int) -> faiss.Index:
@@ -94,25 +137,27 @@ def new_exact(dim: int) -> faiss.Index:
 Sampler = Callable[[int], Iterable[np.ndarray]]  # n -> chunks of up to n random gallery vectors (rows, D)
 
 
-def train_approximate(sample: Sampler, dim: int, count: int, settings: IndexSettings) -> faiss.Index:
+def train_approximate(sample: Sampler, dim: int, count: int, settings: IndexSettings) -> GalleryIndex:
     """An empty, trained approximate index for a gallery of about `count` sequences.
 
     Training data is projected chunk by chunk: 65k full GaitSSB embeddings would be 4 GB, projected 64 MB.
     """
-    nlist = list_count(count, settings)
-    if settings.pca_dim is not None and settings.pca_dim < dim:
+    matrix = None
+    if _projects(dim, settings):
         matrix = projection(np.concatenate(list(sample(settings.pca_train_size))), settings.pca_dim)  # (d, D)
-        transform = faiss.LinearTransform(dim, settings.pca_dim, False)
-        faiss.copy_array_to_vector(matrix.ravel(), transform.A)
-        transform.is_trained = True
-        ivf = _ivf(settings.pca_dim, nlist, settings)
-        ivf.train(np.concatenate([chunk @ matrix.T for chunk in sample(settings.train_size)]))  # (n, d)
-        index = _owning(faiss.IndexPreTransform(transform, ivf), transform, ivf)
+        transform = linear_transform(matrix)
+        chunks = sample(settings.train_size)
+        train = np.concatenate([transform.apply(np.ascontiguousarray(chunk)) for chunk in chunks])  # (n, d)
     else:
-        index = ivf = _ivf(dim, nlist, settings)
-        ivf.train(np.concatenate(list(sample(settings.train_size))))
-    ivf.nprobe = settings.nprobe
-    return index
+        train = np.concatenate(list(sample(settings.train_size)))  # (n, D)
+    ivf = _ivf(train.shape[1], list_count(count, settings), settings, len(train))
+    ivf.train(train)
+    refine = _refine_store(train.shape[1], settings, train)
+    return GalleryIndex(ivf, Built("approximate", count, "built"), settings, matrix, refine)
+
+
+def _projects(dim: int, settings: IndexSettings) -> bool:
+    return settings.pca_dim is not None and settings.pca_dim < dim
 
 
 def _try_gpu(settings: IndexSettings) -> Any:
@@ -131,12 +176,26 @@ class Built:
 
 
 class GalleryIndex:
-    """A FAISS index plus what the store needs to know about it. Not thread-safe: the store locks."""
+    """A FAISS index plus what the store needs to know about it. Not thread-safe: the store locks.
 
-    def __init__(self, index: faiss.Index, built: Built, settings: IndexSettings) -> None:
+    Approximate: `index` is the IVF over projected vectors (`projection` (d, D), or None: no projection)
+    and `refine` the same vectors as codes keyed by id, which re-score the IVF's candidates.
+    """
+
+    def __init__(
+        self,
+        index: faiss.Index,
+        built: Built,
+        settings: IndexSettings,
+        projection: np.ndarray | None = None,
+        refine: faiss.Index | None = None,
+    ) -> None:
         self.index = index
         self.built = built
         self.settings = settings
+        self.projection = projection
+        self.refine = refine
+        self._transform = None if projection is None else linear_transform(projection)
         if built.kind == "approximate":
             faiss.extract_index_ivf(index).nprobe = settings.nprobe
         self._gpu_resources = _try_gpu(settings)
@@ -156,13 +215,11 @@ class GalleryIndex:
         """Build from scratch: `sample` gives training vectors, `chunks` yields (ids (n,), vectors (n, D))."""
         kind = wanted_kind(count, settings, current)
         if kind == "approximate":
-            index = train_approximate(sample, dim, count, settings)
-            built = Built("approximate", count, "built")
+            gallery_index = train_approximate(sample, dim, count, settings)
         else:
-            index, built = new_exact(dim), Built("exact", 0, "built")
-        gallery_index = cls(index, built, settings)
+            gallery_index = cls(new_exact(dim), Built("exact", 0, "built"), settings)
         for ids, vectors in chunks:
-            gallery_index.index.add_with_ids(vectors, ids)
+            gallery_index.add(ids, vectors)
         logger.info("built %s index of %d sequences", kind, gallery_index.ntotal)
         return gallery_index
 
@@ -178,18 +235,53 @@ class GalleryIndex:
             self.built.kind == "approximate" and count > self.settings.retrain_factor * self.built.trained_for
         )
 
+    def _reduce(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, D) -> (n, d): the indexed space."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        return vectors if self._transform is None else self._transform.apply(vectors)
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        self.index.add_with_ids(vectors, ids.astype(np.int64))
+        ids = np.asarray(ids, dtype=np.int64)
+        reduced = self._reduce(vectors)
+        self.index.add_with_ids(reduced, ids)
+        if self.refine is not None:
+            self.refine.add_with_ids(reduced, ids)
         self._gpu_index = None
 
     def remove(self, ids: np.ndarray) -> None:
-        self.index.remove_ids(ids.astype(np.int64))
+        ids = np.asarray(ids, dtype=np.int64)
+        self.index.remove_ids(ids)
+        if self.refine is not None:
+            self.refine.remove_ids(ids)
         self._gpu_index = None
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(q, D) -> inner products (q, k) and ids (q, k); id -1 pads rows with fewer results."""
+        """(q, D) -> inner products (q, k) and ids (q, k); id -1 pads rows with fewer results.
+
+        With refine, the IVF proposes k * k_factor candidates and the stored codes re-score them; when
+        that is a large share of the gallery, scanning the stored codes outright is exact and no slower.
+        """
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-        return self._searcher().search(queries, k)
+        reduced = self._reduce(queries)  # (q, d)
+        if self.refine is None:
+            return self._searcher().search(reduced, k)
+        wanted = min(self.ntotal, k * self.settings.k_factor)
+        if wanted * EXHAUSTIVE_SHARE >= self.ntotal:
+            return self.refine.search(reduced, k)
+        _, candidates = self._searcher().search(reduced, wanted)  # (q, wanted), -1 padded
+        return self._rescore(reduced, candidates, k)
+
+    def _rescore(self, reduced: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates (q, c) -> the best k of them by inner product with their stored codes, best first."""
+        found = candidates >= 0
+        vectors = self.refine.reconstruct_batch(candidates[found])  # (f, d), row-major over (q, c)
+        query_rows = np.repeat(reduced, found.sum(axis=1), axis=0)  # (f, d)
+        scores = np.full(candidates.shape, -np.inf, dtype=np.float32)  # (q, c)
+        scores[found] = np.einsum("fd,fd->f", vectors, query_rows)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (q, k)
+        scores, ids = np.take_along_axis(scores, order, axis=1), np.take_along_axis(candidates, order, axis=1)
+        ids[~np.isfinite(scores)] = -1
+        return scores, ids
 
     def _searcher(self) -> faiss.Index:
         if self._gpu_resources is None:
@@ -204,26 +296,47 @@ class GalleryIndex:
                     return self.index
             return self._gpu_index
 
+    def _parts(self) -> dict[str, bytes]:
+        """What a snapshot holds, by name: the FAISS indexes serialised, the projection as raw float32."""
+        parts = {"index": faiss.serialize_index(self.index).tobytes()}
+        if self.refine is not None:
+            parts["refine"] = faiss.serialize_index(self.refine).tobytes()
+        if self.projection is not None:
+            parts["projection"] = self.projection.astype("<f4").tobytes()
+        return parts
+
     def nbytes(self) -> int:
         """Serialised size: what the index holds in memory, give or take allocator slack. Copies the index."""
-        return int(faiss.serialize_index(self.index).nbytes)
+        return sum(len(part) for part in self._parts().values())
 
     def memory_estimate(self) -> int:
-        """Codes + ids (+ the id map's hash table for exact), without copying: cheap enough for metrics."""
+        """Codes + ids (+ the id maps' hash tables), without copying: cheap enough for metrics."""
+        id_map = 8 + 40  # an IndexIDMap2 keeps each id in a vector and a hash-table node (not serialised)
         if self.built.kind == "exact":
-            return self.ntotal * (self.index.d * 4 + 8 + 16)
+            return self.ntotal * (self.index.d * 4 + id_map)
         ivf = faiss.extract_index_ivf(self.index)
-        return self.ntotal * (ivf.code_size + 8) + ivf.nlist * ivf.d * 4
+        total = self.ntotal * (ivf.code_size + 8) + ivf.nlist * ivf.d * 4
+        if self.refine is not None:
+            total += self.ntotal * (faiss.downcast_index(self.refine.index).code_size + id_map)
+        return total + (self.projection.nbytes if self.projection is not None else 0)
 
     def save(self, path: Path, tag: dict[str, Any]) -> None:
-        """Atomic snapshot: header (kind, training size, the SQLite state it reflects) + the index."""
+        """Atomic snapshot: header (kind, training size, the SQLite state it reflects, part sizes) + parts."""
+        parts = self._parts()
         header = json.dumps(
-            {"tag": tag, "kind": self.built.kind, "trained_for": self.built.trained_for}
+            {
+                "tag": tag,
+                "kind": self.built.kind,
+                "trained_for": self.built.trained_for,
+                "parts": {name: len(data) for name, data in parts.items()},
+                "projection_shape": None if self.projection is None else list(self.projection.shape),
+            }
         ).encode()
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         with open(tmp, "wb") as f:
             f.write(SNAPSHOT_MAGIC + struct.pack("<I", len(header)) + header)
-            f.write(faiss.serialize_index(self.index).tobytes())
+            for data in parts.values():
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -234,17 +347,30 @@ class GalleryIndex:
         try:
             data = path.read_bytes()
             if not data.startswith(SNAPSHOT_MAGIC):
-                raise ValueError("not a gallery index snapshot")
+                raise ValueError("not a gallery index snapshot of this version")
             start = len(SNAPSHOT_MAGIC) + 4
             (size,) = struct.unpack("<I", data[len(SNAPSHOT_MAGIC) : start])
             header = json.loads(data[start : start + size])
             if header["tag"] != tag:
                 logger.info("index snapshot %s is stale: rebuilding from the database", path.name)
                 return None
-            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8, offset=start + size))
+            parts, offset = {}, start + size
+            for name, length in header["parts"].items():
+                parts[name] = np.frombuffer(data, dtype=np.uint8, count=length, offset=offset)
+                offset += length
+            if offset != len(data):
+                raise ValueError("snapshot size disagrees with its header")
+            index = faiss.deserialize_index(parts["index"])
+            refine = faiss.deserialize_index(parts["refine"]) if "refine" in parts else None
+            matrix = (
+                parts["projection"].view("<f4").reshape(header["projection_shape"]).astype(np.float32)
+                if "projection" in parts
+                else None
+            )
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, RuntimeError, struct.error) as exc:
+        except (ValueError, KeyError, TypeError, RuntimeError, struct.error) as exc:
             logger.warning("ignoring unreadable index snapshot %s: %s", path, exc)
             return None
-        return cls(index, Built(header["kind"], header["trained_for"], "snapshot"), settings)
+        built = Built(header["kind"], header["trained_for"], "snapshot")
+        return cls(index, built, settings, matrix, refine)

@@ -1,9 +1,11 @@
-"""Index kinds: the approximate index agrees with exact search, every kind removes ids, retraining happens."""
+"""Index kinds: the approximate index agrees with exact search, every kind removes ids, snapshots round-trip,
+retraining happens."""
 
 from __future__ import annotations
 
 import hashlib
 
+import faiss
 import numpy as np
 import pytest
 
@@ -13,10 +15,13 @@ from gallery.testing import clustered_embeddings
 
 MODEL = hashlib.sha256(b"model").hexdigest()
 DIM, PARTS = 128, 4
+PCA = {"pca_dim": 32, "pca_train_size": 512}
 APPROX = {
-    "ivf-flat": IndexSettings(exact_max=500, codec="flat", pca_dim=None, nprobe=8),
-    "pca-sq8": IndexSettings(exact_max=500, codec="sq8", pca_dim=32, pca_train_size=512, nprobe=8),
-    "pca-pq": IndexSettings(exact_max=500, codec="pq", pq_m=8, pca_dim=32, pca_train_size=512, nprobe=8),
+    "ivf-flat": IndexSettings(exact_max=500, codec="flat", refine="none", pca_dim=None, nprobe=8),
+    "pca-sq8": IndexSettings(exact_max=500, codec="sq8", refine="none", nprobe=8, **PCA),
+    "pca-pq": IndexSettings(exact_max=500, codec="pq", pq_m=8, refine="none", nprobe=8, **PCA),
+    "pca-pqfs-fp16": IndexSettings(exact_max=500, nprobe=8, **PCA),  # the default codes
+    "pqfs-sq8": IndexSettings(exact_max=500, refine="sq8", pca_dim=None, nprobe=8),
 }
 
 
@@ -32,6 +37,12 @@ def sampler(x: np.ndarray):
 def recall_at(k: int, exact_ids: np.ndarray, approx_ids: np.ndarray) -> float:
     """Share of the exact top-k found in the approximate top-k (set overlap, so tied orders do not matter)."""
     return float(np.mean([len(set(e) & set(a)) / k for e, a in zip(exact_ids, approx_ids, strict=True)]))
+
+
+def new_exact_search(x: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    flat = new_exact(x.shape[1])
+    flat.add_with_ids(x, np.arange(len(x), dtype=np.int64))
+    return flat.search(queries, k)
 
 
 def test_projection_is_orthonormal_and_keeps_inner_products_of_low_rank_data(data):
@@ -60,6 +71,47 @@ def test_approximate_index_recall_and_removal(data, kind):
     assert approx.ntotal == len(x) - len(set(gone.tolist()))
     _, after = approx.search(queries, 10)
     assert not set(after.ravel().tolist()) & set(gone.tolist())
+
+
+def test_refine_returns_exact_inner_products_of_the_indexed_vectors(data):
+    x, _ = data
+    ids = np.arange(len(x), dtype=np.int64)
+    settings = IndexSettings(exact_max=500, refine="flat", pca_dim=None, nprobe=8, k_factor=4)
+    approx = GalleryIndex.build(DIM, len(x), settings, sampler(x), [(ids, x)])
+    assert isinstance(approx.index, faiss.IndexIVFPQFastScan)  # 4-bit PQ: its own scores are rough
+    queries = x[::50]
+    scores, found = approx.search(queries, 10)
+    assert (found >= 0).all()
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries, x[found]), atol=1e-4)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+    # Asking for a large share of the gallery scans the stored vectors outright: the exact top-k.
+    _, wide = approx.search(queries, 600)
+    _, truth = new_exact_search(x, queries, 600)
+    assert recall_at(600, truth, wide) > 0.999  # float32 ties at the boundary aside
+
+
+def test_snapshot_round_trip_keeps_projection_codes_and_refine(tmp_path, data):
+    x, _ = data
+    ids = np.arange(len(x), dtype=np.int64)
+    settings = APPROX["pca-pqfs-fp16"]
+    approx = GalleryIndex.build(DIM, len(x), settings, sampler(x), [(ids, x)])
+    approx.remove(ids[:10])
+    path, tag = tmp_path / "g.faiss", {"version": 3}
+    approx.save(path, tag)
+    loaded = GalleryIndex.load(path, tag, settings)
+    assert loaded is not None and loaded.built.source == "snapshot" and loaded.ntotal == len(x) - 10
+    expected, got = approx.search(x[::25], 5), loaded.search(x[::25], 5)
+    np.testing.assert_array_equal(expected[1], got[1])
+    np.testing.assert_allclose(expected[0], got[0], rtol=1e-6)
+    assert GalleryIndex.load(path, {"version": 4}, settings) is None  # stale
+    path.write_bytes(path.read_bytes()[:-100])
+    assert GalleryIndex.load(path, tag, settings) is None  # truncated
+
+
+def test_pq_codes_fall_back_to_sq8_on_a_small_training_sample(data):
+    x, _ = data
+    index = train_approximate(sampler(x[:300]), DIM, 300, IndexSettings(pca_dim=None))
+    assert isinstance(index.index, faiss.IndexIVFScalarQuantizer)
 
 
 def test_exact_index_removes_ids(data):
