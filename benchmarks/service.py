@@ -142,6 +142,11 @@ def measure(artifact: Path, seconds: float, work: Path) -> list[Run]:
                     flush=True,
                 )
                 runs.append(run)
+    except httpx.HTTPStatusError:
+        for mode in servers:  # the server's side of the failure, before the temp folder goes
+            errors = [line for line in (work / f"{mode}.log").read_text().splitlines() if '"error"' in line]
+            print(f"server log ({mode}), errors:", *errors[-5:], sep="\n", file=sys.stderr)
+        raise
     finally:
         for server in servers.values():
             server.stop()
@@ -179,7 +184,7 @@ def section(runs: list[Run], seconds: float, quick: bool) -> str:
     return f"""{SECTION}
 
 `python benchmarks/service.py{" --quick" if quick else ""}` on a 2-core x86-64 CPU ({platform.machine()}),
-no GPU, shared with other jobs (run under `nice`): absolute rates swing with the load; batching on and off are
+no GPU (absolute rates swing with any other load on the machine); batching on and off are
 measured side by side, per concurrency, against two identical servers. Closed-loop clients (httpx,
 same machine) post one 92-frame .npy (92 x 64 x 44 uint8, {len(upload()) // 1024} KiB) to `/embed` for
 {seconds:.0f} s per cell after a warm-up; narrow GaitSSB (channels 8-64, 1,984-float embedding),
@@ -189,9 +194,9 @@ queueing, response); "HTTP+decode / inference" = (latency - queue - inference) /
 {table(runs, seconds)}
 
 - Batching: {speedups} the throughput of no batching at 1 / 8 / 32 clients. onnxruntime's CPU
-  cost is about linear in frames (docs/stack.md), so the gain is not compute: likely fewer runtime
-  calls, each followed by onnxruntime's threads spinning (next bullet). At 1 client batching can only
-  add its 2 ms wait (~2.5 % of a request). Batching pays on GPUs.
+  cost is about linear in frames (docs/stack.md), so batching cannot gain compute here: it must only
+  cost nothing. The batcher waits `max_wait_ms` for company only after a batch of more than one, so a
+  lone client never pays the wait. Batching pays on GPUs.
 - At 32 clients most of the latency is queueing (closed loop: 32 requests share 2 cores). HTTP + decode
   + preprocessing (latency - queue - inference) is {c32.overhead_ratio:.0%} of inference time in wall-clock
   terms, over the 10 % target: client, server and onnxruntime's threads share the 2 cores, so every

@@ -1,10 +1,11 @@
 """Dynamic micro-batching: sequences from concurrent requests share one runtime call.
 
 A request submits its sequences; a single worker task takes up to `max_batch` queued sequences, waiting
-at most `max_wait_ms` after the oldest arrived for more to join, and runs the runtime in a dedicated
-thread so the event loop keeps serving. While a batch runs, new arrivals queue and form the next one,
-so the batch size follows the load. Results are identical to unbatched calls because the runtime never
-pads (it groups sequences of equal length).
+at most `max_wait_ms` after the oldest arrived for more to join (only while requests come concurrently:
+after a batch of one the next runs at once, so a lone client never pays the wait), and runs the runtime
+in a dedicated thread so the event loop keeps serving. While a batch runs, new arrivals queue and form
+the next one, so the batch size follows the load. Results are identical to unbatched calls because the
+runtime never pads (it groups sequences of equal length).
 
 The queue is bounded: a request whose sequences do not all fit is refused at once with 429 (all or
 none, so a multi-file request is never half-served). A failed runtime call fails only its batch.
@@ -94,6 +95,7 @@ class Batcher:
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
         self._mean_batch_s = 0.05  # running estimate for Retry-After
+        self._last_batch_size = settings.max_batch  # > 1: requests come concurrently, worth waiting for
 
     @property
     def depth(self) -> int:
@@ -164,7 +166,7 @@ class Batcher:
                 self._arrived.clear()
                 await self._arrived.wait()
             deadline = self._pending[0].enqueued + self.settings.max_wait_ms / 1000
-            while len(self._pending) < self.settings.max_batch:
+            while self._last_batch_size > 1 and len(self._pending) < self.settings.max_batch:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -177,6 +179,7 @@ class Batcher:
             batch = self._take()
             self._metrics.queue_depth.set(len(self._pending))
             if batch:
+                self._last_batch_size = len(batch)
                 return batch
 
     def _take(self) -> list[_Job]:
