@@ -59,7 +59,7 @@ class Size:
     finetune_steps: int
 
 
-FULL = Size(400, 4, 16, 110, 32, 300, 4, 4, 60)
+FULL = Size(400, 4, 40, 110, 32, 300, 4, 4, 60)
 QUICK = Size(16, 2, 4, 12, 8, 2, 2, 2, 2)
 
 
