@@ -184,7 +184,7 @@ def report(results: dict[str, dict], gpu_lines: list[str], quick: bool) -> tuple
     """(markdown section body, headline name=value line)."""
     lines = [
         f"`python benchmarks/embedding.py{' --quick' if quick else ''}` on a {THREADS}-core x86-64 CPU "
-        f"({platform.machine()}), no GPU, shared with other jobs (best of repeats, backends taking turns). "
+        f"({platform.machine()}), no GPU (best of repeats, backends taking turns). "
         f"torch {torch.__version__}, onnxruntime {ort.__version__}, {THREADS} threads each; random weights.",
         "",
         "| model | batch | frames | torch eager seq/s | ORT fp32 seq/s | ORT int8 seq/s | fp32 vs torch | "
