@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import uvicorn
 from fastapi.testclient import TestClient
 
 from gaitlu.safepickle import dumps_array
@@ -65,6 +67,24 @@ def client(artifact: Path, data_dir: Path, *, embedder: Any = None, **values: An
     app = create_app(settings_for(artifact, data_dir, **values), embedder=embedder)
     with TestClient(app) as c:
         yield c
+
+
+@contextmanager
+def served_in_thread(artifact: Path, data_dir: Path, **values: Any) -> Iterator[str]:
+    """The real app served by uvicorn on 127.0.0.1 (a free port) in a daemon thread; yields its URL."""
+    app = create_app(settings_for(artifact, data_dir, **values))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
 
 
 def free_port() -> int:

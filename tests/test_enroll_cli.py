@@ -9,14 +9,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from gaitlu.cli import main
 from gaitlu.preprocess import to_model_frames
@@ -24,9 +22,9 @@ from gaitlu.sequence import load_sequence, save_sequence
 from gallery import GalleryStore
 from gallery.client import ApiError, GaitluClient, RetryPolicy, UnreachableError
 from gallery.enroll import STORE_FILE, Layout, Outcome, enrol_sources, scan_dataset
-from service.app import create_app
 from service.runtime import load_embedder
 from service.settings import load_settings
+from tests.service_helpers import served_in_thread
 
 KEY = "test-key-0123456789abcdef"
 SUBJECTS = ("001", "002", "003")
@@ -61,21 +59,8 @@ def opengait_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real app on 127.0.0.1 with API keys, served by uvicorn in a thread; yields its URL."""
-    settings = load_settings(
-        artifact=tiny_artifact, data_dir=tmp_path_factory.mktemp("server-data"), api_keys=[KEY]
-    )
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    port = uv.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=15)
+    with served_in_thread(tiny_artifact, tmp_path_factory.mktemp("server-data"), api_keys=[KEY]) as url:
+        yield url
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

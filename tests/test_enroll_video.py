@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from gaitlu.cli import main
 from gallery import GalleryStore
 from gallery.client import GaitluClient
 from gallery.enroll import STORE_FILE, Layout, scan_dataset
-from service.app import create_app
-from service.settings import load_settings
+from tests.service_helpers import served_in_thread
 from tests.video_helpers import WALKS, synthetic_videos
 
 KEY = "video-key-0123456789abcdef"
@@ -43,19 +39,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real app with API keys, served by uvicorn in a thread; yields its URL."""
-    settings = load_settings(
-        artifact=tiny_artifact, data_dir=tmp_path_factory.mktemp("video-server"), api_keys=[KEY]
-    )
-    uv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{uv.servers[0].sockets[0].getsockname()[1]}"
-    uv.should_exit = True
-    thread.join(timeout=15)
+    with served_in_thread(tiny_artifact, tmp_path_factory.mktemp("video-server"), api_keys=[KEY]) as url:
+        yield url
 
 
 def enrol(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
