@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from train.checkpoint import atomic_save, build_checkpoint
 from train.config import config_to_dict
 from train.model import GaitSSB, ModelConfig
 
@@ -26,17 +27,9 @@ def tiny_model(seed: int = 0) -> GaitSSB:
 
 
 def write_checkpoint(path: Path, model: GaitSSB, step: int = 7) -> Path:
-    """The gaitlu-checkpoint/1 dict with the fields export reads."""
-    torch.save(
-        {
-            "format": "gaitlu-checkpoint/1",
-            "model_config": config_to_dict(model.config),
-            "config": {"model": config_to_dict(model.config), "trainer": {"seed": 0}},
-            "model": model.state_dict(),
-            "step": step,
-        },
-        path,
-    )
+    """A gaitlu checkpoint of `model`, written by the training stage's own writer."""
+    config = {"model": config_to_dict(model.config), "trainer": {"seed": 0}}
+    atomic_save(build_checkpoint(model, config, step), path)
     return path
 
 
