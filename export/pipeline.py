@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 from export import calibration, checks, graph, precision, tensorrt
 from export.errors import ExportError
+from gaitlu.files import sha256_file
 from gaitlu.manifest import (
     FORMAT,
     MANIFEST_NAME,
@@ -34,7 +35,6 @@ from gaitlu.manifest import (
     Source,
     TensorRTInfo,
     describe_file,
-    sha256_file,
     write_manifest,
 )
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH

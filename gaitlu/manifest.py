@@ -11,16 +11,15 @@ Core module (numpy-free, torch-free): the export stage writes it, the service re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from gaitlu.errors import DataError
+from gaitlu.files import sha256_file, write_atomic
 
 FORMAT = "gaitlu-artifact/1"
 MANIFEST_NAME = "manifest.json"
@@ -165,14 +164,6 @@ class Manifest(_Strict):
         return self.variants[precision]  # type: ignore[index]
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe_file(artifact_dir: str | os.PathLike[str], name: str, precision: Precision) -> ModelFile:
     """The manifest entry for a model file already written into the artifact folder."""
     path = Path(artifact_dir) / name
@@ -206,20 +197,8 @@ def read_manifest(artifact_dir: str | os.PathLike[str]) -> Manifest:
 
 
 def write_manifest(manifest: Manifest, artifact_dir: str | os.PathLike[str]) -> Path:
-    """Write the manifest atomically (temp file in the same folder + os.replace)."""
-    folder = Path(artifact_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(manifest.model_dump_json(indent=2) + "\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the service may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write the manifest atomically (gaitlu.files: a reader never sees half of one)."""
+    return write_atomic(Path(artifact_dir) / MANIFEST_NAME, manifest.model_dump_json(indent=2) + "\n")
 
 
 def verified_path(artifact_dir: str | os.PathLike[str], file: str, sha256: str) -> Path:

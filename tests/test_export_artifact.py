@@ -17,7 +17,8 @@ from export.errors import ExportError, ParityError
 from export.pipeline import ExportOptions, export_artifact
 from export.tensorrt import tensorrt_unavailable_reason
 from gaitlu.cli import main
-from gaitlu.manifest import read_manifest, sha256_file
+from gaitlu.files import sha256_file
+from gaitlu.manifest import read_manifest
 from gaitlu.sequence import save_sequence
 from tests.export_helpers import SMALL_PARITY, tiny_model, walking_sequence, write_checkpoint
 

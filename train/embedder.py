@@ -9,7 +9,6 @@ are split so that one forward sees at most `frame_budget` padded frames, which b
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from gaitlu.errors import SequenceError
+from gaitlu.files import sha256_file
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
 from train.checkpoint import load_checkpoint
 from train.model import GaitSSB
@@ -25,14 +25,6 @@ logger = logging.getLogger(__name__)
 
 MAX_FRAMES = 720  # OpenGait's frames_all_limit at test time
 FRAME_BUDGET = 1024  # padded frames per forward call
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check(seq: np.ndarray, i: int) -> np.ndarray:
@@ -102,7 +94,7 @@ def load_embedder(path: str | Path, device: str | torch.device | None = None) ->
     """An Embedder for a gaitlu checkpoint; `device` defaults to CUDA when available."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, _ = load_checkpoint(path)
-    embedder = Embedder(model, file_sha256(path), device)
+    embedder = Embedder(model, sha256_file(path), device)
     logger.info(
         "loaded %s (%s form, %d x %d) on %s", path, model.config.form, embedder.parts, embedder.dim, device
     )
