@@ -159,8 +159,8 @@ def build_manifest(
         ),
         output=OutputSpec(
             name=graph.OUTPUT_NAME,
-            parts=config.parts,
-            dim=config.dim,
+            parts=config.layout.parts,
+            channels=config.layout.channels,
             layout="part-major",
             normalisation="per-part-l2",
         ),

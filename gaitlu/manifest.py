@@ -18,12 +18,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from gaitlu.embedding import EmbeddingLayout, Normalisation
 from gaitlu.errors import DataError
 from gaitlu.files import sha256_file, write_atomic
 
 FORMAT = "gaitlu-artifact/1"
 MANIFEST_NAME = "manifest.json"
-Precision = Literal["fp32", "fp16", "int8"]
+VariantPrecision = Literal["fp32", "fp16", "int8"]  # the numbers of one model file of an artifact
 
 
 class ArtifactError(DataError):
@@ -60,13 +61,21 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     name: str
     parts: int
-    dim: int  # channels per part
+    channels: int  # floats per part
     layout: Literal["part-major"]  # (N, P, C) flattened to (N, P*C)
-    normalisation: Literal["per-part-l2"]
+    normalisation: Normalisation
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dim_was_channels(cls, data: Any) -> Any:
+        """Artifacts exported before the embedding vocabulary (gaitlu.embedding) called channels `dim`."""
+        if isinstance(data, dict) and "dim" in data and "channels" not in data:
+            data = {("channels" if key == "dim" else key): value for key, value in data.items()}
+        return data
 
     @property
-    def size(self) -> int:
-        return self.parts * self.dim
+    def embedding_layout(self) -> EmbeddingLayout:
+        return EmbeddingLayout(self.parts, self.channels, self.normalisation)
 
 
 class Quality(_Strict):
@@ -86,7 +95,7 @@ class ModelFile(_Strict):
     file: str  # name inside the artifact folder
     sha256: str
     bytes: int
-    precision: Precision
+    precision: VariantPrecision
     quality: Quality | None = None  # for fp16/int8: versus fp32
 
 
@@ -134,7 +143,7 @@ class Manifest(_Strict):
     output: OutputSpec
     metric: Literal["ip"]  # inner product of flattened embeddings / parts = mean per-part cosine
     model_sha256: str  # sha256 of model.onnx: the model's identity
-    variants: dict[Precision, ModelFile]
+    variants: dict[VariantPrecision, ModelFile]
     tensorrt: TensorRTInfo | None = None
     opset: int
     parity: Parity
@@ -164,7 +173,7 @@ class Manifest(_Strict):
         return self.variants[precision]  # type: ignore[index]
 
 
-def describe_file(artifact_dir: str | os.PathLike[str], name: str, precision: Precision) -> ModelFile:
+def describe_file(artifact_dir: str | os.PathLike[str], name: str, precision: VariantPrecision) -> ModelFile:
     """The manifest entry for a model file already written into the artifact folder."""
     path = Path(artifact_dir) / name
     return ModelFile(file=name, sha256=sha256_file(path), bytes=path.stat().st_size, precision=precision)

@@ -250,7 +250,7 @@ class LocalTarget:
             if not create:
                 raise
             try:
-                info = self.store.create_gallery(self.gallery, e.model_hash, e.parts * e.dim, e.parts)
+                info = self.store.create_gallery(self.gallery, e.model_hash, e.layout)
             except GalleryExistsError:
                 info = self.store.get_gallery(self.gallery)
         if info.model_hash != e.model_hash:

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from gaitlu.embedding import EmbeddingLayout
+
 
 @dataclass(frozen=True)
 class GalleryInfo:
     name: str
     model_hash: str
-    dim: int  # floats per embedding (parts * channels)
-    parts: int
+    layout: EmbeddingLayout  # of the stored embeddings: always per-part-normalised (gallery.validate)
     metadata: dict[str, Any] | None
     created: datetime
     subject_count: int

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from gaitlu.embedding import EmbeddingLayout
 from gallery import validate
 from gallery.errors import (
     GalleryExistsError,
@@ -61,8 +62,7 @@ class _Live:
     id: int
     name: str
     model_hash: str
-    dim: int
-    parts: int
+    layout: EmbeddingLayout
     index: GalleryIndex
     sequences: dict[int, tuple[str, str]]  # index id -> (subject_id, sequence_id)
     subject_sizes: Counter[str]
@@ -109,8 +109,9 @@ class GalleryStore:
         self._closed = False
         self._live: dict[str, _Live] = {}
         rows = self._writer.execute("SELECT id, name, model_hash, dim, parts FROM galleries").fetchall()
-        for gallery_id, name, model_hash, dim, parts in rows:
-            self._live[name] = self._open_gallery(gallery_id, name, model_hash, dim, parts)
+        for gallery_id, name, model_hash, size, parts in rows:
+            layout = EmbeddingLayout.from_size(size, parts)
+            self._live[name] = self._open_gallery(gallery_id, name, model_hash, layout)
 
     # ----- lifecycle
 
@@ -145,22 +146,25 @@ class GalleryStore:
     # ----- galleries
 
     def create_gallery(
-        self, name: str, model_hash: str, dim: int, parts: int, metadata: dict[str, Any] | None = None
+        self, name: str, model_hash: str, layout: EmbeddingLayout, metadata: dict[str, Any] | None = None
     ) -> GalleryInfo:
+        """An empty gallery for embeddings of one model and layout. Whatever the model's normalisation, the
+        gallery stores every part unit-norm (gallery.validate), so its layout says "per-part-l2"."""
         name = validate.gallery_name(name)
         model_hash = validate.model_hash(model_hash)
-        dim, parts = validate.layout(dim, parts)
+        given = validate.layout(layout)
+        layout = EmbeddingLayout(given.parts, given.channels)  # per-part-l2: as stored
         settings_json = validate.metadata(metadata)
         with self._writing():
             try:
                 cursor = self._writer.execute(
                     "INSERT INTO galleries (name, model_hash, dim, parts, created, settings) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, model_hash, dim, parts, time.time(), settings_json),
+                    (name, model_hash, layout.size, layout.parts, time.time(), settings_json),
                 )
             except sqlite3.IntegrityError as exc:
                 raise GalleryExistsError(f"gallery '{name}' already exists") from exc
-            self._live[name] = self._open_gallery(cursor.lastrowid, name, model_hash, dim, parts)
+            self._live[name] = self._open_gallery(cursor.lastrowid, name, model_hash, layout)
         return self.get_gallery(name)
 
     def get_gallery(self, name: str) -> GalleryInfo:
@@ -200,7 +204,7 @@ class GalleryStore:
         """
         subject_id = validate.item_id(subject_id, "subject id")
         live = self._checked(name, model_hash)
-        vectors = validate.embeddings(embeddings, live.dim, live.parts)  # (n, D)
+        vectors = validate.embeddings(embeddings, live.layout)  # (n, D)
         n = len(vectors)
         metadata_json = [validate.metadata(m) for m in (metadata if metadata is not None else [None] * n)]
         uids = (
@@ -323,8 +327,11 @@ class GalleryStore:
     ) -> list[SearchHit]:
         """One query embedding (D,) or (parts, C) -> up to k subjects, best first."""
         live = self._checked(name, model_hash)
-        if np.ndim(query) not in (1, 2) or (np.ndim(query) == 2 and np.shape(query)[0] != live.parts):
-            raise InvalidInputError(f"a single query must have shape ({live.dim},) or ({live.parts}, C)")
+        layout = live.layout
+        if np.ndim(query) not in (1, 2) or (np.ndim(query) == 2 and np.shape(query)[0] != layout.parts):
+            raise InvalidInputError(
+                f"a single query must have shape ({layout.size},) or ({layout.parts}, {layout.channels})"
+            )
         return self.search_batch(name, np.asarray(query)[None], model_hash, k, threshold, top_m)[0]
 
     def search_batch(
@@ -346,13 +353,13 @@ class GalleryStore:
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise InvalidInputError("threshold must be between -1 and 1")
         live = self._checked(name, model_hash)
-        vectors = validate.embeddings(queries, live.dim, live.parts)  # (q, D)
+        vectors = validate.embeddings(queries, live.layout)  # (q, D)
         with live.lock.read():
             return search_subjects(
                 live.index.search,
                 vectors,
                 live.index.ntotal,
-                live.parts,
+                live.layout.parts,
                 live.sequences,
                 live.subject_sizes,
                 k,
@@ -520,13 +527,13 @@ class GalleryStore:
 
     def _rebuild(self, live: _Live) -> None:
         """Rebuild index and map from SQLite (write lock held), then swap them in; searches go on."""
-        index, sequences, sizes = self._build(live.id, live.dim, live.index.built.kind)
+        index, sequences, sizes = self._build(live.id, live.layout.size, live.index.built.kind)
         with live.lock.write():
             live.index, live.sequences, live.subject_sizes = index, sequences, sizes
         if self.settings.snapshots and index.built.kind == "approximate":
             self._save_snapshot(live)  # training is the slow part of a start: keep its result
 
-    def _open_gallery(self, gallery_id: int, name: str, model_hash: str, dim: int, parts: int) -> _Live:
+    def _open_gallery(self, gallery_id: int, name: str, model_hash: str, layout: EmbeddingLayout) -> _Live:
         """A gallery's in-memory side: its snapshot if fresh, else built from SQLite (write lock held)."""
         tag = self._tag(gallery_id)
         index = (
@@ -539,15 +546,15 @@ class GalleryStore:
             logger.warning("index snapshot of gallery '%s' disagrees with the database: rebuilding", name)
             index = None
         if index is None:
-            index, sequences, sizes = self._build(gallery_id, dim, None)
+            index, sequences, sizes = self._build(gallery_id, layout.size, None)
             tag = None
-        live = _Live(gallery_id, name, model_hash, dim, parts, index, sequences, sizes, saved_tag=tag)
+        live = _Live(gallery_id, name, model_hash, layout, index, sequences, sizes, saved_tag=tag)
         if index.needs_rebuild(len(sequences)):
             self._rebuild(live)
         return live
 
     def _build(
-        self, gallery_id: int, dim: int, current: Kind | None
+        self, gallery_id: int, size: int, current: Kind | None
     ) -> tuple[GalleryIndex, dict[int, tuple[str, str]], Counter[str]]:
         sequences, sizes = self._load_map(gallery_id)
 
@@ -558,7 +565,7 @@ class GalleryStore:
                 (gallery_id, n),
             )
             while batch := rows.fetchmany(CHUNK_ROWS):
-                yield np.frombuffer(b"".join(row[0] for row in batch), dtype="<f4").reshape(len(batch), dim)
+                yield np.frombuffer(b"".join(row[0] for row in batch), dtype="<f4").reshape(len(batch), size)
 
         def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             rows = self._writer.execute(
@@ -567,11 +574,11 @@ class GalleryStore:
             while batch := rows.fetchmany(CHUNK_ROWS):
                 ids = np.array([row[0] for row in batch], dtype=np.int64)
                 vectors = np.frombuffer(b"".join(row[1] for row in batch), dtype="<f4").reshape(
-                    len(batch), dim
+                    len(batch), size
                 )
                 yield ids, vectors
 
-        index = GalleryIndex.build(dim, len(sequences), self.settings, sample, chunks(), current)
+        index = GalleryIndex.build(size, len(sequences), self.settings, sample, chunks(), current)
         return index, sequences, sizes
 
     def _load_map(self, gallery_id: int) -> tuple[dict[int, tuple[str, str]], Counter[str]]:
@@ -638,8 +645,9 @@ _SEQUENCE_INFO = "SELECT uid, subject_id, model_hash, metadata, created FROM seq
 
 
 def _gallery_info(row: tuple) -> GalleryInfo:
-    name, model_hash, dim, parts, settings, created, subjects, sequences = row
-    return GalleryInfo(name, model_hash, dim, parts, _json(settings), _time(created), subjects, sequences)
+    name, model_hash, size, parts, settings, created, subjects, sequences = row
+    layout = EmbeddingLayout.from_size(size, parts)
+    return GalleryInfo(name, model_hash, layout, _json(settings), _time(created), subjects, sequences)
 
 
 def _sequence_info(gallery: str, row: Sequence[Any]) -> SequenceInfo:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
+from gaitlu.embedding import Embedder
 from service import schemas
 from service.deps import KeyRing
 from service.engine import Engine
@@ -17,7 +18,6 @@ from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.routes import ROUTERS
-from service.runtime import Embedder
 from service.settings import Settings
 
 # Bodies read by hand (routes that take multipart or JSON): listed so the schema can reference them.

@@ -32,6 +32,7 @@ import anyio
 import numpy as np
 from anyio.to_thread import run_sync
 
+from gaitlu.embedding import Embedder, EmbeddingLayout, mean_part_cosine
 from gaitlu.errors import ConfigError, SequenceError
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import SequenceLimits, load_sequence
@@ -43,7 +44,7 @@ from gallery.store import GalleryStore
 from service.batcher import Batcher, BatchSettings, Embedded
 from service.errors import ServiceError, overloaded
 from service.metrics import Metrics
-from service.runtime import Embedder, load_embedder
+from service.runtime import load_embedder
 from service.settings import Settings
 from service.videos import VideoOptions, VideoTrack, extract_video, is_video
 from video import OnnxSegmenter
@@ -84,18 +85,6 @@ class SequenceEmbedding:
     queue_ms: float
     inference_ms: float
     video: VideoTrack | None = None
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    model_hash: str
-    parts: int
-    channels: int  # per part
-
-    @property
-    def dim(self) -> int:
-        """Floats in one flattened embedding."""
-        return self.parts * self.channels
 
 
 def safe_name(name: str | None, index: int) -> str:
@@ -147,7 +136,7 @@ class Engine:
         self._video_mean_s = 1.0  # running mean of an extraction's time, for Retry-After
         self._segmenter: OnnxSegmenter | None = None
         self._probe = probe_sequence()
-        self._reference: np.ndarray | None = None  # (P*C,) probe embedding at start
+        self._reference: np.ndarray | None = None  # (P, C) probe embedding at start
         self._ready = False
         self._probing: asyncio.Task[bool] | None = None
         self._lifecycle = asyncio.Lock()
@@ -179,7 +168,7 @@ class Engine:
             )
             await batcher.start()
             self._embedder, self._store, self._batcher = embedder, store, batcher
-            self._reference = reference.reshape(-1)
+            self._reference = reference[0]
             self._ready = True
             self.metrics.watch_galleries(store.stats)
             logger.info("engine started: model %s, store %s", embedder.model_hash[:12], s.store_path)
@@ -207,9 +196,14 @@ class Engine:
         return self._embedder, self._batcher, self._store
 
     @property
-    def model(self) -> ModelInfo:
-        embedder, _, _ = self._parts()
-        return ModelInfo(embedder.model_hash, embedder.parts, embedder.dim)
+    def model_hash(self) -> str:
+        """The running model's identity (sha256 of its file): galleries are bound to it."""
+        return self._parts()[0].model_hash
+
+    @property
+    def layout(self) -> EmbeddingLayout:
+        """The running model's embedding layout."""
+        return self._parts()[0].layout
 
     @property
     def store(self) -> GalleryStore:
@@ -227,9 +221,7 @@ class Engine:
     def _matches_reference(self, vector: np.ndarray) -> bool:
         if self._reference is None or not np.isfinite(vector).all():
             return False
-        parts = self._reference.reshape(self.model.parts, -1)  # (P*C,) -> (P, C)
-        cosine = float((parts * vector.reshape(parts.shape)).sum(axis=1).mean())  # unit parts: mean cosine
-        return cosine >= PROBE_MIN_COSINE
+        return float(mean_part_cosine(self._reference, vector)) >= PROBE_MIN_COSINE  # (P, C) each
 
     async def probe(self) -> bool:
         """Embed the probe sequence through the batcher; ready = it answers as at start. Concurrent
@@ -320,7 +312,7 @@ class Engine:
 
     async def _embed_decoded(self, decoded: list[Decoded]) -> list[SequenceEmbedding]:
         results = await self.embed_frames([d.frames for d in decoded])
-        max_frames = self._embedder.manifest.input.max_frames  # type: ignore[union-attr]
+        max_frames = self._parts()[0].max_frames
         return [
             SequenceEmbedding(
                 d.name,
@@ -354,25 +346,21 @@ class Engine:
         if isinstance(query, Upload):
             [embedded] = await self.embed([query], options)
             query = embedded.vector
-        hits = await self._store_call(
-            GalleryStore.search, gallery, query, self.model.model_hash, k, threshold
-        )
+        hits = await self._store_call(GalleryStore.search, gallery, query, self.model_hash, k, threshold)
         return hits, embedded
 
     async def _check_model(self, gallery: str) -> str:
         """The running model's hash, after checking the gallery exists and was built with that model
         (a cheap read, so a mismatch is refused before any decoding or inference)."""
-        model_hash = self.model.model_hash
+        model_hash = self.model_hash
         info = await self.get_gallery(gallery)
         if info.model_hash != model_hash:
             raise ModelMismatchError(gallery, info.model_hash, model_hash)
         return model_hash
 
     async def create_gallery(self, name: str, metadata: dict[str, Any] | None) -> GalleryInfo:
-        model = self.model
-        return await self._store_call(
-            GalleryStore.create_gallery, name, model.model_hash, model.dim, model.parts, metadata
-        )
+        model_hash, layout = self.model_hash, self.layout
+        return await self._store_call(GalleryStore.create_gallery, name, model_hash, layout, metadata)
 
     async def list_galleries(self) -> list[GalleryInfo]:
         return await self._store_call(GalleryStore.list_galleries)

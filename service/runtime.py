@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -37,25 +36,9 @@ MAX_CALL_FRAMES = 1024  # frames per backend call: bounds activation memory (abo
 WARMUP_FRAMES = 30
 
 
-class Embedder(Protocol):
-    """What the service, the galleries and `gaitlu eval --artifact` use."""
-
-    manifest: Manifest
-    model_hash: str  # sha256 of the model file that computes the vectors
-    parts: int
-    dim: int
-
-    def embed(self, batch: list[np.ndarray]) -> np.ndarray:
-        """(T_i, 64, 44) uint8 (or float32 in [0, 1]) sequences -> (N, P, C) float32."""
-        ...
-
-    def embed_flat(self, batch: list[np.ndarray]) -> np.ndarray:
-        """The same as (N, P*C), part-major: inner product / P = mean per-part cosine."""
-        ...
-
-
 class ArtifactEmbedder:
-    """An artifact's model on one backend; see the module docstring for batching rules."""
+    """An artifact's model on one backend (a `gaitlu.embedding.Embedder`); see the module docstring for
+    batching rules."""
 
     def __init__(
         self,
@@ -70,8 +53,7 @@ class ArtifactEmbedder:
         self.manifest = manifest
         self.backend = backend
         self.model_hash = model_hash
-        self.parts = manifest.output.parts
-        self.dim = manifest.output.dim
+        self.layout = manifest.output.embedding_layout
         self.max_batch = max_batch
         self.max_call_frames = max_call_frames
         self.max_frames = manifest.input.max_frames
@@ -111,14 +93,16 @@ class ArtifactEmbedder:
         return calls
 
     def embed_flat(self, batch: list[np.ndarray]) -> np.ndarray:
+        """(T_i, 64, 44) uint8 (or float32 in [0, 1]) sequences -> (N, P*C) float32, part-major."""
         seqs = [self._prepare(seq, i) for i, seq in enumerate(batch)]
-        out = np.empty((len(seqs), self.parts * self.dim), np.float32)  # (N, P*C)
+        out = np.empty((len(seqs), self.layout.size), np.float32)  # (N, P*C)
         for rows in self._calls([len(s) for s in seqs]):
             out[rows] = self.backend.run(np.stack([seqs[i] for i in rows]))  # (n, T, 64, 44) -> (n, P*C)
         return out
 
     def embed(self, batch: list[np.ndarray]) -> np.ndarray:
-        return self.embed_flat(batch).reshape(len(batch), self.parts, self.dim)  # (N, P*C) -> (N, P, C)
+        """The same as (N, P, C)."""
+        return self.layout.unflatten(self.embed_flat(batch))  # (N, P*C) -> (N, P, C)
 
     def warmup(self) -> None:
         """One small call, so the first request does not pay for kernel selection (or a TensorRT build)."""

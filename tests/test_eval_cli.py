@@ -142,7 +142,7 @@ def test_missing_and_empty_datasets_are_clear_errors(tmp_path: Path, capsys) -> 
 
 
 def test_a_missing_stage_names_what_to_install(dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setitem(eval_cli.STAGE_HOOKS, "checkpoint", ("train.no_such_embedder", "the train stage"))
+    monkeypatch.setitem(eval_cli.STAGE_HOOKS, "checkpoint", ("train.nothing:load", "the train stage"))
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"")
     code, _, err = run_cli(
@@ -170,7 +170,7 @@ def test_artifact_hook_loads_the_stage_embedder(dataset: Path, tmp_path: Path, m
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path / "stage_pkg"))
-    monkeypatch.setitem(eval_cli.STAGE_HOOKS, "artifact", ("runtime_stub", "the service stage"))
+    monkeypatch.setitem(eval_cli.STAGE_HOOKS, "artifact", ("runtime_stub:load_embedder", "the service stage"))
     args = ["--artifact", str(tmp_path), "--dataset", str(dataset), "--protocol", "casia-b", "--json"]
     code, out, err = run_cli(args, capsys)
     sys.modules.pop("runtime_stub", None)

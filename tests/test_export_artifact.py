@@ -17,6 +17,7 @@ from export.errors import ExportError, ParityError
 from export.pipeline import ExportOptions, export_artifact
 from export.tensorrt import tensorrt_unavailable_reason
 from gaitlu.cli import main
+from gaitlu.embedding import EmbeddingLayout
 from gaitlu.files import sha256_file
 from gaitlu.manifest import read_manifest
 from gaitlu.sequence import save_sequence
@@ -51,7 +52,7 @@ def test_artifact_files_and_manifest(artifact: Path, checkpoint: Path) -> None:
     manifest = read_manifest(artifact)
     assert manifest.model_sha256 == sha256_file(artifact / "model.onnx")
     assert manifest.model.config["channels"] == [8, 16, 32, 64]
-    assert (manifest.output.parts, manifest.output.dim) == (31, 64)
+    assert manifest.output.embedding_layout == EmbeddingLayout(parts=31, channels=64)
     assert manifest.input.shape == ["batch", "frames", 64, 44]
     assert manifest.metric == "ip"
     assert manifest.source.sha256 == sha256_file(checkpoint)

@@ -65,7 +65,7 @@ def test_flat_inner_product_over_parts_is_mean_part_cosine(embedder) -> None:
     a, b = embedder.embed_flat(sequences([6, 6], seed=3))
     parts = embedder.embed(sequences([6, 6], seed=3))
     mean_part_cosine = (parts[0] * parts[1]).sum(-1).mean()
-    assert a @ b / embedder.parts == pytest.approx(mean_part_cosine, abs=1e-6)
+    assert a @ b / embedder.layout.parts == pytest.approx(mean_part_cosine, abs=1e-6)
 
 
 def test_split_batches_equal_one_call(artifact: Path, embedder) -> None:

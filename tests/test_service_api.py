@@ -173,9 +173,8 @@ def test_enrolment_retry_is_idempotent_and_conflicts_are_409(api):
 
 def test_gallery_of_another_model_is_409_with_the_remedy(api):
     engine = api.app.state.engine
-    model = engine.model
     other_hash = hashlib.sha256(b"an older model").hexdigest()
-    engine.store.create_gallery("old", other_hash, model.dim, model.parts)
+    engine.store.create_gallery("old", other_hash, engine.layout)
     assert api.get("/galleries/old").json()["model_matches"] is False
     seq = npy_bytes(walking_sequence(9))
     for response in (
@@ -185,7 +184,7 @@ def test_gallery_of_another_model_is_409_with_the_remedy(api):
         error = assert_error(response, 409, "model_mismatch")
         assert "gaitlu enroll" in error["message"] and "gaitlu enroll" in error["detail"]["remedy"]
         assert error["detail"]["gallery_model_hash"] == other_hash
-        assert error["detail"]["service_model_hash"] == model.model_hash
+        assert error["detail"]["service_model_hash"] == engine.model_hash
 
 
 def test_request_shape_errors(api):

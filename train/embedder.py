@@ -53,8 +53,9 @@ def _chunks(lengths: list[int], budget: int) -> list[slice]:
     return runs
 
 
-class Embedder:
-    """A GaitSSB in eval mode behind `embed(list of (T, 64, 44) uint8) -> (N, P, C) float32`."""
+class CheckpointEmbedder:
+    """A GaitSSB in eval mode behind `embed(list of (T, 64, 44) uint8) -> (N, P, C) float32` (a
+    `gaitlu.embedding.Embedder`, as the runtime's `ArtifactEmbedder` is)."""
 
     def __init__(
         self,
@@ -69,8 +70,7 @@ class Embedder:
         self.device = device
         self.max_frames = max_frames
         self.frame_budget = frame_budget
-        self.parts = model.config.parts
-        self.dim = model.config.dim
+        self.layout = model.config.layout
 
     @torch.inference_mode()
     def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
@@ -85,17 +85,20 @@ class Embedder:
     def embed(self, batch: list[np.ndarray]) -> np.ndarray:
         seqs = [_check(s, i)[: self.max_frames] for i, s in enumerate(batch)]
         if not seqs:
-            return np.zeros((0, self.parts, self.dim), np.float32)
+            return np.zeros((0, self.layout.parts, self.layout.channels), np.float32)
         runs = _chunks([len(s) for s in seqs], self.frame_budget)
         return np.concatenate([self._forward(seqs[run]) for run in runs])  # (N, P, C)
 
 
-def load_embedder(path: str | Path, device: str | torch.device | None = None) -> Embedder:
-    """An Embedder for a gaitlu checkpoint; `device` defaults to CUDA when available."""
+def load_checkpoint_embedder(
+    path: str | Path, device: str | torch.device | None = None
+) -> CheckpointEmbedder:
+    """A CheckpointEmbedder for a gaitlu checkpoint; `device` defaults to CUDA when available."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, _ = load_checkpoint(path)
-    embedder = Embedder(model, sha256_file(path), device)
+    embedder = CheckpointEmbedder(model, sha256_file(path), device)
+    layout = embedder.layout
     logger.info(
-        "loaded %s (%s form, %d x %d) on %s", path, model.config.form, embedder.parts, embedder.dim, device
+        "loaded %s (%s form, %d x %d) on %s", path, model.config.form, layout.parts, layout.channels, device
     )
     return embedder

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
 
 Form = Literal["pretrain", "finetune"]
@@ -41,13 +42,9 @@ class ModelConfig:
         return sum(self.bins)
 
     @property
-    def dim(self) -> int:
-        """Channels per part of the embedding."""
-        return self.channels[-1]
-
-    @property
-    def embedding_size(self) -> int:
-        return self.parts * self.dim
+    def layout(self) -> EmbeddingLayout:
+        """The embedding: one part per pyramid bin, the last stage's width per part, each part unit-norm."""
+        return EmbeddingLayout(self.parts, self.channels[-1], "per-part-l2")
 
 
 class BasicBlock(nn.Module):
@@ -163,11 +160,12 @@ class GaitSSB(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        parts, dim = config.parts, config.dim
+        parts, width = config.layout.parts, config.layout.channels
         self.backbone = Backbone(config.channels, config.strides)
-        self.projector = part_mlp(parts, dim, final_bn=True)
-        self.predictor = part_mlp(parts, dim, final_bn=False) if config.form == "pretrain" else None
-        self.head = SeparateFC(parts, dim, dim, normalize_weight=True) if config.form == "finetune" else None
+        self.projector = part_mlp(parts, width, final_bn=True)
+        self.predictor = part_mlp(parts, width, final_bn=False) if config.form == "pretrain" else None
+        finetune = config.form == "finetune"
+        self.head = SeparateFC(parts, width, width, normalize_weight=True) if finetune else None
 
     def encode(self, sils: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone per frame, temporal max, pyramid pooling: (N, T, H, W) -> (N, C, P)."""

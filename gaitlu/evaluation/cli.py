@@ -1,8 +1,8 @@
 """`gaitlu eval`: embed a labelled test set with one model source and score it under a protocol.
 
 The three sources share the runner: `--baseline gei` (numpy), `--checkpoint` (the train stage's
-`train.embedder.load_embedder`) and `--artifact` (the service's `service.runtime.load_embedder`). The
-stage modules are imported only here, inside the command, so the core never imports them.
+`train.embedder.load_checkpoint_embedder`) and `--artifact` (the service's `service.runtime.load_embedder`).
+The stage modules are imported only here, inside the command, so the core never imports them.
 """
 
 from __future__ import annotations
@@ -34,24 +34,25 @@ BASELINES = {"gei": gei_embed}
 ProtocolName = StrEnum("ProtocolName", {p: p for p in PROTOCOLS})
 MetricName = StrEnum("MetricName", {m: m for m in METRICS})
 BaselineName = StrEnum("BaselineName", {b: b for b in BASELINES})
-# source option -> (module providing load_embedder(path), what to install when it is missing)
+# source option -> (module:function(path) -> Embedder, what to install when it is missing)
 STAGE_HOOKS = {
-    "checkpoint": ("train.embedder", "the train stage (pip install 'gaitlu[train]')"),
-    "artifact": ("service.runtime", "the service stage (pip install 'gaitlu[serve]')"),
+    "checkpoint": ("train.embedder:load_checkpoint_embedder", "the train stage (pip install gaitlu[train])"),
+    "artifact": ("service.runtime:load_embedder", "the service stage (pip install 'gaitlu[serve]')"),
 }
 
 
 def load_stage_embedder(source: str, path: Path) -> Embed:
     """Import the stage that reads `path` and return its embedder's `embed`; a missing stage is a
     ConfigError saying what to install."""
-    module_name, needs = STAGE_HOOKS[source]
+    target, needs = STAGE_HOOKS[source]
+    module_name, loader = target.split(":")
     if not path.exists():
         raise DataError(f"--{source} {path} does not exist")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise ConfigError(f"--{source} needs {needs}: module {exc.name!r} is not available") from exc
-    return module.load_embedder(path).embed
+    return getattr(module, loader)(path).embed
 
 
 def resolve_embed(baseline: str | None, checkpoint: Path | None, artifact: Path | None) -> tuple[str, Embed]:

@@ -40,7 +40,7 @@ async def embed(request: Request, engine: EngineDep, settings: SettingsDep) -> E
             options = video_options(form)
     check_count(len(uploads), settings)
     results = await engine.embed(uploads, options)
-    model = engine.model
+    layout = engine.layout
     data = [
         EmbeddingPublic(
             name=r.name,
@@ -52,10 +52,10 @@ async def embed(request: Request, engine: EngineDep, settings: SettingsDep) -> E
         for r in results
     ]
     return EmbedResponse(
-        model_hash=model.model_hash,
-        parts=model.parts,
-        channels=model.channels,
-        dim=model.dim,
+        model_hash=engine.model_hash,
+        parts=layout.parts,
+        channels=layout.channels,
+        dim=layout.size,
         data=data,
         count=len(data),
     )

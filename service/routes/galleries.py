@@ -72,8 +72,8 @@ def _public(info: GalleryInfo, model_hash: str) -> GalleryPublic:
         name=info.name,
         model_hash=info.model_hash,
         model_matches=info.model_hash == model_hash,
-        dim=info.dim,
-        parts=info.parts,
+        dim=info.layout.size,
+        parts=info.layout.parts,
         metadata=info.metadata,
         created=info.created,
         subject_count=info.subject_count,
@@ -101,19 +101,19 @@ def _sequence(info: SequenceInfo) -> SequencePublic:
 async def create_gallery(body: GalleryCreate, engine: EngineDep) -> GalleryPublic:
     """Create an empty gallery bound to the running model."""
     info = await engine.create_gallery(body.name, body.metadata)
-    return _public(info, engine.model.model_hash)
+    return _public(info, engine.model_hash)
 
 
 @router.get("", response_model=GalleriesPublic, dependencies=[ReadAccess])
 async def list_galleries(engine: EngineDep) -> GalleriesPublic:
-    model_hash = engine.model.model_hash
+    model_hash = engine.model_hash
     data = [_public(info, model_hash) for info in await engine.list_galleries()]
     return GalleriesPublic(data=data, count=len(data))
 
 
 @router.get("/{name}", response_model=GalleryPublic, dependencies=[ReadAccess])
 async def get_gallery(name: str, engine: EngineDep) -> GalleryPublic:
-    return _public(await engine.get_gallery(name), engine.model.model_hash)
+    return _public(await engine.get_gallery(name), engine.model_hash)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess])

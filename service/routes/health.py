@@ -24,7 +24,7 @@ async def readyz(engine: EngineDep) -> Readiness:
     503 otherwise, also after an inference failure until a probe succeeds again."""
     if not await engine.probe():
         raise ServiceError(503, "not_ready", "the model does not answer the readiness probe (see the logs)")
-    return Readiness(model_hash=engine.model.model_hash)
+    return Readiness(model_hash=engine.model_hash)
 
 
 @router.get("/metrics", dependencies=[ReadAccess], response_class=Response)

@@ -71,7 +71,7 @@ async def search(request: Request, engine: EngineDep, settings: SettingsDep) -> 
     data = [HitPublic(subject_id=h.subject_id, score=h.score, sequence_id=h.sequence_id) for h in hits]
     return SearchResponse(
         gallery=params.gallery,
-        model_hash=engine.model.model_hash,
+        model_hash=engine.model_hash,
         k=params.k,
         threshold=params.threshold,
         data=data,
