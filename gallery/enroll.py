@@ -239,7 +239,7 @@ class LocalTarget:
 
     def __init__(self, store: GalleryStore, embedder: Any, gallery: str) -> None:
         self.store = store
-        self.embedder = embedder  # service.runtime.Embedder
+        self.embedder = embedder  # runtime.ArtifactEmbedder
         self.gallery = gallery
 
     def prepare(self, create: bool) -> None:
@@ -350,8 +350,8 @@ def open_local_target(
     data_dir: str | Path, artifact: str | Path, gallery: str
 ) -> tuple[LocalTarget, Callable[[], None]]:
     """A LocalTarget on the store the service would open for `data_dir`, and its close function."""
-    from service.runtime import load_embedder  # torch-free; imported here so the client needs no onnxruntime
+    from runtime import load_artifact_embedder  # torch-free; imported here so the client needs no onnxruntime
 
-    embedder = load_embedder(artifact)
+    embedder = load_artifact_embedder(artifact)
     store = GalleryStore(Path(data_dir) / STORE_FILE)
     return LocalTarget(store, embedder, gallery), store.close

@@ -2,5 +2,5 @@
 
 Layers, each usable without the one above: routes (service/routes, parse and format only) -> Engine
 (service/engine.py, async API) -> Batcher (service/batcher.py, queue + inference thread) -> the runtime
-(service/runtime.py, an export artifact behind `embed`) and the galleries (gallery/).
+(runtime/, an export artifact behind `embed`) and the galleries (gallery/).
 """

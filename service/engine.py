@@ -41,10 +41,10 @@ from gallery.previews import with_geis
 from gallery.records import GalleryInfo, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
 from gallery.store import GalleryStore
+from runtime import load_artifact_embedder
 from service.batcher import Batcher, BatchSettings, Embedded
 from service.errors import ServiceError, overloaded
 from service.metrics import Metrics
-from service.runtime import load_embedder
 from service.settings import Settings
 from service.videos import VideoOptions, VideoTrack, extract_video, is_video
 from video import OnnxSegmenter
@@ -151,7 +151,11 @@ class Engine:
             s = self.settings
             embedder = self._given_embedder or await run_sync(
                 functools.partial(
-                    load_embedder, s.artifact, backend=s.backend, precision=s.precision, threads=s.threads
+                    load_artifact_embedder,
+                    s.artifact,
+                    backend=s.backend,
+                    precision=s.precision,
+                    threads=s.threads,
                 )
             )
             reference = await run_sync(embedder.embed, [self._probe])  # (1, P, C): the warm-up check

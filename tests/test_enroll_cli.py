@@ -22,7 +22,7 @@ from gaitlu.sequence import load_sequence, save_sequence
 from gallery import GalleryStore
 from gallery.client import ApiError, GaitluClient, RetryPolicy, UnreachableError
 from gallery.enroll import STORE_FILE, Layout, Outcome, enrol_sources, scan_dataset
-from service.runtime import load_embedder
+from runtime import load_artifact_embedder
 from service.settings import load_settings
 from tests.service_helpers import served_in_thread
 
@@ -193,7 +193,7 @@ def test_offline_builds_the_same_gallery(
     assert load_settings(artifact=tiny_artifact, data_dir=tmp_path).store_path == tmp_path / STORE_FILE
 
     query = opengait_tree / "003" / "nm-02" / VIEW / f"003-nm-02-{VIEW}.pkl"
-    embedder = load_embedder(tiny_artifact)
+    embedder = load_artifact_embedder(tiny_artifact)
     vector = embedder.embed_flat([to_model_frames(load_sequence(query))])[0]
     with GaitluClient(server, KEY) as client:
         [embedded] = client.embed([("q.pkl", query.read_bytes())])

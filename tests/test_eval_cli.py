@@ -152,7 +152,7 @@ def test_a_missing_stage_names_what_to_install(dataset: Path, tmp_path: Path, mo
 
 
 def test_artifact_hook_loads_the_stage_embedder(dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    # A stand-in stage module with the agreed contract: load_embedder(path) -> object with .embed(batch).
+    # A stand-in runtime with the agreed contract: a loader(path) -> object with .embed(batch).
     (tmp_path / "stage_pkg").mkdir()
     (tmp_path / "stage_pkg" / "runtime_stub.py").write_text(
         textwrap.dedent(
@@ -170,7 +170,7 @@ def test_artifact_hook_loads_the_stage_embedder(dataset: Path, tmp_path: Path, m
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path / "stage_pkg"))
-    monkeypatch.setitem(eval_cli.STAGE_HOOKS, "artifact", ("runtime_stub:load_embedder", "the service stage"))
+    monkeypatch.setitem(eval_cli.STAGE_HOOKS, "artifact", ("runtime_stub:load_embedder", "the runtime"))
     args = ["--artifact", str(tmp_path), "--dataset", str(dataset), "--protocol", "casia-b", "--json"]
     code, out, err = run_cli(args, capsys)
     sys.modules.pop("runtime_stub", None)

@@ -176,14 +176,14 @@ def test_trt_engine_export_and_runtime(tmp_path: Path, checkpoint: Path) -> None
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    from service.runtime import load_embedder
+    from runtime import load_artifact_embedder
 
     out = tmp_path / "trt"
     options = ExportOptions(trt=True, max_batch=4, max_frames=64, parity_cases=SMALL_PARITY)
     info = export_artifact(checkpoint, out, options).manifest.tensorrt
     assert info is not None and info.min_cosine_vs_onnx >= 0.999
-    engine = load_embedder(out, backend="trt-engine")
-    cpu = load_embedder(out, backend="cpu")
+    engine = load_artifact_embedder(out, backend="trt-engine")
+    cpu = load_artifact_embedder(out, backend="cpu")
     batch = [walking_sequence(np.random.default_rng(i), 20) for i in range(3)]
     assert engine.model_hash == info.sha256
     assert (engine.embed(batch) * cpu.embed(batch)).sum(-1).min() >= 0.999

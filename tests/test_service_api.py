@@ -9,7 +9,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from service.runtime import load_embedder
+from runtime import load_artifact_embedder
 from tests.service_helpers import client, npy_bytes, pkl_bytes, walking_sequence
 
 
@@ -22,7 +22,7 @@ def api(tiny_artifact, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(tiny_artifact):
     """The runtime called directly, one sequence per call: what every route must agree with."""
-    embedder = load_embedder(tiny_artifact, backend="cpu")
+    embedder = load_artifact_embedder(tiny_artifact, backend="cpu")
     return lambda seq: embedder.embed([seq])[0].reshape(-1)
 
 

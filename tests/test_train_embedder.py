@@ -91,7 +91,7 @@ def test_empty_batch(model: GaitSSB) -> None:
     )
 
 
-def test_load_embedder_from_a_checkpoint(tmp_path: Path, model: GaitSSB) -> None:
+def test_load_checkpoint_embedder_from_a_checkpoint(tmp_path: Path, model: GaitSSB) -> None:
     path = atomic_save(build_checkpoint(model, {}, step=7), tmp_path / "ckpt.pt")
     embedder = load_checkpoint_embedder(path, device="cpu")
     assert embedder.model_hash == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -100,7 +100,7 @@ def test_load_embedder_from_a_checkpoint(tmp_path: Path, model: GaitSSB) -> None
     np.testing.assert_allclose(embedder.embed(batch)[1], direct(model, batch[1]), atol=1e-5)
 
 
-def test_load_embedder_refuses_a_missing_or_foreign_file(tmp_path: Path) -> None:
+def test_load_checkpoint_embedder_refuses_a_missing_or_foreign_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         load_checkpoint_embedder(tmp_path / "nope.pt")
     foreign = tmp_path / "foreign.pt"

@@ -1,7 +1,7 @@
 """`gaitlu eval`: embed a labelled test set with one model source and score it under a protocol.
 
 The three sources share the runner: `--baseline gei` (numpy), `--checkpoint` (the train stage's
-`train.embedder.load_checkpoint_embedder`) and `--artifact` (the service's `service.runtime.load_embedder`).
+`train.embedder.load_checkpoint_embedder`) and `--artifact` (the runtime's `runtime.load_artifact_embedder`).
 The stage modules are imported only here, inside the command, so the core never imports them.
 """
 
@@ -37,7 +37,7 @@ BaselineName = StrEnum("BaselineName", {b: b for b in BASELINES})
 # source option -> (module:function(path) -> Embedder, what to install when it is missing)
 STAGE_HOOKS = {
     "checkpoint": ("train.embedder:load_checkpoint_embedder", "the train stage (pip install gaitlu[train])"),
-    "artifact": ("service.runtime:load_embedder", "the service stage (pip install 'gaitlu[serve]')"),
+    "artifact": ("runtime:load_artifact_embedder", "the runtime (pip install 'gaitlu[serve]')"),
 }
 
 

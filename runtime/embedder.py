@@ -1,7 +1,7 @@
-"""The torch-free inference runtime: an export artifact behind `embed(list of sequences) -> (N, P, C)`.
+"""An export artifact behind `embed(list of sequences) -> (N, P, C)`, torch-free.
 
-`load_embedder(artifact_dir)` reads the manifest, checks the model file against its sha256 (a swapped
-file is refused), opens the best backend (service/backends.py) and warms it up. `embed` takes
+`load_artifact_embedder(artifact_dir)` reads the manifest, checks the model file against its sha256 (a
+swapped file is refused), opens the best backend (runtime/backends.py) and warms it up. `embed` takes
 `gaitlu.preprocess.to_model_frames` output, (T, 64, 44) uint8 (or float32 in [0, 1]), of any lengths.
 
 Sequences of different lengths are never padded: the graph's temporal max has no mask, and zero frames
@@ -21,7 +21,7 @@ import numpy as np
 
 from gaitlu.errors import ConfigError, SequenceError
 from gaitlu.manifest import Manifest, read_manifest, verified_path
-from service.backends import (
+from runtime.backends import (
     BACKENDS,
     Backend,
     OrtBackend,
@@ -110,7 +110,7 @@ class ArtifactEmbedder:
         self.backend.run(np.zeros((1, frames, *self.frame_size), np.float32))
 
 
-def load_embedder(
+def load_artifact_embedder(
     artifact_dir: str | Path,
     backend: str = "auto",
     precision: str = "fp32",
