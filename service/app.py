@@ -10,10 +10,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
+from engine import Engine
 from gaitlu.embedding import Embedder
 from service import schemas
 from service.deps import KeyRing
-from service.engine import Engine
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -28,7 +28,7 @@ _EXPOSED = ["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-Aft
 def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAPI:
     """The service app; `embedder` replaces the artifact's runtime (tests, embedding in other apps)."""
     metrics = Metrics()
-    engine = Engine(settings, embedder=embedder, metrics=metrics)
+    engine = Engine(settings.engine_settings(), embedder=embedder, metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

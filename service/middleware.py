@@ -14,8 +14,9 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.context import RequestTimings, request_id, timings
-from service.errors import error_response, payload_too_large
+from engine.timings import RequestTimings, timings
+from service.context import request_id
+from service.errors import INTERNAL_ERROR, Carried, PayloadTooLarge, respond
 from service.metrics import Metrics
 
 logger = logging.getLogger("service.access")
@@ -42,7 +43,7 @@ class RequestContextMiddleware:
         request_id.set(rid)
         spent = RequestTimings()
         timings.set(spent)
-        status = 500
+        status = INTERNAL_ERROR  # what the log and metrics say if the app fails before answering
         started = time.perf_counter()
 
         async def send_with_headers(message: Message) -> None:
@@ -95,9 +96,7 @@ class BodyLimitMiddleware:
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            error = payload_too_large(self.max_bytes)
-            self.metrics.rejected.labels(reason=error.code).inc()
-            response = error_response(413, error.code, error.message, error.extra, {"Connection": "close"})
+            response = respond(PayloadTooLarge(self.max_bytes), self.metrics, {"Connection": "close"})
             await response(scope, receive, send)
             return
         received = 0
@@ -108,7 +107,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise payload_too_large(self.max_bytes)
+                    raise Carried(PayloadTooLarge(self.max_bytes))
             return message
 
         await self.app(scope, limited_receive, send)

@@ -135,7 +135,7 @@ class SearchRequest(SearchParams):
         return self
 
 
-class HitPublic(BaseModel):
+class SearchHitPublic(BaseModel):
     subject_id: str
     score: float = Field(description="Mean per-part cosine of the subject's best sequence, in [-1, 1].")
     sequence_id: str = Field(description="The subject's best-matching sequence.")
@@ -146,7 +146,7 @@ class SearchResponse(BaseModel):
     model_hash: str
     k: int
     threshold: float | None
-    data: list[HitPublic]
+    data: list[SearchHitPublic]
     count: int
     timings: Timings
     track: VideoTrackPublic | None = Field(None, description="For a video query: the track searched with.")

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from engine import STORE_FILE, EngineSettings
+from engine.batcher import BatchSettings
 from gaitlu.errors import ConfigError
 from gaitlu.sequence import SequenceLimits
 from video import VideoLimits
@@ -131,7 +133,7 @@ class Settings(BaseSettings):
 
     @property
     def store_path(self) -> Path:
-        return self.data_dir / "galleries.db"
+        return self.data_dir / STORE_FILE
 
     def sequence_limits(self) -> SequenceLimits:
         """What one uploaded sequence may cost to read."""
@@ -149,6 +151,22 @@ class Settings(BaseSettings):
             max_duration_s=self.max_video_seconds,
             max_pixels=self.max_video_pixels,
             max_seconds=self.video_timeout_s,
+        )
+
+    def engine_settings(self) -> EngineSettings:
+        """What the engine needs of these settings."""
+        return EngineSettings(
+            artifact=self.artifact,
+            store_path=self.store_path,
+            backend=self.backend,  # type: ignore[arg-type]  # checked when the runtime loads
+            precision=self.precision,  # type: ignore[arg-type]
+            threads=self.threads,
+            batch=BatchSettings(self.max_batch, self.max_wait_ms, self.max_queue, self.inference_timeout_s),
+            decode_workers=self.decode_workers,
+            sequence_limits=self.sequence_limits(),
+            video_workers=self.video_workers,
+            video_limits=self.video_limits(),
+            segmentation_model=self.segmentation_model,
         )
 
 
