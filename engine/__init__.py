@@ -6,7 +6,16 @@ a bounded queue and an inference thread) -> the runtime (runtime/, an export art
 and the galleries (gallery/).
 """
 
-from engine.engine import Decoded, Engine, Frames, SequenceEmbedding, SequenceInput, Upload, safe_name
+from engine.engine import (
+    Decoded,
+    Engine,
+    Frames,
+    LocalFile,
+    SequenceEmbedding,
+    SequenceInput,
+    Upload,
+    safe_name,
+)
 from engine.errors import (
     EngineError,
     InferenceFailed,
@@ -32,6 +41,7 @@ __all__ = [
     "InferenceFailed",
     "InferenceTimeout",
     "InvalidTrack",
+    "LocalFile",
     "MethodUnavailable",
     "NotReady",
     "NotStarted",

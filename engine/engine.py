@@ -80,7 +80,16 @@ class Frames:
     frames: np.ndarray
 
 
-SequenceInput = Upload | Frames
+@dataclass(frozen=True)
+class LocalFile:
+    """A sequence file, a folder of PNG frames or a video on this machine, named by a trusted caller (the
+    offline CLI reads its own dataset this way); never built from a request."""
+
+    name: str
+    path: Path
+
+
+SequenceInput = Upload | Frames | LocalFile
 
 
 @dataclass(frozen=True)
@@ -119,10 +128,18 @@ def probe_sequence() -> np.ndarray:
     return np.stack(frames)  # (T, 64, 44)
 
 
-def _decode(item: Upload | Frames, limits: SequenceLimits) -> Decoded:
+def _is_video(item: SequenceInput) -> bool:
+    if isinstance(item, Upload):
+        return is_video(item.name, item.content_type)
+    return isinstance(item, LocalFile) and is_video(item.path.name)
+
+
+def _decode(item: SequenceInput, limits: SequenceLimits) -> Decoded:
     started = time.perf_counter()
     if isinstance(item, Frames):
         raw = validate_sequence(item.frames, limits, name=item.name)  # (T, H, W) uint8
+    elif isinstance(item, LocalFile):
+        raw = load_sequence(item.path, limits=limits)
     else:
         raw = load_sequence(item.data, filename=item.name, limits=limits)  # (T, H, W) uint8
     try:
@@ -275,8 +292,8 @@ class Engine:
         fails the call. A video becomes the frames of one of its tracks (`options`)."""
         decoded = []
         for upload in uploads:  # sequential per request: the limiter spreads work across requests
-            if isinstance(upload, Upload) and is_video(upload.name, upload.content_type):
-                item = await self._extract(upload, options)
+            if _is_video(upload):
+                item = await self._extract(upload, options)  # type: ignore[arg-type]  # Upload | LocalFile
             else:
                 item = await run_sync(_decode, upload, self._limits, limiter=self._decoders)
             self.metrics.decode.observe(item.decode_ms / 1000)
@@ -288,11 +305,13 @@ class Engine:
         """Video extractions running now."""
         return self._videos_busy
 
-    async def _extract(self, upload: Upload, options: VideoOptions) -> Decoded:
+    async def _extract(self, upload: Upload | LocalFile, options: VideoOptions) -> Decoded:
         """One video -> its track's model frames, in a video worker; Overloaded when all of them are busy."""
         limits = self._video_limits
-        if len(upload.data) > limits.max_bytes:
-            raise VideoTooLarge(upload.name, len(upload.data), limits.max_bytes)
+        source = upload.data if isinstance(upload, Upload) else upload.path
+        size = len(source) if isinstance(source, bytes) else source.stat().st_size
+        if size > limits.max_bytes:
+            raise VideoTooLarge(upload.name, size, limits.max_bytes)
         if options.method == "onnx" and self._segmenter is None:
             raise MethodUnavailable(
                 "method 'onnx' needs a person-segmentation model, and this server has none "
@@ -306,9 +325,7 @@ class Engine:
             model = self._segmenter if options.method == "onnx" else None
             extract = functools.partial(extract_video, model=model)
             # Not abandoned on cancellation: the slot is freed only when the thread is done.
-            video = await run_sync(
-                extract, upload.data, upload.name, limits, options, limiter=self._video_threads
-            )
+            video = await run_sync(extract, source, upload.name, limits, options, limiter=self._video_threads)
         finally:
             self._videos_busy -= 1
             elapsed = time.perf_counter() - started

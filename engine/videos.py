@@ -82,9 +82,14 @@ class VideoTrack:
 
 
 def extract_video(
-    data: bytes, name: str, limits: VideoLimits, options: VideoOptions, model: OnnxSegmenter | None = None
+    data: bytes | Path,
+    name: str,
+    limits: VideoLimits,
+    options: VideoOptions,
+    model: OnnxSegmenter | None = None,
 ) -> VideoTrack:
-    """Blocking: decode and extract one uploaded video, choose its track, make the pictures asked for.
+    """Blocking: decode and extract one video (uploaded bytes, or a local file), choose its track, make
+    the pictures asked for.
 
     Raises VideoError (unreadable, over a limit), NoPersonError / TrackQualityError (nothing usable, or the
     chosen track is not), InvalidTrack for a track index the video does not have."""

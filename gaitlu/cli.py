@@ -17,7 +17,19 @@ import typer.main
 
 from gaitlu.errors import GaitluError
 
-PACKAGES = ("gaitlu", "corpus", "synth", "train", "export", "service", "gallery", "video")
+PACKAGES = (
+    "gaitlu",
+    "corpus",
+    "synth",
+    "video",
+    "train",
+    "export",
+    "runtime",
+    "gallery",
+    "engine",
+    "service",
+    "client",
+)
 
 # name -> ("module:attribute", one-line help). The attribute is a typer.Typer app.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,9 +40,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export.cli:app", "Export a checkpoint to an ONNX artifact (needs torch)."),
     "serve": ("service.cli:app", "Run the HTTP service (embed, search, galleries)."),
     "demo": ("gaitlu.demo:app", "The README main job: build the demo end to end."),
-    "enroll": ("gallery.cli:enroll_app", "Enrol a dataset folder into a gallery (resumable; or --offline)."),
-    "search": ("gallery.cli:search_app", "Search a gallery on the server with one sequence."),
-    "galleries": ("gallery.cli:galleries_app", "List the server's galleries and their sizes."),
+    "enroll": ("client.cli:enroll_app", "Enrol a dataset folder into a gallery (resumable; or --offline)."),
+    "search": ("client.cli:search_app", "Search a gallery on the server with one sequence."),
+    "galleries": ("client.cli:galleries_app", "List the server's galleries and their sizes."),
     "video": ("video.cli:app", "Extract silhouette sequences from walking-person videos."),
 }
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from gaitlu.embedding import EmbeddingLayout
+from gaitlu.schemas import MAX_K
 from gallery import validate
 from gallery.errors import (
     GalleryExistsError,
@@ -51,7 +52,6 @@ from gallery.settings import IndexSettings
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MAX_K = 1000
 CHUNK_ROWS = 1024  # rows per read when (re)building an index
 
 

@@ -11,8 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from engine import Engine
+from gaitlu import schemas
 from gaitlu.embedding import Embedder
-from service import schemas
 from service.deps import KeyRing
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.metrics import Metrics

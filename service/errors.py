@@ -34,6 +34,7 @@ from engine.errors import (
     VideoTooLarge,
 )
 from gaitlu.errors import GaitluError, SequenceError, UnsafePickleError
+from gaitlu.schemas import ErrorResponse
 from gallery.errors import (
     ConflictError,
     GalleryExistsError,
@@ -45,7 +46,6 @@ from gallery.errors import (
 )
 from service.context import request_id
 from service.metrics import Metrics
-from service.schemas import ErrorResponse
 from video import NoPersonError, NothingToEmbedError, TrackQualityError, VideoError, VideoLimitError
 
 logger = logging.getLogger(__name__)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from engine import SequenceEmbedding, VideoTrack
+from gaitlu.schemas import GalleryPublic, SearchHitPublic, SequencePublic, Timings, VideoTrackPublic
 from gallery.previews import split_gei
 from gallery.records import GalleryInfo, SequenceInfo
 from gallery.search import SearchHit
-from service.schemas import GalleryPublic, SearchHitPublic, SequencePublic, Timings, VideoTrackPublic
 
 
 def track_public(video: VideoTrack | None) -> VideoTrackPublic | None:

@@ -23,8 +23,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from engine import Upload, VideoOptions, safe_name
+from gaitlu.schemas import SequenceJSON, VideoParams
 from service.errors import InvalidRequest, UnsupportedMediaType
-from service.schemas import SequenceJSON, VideoParams
 from service.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)

@@ -16,12 +16,13 @@ import httpx
 import numpy as np
 import pytest
 
+from client.api import ApiError, GaitluClient, RetryPolicy, UnreachableError
+from client.enroll import Layout, Outcome, enroll_items, scan_dataset
+from engine import STORE_FILE
 from gaitlu.cli import main
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import load_sequence, save_sequence
 from gallery import GalleryStore
-from gallery.client import ApiError, GaitluClient, RetryPolicy, UnreachableError
-from gallery.enroll import STORE_FILE, Layout, Outcome, enrol_sources, scan_dataset
 from runtime import load_artifact_embedder
 from service.settings import load_settings
 from tests.service_helpers import served_in_thread
@@ -196,10 +197,10 @@ def test_offline_builds_the_same_gallery(
     embedder = load_artifact_embedder(tiny_artifact)
     vector = embedder.embed_flat([to_model_frames(load_sequence(query))])[0]
     with GaitluClient(server, KEY) as client:
-        [embedded] = client.embed([("q.pkl", query.read_bytes())])
-        np.testing.assert_allclose(embedded.vector, vector, atol=1e-5)  # same preprocessing, same model
-        remote = client.search("online", ("q.pkl", query.read_bytes()), k=3).hits
-        assert client.search("online", vector, k=3).hits[0].subject_id == "003"  # by embedding (JSON)
+        [embedded] = client.embed([("q.pkl", query.read_bytes())]).data
+        np.testing.assert_allclose(embedded.embedding, vector, atol=1e-5)  # same preprocessing, same model
+        remote = client.search("online", ("q.pkl", query.read_bytes()), k=3).data
+        assert client.search("online", vector, k=3).data[0].subject_id == "003"  # by embedding (JSON)
         remote_ids = {
             s.sequence_id for subject in SUBJECTS for s in client.subject_sequences("online", subject)
         }
@@ -212,7 +213,7 @@ def test_offline_builds_the_same_gallery(
 
 
 class FailingAfter:
-    """A target that enrols `good` sequences, then finds the server gone: a failure that dooms the rest."""
+    """A target that enrolls `good` sequences, then finds the server gone: a failure that dooms the rest."""
 
     def __init__(self, good: int) -> None:
         self.good = good
@@ -221,14 +222,14 @@ class FailingAfter:
 
     def prepare(self, create: bool) -> None: ...
 
-    def held(self, sources) -> set[str]:
-        return {sources[0].sequence_id}
+    def held(self, items) -> set[str]:
+        return {items[0].sequence_id}
 
-    def enrol(self, source, frames) -> Outcome:
+    def enroll(self, item, frames) -> Outcome:
         with self.lock:
             if len(self.enrolled) >= self.good:
                 raise UnreachableError("no answer")
-            self.enrolled.append(source.relpath)
+            self.enrolled.append(item.relpath)
         return Outcome.enrolled
 
     def is_fatal(self, exc) -> bool:
@@ -238,17 +239,17 @@ class FailingAfter:
 def test_a_fatal_failure_stops_the_run_and_every_item_is_accounted_for(tmp_path: Path) -> None:
     for i in range(40):
         save_sequence(walker(0, 0, frames=2), tmp_path / f"s{i % 4}" / f"{i}.npy")
-    sources = scan_dataset(tmp_path, Layout.flat)
+    items = scan_dataset(tmp_path, Layout.flat)
     target = FailingAfter(good=5)
-    summary = enrol_sources(sources, target, concurrency=2)
+    summary = enroll_items(items, target, concurrency=2)
     assert isinstance(summary.fatal, UnreachableError) and summary.exit_code == 2
     assert (summary.enrolled, summary.skipped, summary.failed) == (5, 1, [])
     assert summary.not_done == 40 - 5 - 1  # the rest: stopped, never silently dropped
-    assert len(sources) == 40 and len({s.sequence_id for s in sources}) == 40
+    assert len(items) == 40 and len({item.sequence_id for item in items}) == 40
 
 
 def test_the_client_commands_import_neither_torch_nor_onnxruntime() -> None:
-    code = "import sys, gallery.cli; sys.exit(bool({'torch', 'onnxruntime'} & set(sys.modules)))"
+    code = "import sys, client.cli; sys.exit(bool({'torch', 'onnxruntime', 'faiss'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -337,6 +338,7 @@ ENROLLED = httpx.Response(
     json={
         "gallery": "g",
         "subject_id": "s",
+        "timings": {},
         "data": [
             {"sequence_id": "x", "subject_id": "s", "metadata": None, "created": "2026-11-25T12:00:00Z"}
         ],
@@ -357,7 +359,7 @@ def test_enrolment_without_ids_is_not_retried_after_an_ambiguous_failure() -> No
 
     script = Script(error(429, "overloaded", {"Retry-After": "0"}), ENROLLED)  # refused: safe to retry
     client, _ = scripted(script)
-    assert [s.sequence_id for s in client.enroll("g", "s", files)] == ["x"]
+    assert [s.sequence_id for s in client.enroll("g", "s", files).data] == ["x"]
 
     script = Script(error(500, "internal_error"), ENROLLED)  # with ids it is idempotent
     client, _ = scripted(script)

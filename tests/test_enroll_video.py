@@ -8,12 +8,14 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from client.api import GaitluClient
+from client.enroll import Layout, scan_dataset
+from engine import STORE_FILE
 from gaitlu.cli import main
 from gallery import GalleryStore
-from gallery.client import GaitluClient
-from gallery.enroll import STORE_FILE, Layout, scan_dataset
 from tests.service_helpers import served_in_thread
 from tests.video_helpers import WALKS, synthetic_videos
 
@@ -52,15 +54,15 @@ def enrol(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
 
 
 def test_videos_are_found_in_a_flat_layout(dataset: Path) -> None:
-    sources = scan_dataset(dataset, Layout.flat)
-    assert [s.relpath for s in sources] == [
+    items = scan_dataset(dataset, Layout.flat)
+    assert [item.relpath for item in items] == [
         "alice/day2/walk2.mp4",
         "alice/walk1.mp4",
         "bob/day2/walk2.mp4",
         "bob/walk1.mp4",
         "carol/nobody.mp4",
     ]
-    assert all(s.is_video for s in sources)
+    assert all(item.is_video for item in items)
 
 
 def test_online_and_offline_enrolment_of_videos_agree(
@@ -83,8 +85,8 @@ def test_online_and_offline_enrolment_of_videos_agree(
 
     query = (dataset / "bob" / "walk1.mp4").read_bytes()
     with GaitluClient(server, KEY) as client:
-        remote = client.search("walks", ("q.mp4", query), k=2).hits
-        vector = client.embed([("q.mp4", query)])[0].vector
+        remote = client.search("walks", ("q.mp4", query), k=2).data
+        vector = np.asarray(client.embed([("q.mp4", query)]).data[0].embedding, np.float32)
     with GalleryStore(tmp_path / STORE_FILE) as store:
         local = store.search("walks", vector, store.get_gallery("walks").model_hash, k=2)
     assert remote[0].subject_id == "bob" and remote[0].score > 0.99  # the enrolled copy of the query

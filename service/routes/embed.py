@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 
 from engine import Upload, VideoOptions
+from gaitlu.schemas import EmbeddingPublic, EmbedRequest, EmbedResponse
 from service.deps import EngineDep, ReadAccess, SettingsDep
 from service.public import timings_public, track_public
-from service.schemas import EmbeddingPublic, EmbedRequest, EmbedResponse
 from service.uploads import (
     VIDEO_FIELDS,
     check_count,

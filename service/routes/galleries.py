@@ -13,10 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from starlette.datastructures import FormData
 
 from engine import Upload, VideoOptions
-from service.deps import EngineDep, ReadAccess, SettingsDep, WriteAccess
-from service.errors import InvalidRequest
-from service.public import gallery_public, sequence_public, timings_public, track_public
-from service.schemas import (
+from gaitlu.schemas import (
     EnrollRequest,
     EnrollResponse,
     GalleriesPublic,
@@ -27,6 +24,9 @@ from service.schemas import (
     SubjectPublic,
     SubjectsPublic,
 )
+from service.deps import EngineDep, ReadAccess, SettingsDep, WriteAccess
+from service.errors import InvalidRequest
+from service.public import gallery_public, sequence_public, timings_public, track_public
 from service.uploads import (
     JSON,
     VIDEO_FIELDS,

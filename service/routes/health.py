@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from engine import NotReady
+from gaitlu.schemas import Health, Readiness
 from service.deps import EngineDep, ReadAccess
-from service.schemas import Health, Readiness
 
 router = APIRouter(tags=["probes"])
 

@@ -13,11 +13,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from engine import VideoTrack
+from gaitlu.schemas import VideoTrackPublic
 from gallery.previews import sequence_preview
 from service.deps import EngineDep, ReadAccess, SettingsDep
 from service.errors import InvalidRequest
 from service.public import track_public
-from service.schemas import VideoTrackPublic
 from service.uploads import (
     MULTIPART,
     VIDEO_FIELDS,

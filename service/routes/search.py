@@ -8,10 +8,10 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 
 from engine import Upload, VideoOptions
+from gaitlu.schemas import SearchParams, SearchRequest, SearchResponse
 from service.deps import EngineDep, ReadAccess, SettingsDep
 from service.errors import InvalidRequest
 from service.public import hit_public, timings_public, track_public
-from service.schemas import SearchParams, SearchRequest, SearchResponse
 from service.uploads import (
     VIDEO_FIELDS,
     form_files,
