@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pickle
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ import pytest
 
 from gaitlu.cli import main
 from gaitlu.errors import ConfigError, DataError
-from gaitlu.evaluation import cli as eval_cli
 from gaitlu.evaluation.embeddings import EmbeddingSet, load_embeddings, save_embeddings
 from gaitlu.evaluation.gei import gei_embed
 from gaitlu.evaluation.protocols import evaluate_saved
@@ -142,7 +140,7 @@ def test_missing_and_empty_datasets_are_clear_errors(tmp_path: Path, capsys) -> 
 
 
 def test_a_missing_stage_names_what_to_install(dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setitem(eval_cli.STAGE_HOOKS, "checkpoint", ("train.nothing:load", "the train stage"))
+    monkeypatch.setitem(sys.modules, "train.embedder", None)  # as if the train stage were not installed
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"")
     code, _, err = run_cli(
@@ -151,30 +149,19 @@ def test_a_missing_stage_names_what_to_install(dataset: Path, tmp_path: Path, mo
     assert code == 2 and "needs the train stage" in err
 
 
-def test_artifact_hook_loads_the_stage_embedder(dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    # A stand-in runtime with the agreed contract: a loader(path) -> object with .embed(batch).
-    (tmp_path / "stage_pkg").mkdir()
-    (tmp_path / "stage_pkg" / "runtime_stub.py").write_text(
-        textwrap.dedent(
-            """
-            import numpy as np
-            from gaitlu.evaluation.gei import gei_embed
+def test_the_artifact_source_is_the_runtime_embedder(
+    dataset: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    class TwoPartGei:  # a stand-in with the runtime's contract: .embed(batch) -> (N, P, C)
+        def embed(self, batch):
+            return np.concatenate([gei_embed(batch)] * 2, axis=1)  # (N, 2, 2816)
 
-            class Embedder:
-                def embed(self, batch):
-                    return np.concatenate([gei_embed(batch)] * 2, axis=1)  # (N, 2, 2816)
-
-            def load_embedder(path):
-                return Embedder()
-            """
-        )
-    )
-    monkeypatch.syspath_prepend(str(tmp_path / "stage_pkg"))
-    monkeypatch.setitem(eval_cli.STAGE_HOOKS, "artifact", ("runtime_stub:load_embedder", "the runtime"))
+    opened = []
+    monkeypatch.setattr("runtime.load_artifact_embedder", lambda path: opened.append(path) or TwoPartGei())
     args = ["--artifact", str(tmp_path), "--dataset", str(dataset), "--protocol", "casia-b", "--json"]
     code, out, err = run_cli(args, capsys)
-    sys.modules.pop("runtime_stub", None)
     assert code == 0, err
+    assert opened == [tmp_path]
     result = json.loads(out)
     assert result["embedding_shape"] == [2, 64 * 44] and result["result"]["headline"]["CL"] == 100.0
 

@@ -1,13 +1,13 @@
 """`gaitlu eval`: embed a labelled test set with one model source and score it under a protocol.
 
-The three sources share the runner: `--baseline gei` (numpy), `--checkpoint` (the train stage's
-`train.embedder.load_checkpoint_embedder`) and `--artifact` (the runtime's `runtime.load_artifact_embedder`).
-The stage modules are imported only here, inside the command, so the core never imports them.
+The three sources share the core's runner (gaitlu.evaluation): `--baseline gei` (numpy), `--checkpoint`
+(the train stage's `load_checkpoint_embedder`) and `--artifact` (the runtime's `load_artifact_embedder`).
+Each stage is imported when its source is asked for, so `--artifact` needs no torch and `--baseline`
+needs neither.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from enum import StrEnum
@@ -34,25 +34,27 @@ BASELINES = {"gei": gei_embed}
 ProtocolName = StrEnum("ProtocolName", {p: p for p in PROTOCOLS})
 MetricName = StrEnum("MetricName", {m: m for m in METRICS})
 BaselineName = StrEnum("BaselineName", {b: b for b in BASELINES})
-# source option -> (module:function(path) -> Embedder, what to install when it is missing)
-STAGE_HOOKS = {
-    "checkpoint": ("train.embedder:load_checkpoint_embedder", "the train stage (pip install gaitlu[train])"),
-    "artifact": ("runtime:load_artifact_embedder", "the runtime (pip install 'gaitlu[serve]')"),
+NEEDS = {
+    "checkpoint": "the train stage (pip install 'gaitlu[train]')",
+    "artifact": "the runtime (pip install 'gaitlu[serve]')",
 }
 
 
-def load_stage_embedder(source: str, path: Path) -> Embed:
-    """Import the stage that reads `path` and return its embedder's `embed`; a missing stage is a
-    ConfigError saying what to install."""
-    target, needs = STAGE_HOOKS[source]
-    module_name, loader = target.split(":")
+def load_source(source: str, path: Path) -> Embed:
+    """The `embed` of a checkpoint or an artifact; a stage that is not installed is a ConfigError saying
+    what to install."""
     if not path.exists():
         raise DataError(f"--{source} {path} does not exist")
     try:
-        module = importlib.import_module(module_name)
+        if source == "checkpoint":
+            from train.embedder import load_checkpoint_embedder
+
+            return load_checkpoint_embedder(path).embed
+        from runtime import load_artifact_embedder
+
+        return load_artifact_embedder(path).embed
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"--{source} needs {needs}: module {exc.name!r} is not available") from exc
-    return getattr(module, loader)(path).embed
+        raise ConfigError(f"--{source} needs {NEEDS[source]}: module {exc.name!r} is not available") from exc
 
 
 def resolve_embed(baseline: str | None, checkpoint: Path | None, artifact: Path | None) -> tuple[str, Embed]:
@@ -65,7 +67,7 @@ def resolve_embed(baseline: str | None, checkpoint: Path | None, artifact: Path 
         return f"baseline:{baseline}", BASELINES[baseline]
     source = chosen[0]
     path = Path(given[source])
-    return f"{source}:{path}", load_stage_embedder(source, path)
+    return f"{source}:{path}", load_source(source, path)
 
 
 def _fmt(value: float) -> str:
