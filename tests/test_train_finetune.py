@@ -61,7 +61,7 @@ def pretrain_checkpoint(path: Path, seed: int = 0) -> Path:
 
 
 TINY_FINETUNE = """
-data: {subjects_per_batch: 3, sequences_per_subject: 4, frames: 5, workers: 0}
+data: {subjects_per_batch: 3, sequences_per_subject: 4, frames: 5, num_workers: 0}
 lr: {backbone: [0.0, 0.001, 0.001, 0.001], projector: 0.01, floor: 0.0001}
 optimizer: {lr: 0.1, momentum: 0.9, weight_decay: 0.0005}
 scheduler: {milestones: [2], gamma: 0.1}

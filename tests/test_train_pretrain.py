@@ -29,7 +29,7 @@ from train import checkpoint, distributed
 from train.data import PretrainStream
 from train.losses import gaitssb_loss, part_contrastive
 from train.pretrain import (
-    LossConfig,
+    ContrastiveLossConfig,
     PretrainConfig,
     check_config,
     global_batch_loss,
@@ -175,7 +175,7 @@ def test_resume_continues_the_exact_loss_trajectory(corpus_dir: Path, tmp_path: 
     full = train(config, corpus_dir, tmp_path / "full", device="cpu", max_steps=5)
     first = train(config, corpus_dir, tmp_path / "split", device="cpu", max_steps=3)
     assert first.step == 3 and first.checkpoint is not None
-    second = train(config, corpus_dir, tmp_path / "split", resume=True, device="cpu", max_steps=5)
+    second = train(config, corpus_dir, tmp_path / "split", resume="yes", device="cpu", max_steps=5)
     assert second.step == 5
     losses_full = [m["loss"] for m in read_metrics(tmp_path / "full")]
     losses_split = [m["loss"] for m in read_metrics(tmp_path / "split")]
@@ -241,7 +241,7 @@ def test_sigterm_checkpoints_the_step_and_exits_as_interrupted(corpus_dir: Path,
     steps = [step for step, _ in checkpoint.list_checkpoints(run)]
     assert steps == [last_logged] and last_logged < 600  # saved where it stopped, long before the end
     resumed = train(
-        load_pretrain_config(config), corpus_dir, run, resume=True, device="cpu", max_steps=last_logged + 1
+        load_pretrain_config(config), corpus_dir, run, resume="yes", device="cpu", max_steps=last_logged + 1
     )
     assert resumed.step == last_logged + 1
 
@@ -292,7 +292,7 @@ def test_a_second_run_into_the_same_folder_is_refused(corpus_dir: Path, tmp_path
         train(tiny_config(), corpus_dir, tmp_path, device="cpu", max_steps=2)
     wider = dataclasses.replace(tiny_config(), data=dataclasses.replace(tiny_config().data, global_batch=8))
     with pytest.raises(ConfigError, match="global_batch"):
-        train(wider, corpus_dir, tmp_path, resume=True, device="cpu", max_steps=2)
+        train(wider, corpus_dir, tmp_path, resume="yes", device="cpu", max_steps=2)
 
 
 # ---------------------------------------------------------------------------------------------- DDP
@@ -313,7 +313,7 @@ def _ddp_rank(rank: int, world: int, ports: tuple[int, int], corpus_dir: Path, o
     g = torch.Generator().manual_seed(0)  # every rank draws the same global tensors ...
     p_a, p_b, z_a, z_b = torch.randn(4, world * 3, 8, 31, generator=g)  # (world * N, C, P), N = 3
     mine = slice(rank * 3, rank * 3 + 3)  # ... and keeps its own rows, as after a forward
-    loss, _ = global_batch_loss(z_a[mine], p_a[mine], z_b[mine], p_b[mine], info, LossConfig())
+    loss, _ = global_batch_loss(z_a[mine], p_a[mine], z_b[mine], p_b[mine], info, ContrastiveLossConfig())
     global_view = gaitssb_loss(p_a[mine], p_b[mine], z_a, z_b, offset=rank * 3)[0]
     local_only = gaitssb_loss(p_a[mine], p_b[mine], z_a[mine], z_b[mine])[0]
     losses = [torch.zeros(()) for _ in range(world)]
