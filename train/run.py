@@ -373,7 +373,8 @@ def train_loop(
                 first = log.first
                 record = log.summary(step, state.optimizer.param_groups[-1]["lr"], where)  # reads the device
                 if not math.isfinite(record["loss"]):
-                    raise diverged(spec.run_dir, f"the mean loss of steps {first}-{step} is {record['loss']}")
+                    steps = f"step {step}" if first == step else f"steps {first}-{step}"
+                    raise diverged(spec.run_dir, f"the loss of {steps} is {record['loss']}")
                 log.write(record)
             stopped = distributed.any_rank(stop.set, info)
             if step % t.checkpoint_every == 0 or step == t.max_steps or stopped:
@@ -403,8 +404,8 @@ def diverged(run_dir: Path, what: str) -> DivergedError:
     newest = checkpoint.latest_checkpoint(run_dir)
     kept = f"the newest checkpoint, {newest}, is from before" if newest else "no checkpoint was written"
     return DivergedError(
-        f"{what}: training stopped without saving it ({kept}). Lower the learning rate(s) or train in "
-        "fp32/bf16, and start a new run in another --out"
+        f"{what}: training stopped without saving it ({kept}). Lower the learning rate(s) (in fp16, "
+        "bf16 or fp32 may also help) and start a new run in another --out"
     )
 
 
