@@ -165,6 +165,6 @@ def two_views(
     seq: np.ndarray, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two independently sampled and augmented (frames, H, W) float32 clips of one sequence."""
-    return tuple(  # type: ignore[return-value]
-        augment_clip(sample_clip(seq, rng, config.window, config.frames), rng, config) for _ in range(2)
-    )
+    view_a = augment_clip(sample_clip(seq, rng, config.window, config.frames), rng, config)
+    view_b = augment_clip(sample_clip(seq, rng, config.window, config.frames), rng, config)
+    return view_a, view_b
