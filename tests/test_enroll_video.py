@@ -3,7 +3,6 @@ extracted locally with --offline; both give the same gallery, and a video with n
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +13,10 @@ import pytest
 from client.api import GaitluClient
 from client.enroll import Layout, scan_dataset
 from engine import STORE_FILE
-from gaitlu.cli import main
 from gallery import GalleryStore
-from tests.service_helpers import served_in_thread
-from tests.video_helpers import WALKS, synthetic_videos
+from tests.support.cli import run_cli
+from tests.support.servers import served_in_thread
+from tests.support.videos import WALKS, synthetic_videos
 
 KEY = "video-key-0123456789abcdef"
 
@@ -45,12 +44,10 @@ def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield url
 
 
-def enrol(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
-    with pytest.raises(SystemExit) as exited:
-        main(["enroll", *args, "--layout", "flat", "--json", "--create"])
-    out, err = capsys.readouterr()
-    assert out, f"no JSON on stdout: {err}"
-    return int(exited.value.code or 0), json.loads(out)
+def enroll(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
+    """`gaitlu enroll ARGS --layout flat --json --create`: (exit code, the JSON summary)."""
+    result = run_cli(capsys, "enroll", *args, "--layout", "flat", "--json", "--create")
+    return result.code, result.json()
 
 
 def test_videos_are_found_in_a_flat_layout(dataset: Path) -> None:
@@ -65,18 +62,18 @@ def test_videos_are_found_in_a_flat_layout(dataset: Path) -> None:
     assert all(item.is_video for item in items)
 
 
-def test_online_and_offline_enrolment_of_videos_agree(
+def test_online_and_offline_enrollment_of_videos_agree(
     capsys, dataset: Path, server: str, tiny_artifact: Path, tmp_path: Path
 ) -> None:
-    code, online = enrol(capsys, str(dataset), "--gallery", "walks", "--server", server, "--api-key", KEY)
+    code, online = enroll(capsys, str(dataset), "--gallery", "walks", "--server", server, "--api-key", KEY)
     assert (code, online["enrolled"], online["skipped"]) == (1, 4, 0)  # 1: one item failed
     [failed] = online["failed"]
     assert failed["path"] == "carol/nobody.mp4" and "no_person" in failed["reason"]
 
-    code, again = enrol(capsys, str(dataset), "--gallery", "walks", "--server", server, "--api-key", KEY)
+    code, again = enroll(capsys, str(dataset), "--gallery", "walks", "--server", server, "--api-key", KEY)
     assert (again["enrolled"], again["skipped"], len(again["failed"])) == (0, 4, 1)  # resumable
 
-    code, offline = enrol(
+    code, offline = enroll(
         capsys, str(dataset), "--gallery", "walks", "--offline", "--data-dir", str(tmp_path),
         "--artifact", str(tiny_artifact),
     )  # fmt: skip

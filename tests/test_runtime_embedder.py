@@ -16,7 +16,8 @@ from export.pipeline import ExportOptions, export_artifact
 from gaitlu.errors import ConfigError, SequenceError
 from gaitlu.manifest import ArtifactError, read_manifest
 from runtime import load_artifact_embedder
-from tests.export_helpers import SMALL_PARITY, tiny_model, walking_sequence, write_checkpoint
+from tests.support.artifacts import SMALL_PARITY, tiny_model, write_checkpoint
+from tests.support.walkers import walking_sequence
 
 MAX_FRAMES = 24
 
@@ -36,8 +37,7 @@ def embedder(artifact: Path):
 
 
 def sequences(lengths: list[int], seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [walking_sequence(rng, t) for t in lengths]
+    return [walking_sequence(1000 * seed + i, t) for i, t in enumerate(lengths)]
 
 
 def torch_embed(seq: np.ndarray) -> np.ndarray:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from runtime import load_artifact_embedder
-from tests.service_helpers import client, npy_bytes, pkl_bytes, walking_sequence
+from tests.support.servers import client, npy_bytes, pkl_bytes
+from tests.support.walkers import walking_sequence
 
 
 @pytest.fixture(scope="module")

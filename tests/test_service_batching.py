@@ -19,7 +19,8 @@ import pytest
 
 from runtime import load_artifact_embedder
 from service.app import create_app
-from tests.service_helpers import npy_bytes, settings_for, walking_sequence
+from tests.support.servers import npy_bytes, settings_for
+from tests.support.walkers import walking_sequence
 
 
 @pytest.fixture(scope="module")

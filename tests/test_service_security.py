@@ -17,7 +17,8 @@ import pytest
 
 from gaitlu.errors import ConfigError
 from service.settings import load_settings
-from tests.service_helpers import FULL_KEY, READ_KEY, client, npy_bytes, walking_sequence
+from tests.support.servers import FULL_KEY, READ_KEY, client, npy_bytes
+from tests.support.walkers import walking_sequence
 
 MIB = 1024 * 1024
 

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -16,7 +15,9 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.service_helpers import REPO, ServerProcess, npy_bytes, walking_sequence
+from tests.support.cli import gaitlu_argv
+from tests.support.servers import REPO, ServerProcess, npy_bytes
+from tests.support.walkers import walking_sequence
 
 MIB = 1024 * 1024
 
@@ -70,8 +71,7 @@ def test_oversized_bodies_are_refused_before_being_read(server):
 
 
 def test_cli_refuses_a_public_address_without_keys(tiny_artifact, tmp_path):
-    command = [sys.executable, "-c", "from gaitlu.cli import main; main()", "serve"]
-    command += ["--artifact", str(tiny_artifact), "--data-dir", str(tmp_path), "--host", "0.0.0.0"]
+    command = gaitlu_argv("serve", "--artifact", tiny_artifact, "--data-dir", tmp_path, "--host", "0.0.0.0")
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "refusing to serve on 0.0.0.0 without API keys" in result.stderr

@@ -19,8 +19,8 @@ from engine.videos import JPEG_PREFIX, STRIP_FRAMES, THUMBNAIL_WIDTH, spread
 from gaitlu.evaluation.gei import gait_energy_image
 from gaitlu.preprocess import to_model_frames
 from gallery.previews import PNG_PREFIX
-from tests.service_helpers import client, npy_bytes, settings_for
-from tests.video_helpers import FRAMES, SIZE, Videos, synthetic_videos
+from tests.support.servers import client, npy_bytes, settings_for
+from tests.support.videos import FRAMES, SIZE, Videos, synthetic_videos
 from video import extract_tracks
 
 GALLERY = "walkers"

@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gaitlu.cli import main as gaitlu_main
 from gaitlu.errors import DataError
+from tests.support.cli import run_cli
 from train.checkpoint import load_checkpoint
 from train.opengait import convert_state_dict, import_opengait
 
@@ -222,20 +222,10 @@ def test_forced_form_that_does_not_fit_is_refused() -> None:
         convert_state_dict(state, form="finetune")
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """The real `gaitlu` entry point in-process: (exit code, stderr)."""
-    try:
-        gaitlu_main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
 def test_cli_import_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = save_opengait(tmp_path / "og.pt", fabricate((8, 16, 32, 24), "finetune"))
     out = tmp_path / "ours.pt"
-    code, err = run_cli(["train", "import-opengait", str(src), "--out", str(out)], capsys)
+    code, _, err = run_cli(capsys, "train", "import-opengait", str(src), "--out", str(out))
     assert code == 0, err
     model, _ = load_checkpoint(out)
     assert model.config.form == "finetune"
@@ -243,10 +233,10 @@ def test_cli_import_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[st
     broken = fabricate((8, 16, 32, 24), "finetune")
     broken["extra.weight"] = torch.zeros(1)
     bad = save_opengait(tmp_path / "bad.pt", broken)
-    code, err = run_cli(["train", "import-opengait", str(bad), "--out", str(tmp_path / "no.pt")], capsys)
+    code, _, err = run_cli(capsys, "train", "import-opengait", str(bad), "--out", str(tmp_path / "no.pt"))
     assert code == 2 and "extra.weight" in err and "Traceback" not in err
     assert not (tmp_path / "no.pt").exists()
-    code, err = run_cli(["train", "import-opengait", str(src), "--out", str(out), "--form", "other"], capsys)
+    code, _, err = run_cli(capsys, "train", "import-opengait", str(src), "--out", str(out), "--form", "other")
     assert code == 2 and "form must be one of" in err
 
 

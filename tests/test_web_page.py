@@ -27,8 +27,9 @@ from gaitlu.sequence import load_sequence
 from gallery.previews import GEI_KEY, PNG_PREFIX, with_gei
 from gallery.validate import MAX_METADATA_BYTES
 from service.demo import FRAMES, SUBJECTS, WALKS, ensure_demo, find_demo, list_demo
-from tests.service_helpers import FULL_KEY, ServerProcess, pkl_bytes, walking_sequence
-from tests.video_helpers import synthetic_videos
+from tests.support.servers import FULL_KEY, ServerProcess, pkl_bytes
+from tests.support.videos import synthetic_videos
+from tests.support.walkers import walking_sequence
 
 GALLERY = "lab"
 ENROLLED = 3  # subjects s0..s2, one sequence each (walking_sequence(seed=i))
