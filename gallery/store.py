@@ -137,12 +137,6 @@ class GalleryStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def save_snapshots(self) -> None:
-        """Snapshot every index whose gallery changed since its last snapshot (e.g. from a periodic task)."""
-        with self._writing():
-            for live in self._live.values():
-                self._save_snapshot(live)
-
     # ----- galleries
 
     def create_gallery(

@@ -19,6 +19,7 @@ from engine import STORE_FILE, EngineSettings
 from engine.batcher import BatchSettings
 from gaitlu.errors import ConfigError
 from gaitlu.sequence import SequenceLimits
+from gallery.settings import IndexSettings
 from video import VideoLimits
 
 MIB = 1024 * 1024
@@ -45,7 +46,9 @@ def is_loopback(host: str) -> bool:
 class Settings(BaseSettings):
     """Everything `gaitlu serve` can be told; env names are GAITLU_ + the upper-case field name."""
 
-    model_config = SettingsConfigDict(env_prefix="GAITLU_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="GAITLU_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
 
     artifact: Path  # export artifact folder (`gaitlu export ... --out DIR`)
     data_dir: Path  # galleries live in DATA_DIR/galleries.db
@@ -84,6 +87,9 @@ class Settings(BaseSettings):
     backend: str = "auto"
     precision: str = "fp32"
     threads: int | None = Field(None, ge=1)  # onnxruntime intra-op threads (None: its default)
+
+    # Gallery indexes (gallery/settings.py): GAITLU_INDEX__NPROBE=64, or GAITLU_INDEX as JSON.
+    index: IndexSettings = IndexSettings()
 
     @field_validator("api_keys", "read_only_keys", "cors_origins", mode="before")
     @classmethod
@@ -167,6 +173,7 @@ class Settings(BaseSettings):
             video_workers=self.video_workers,
             video_limits=self.video_limits(),
             segmentation_model=self.segmentation_model,
+            index=self.index,
         )
 
 

@@ -96,6 +96,19 @@ def test_settings_from_the_environment(tmp_path, monkeypatch):
     assert load_settings(artifact=tmp_path, data_dir=tmp_path, host="0.0.0.0", insecure=True).insecure
 
 
+def test_index_settings_come_from_the_environment_and_reach_the_galleries(
+    tiny_artifact, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("GAITLU_INDEX__NPROBE", "64")
+    monkeypatch.setenv("GAITLU_INDEX", '{"exact_max": 5000}')  # as JSON; the nested variable wins per key
+    with client(tiny_artifact, tmp_path) as api:
+        settings = api.app.state.engine.store.settings
+    assert (settings.nprobe, settings.exact_max, settings.codec) == (64, 5000, "pqfs")
+    monkeypatch.setenv("GAITLU_INDEX__NPROB", "64")  # a typo is refused, not ignored
+    with pytest.raises(ConfigError, match=r"index\.nprob"):
+        load_settings(artifact=tmp_path, data_dir=tmp_path)
+
+
 # ----- hostile uploads
 
 
