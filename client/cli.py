@@ -63,7 +63,7 @@ def _progress(enabled: bool) -> Iterator[tuple[Any, Any]]:
         return
     columns = (TextColumn("enrolling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task("enrol", total=None)
+        task = bar.add_task("enroll", total=None)
         yield (lambda n: bar.update(task, total=n)), (lambda outcome: bar.advance(task))
 
 

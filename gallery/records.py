@@ -29,10 +29,10 @@ class SubjectInfo:
 
 @dataclass(frozen=True)
 class SubjectPage:
-    """One page of a gallery's subjects, ordered by subject id; `total` counts them all."""
+    """One page of a gallery's subjects, ordered by subject id; `count` counts them all (as the API's)."""
 
     data: list[SubjectInfo]
-    total: int
+    count: int
     offset: int
     limit: int
 

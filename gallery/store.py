@@ -275,7 +275,7 @@ class GalleryStore:
             raise InvalidInputError("offset must be >= 0 and limit between 1 and 10000")
         with self._reading() as conn:
             gallery_id = self._gallery_id(conn, name)
-            total = conn.execute(
+            count = conn.execute(
                 "SELECT count(*) FROM subjects WHERE gallery_id = ?", (gallery_id,)
             ).fetchone()[0]
             rows = conn.execute(
@@ -284,8 +284,8 @@ class GalleryStore:
                 "WHERE s.gallery_id = ? GROUP BY s.subject_id ORDER BY s.subject_id LIMIT ? OFFSET ?",
                 (gallery_id, limit, offset),
             ).fetchall()
-        data = [SubjectInfo(subject, count, _time(created)) for subject, count, created in rows]
-        return SubjectPage(data=data, total=total, offset=offset, limit=limit)
+        data = [SubjectInfo(subject, sequences, _time(created)) for subject, sequences, created in rows]
+        return SubjectPage(data=data, count=count, offset=offset, limit=limit)
 
     def list_sequences(self, name: str, subject_id: str) -> list[SequenceInfo]:
         with self._reading() as conn:

@@ -1,5 +1,5 @@
-"""Errors become HTTP statuses in exactly one table (service/errors.py), and below the routes nothing
-knows HTTP: the engine and the stages raise domain errors only."""
+"""Errors become HTTP statuses in exactly one table (service/errors.py): the engine and the stages raise
+domain errors only (and import no HTTP framework: tests/test_import_rules.py)."""
 
 from __future__ import annotations
 
@@ -69,18 +69,3 @@ def test_no_status_is_picked_outside_the_table() -> None:
         if path != table and (literals := _int_literals(path))
     }
     assert found == {}, f"HTTP status numbers outside service/errors.py: {found}"
-
-
-@pytest.mark.parametrize("package", ["engine", "gallery", "runtime", "video"])
-def test_below_the_routes_nothing_imports_http(package: str) -> None:
-    for path in sorted((REPO / package).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in {"fastapi", "starlette"}, (
-                    f"{path}:{node.lineno} imports {name}"
-                )

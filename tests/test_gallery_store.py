@@ -156,7 +156,7 @@ def test_pagination_and_deletes(store):
     for i in range(25):
         store.enroll("g", f"subj-{i:03d}", unit(rng, 1 + i % 3), MODEL)
     pages = [store.list_subjects("g", offset, 10) for offset in (0, 10, 20)]
-    assert [p.total for p in pages] == [25, 25, 25]
+    assert [p.count for p in pages] == [25, 25, 25]
     listed = [s.subject_id for p in pages for s in p.data]
     assert listed == sorted(f"subj-{i:03d}" for i in range(25))
     assert [s.sequence_count for s in pages[0].data] == [1 + i % 3 for i in range(10)]
@@ -173,7 +173,7 @@ def test_pagination_and_deletes(store):
         store.delete_subject("g", "subj-002")
     only = store.list_sequences("g", "subj-000")[0]
     store.delete_sequence("g", only.sequence_id)  # the last sequence takes its subject with it
-    assert store.list_subjects("g").total == 23
+    assert store.list_subjects("g").count == 23
     for hits in store.search_batch("g", unit(rng, 20), MODEL, k=25):
         assert not {"subj-000", "subj-002"} & {h.subject_id for h in hits}
 

@@ -167,7 +167,7 @@ async def list_subjects(
         SubjectPublic(subject_id=s.subject_id, sequence_count=s.sequence_count, created=s.created)
         for s in page.data
     ]
-    return SubjectsPublic(data=data, count=page.total, offset=page.offset, limit=page.limit)
+    return SubjectsPublic(data=data, count=page.count, offset=page.offset, limit=page.limit)
 
 
 @router.get("/{name}/subjects/{subject_id}", response_model=SubjectDetail, dependencies=[ReadAccess])
