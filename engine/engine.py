@@ -151,6 +151,11 @@ def _decode(item: SequenceInput, limits: SequenceLimits) -> Decoded:
     return Decoded(item.name, frames, (time.perf_counter() - started) * 1000)
 
 
+def open_store(settings: EngineSettings) -> GalleryStore:
+    """The galleries the engine serves: the one place that says which store (a local SQLite + FAISS one)."""
+    return GalleryStore(settings.store_path, index_settings=settings.index)
+
+
 class Engine:
     """Runtime + batcher + gallery store behind async methods. `start`/`stop` are idempotent."""
 
@@ -204,7 +209,7 @@ class Engine:
                 raise ConfigError(f"{s.artifact}: the model returns non-finite values for a probe sequence")
             if s.segmentation_model is not None:
                 self._segmenter = await run_sync(OnnxSegmenter, s.segmentation_model)
-            store = await run_sync(functools.partial(GalleryStore, s.store_path, index_settings=s.index))
+            store = await run_sync(open_store, s)
             batcher = Batcher(embedder.embed, s.batch, self.metrics, on_failure=self._inference_failed)
             await batcher.start()
             self._embedder, self._store, self._batcher = embedder, store, batcher

@@ -321,7 +321,7 @@ ENROLLED = httpx.Response(
 )
 
 
-def test_enrolment_without_ids_is_not_retried_after_an_ambiguous_failure() -> None:
+def test_enrollment_without_ids_is_not_retried_after_an_ambiguous_failure() -> None:
     files = [("a.npz", b"data")]
     client, _ = scripted(Script(error(500, "internal_error")))
     with pytest.raises(ApiError, match="internal_error"):

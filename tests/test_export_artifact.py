@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from export.calibration import load_calibration, synthetic_calibration
-from export.checks import check_parity, cpu_session, part_cosines, run_session
+from export.checks import check_parity, cpu_session, run_session
 from export.errors import ExportError, ParityError
 from export.pipeline import ExportOptions, export_artifact
 from export.tensorrt import tensorrt_unavailable_reason
-from gaitlu.embedding import EmbeddingLayout
+from gaitlu.embedding import EmbeddingLayout, part_cosines
 from gaitlu.files import sha256_file
 from gaitlu.manifest import read_manifest
 from gaitlu.sequence import save_sequence

@@ -63,7 +63,7 @@ def test_unsafe_gallery_names_are_refused(store, name):
         store.create_gallery(name, MODEL, LAYOUT)
 
 
-def test_enrol_validates_everything_before_writing(store):
+def test_enroll_validates_everything_before_writing(store):
     store.create_gallery("g", MODEL, LAYOUT)
     rng = np.random.default_rng(1)
     bad = unit(rng, 2)

@@ -93,7 +93,7 @@ def test_gallery_lifecycle(api):
     assert_error(api.post("/galleries", json={"name": "../x"}), 422, "invalid_input")
 
 
-def test_enrol_search_list_delete(api):
+def test_enroll_search_list_delete(api):
     assert api.post("/galleries", json={"name": "people"}).status_code == 201
     sequences = {f"s{i:02d}": walking_sequence(100 + i) for i in range(5)}
     for i, (sid, seq) in enumerate(sequences.items()):

@@ -59,9 +59,9 @@ def test_api_keys_and_scopes(keyed):
     assert keyed.get("/metrics", headers=read).status_code == 200
     assert error_code(keyed.post("/galleries", json={"name": "g"}, headers=read), 403) == "forbidden"
     assert keyed.post("/galleries", json={"name": "g"}, headers=full).status_code == 201
-    enrol = "/galleries/g/subjects/a/sequences"
-    assert error_code(keyed.post(enrol, files={"files": ("a.npy", npy)}, headers=read), 403) == "forbidden"
-    assert keyed.post(enrol, files={"files": ("a.npy", npy)}, headers=full).status_code == 201
+    enroll = "/galleries/g/subjects/a/sequences"
+    assert error_code(keyed.post(enroll, files={"files": ("a.npy", npy)}, headers=read), 403) == "forbidden"
+    assert keyed.post(enroll, files={"files": ("a.npy", npy)}, headers=full).status_code == 201
     assert error_code(keyed.delete("/galleries/g", headers=read), 403) == "forbidden"
     assert keyed.get("/galleries/g", headers=read).json()["sequence_count"] == 1
     assert 'gaitlu_rejected_requests_total{reason="forbidden"}' in keyed.get("/metrics", headers=read).text

@@ -88,7 +88,7 @@ def test_a_video_content_type_is_enough_and_the_strip_is_optional(api: TestClien
     assert track["index"] == 0 and track["strip"] is None
 
 
-def test_videos_enrol_through_the_route_and_search_finds_them(api: TestClient, videos: Videos) -> None:
+def test_videos_enroll_through_the_route_and_search_finds_them(api: TestClient, videos: Videos) -> None:
     for subject in ("alice", "bob"):
         masks = videos.truth(f"{subject}-1").read_bytes()  # the ground truth of the same walk
         truth = ("files", (f"{subject}-truth.npy", masks, "application/octet-stream"))

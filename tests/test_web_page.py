@@ -188,7 +188,7 @@ def test_demo_folder_keeps_an_operators_own_files(tmp_path: Path) -> None:
 # ----- GEIs stored at enrolment
 
 
-def test_enrolment_stores_the_gei_beside_the_callers_metadata(api: httpx.Client) -> None:
+def test_enrollment_stores_the_gei_beside_the_callers_metadata(api: httpx.Client) -> None:
     stored = api.get(f"/galleries/{GALLERY}/sequences/s1-a").json()
     assert stored["metadata"] == {"camera": 1}  # the caller's, exactly
     np.testing.assert_array_equal(png_image(stored["gei_png"]), expected_gei(walking_sequence(1)))
