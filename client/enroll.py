@@ -40,7 +40,7 @@ from video.decode import VIDEO_SUFFIXES
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
-    from engine import Engine
+    from engine import Engine, SequenceInput
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ class LocalTarget:
 
         return self._send(item, LocalFile(item.relpath, item.path))
 
-    def _send(self, item: DatasetItem, sequence: Any) -> Outcome:
+    def _send(self, item: DatasetItem, sequence: SequenceInput) -> Outcome:
         self.portal.call(
             self.engine.enroll, self.gallery, item.subject_id, [sequence], [item.metadata], [item.sequence_id]
         )

@@ -18,8 +18,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from engine import STORE_FILE, EngineSettings
 from engine.batcher import BatchSettings
 from gaitlu.errors import ConfigError
+from gaitlu.manifest import VariantPrecision
 from gaitlu.sequence import SequenceLimits
 from gallery.settings import IndexSettings
+from runtime import BackendName
 from video import VideoLimits
 
 MIB = 1024 * 1024
@@ -84,8 +86,8 @@ class Settings(BaseSettings):
     inference_timeout_s: float = Field(120.0, gt=0)
 
     # Runtime.
-    backend: str = "auto"
-    precision: str = "fp32"
+    backend: BackendName = "auto"
+    precision: VariantPrecision = "fp32"
     threads: int | None = Field(None, ge=1)  # onnxruntime intra-op threads (None: its default)
 
     # Gallery indexes (gallery/settings.py): GAITLU_INDEX__NPROBE=64, or GAITLU_INDEX as JSON.
@@ -164,8 +166,8 @@ class Settings(BaseSettings):
         return EngineSettings(
             artifact=self.artifact,
             store_path=self.store_path,
-            backend=self.backend,  # type: ignore[arg-type]  # checked when the runtime loads
-            precision=self.precision,  # type: ignore[arg-type]
+            backend=self.backend,
+            precision=self.precision,
             threads=self.threads,
             batch=BatchSettings(self.max_batch, self.max_wait_ms, self.max_queue, self.inference_timeout_s),
             decode_workers=self.decode_workers,
