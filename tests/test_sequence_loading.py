@@ -281,16 +281,25 @@ def test_object_array_pickle_is_refused(tmp_path: Path) -> None:
     arr = np.array([1, _Reduce(os.system, f"touch {marker}")], dtype=object)
     with pytest.raises(UnsafePickleError):
         loads_array(pickle.dumps(arr, protocol=2))
-    with pytest.raises(UnsafePickleError, match=r"dtype\('O'\)"):
+    with pytest.raises(SequenceError, match=r"EMPTY_LIST.*builds a list"):  # its items are a list
         loads_array(pickle.dumps(np.array([1, 2], dtype=object), protocol=4))
+    # Raw bytes declared as an object array would make numpy read them as pointers.
+    reconstruct = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, wherever this numpy keeps it
+    pointers = _Reduce(
+        reconstruct, np.ndarray, (0,), b"b", state=(1, (2,), np.dtype(object), False, bytes(16))
+    )
+    with pytest.raises(UnsafePickleError, match=r"dtype\('O'\)"):
+        loads_array(pickle.dumps(pointers, protocol=4))
     assert not marker.exists()
 
 
 @pytest.mark.parametrize(
     ("obj", "error", "match"),
     [
-        ({"frames": [1, 2]}, SequenceError, "holds a dict"),
-        (np.zeros(3, dtype=[("a", "u1"), ("b", "f4")]), UnsafePickleError, "structured"),
+        ({"frames": [1, 2]}, SequenceError, "EMPTY_DICT.*builds a dict"),
+        (np.zeros(3, dtype=[("a", "u1"), ("b", "f4")]), SequenceError, "builds a dict"),  # its fields
+        (3.5, SequenceError, "BINFLOAT"),
+        ((1, 2), SequenceError, "holds a tuple"),
         (np.ma.masked_array([1, 2]), UnsafePickleError, "numpy.ma"),
         (np.array(["a", "b"]), SequenceError, "dtype"),
     ],
