@@ -43,7 +43,12 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class SequenceLimits:
-    """Bounds on what one sequence may cost to read; the service passes tighter ones for uploads."""
+    """Bounds on what one sequence may cost to read; the service passes tighter ones for uploads.
+
+    Frame sizes follow what real silhouettes are: 64 x 44 model frames (GaitLU-1M's cut), 64 x 64
+    OpenGait-aligned frames, and raw masks from 120 x 160 up to 4K video; anything far outside that
+    (a 1 x 4096 strip, a 16 x 4096 band) is refused before any pixel is aligned.
+    """
 
     max_frames: int = 1000  # GaitLU-1M averages ~92 frames; OpenGait evaluates whole sequences of <= 720
     min_frames: int = 1
@@ -51,6 +56,9 @@ class SequenceLimits:
     max_zip_members: int = 4096  # entries in a zip (and, x1 KiB, the size of its central directory)
     max_zip_uncompressed: int = 512 * MIB  # bytes all entries of one zip declare (and may expand to)
     max_frame_side: int = 4096  # masks from 4K video (3840 x 2160) still load
+    min_frame_side: int = 16  # model frames are 64 x 44; a frame under 16 px cannot hold a usable person
+    max_frame_aspect: float = 8.0  # longer side / shorter side: video is <= 3.6 (32:9), cut frames 1.45
+    max_pixels: int = 256 * MIB  # T x H x W: what alignment reads (~1 Gpx/s) and the uint8 frames' bytes
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -58,6 +66,8 @@ class SequenceLimits:
                 raise ConfigError(f"SequenceLimits.{field.name} must be at least 1")
         if self.min_frames > self.max_frames:
             raise ConfigError("SequenceLimits.min_frames is above max_frames")
+        if self.min_frame_side > self.max_frame_side:
+            raise ConfigError("SequenceLimits.min_frame_side is above max_frame_side")
 
 
 DEFAULT_LIMITS = SequenceLimits()
@@ -98,7 +108,9 @@ def validate_sequence(
 ) -> np.ndarray:
     """Check `arr` is a silhouette sequence and return it as C-contiguous (T, H, W) uint8 in 0..255.
 
-    A 2-D array is one frame (T = 1). Values convert as: bool -> 0/255; float in [0, 1] -> round(x * 255)
+    A sequence is 3-D: a 2-D array is refused (one frame is (1, H, W); only the single-frame formats,
+    a `.png`, are read as one frame). Frame sides lie in `min_frame_side..max_frame_side` with at
+    most `max_frame_aspect` between them. Values convert as: bool -> 0/255; float in [0, 1] -> round(x * 255)
     (NaN, inf or values outside [0, 1] are errors: 0..255 data stored as float is ambiguous); integers
     must lie in 0..255, and an integer sequence holding only 0 and 1 is a label-style mask and becomes
     0/255 like bool, since at 0/1 every frame would look empty to the alignment. May return `arr` itself
@@ -106,10 +118,12 @@ def validate_sequence(
     """
     if not isinstance(arr, np.ndarray):
         raise SequenceError(f"{name}: expected a numpy array, got {type(arr).__name__}")
-    if arr.ndim == 2:
-        arr = arr[None]  # (H, W) -> (1, H, W)
     if arr.ndim != 3:
-        raise SequenceError(f"{name}: expected frames shaped (T, H, W) or one (H, W) frame, got {arr.shape}")
+        one_frame = " (for one frame, give it shape (1, H, W))" if arr.ndim == 2 else ""
+        raise SequenceError(
+            f"{name}: expected a sequence shaped (T, H, W): frames x height x width, "
+            f"got a {arr.ndim}-D array of shape {arr.shape}{one_frame}"
+        )
     t, h, w = arr.shape
     if h == 0 or w == 0:
         raise SequenceError(f"{name}: frames of size {h}x{w} are empty")
@@ -121,6 +135,18 @@ def validate_sequence(
         raise SequenceError(f"{name}: {t} frames is over the limit of {limits.max_frames}")
     if max(h, w) > limits.max_frame_side:
         raise SequenceError(f"{name}: frames of {h}x{w} exceed the {limits.max_frame_side}-pixel side limit")
+    if min(h, w) < limits.min_frame_side:
+        raise SequenceError(
+            f"{name}: frames of {h}x{w} are under the {limits.min_frame_side}-pixel side minimum "
+            "(silhouette frames are 64x44, 64x64 or raw masks of a video's size)"
+        )
+    if max(h, w) > limits.max_frame_aspect * min(h, w):
+        raise SequenceError(
+            f"{name}: frames of {h}x{w} are more than {limits.max_frame_aspect:g} times longer than wide "
+            "(silhouette frames are 64x44, 64x64 or raw masks of a video's size)"
+        )
+    if arr.size > limits.max_pixels:
+        raise SequenceError(f"{name}: {t}x{h}x{w} is {arr.size} pixels, over the {limits.max_pixels} limit")
     if arr.nbytes > limits.max_bytes:
         raise SequenceError(f"{name}: the array takes {arr.nbytes} bytes, over the {limits.max_bytes} limit")
     return _to_uint8(arr, name)
@@ -205,7 +231,7 @@ def _decode(data: bytes, fmt: str, name: str, limits: SequenceLimits) -> np.ndar
     if fmt == "npy":
         return _load_npy(data, name, limits)
     if fmt == "png":
-        return _decode_png(data, name, limits)
+        return _decode_png(data, name, limits)[None]  # one frame: (H, W) -> (1, H, W)
     return _load_zip(data, name, limits, npz=fmt == "npz")
 
 
@@ -242,6 +268,10 @@ def _load_npy(data: bytes, name: str, limits: SequenceLimits) -> np.ndarray:
     declared = math.prod(shape) * dtype.itemsize
     if declared > limits.max_bytes:
         raise SequenceError(f"{name}: the .npy declares {declared} bytes, over the {limits.max_bytes} limit")
+    if math.prod(shape) > limits.max_pixels:
+        raise SequenceError(
+            f"{name}: the .npy declares {math.prod(shape)} pixels, over the {limits.max_pixels} limit"
+        )
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:

@@ -138,6 +138,7 @@ class Settings(BaseSettings):
         return SequenceLimits(
             max_frames=self.max_frames,
             max_bytes=self.max_decoded_bytes,
+            max_pixels=self.max_decoded_bytes,  # the frames become uint8: one byte per pixel
             max_zip_uncompressed=self.max_decoded_bytes,
         )
 
