@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_K = 1000
+MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: beyond it the binding overflows
 CHUNK_ROWS = 1024  # rows per read when (re)building an index
 
 
@@ -325,8 +326,10 @@ class GalleryStore:
     # ----- listing
 
     def list_subjects(self, name: str, offset: int = 0, limit: int = 100) -> SubjectPage:
-        if offset < 0 or not 1 <= limit <= 10_000:
-            raise InvalidInputError("offset must be >= 0 and limit between 1 and 10000")
+        if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= 10_000:
+            raise InvalidInputError(
+                f"offset must be between 0 and {MAX_OFFSET} and limit between 1 and 10000"
+            )
         with self._reading() as conn:
             gallery_id = self._gallery_id(conn, name)
             total = conn.execute(
