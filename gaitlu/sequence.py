@@ -39,6 +39,7 @@ from gaitlu.safepickle import dumps_array, loads_array
 logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+_NPY_CHUNK = MIB  # .npy data is read this many bytes at a time (a zip member: twice, decompressed)
 
 
 @dataclass(frozen=True)
@@ -250,32 +251,48 @@ def _read_file(path: Path, name: str, max_bytes: int) -> bytes:
 
 
 def _load_npy(data: bytes, name: str, limits: SequenceLimits) -> np.ndarray:
-    """Parse the header first so a tiny file cannot declare a huge shape and make numpy allocate it."""
+    return _read_npy(io.BytesIO(data), name, limits)
+
+
+def _read_npy(stream: io.BufferedIOBase, name: str, limits: SequenceLimits) -> np.ndarray:
+    """One .npy from `stream` (a file or a zip member), read straight into the array.
+
+    The header is checked first, so a tiny file cannot declare a huge shape and make numpy allocate it;
+    the data then streams in chunks, so a zip member is never held as bytes beside its array.
+    """
     fmt = np.lib.format
-    stream = io.BytesIO(data)
     try:
         version = fmt.read_magic(stream)
         if version == (1, 0):
-            shape, _fortran, dtype = fmt.read_array_header_1_0(stream)
+            shape, fortran, dtype = fmt.read_array_header_1_0(stream)
         elif version == (2, 0):
-            shape, _fortran, dtype = fmt.read_array_header_2_0(stream)
+            shape, fortran, dtype = fmt.read_array_header_2_0(stream)
         else:
             raise SequenceError(f"{name}: unsupported .npy format version {version}")
-    except (ValueError, EOFError) as exc:
+    except (ValueError, EOFError, OSError, zlib.error) as exc:
         raise SequenceError(f"{name}: corrupt .npy header ({exc})") from None
     if dtype.hasobject:
         raise SequenceError(f"{name}: the .npy holds Python objects, not silhouettes")
-    declared = math.prod(shape) * dtype.itemsize
-    if declared > limits.max_bytes:
-        raise SequenceError(f"{name}: the .npy declares {declared} bytes, over the {limits.max_bytes} limit")
-    if math.prod(shape) > limits.max_pixels:
+    pixels = math.prod(shape)
+    if pixels * dtype.itemsize > limits.max_bytes:
         raise SequenceError(
-            f"{name}: the .npy declares {math.prod(shape)} pixels, over the {limits.max_pixels} limit"
+            f"{name}: the .npy declares {pixels * dtype.itemsize} bytes, over the {limits.max_bytes} limit"
         )
+    if pixels > limits.max_pixels:
+        raise SequenceError(f"{name}: the .npy declares {pixels} pixels, over the {limits.max_pixels} limit")
+    order = "F" if fortran else "C"
+    arr = np.empty(shape, dtype=dtype, order=order)
+    flat = arr.reshape(-1, order=order).view(np.uint8)  # (nbytes,) view of arr's memory
+    filled = 0
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+        while filled < len(flat):
+            got = stream.readinto(memoryview(flat[filled : filled + _NPY_CHUNK]))
+            if not got:
+                raise SequenceError(f"{name}: truncated .npy ({filled} of {len(flat)} data bytes)")
+            filled += got
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
         raise SequenceError(f"{name}: corrupt or truncated .npy ({exc})") from None
+    return arr
 
 
 def _decode_png(data: bytes, name: str, limits: SequenceLimits) -> np.ndarray:
@@ -405,7 +422,9 @@ def _load_zip(data: bytes, name: str, limits: SequenceLimits, *, npz: bool) -> n
                 return _read_member(zf, files[member], f"{name}:{member}", limits)
 
             if npz or (files and all(m.lower().endswith(".npy") for m in files)):
-                return _npz_array(sorted(files), read, name, limits)
+                member = _npz_member(sorted(files), name)
+                with _open_member(zf, files[member], f"{name}:{member}", limits) as stream:
+                    return _read_npy(stream, f"{name}:{member.removesuffix('.npy')}", limits)
             for member in files:
                 if not member.lower().endswith(".png"):
                     raise SequenceError(
@@ -430,18 +449,23 @@ def _load_zip(data: bytes, name: str, limits: SequenceLimits, *, npz: bool) -> n
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limits: SequenceLimits) -> bytes:
     """Read one entry, never more than its declared size (already checked against the limits) + 1 byte."""
-    if info.file_size > limits.max_bytes:
-        raise SequenceError(f"{name}: entry of {info.file_size} bytes is over the {limits.max_bytes} limit")
-    with zf.open(info) as f:
+    with _open_member(zf, info, name, limits) as f:
         data = f.read(info.file_size + 1)  # zipfile also stops at the declared size and then checks the CRC
     if len(data) != info.file_size:
         raise SequenceError(f"{name}: entry decompresses to a size other than its declared {info.file_size}")
     return data
 
 
-def _npz_array(
-    members: list[str], read: Callable[[str], bytes], name: str, limits: SequenceLimits
-) -> np.ndarray:
+def _open_member(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limits: SequenceLimits
+) -> zipfile.ZipExtFile:
+    if info.file_size > limits.max_bytes:
+        raise SequenceError(f"{name}: entry of {info.file_size} bytes is over the {limits.max_bytes} limit")
+    return zf.open(info)
+
+
+def _npz_member(members: list[str], name: str) -> str:
+    """The .npz member holding the sequence: the only array, or the one named `silhouettes` or `seq`."""
     arrays = [m for m in members if m.endswith(".npy")]
     keys = [m.removesuffix(".npy") for m in arrays]
     chosen = next((k for k in _NPZ_KEYS if k in keys), None)
@@ -451,7 +475,7 @@ def _npz_array(
         raise SequenceError(
             f"{name}: the .npz holds arrays {keys}; expected exactly one, or one named 'silhouettes' or 'seq'"
         )
-    return _load_npy(read(f"{chosen}.npy"), f"{name}:{chosen}", limits)
+    return f"{chosen}.npy"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -124,10 +124,10 @@ PROBES = frozenset({"/healthz", "/readyz", "/metrics"})  # answered whatever the
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, metrics: Metrics, error: ServiceError) -> None:
-    """Answer `error` without reading the body; the connection is closed, since the body is left unread."""
+    """Answer `error` without reading the body. The connection stays open: uvicorn discards the rest of
+    the body as it arrives (holding none of it), so the client reads this answer instead of a reset."""
     metrics.rejected.labels(reason=error.code).inc()
-    headers = {**(error.headers or {}), "Connection": "close"}
-    await error_response(error.status_code, error.code, error.message, error.extra, headers)(
+    await error_response(error.status_code, error.code, error.message, error.extra, error.headers)(
         scope, receive, send
     )
 

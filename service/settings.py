@@ -71,7 +71,9 @@ class Settings(BaseSettings):
 
     # Input bounds.
     max_upload_bytes: int = Field(32 * MIB, ge=1024)  # the whole request body; uvicorn sets no limit
-    max_decoded_bytes: int = Field(256 * MIB, ge=1024)  # one decoded sequence (raw masks can be large)
+    # One decoded sequence, in bytes and in pixels: 720 frames of 320 x 240 raw masks or 30 of 1080p
+    # (larger raw masks: align them client-side with gaitlu.preprocess, or upload the video).
+    max_decoded_bytes: int = Field(64 * MIB, ge=1024)
     max_frames: int = Field(720, ge=1)  # frames per uploaded sequence (OpenGait's test-time length)
     max_files: int = Field(32, ge=1)  # sequences per request
     decode_workers: int = Field(4, ge=1)  # uploads decoded at once (bounds decode memory and CPU)

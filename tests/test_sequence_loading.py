@@ -349,6 +349,20 @@ def _patch_declared_size(data: bytes, size: int) -> bytes:
     return bytes(patched)
 
 
+def test_an_npz_member_streams_into_its_array() -> None:
+    frames = np.zeros((400, 240, 320), np.uint8)  # 30 MiB decoded from a ~30 KB upload
+    frames[:, 40:200, 130:190] = 255
+    data = npz_bytes(silhouettes=frames)
+    tracemalloc.start()
+    try:
+        loaded = load_sequence(data, filename="walk.npz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(loaded, frames)
+    assert peak < frames.nbytes + 4 * MIB  # the array and a read chunk, never the member's bytes too
+
+
 def test_zip_entry_lying_about_its_size_is_refused_without_the_memory() -> None:
     liar = _patch_declared_size(zip_bytes({"0.png": bytes(64 * MIB)}), 1000)
     tracemalloc.start()
