@@ -93,6 +93,27 @@ class InvalidRequest(HttpLayerError):
         self.code = code
 
 
+class InvalidHost(HttpLayerError):
+    """The Host header names a host this server does not answer to (DNS rebinding)."""
+
+    def __init__(self, name: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(
+            f"this server does not answer to the host name {name!r}: set GAITLU_ALLOWED_HOSTS to the names "
+            f"clients use (now {', '.join(allowed)})"
+        )
+        self.allowed = allowed
+
+
+class CrossOrigin(HttpLayerError):
+    """A browser write from another site (a CORS simple request the server must not obey)."""
+
+
+class BodyTimeout(HttpLayerError):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request body did not arrive within {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
+
 class ResourceNotFound(HttpLayerError, LookupError):
     """A route-level resource (a static file, a demo sequence) does not exist."""
 
@@ -130,6 +151,9 @@ def _tracks(exc: NothingToEmbedError | InvalidTrack) -> Any:
     return None if exc.result is None else exc.result.report()  # the tracks found and why each was refused
 
 
+CLOSE = {"Connection": "close"}  # the rest of the body will not be read
+
+
 def _retry_after(exc: Overloaded) -> dict[str, str]:
     return {"Retry-After": str(exc.retry_after_s)}
 
@@ -139,6 +163,15 @@ STATUSES: tuple[Status, ...] = (
     # the HTTP layer
     Status(Unauthorized, 401, "unauthorized", headers=lambda e: {"WWW-Authenticate": "APIKey"}),
     Status(Forbidden, 403, "forbidden"),
+    Status(InvalidHost, 400, "invalid_host", lambda e: {"allowed_hosts": list(e.allowed)}),
+    Status(CrossOrigin, 403, "cross_origin"),
+    Status(
+        BodyTimeout,
+        408,
+        "body_timeout",
+        lambda e: {"timeout_s": e.timeout_s},
+        lambda e: {"Connection": "close"},
+    ),
     Status(PayloadTooLarge, 413, "payload_too_large", lambda e: {"limit_bytes": e.limit_bytes}),
     Status(UnsupportedMediaType, 415, "unsupported_media_type", lambda e: {"allowed": list(e.allowed)}),
     Status(InvalidRequest, 422, None),

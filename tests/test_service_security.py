@@ -17,7 +17,7 @@ import pytest
 
 from gaitlu.errors import ConfigError
 from service.settings import load_settings
-from tests.support.servers import FULL_KEY, READ_KEY, client, npy_bytes
+from tests.support.servers import FULL_KEY, READ_KEY, client, error_code, npy_bytes
 from tests.support.walkers import walking_sequence
 
 MIB = 1024 * 1024
@@ -35,11 +35,6 @@ def keyed(tiny_artifact, tmp_path_factory):
     keys = {"api_keys": [FULL_KEY], "read_only_keys": [READ_KEY]}
     with client(tiny_artifact, tmp_path_factory.mktemp("keyed-data"), **keys) as c:
         yield c
-
-
-def error_code(response, status: int) -> str:
-    assert response.status_code == status, response.text
-    return response.json()["error"]["code"]
 
 
 # ----- auth

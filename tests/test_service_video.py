@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -19,7 +18,7 @@ from engine.videos import JPEG_PREFIX, STRIP_FRAMES, THUMBNAIL_WIDTH, spread
 from gaitlu.evaluation.gei import gait_energy_image
 from gaitlu.preprocess import to_model_frames
 from gallery.previews import PNG_PREFIX
-from tests.support.servers import client, npy_bytes, settings_for
+from tests.support.servers import client, error_code, npy_bytes, settings_for
 from tests.support.videos import FRAMES, SIZE, Videos, synthetic_videos
 from video import extract_tracks
 
@@ -51,11 +50,6 @@ def image(uri: str, prefix: str = PNG_PREFIX) -> np.ndarray:
 def model_frames(videos: Videos, name: str) -> np.ndarray:
     """What the service should embed for a video: its best track's silhouettes, as model frames."""
     return to_model_frames(extract_tracks(videos.path(name)).best.sequence)  # (T, 64, 44)
-
-
-def error_code(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    return response.json()["error"]["code"]
 
 
 def test_embedding_a_video_embeds_its_best_track_and_says_which(api: TestClient, videos: Videos) -> None:

@@ -27,7 +27,7 @@ from gaitlu.sequence import load_sequence
 from gallery.previews import GEI_KEY, PNG_PREFIX, with_gei
 from gallery.validate import MAX_METADATA_BYTES
 from service.demo import FRAMES, SUBJECTS, WALKS, ensure_demo, find_demo, list_demo
-from tests.support.servers import FULL_KEY, ServerProcess, pkl_bytes
+from tests.support.servers import FULL_KEY, ServerProcess, error_code, pkl_bytes
 from tests.support.videos import synthetic_videos
 from tests.support.walkers import walking_sequence
 
@@ -90,11 +90,6 @@ def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def api(server: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server, headers={"X-API-Key": FULL_KEY}, timeout=60) as client:
         yield client
-
-
-def error_code(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    return response.json()["error"]["code"]
 
 
 # ----- the page and its assets

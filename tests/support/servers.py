@@ -23,9 +23,15 @@ from service.settings import load_settings
 from tests.support.cli import gaitlu_argv
 from tests.support.ports import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FULL_KEY = "full-key-0123456789abcdef"
 READ_KEY = "read-key-0123456789abcdef"
+
+
+def error_code(response: httpx.Response, status: int) -> str:
+    """The service's error code, after checking the status (the body shows in the failure message)."""
+    assert response.status_code == status, response.text
+    return response.json()["error"]["code"]
 
 
 def npy_bytes(arr: np.ndarray) -> bytes:
@@ -46,7 +52,7 @@ def settings_for(artifact: Path, data_dir: Path, **values: Any):
 def client(artifact: Path, data_dir: Path, *, embedder: Any = None, **values: Any) -> Iterator[TestClient]:
     """A TestClient over a fresh app (lifespan run: model loaded, store open)."""
     app = create_app(settings_for(artifact, data_dir, **values), embedder=embedder)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:  # a Host the server answers to
         yield c
 
 
