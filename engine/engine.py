@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import anyio
 import numpy as np
@@ -128,7 +128,7 @@ def probe_sequence() -> np.ndarray:
     return np.stack(frames)  # (T, 64, 44)
 
 
-def _is_video(item: SequenceInput) -> bool:
+def _is_video(item: SequenceInput) -> TypeGuard[Upload | LocalFile]:
     if isinstance(item, Upload):
         return is_video(item.name, item.content_type)
     return isinstance(item, LocalFile) and is_video(item.path.name)
@@ -298,7 +298,7 @@ class Engine:
         decoded = []
         for upload in uploads:  # sequential per request: the limiter spreads work across requests
             if _is_video(upload):
-                item = await self._extract(upload, options)  # type: ignore[arg-type]  # Upload | LocalFile
+                item = await self._extract(upload, options)
             else:
                 item = await run_sync(_decode, upload, self._limits, limiter=self._decoders)
             self.metrics.decode.observe(item.decode_ms / 1000)

@@ -85,12 +85,16 @@ class UnsupportedMediaType(HttpLayerError):
         self.allowed = allowed
 
 
-class InvalidRequest(HttpLayerError):
-    """The body parses but does not say what the route needs; `code` names the problem."""
+class NamedProblem(HttpLayerError):
+    """An HTTP-layer error that names its problem itself (`code`), for the table to pass on."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class InvalidRequest(NamedProblem):
+    """The body parses but does not say what the route needs."""
 
 
 class InvalidHost(HttpLayerError):
@@ -118,12 +122,8 @@ class ResourceNotFound(HttpLayerError, LookupError):
     """A route-level resource (a static file, a demo sequence) does not exist."""
 
 
-class Unavailable(HttpLayerError):
-    """A route cannot serve for now (e.g. the demo sequences cannot be prepared); `code` names why."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+class Unavailable(NamedProblem):
+    """A route cannot serve for now (e.g. the demo sequences cannot be prepared)."""
 
 
 # ----- the table
@@ -133,7 +133,7 @@ class Unavailable(HttpLayerError):
 class Status:
     error: type[Exception]
     status: int
-    code: str | None  # None: the error's own `code` attribute
+    code: str | None  # None: the error's own (a NamedProblem's `code`)
     detail: Callable[[Any], Any] | None = None
     headers: Callable[[Any], dict[str, str]] | None = None
 
@@ -223,7 +223,7 @@ class Answer:
 def answer(exc: GaitluError) -> Answer:
     """The table's verdict on a domain or HTTP-layer error."""
     row = next(row for row in STATUSES if isinstance(exc, row.error))
-    code = row.code if row.code is not None else exc.code  # type: ignore[attr-defined]
+    code = row.code or (exc.code if isinstance(exc, NamedProblem) else "error")
     detail = row.detail(exc) if row.detail is not None else None
     headers = row.headers(exc) if row.headers is not None else None
     return Answer(row.status, code, str(exc), detail, headers)
