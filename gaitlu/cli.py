@@ -29,7 +29,8 @@ PACKAGES = (
     "engine",
     "service",
     "client",
-)
+    "workflows",
+)  # every package's logger, for setup_logging
 
 # name -> ("module:attribute", one-line help). The attribute is a typer.Typer app.
 COMMANDS: dict[str, tuple[str, str]] = {
