@@ -205,7 +205,13 @@ def export_artifact(checkpoint: Path, out: Path, options: ExportOptions) -> Expo
             reason = tensorrt.tensorrt_unavailable_reason()
             if reason is None:
                 trt_info = tensorrt.build_engine(
-                    staging / FP32_FILE, staging, options.max_batch, options.max_frames, fp32, parts
+                    staging / FP32_FILE,
+                    staging,
+                    options.max_batch,
+                    options.max_frames,
+                    fp32,
+                    parts,
+                    model.min_frames,
                 )
             else:
                 notes.append(reason)

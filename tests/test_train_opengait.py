@@ -1,4 +1,5 @@
-"""Importing OpenGait GaitSSB checkpoints: key mapping, shapes, refusals, and numerical equivalence.
+"""Importing OpenGait GaitSSB checkpoints: key mapping, shapes, refusals, numerical equivalence, and the
+fine-tuned model's export giving OpenGait's raw embedding.
 
 The fabricated checkpoints use OpenGait's key names, shapes and layouts (random weights). The imported
 model must reproduce a reference forward written here with plain functional ops on the OpenGait state
@@ -10,12 +11,16 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from export.pipeline import ExportOptions, export_artifact
 from gaitlu.cli import main as gaitlu_main
 from gaitlu.errors import DataError
+from gaitlu.manifest import read_manifest
+from service.runtime import load_embedder
 from train.checkpoint import load_checkpoint
 from train.opengait import convert_state_dict, import_opengait
 
@@ -265,3 +270,23 @@ def test_a_file_that_needs_unpickling_is_refused_without_running_it(tmp_path: Pa
     with pytest.raises(DataError, match="weights-only"):
         import_opengait(src, tmp_path / "out.pt")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_finetuned_export_gives_opengaits_raw_embedding(tmp_path: Path) -> None:
+    state = fabricate((8, 16, 32, 24), "finetune")
+    import_opengait(save_opengait(tmp_path / "ft.pt", state), tmp_path / "ft-imported.pt")
+    options = ExportOptions(max_batch=4, max_frames=32, parity_cases=((2, 5),))
+    export_artifact(tmp_path / "ft-imported.pt", tmp_path / "artifact", options)
+    manifest = read_manifest(tmp_path / "artifact")
+    assert manifest.model.name == "gaitssb" and manifest.model.config["form"] == "finetune"
+    assert manifest.output.normalisation == "none" and manifest.indexing.normalisation == "per-part-l2"
+
+    x = sils(n=3, t=6)
+    frames = list((x.numpy() * 255).astype(np.uint8))  # binary, so /255 in the runtime gives x back
+    embedder = load_embedder(tmp_path / "artifact", backend="cpu", threads=1)
+    out = embedder.embed_output(frames)  # (N, P, C): the artifact's output
+    expected = reference_embedding(state, x).transpose(1, 2).numpy()  # OpenGait's raw head0 output
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=2e-5)
+    assert not np.allclose(np.linalg.norm(out, axis=-1), 1.0, atol=0.05)
+    served = embedder.embed(frames)  # the service's vectors: the recorded per-part L2 step on top
+    np.testing.assert_allclose(served, expected / np.linalg.norm(expected, axis=-1, keepdims=True), atol=1e-5)

@@ -217,5 +217,5 @@ def test_eval_scores_an_imported_model_as_its_opengait_config_says(
         with torch.inference_mode():
             raw = model(frames).numpy()  # (1, 64, C): raw, not normalised
         np.testing.assert_allclose(first.emb, raw, rtol=1e-4, atol=1e-5)
-        assert not np.allclose(np.linalg.norm(first.emb, axis=-1), 1.0, atol=0.05)  # the artifact's raw output
+        assert not np.allclose(np.linalg.norm(first.emb, axis=-1), 1.0, atol=0.05)  # raw, not unit parts
     assert results["--checkpoint"]["result"]["headline"] == results["--artifact"]["result"]["headline"]
