@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= .data
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv demo clean
+.PHONY: run test lint venv demo clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,11 +24,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP)
+# System tools first (Chromium, a compose binary): installed via apt as root, else named and how to get them.
+test: system-deps $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	# One thread per worker: two xdist workers already fill the two cores.
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
+
+system-deps:
+	.ci/system-deps
 
 clean:
 	rm -rf $(VENV) $(DATA)

@@ -104,7 +104,9 @@ def run_finetune(init: Path, labelled: Path, run_dir: Path, size: Size) -> Path:
             t, max_steps=size.finetune_steps, checkpoint_every=size.finetune_steps, log_every=10
         ),
     )
-    return finetune.finetune(cfg, init, labelled, labelled / "partition.json", run_dir, device="cpu")
+    result = finetune.finetune(cfg, init, labelled, labelled / "partition.json", run_dir, device="cpu")
+    assert result.checkpoint is not None
+    return result.checkpoint
 
 
 def rank1(labelled: Path, embed: Embed) -> dict[str, float]:

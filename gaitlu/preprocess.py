@@ -18,6 +18,7 @@ the frame width); the two differ by sub-pixel resampling only.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -31,7 +32,18 @@ ALIGNED_WIDTH = 64
 MODEL_WIDTH = 44
 CUT = 10  # columns dropped from each side of an aligned frame: 64 - 2 * 10 = 44
 EMPTY_FRAME_SUM = 10_000  # OpenGait drops frames whose pixel sum is at most this (about 40 pixels at 255)
+# A person box outside these holds no usable walker (noise, a strip, a flat band) and is dropped like an
+# empty frame. The aspect bound also bounds the work: a box is resized to at most 64 x 256 pixels (a
+# 1 x 4096 box would become 64 x 262,144, ~0.1 s per frame).
+MIN_PERSON_HEIGHT = 16  # pixels; a walker in a 120 x 160 video is ~80, a far one in 1080p ~60
+MAX_PERSON_ASPECT = 4.0  # box width / height: walking people are 0.3-1.0, with a bag or a coat ~1.2
 _HALF = ALIGNED_WIDTH // 2
+_DROPPED = {  # why align_frame found no person, as align_sequence reports it
+    "empty": "hold no silhouette (pixel sum <= 10000)",
+    "short": f"have a person box under {MIN_PERSON_HEIGHT} px tall",
+    "flat": f"have a person box over {MAX_PERSON_ASPECT:g}x wider than tall",
+    "thin": "have a person box under 1 px wide at height 64",
+}
 
 
 def _check_frames(seq: np.ndarray) -> np.ndarray:
@@ -47,42 +59,67 @@ def _check_frames(seq: np.ndarray) -> np.ndarray:
 def align_frame(mask: np.ndarray) -> np.ndarray | None:
     """One raw (H, W) uint8 mask of any size -> aligned (64, 64) uint8, or None when it holds no person.
 
-    None means: pixel sum at most EMPTY_FRAME_SUM, or a silhouette so flat that it is under one pixel
-    wide at height 64.
+    None means: pixel sum at most EMPTY_FRAME_SUM, or a person box under MIN_PERSON_HEIGHT pixels tall,
+    more than MAX_PERSON_ASPECT times wider than tall, or under one pixel wide at height 64.
     """
+    return _align(mask)[0]
+
+
+def _align(mask: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """align_frame's result and, when it is None, why (a key of _DROPPED) and the box size."""
     if not isinstance(mask, np.ndarray) or mask.ndim != 2:
         raise SequenceError(f"align_frame takes one (H, W) mask, got shape {getattr(mask, 'shape', None)}")
     if int(mask.sum(dtype=np.int64)) <= EMPTY_FRAME_SUM:
-        return None
+        return None, "empty"
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
-    person = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # (h, w) bounding box of the foreground
-    height, width = person.shape
+    height, width = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)  # the foreground's box
+    box = f"{height}x{width} px"
+    if height < MIN_PERSON_HEIGHT:
+        return None, f"short:{box}"
+    if width > MAX_PERSON_ASPECT * height:
+        return None, f"flat:{box}"
     new_width = round(width * FRAME_HEIGHT / height)  # keep the aspect ratio at height 64
     if new_width < 1:
-        return None
+        return None, f"thin:{box}"
+    person = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # (height, width)
     resized = cv2.resize(person, (new_width, FRAME_HEIGHT), interpolation=cv2.INTER_CUBIC)  # (64, new_width)
     column_mass = resized.sum(axis=0, dtype=np.int64).cumsum()
     if column_mass[-1] == 0:
-        return None
+        return None, "empty"
     # First column whose cumulative mass passes half of the total: the person's horizontal centre.
     centre = int(np.searchsorted(column_mass, column_mass[-1] / 2, side="right"))
     padded = np.zeros((FRAME_HEIGHT, new_width + ALIGNED_WIDTH), np.uint8)  # 32 zero columns each side
     padded[:, _HALF : _HALF + new_width] = resized
-    return padded[:, centre : centre + ALIGNED_WIDTH]  # (64, 64); resized column `centre` lands at 32
+    return padded[:, centre : centre + ALIGNED_WIDTH], ""  # (64, 64); resized column `centre` lands at 32
 
 
 def align_sequence(raw: np.ndarray) -> np.ndarray:
     """Raw (T, H, W) uint8 masks -> aligned (T', 64, 64) uint8, dropping frames without a person.
 
-    Raises SequenceError when no frame is usable.
+    Raises SequenceError when no frame is usable, saying why the frames were dropped.
     """
     raw = _check_frames(raw)
-    aligned = [frame for frame in map(align_frame, raw) if frame is not None]
+    aligned, dropped = [], Counter[str]()
+    example: dict[str, str] = {}
+    for frame in raw:
+        result, why = _align(frame)
+        if result is None:
+            reason, _, box = why.partition(":")
+            dropped[reason] += 1
+            example.setdefault(reason, box)
+        else:
+            aligned.append(result)
     if not aligned:
-        raise SequenceError(f"none of the {len(raw)} frames holds a silhouette (all empty or too small)")
-    if len(aligned) < len(raw):
-        logger.debug("dropped %d of %d frames without a silhouette", len(raw) - len(aligned), len(raw))
+        reasons = "; ".join(
+            f"{n} {_DROPPED[reason]}" + (f" (e.g. {example[reason]})" if example[reason] else "")
+            for reason, n in dropped.most_common()
+        )
+        raise SequenceError(f"none of the {len(raw)} frames holds a usable silhouette: {reasons}")
+    if dropped:
+        logger.debug(
+            "dropped %d of %d frames without a usable silhouette: %s", dropped.total(), len(raw), dropped
+        )
     return np.stack(aligned)  # T' x (64, 64) -> (T', 64, 64)
 
 

@@ -39,11 +39,17 @@ from gaitlu.safepickle import dumps_array, loads_array
 logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+_NPY_CHUNK = MIB  # .npy data is read this many bytes at a time (a zip member: twice, decompressed)
 
 
 @dataclass(frozen=True)
 class SequenceLimits:
-    """Bounds on what one sequence may cost to read; the service passes tighter ones for uploads."""
+    """Bounds on what one sequence may cost to read; the service passes tighter ones for uploads.
+
+    Frame sizes follow what real silhouettes are: 64 x 44 model frames (GaitLU-1M's cut), 64 x 64
+    OpenGait-aligned frames, and raw masks from 120 x 160 up to 4K video; anything far outside that
+    (a 1 x 4096 strip, a 16 x 4096 band) is refused before any pixel is aligned.
+    """
 
     max_frames: int = 1000  # GaitLU-1M averages ~92 frames; OpenGait evaluates whole sequences of <= 720
     min_frames: int = 1
@@ -51,6 +57,9 @@ class SequenceLimits:
     max_zip_members: int = 4096  # entries in a zip (and, x1 KiB, the size of its central directory)
     max_zip_uncompressed: int = 512 * MIB  # bytes all entries of one zip declare (and may expand to)
     max_frame_side: int = 4096  # masks from 4K video (3840 x 2160) still load
+    min_frame_side: int = 16  # model frames are 64 x 44; a frame under 16 px cannot hold a usable person
+    max_frame_aspect: float = 8.0  # longer side / shorter side: video is <= 3.6 (32:9), cut frames 1.45
+    max_pixels: int = 256 * MIB  # T x H x W: what alignment reads (~1 Gpx/s) and the uint8 frames' bytes
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -58,6 +67,8 @@ class SequenceLimits:
                 raise ConfigError(f"SequenceLimits.{field.name} must be at least 1")
         if self.min_frames > self.max_frames:
             raise ConfigError("SequenceLimits.min_frames is above max_frames")
+        if self.min_frame_side > self.max_frame_side:
+            raise ConfigError("SequenceLimits.min_frame_side is above max_frame_side")
 
 
 DEFAULT_LIMITS = SequenceLimits()
@@ -98,7 +109,9 @@ def validate_sequence(
 ) -> np.ndarray:
     """Check `arr` is a silhouette sequence and return it as C-contiguous (T, H, W) uint8 in 0..255.
 
-    A 2-D array is one frame (T = 1). Values convert as: bool -> 0/255; float in [0, 1] -> round(x * 255)
+    A sequence is 3-D: a 2-D array is refused (one frame is (1, H, W); only the single-frame formats,
+    a `.png`, are read as one frame). Frame sides lie in `min_frame_side..max_frame_side` with at
+    most `max_frame_aspect` between them. Values convert as: bool -> 0/255; float in [0, 1] -> round(x * 255)
     (NaN, inf or values outside [0, 1] are errors: 0..255 data stored as float is ambiguous); integers
     must lie in 0..255, and an integer sequence holding only 0 and 1 is a label-style mask and becomes
     0/255 like bool, since at 0/1 every frame would look empty to the alignment. May return `arr` itself
@@ -106,10 +119,12 @@ def validate_sequence(
     """
     if not isinstance(arr, np.ndarray):
         raise SequenceError(f"{name}: expected a numpy array, got {type(arr).__name__}")
-    if arr.ndim == 2:
-        arr = arr[None]  # (H, W) -> (1, H, W)
     if arr.ndim != 3:
-        raise SequenceError(f"{name}: expected frames shaped (T, H, W) or one (H, W) frame, got {arr.shape}")
+        one_frame = " (for one frame, give it shape (1, H, W))" if arr.ndim == 2 else ""
+        raise SequenceError(
+            f"{name}: expected a sequence shaped (T, H, W): frames x height x width, "
+            f"got a {arr.ndim}-D array of shape {arr.shape}{one_frame}"
+        )
     t, h, w = arr.shape
     if h == 0 or w == 0:
         raise SequenceError(f"{name}: frames of size {h}x{w} are empty")
@@ -121,6 +136,18 @@ def validate_sequence(
         raise SequenceError(f"{name}: {t} frames is over the limit of {limits.max_frames}")
     if max(h, w) > limits.max_frame_side:
         raise SequenceError(f"{name}: frames of {h}x{w} exceed the {limits.max_frame_side}-pixel side limit")
+    if min(h, w) < limits.min_frame_side:
+        raise SequenceError(
+            f"{name}: frames of {h}x{w} are under the {limits.min_frame_side}-pixel side minimum "
+            "(silhouette frames are 64x44, 64x64 or raw masks of a video's size)"
+        )
+    if max(h, w) > limits.max_frame_aspect * min(h, w):
+        raise SequenceError(
+            f"{name}: frames of {h}x{w} are more than {limits.max_frame_aspect:g} times longer than wide "
+            "(silhouette frames are 64x44, 64x64 or raw masks of a video's size)"
+        )
+    if arr.size > limits.max_pixels:
+        raise SequenceError(f"{name}: {t}x{h}x{w} is {arr.size} pixels, over the {limits.max_pixels} limit")
     if arr.nbytes > limits.max_bytes:
         raise SequenceError(f"{name}: the array takes {arr.nbytes} bytes, over the {limits.max_bytes} limit")
     return _to_uint8(arr, name)
@@ -205,7 +232,7 @@ def _decode(data: bytes, fmt: str, name: str, limits: SequenceLimits) -> np.ndar
     if fmt == "npy":
         return _load_npy(data, name, limits)
     if fmt == "png":
-        return _decode_png(data, name, limits)
+        return _decode_png(data, name, limits)[None]  # one frame: (H, W) -> (1, H, W)
     return _load_zip(data, name, limits, npz=fmt == "npz")
 
 
@@ -224,28 +251,48 @@ def _read_file(path: Path, name: str, max_bytes: int) -> bytes:
 
 
 def _load_npy(data: bytes, name: str, limits: SequenceLimits) -> np.ndarray:
-    """Parse the header first so a tiny file cannot declare a huge shape and make numpy allocate it."""
+    return _read_npy(io.BytesIO(data), name, limits)
+
+
+def _read_npy(stream: io.BufferedIOBase, name: str, limits: SequenceLimits) -> np.ndarray:
+    """One .npy from `stream` (a file or a zip member), read straight into the array.
+
+    The header is checked first, so a tiny file cannot declare a huge shape and make numpy allocate it;
+    the data then streams in chunks, so a zip member is never held as bytes beside its array.
+    """
     fmt = np.lib.format
-    stream = io.BytesIO(data)
     try:
         version = fmt.read_magic(stream)
         if version == (1, 0):
-            shape, _fortran, dtype = fmt.read_array_header_1_0(stream)
+            shape, fortran, dtype = fmt.read_array_header_1_0(stream)
         elif version == (2, 0):
-            shape, _fortran, dtype = fmt.read_array_header_2_0(stream)
+            shape, fortran, dtype = fmt.read_array_header_2_0(stream)
         else:
             raise SequenceError(f"{name}: unsupported .npy format version {version}")
-    except (ValueError, EOFError) as exc:
+    except (ValueError, EOFError, OSError, zlib.error) as exc:
         raise SequenceError(f"{name}: corrupt .npy header ({exc})") from None
     if dtype.hasobject:
         raise SequenceError(f"{name}: the .npy holds Python objects, not silhouettes")
-    declared = math.prod(shape) * dtype.itemsize
-    if declared > limits.max_bytes:
-        raise SequenceError(f"{name}: the .npy declares {declared} bytes, over the {limits.max_bytes} limit")
+    pixels = math.prod(shape)
+    if pixels * dtype.itemsize > limits.max_bytes:
+        raise SequenceError(
+            f"{name}: the .npy declares {pixels * dtype.itemsize} bytes, over the {limits.max_bytes} limit"
+        )
+    if pixels > limits.max_pixels:
+        raise SequenceError(f"{name}: the .npy declares {pixels} pixels, over the {limits.max_pixels} limit")
+    order = "F" if fortran else "C"
+    arr = np.empty(shape, dtype=dtype, order=order)
+    flat = arr.reshape(-1, order=order).view(np.uint8)  # (nbytes,) view of arr's memory
+    filled = 0
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+        while filled < len(flat):
+            got = stream.readinto(memoryview(flat[filled : filled + _NPY_CHUNK]))
+            if not got:
+                raise SequenceError(f"{name}: truncated .npy ({filled} of {len(flat)} data bytes)")
+            filled += got
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
         raise SequenceError(f"{name}: corrupt or truncated .npy ({exc})") from None
+    return arr
 
 
 def _decode_png(data: bytes, name: str, limits: SequenceLimits) -> np.ndarray:
@@ -375,7 +422,9 @@ def _load_zip(data: bytes, name: str, limits: SequenceLimits, *, npz: bool) -> n
                 return _read_member(zf, files[member], f"{name}:{member}", limits)
 
             if npz or (files and all(m.lower().endswith(".npy") for m in files)):
-                return _npz_array(sorted(files), read, name, limits)
+                member = _npz_member(sorted(files), name)
+                with _open_member(zf, files[member], f"{name}:{member}", limits) as stream:
+                    return _read_npy(stream, f"{name}:{member.removesuffix('.npy')}", limits)
             for member in files:
                 if not member.lower().endswith(".png"):
                     raise SequenceError(
@@ -400,18 +449,23 @@ def _load_zip(data: bytes, name: str, limits: SequenceLimits, *, npz: bool) -> n
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limits: SequenceLimits) -> bytes:
     """Read one entry, never more than its declared size (already checked against the limits) + 1 byte."""
-    if info.file_size > limits.max_bytes:
-        raise SequenceError(f"{name}: entry of {info.file_size} bytes is over the {limits.max_bytes} limit")
-    with zf.open(info) as f:
+    with _open_member(zf, info, name, limits) as f:
         data = f.read(info.file_size + 1)  # zipfile also stops at the declared size and then checks the CRC
     if len(data) != info.file_size:
         raise SequenceError(f"{name}: entry decompresses to a size other than its declared {info.file_size}")
     return data
 
 
-def _npz_array(
-    members: list[str], read: Callable[[str], bytes], name: str, limits: SequenceLimits
-) -> np.ndarray:
+def _open_member(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limits: SequenceLimits
+) -> zipfile.ZipExtFile:
+    if info.file_size > limits.max_bytes:
+        raise SequenceError(f"{name}: entry of {info.file_size} bytes is over the {limits.max_bytes} limit")
+    return zf.open(info)
+
+
+def _npz_member(members: list[str], name: str) -> str:
+    """The .npz member holding the sequence: the only array, or the one named `silhouettes` or `seq`."""
     arrays = [m for m in members if m.endswith(".npy")]
     keys = [m.removesuffix(".npy") for m in arrays]
     chosen = next((k for k in _NPZ_KEYS if k in keys), None)
@@ -421,7 +475,7 @@ def _npz_array(
         raise SequenceError(
             f"{name}: the .npz holds arrays {keys}; expected exactly one, or one named 'silhouettes' or 'seq'"
         )
-    return _load_npy(read(f"{chosen}.npy"), f"{name}:{chosen}", limits)
+    return f"{chosen}.npy"
 
 
 # ---------------------------------------------------------------------------------------------------

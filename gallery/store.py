@@ -3,6 +3,10 @@
 Concurrency contract (the service calls this from a thread pool):
 - writes (create/delete gallery, enrol, delete) are serialised by one store lock: commit to SQLite first,
   then update the index under the gallery's write lock, so the index applies changes in commit order;
+- retraining (the switch to the approximate index, then each time the gallery doubles) runs in a
+  background thread per gallery, off the store lock: it builds a new index aside from a consistent
+  SQLite snapshot while writes go on, then replays the changes committed meanwhile and swaps it in
+  under the store lock (milliseconds); searches use the old index until then;
 - searches take the gallery's read lock, so they run together and never see an index mid-change: a
   search that starts after an enrolment returned finds it; one that starts after a delete returned does not;
 - listings read SQLite through one connection per thread (WAL: they never block on the writer).
@@ -51,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_K = 1000
+MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: beyond it the binding overflows
 CHUNK_ROWS = 1024  # rows per read when (re)building an index
 
 
@@ -68,6 +73,35 @@ class _Live:
     subject_sizes: Counter[str]
     saved_tag: dict[str, Any] | None = None  # the tag of the last snapshot written or read
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
+    # While an index is rebuilt aside: the changes committed since its snapshot, to replay onto it.
+    pending: list[_Change] | None = None
+
+
+@dataclass(frozen=True)
+class _Change:
+    """One committed change to a gallery's index and map: rows added (with their vectors), rows removed."""
+
+    add: tuple[np.ndarray, np.ndarray, str, list[SequenceInfo]] | None = None
+    remove: np.ndarray | None = None
+
+    def apply(self, index: GalleryIndex, sequences: dict[int, tuple[str, str]], sizes: Counter[str]) -> None:
+        if self.add is not None:
+            ids, vectors, subject_id, infos = self.add
+            index.add(ids, vectors)
+            for row, info in zip(ids.tolist(), infos, strict=True):
+                sequences[row] = (subject_id, info.sequence_id)
+            sizes[subject_id] += len(ids)
+        if self.remove is not None and len(self.remove):
+            index.remove(self.remove)
+            for row in self.remove.tolist():
+                subject_id, _ = sequences.pop(row)
+                sizes[subject_id] -= 1
+                if not sizes[subject_id]:
+                    del sizes[subject_id]
+
+
+class _Abandoned(Exception):
+    """A rebuild in the background stops: the store is closing or the gallery was deleted."""
 
 
 def _time(value: float) -> datetime:
@@ -106,8 +140,9 @@ class GalleryStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._closed = False
+        self._closed = self._closing = False
         self._live: dict[str, _Live] = {}
+        self._builders: dict[int, threading.Thread] = {}  # gallery id -> its rebuild in the background
         rows = self._writer.execute("SELECT id, name, model_hash, dim, parts FROM galleries").fetchall()
         for gallery_id, name, model_hash, dim, parts in rows:
             self._live[name] = self._open_gallery(gallery_id, name, model_hash, dim, parts)
@@ -115,7 +150,12 @@ class GalleryStore:
     # ----- lifecycle
 
     def close(self) -> None:
-        """Write fresh index snapshots and release the database. Idempotent."""
+        """Write fresh index snapshots and release the database. Idempotent.
+
+        A rebuild running in the background is abandoned (the old index's snapshot is written instead).
+        """
+        self._closing = True
+        self.wait_for_index_builds()
         with self._write_lock:
             if self._closed:
                 return
@@ -135,6 +175,19 @@ class GalleryStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def wait_for_index_builds(self, timeout: float | None = None) -> bool:
+        """Wait until no index is being rebuilt in the background; False if `timeout` ran out first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._write_lock:
+                builders = list(self._builders.values())
+            if not builders:
+                return True
+            for thread in builders:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    return False
 
     def save_snapshots(self) -> None:
         """Snapshot every index whose gallery changed since its last snapshot (e.g. from a periodic task)."""
@@ -273,8 +326,10 @@ class GalleryStore:
     # ----- listing
 
     def list_subjects(self, name: str, offset: int = 0, limit: int = 100) -> SubjectPage:
-        if offset < 0 or not 1 <= limit <= 10_000:
-            raise InvalidInputError("offset must be >= 0 and limit between 1 and 10000")
+        if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= 10_000:
+            raise InvalidInputError(
+                f"offset must be between 0 and {MAX_OFFSET} and limit between 1 and 10000"
+            )
         with self._reading() as conn:
             gallery_id = self._gallery_id(conn, name)
             total = conn.execute(
@@ -494,37 +549,84 @@ class GalleryStore:
 
         Called with the store write lock held, so SQLite holds exactly the committed changes applied so far.
         """
+        change = _Change(add, remove)
+        if live.pending is not None:
+            live.pending.append(change)  # committed: the index being rebuilt aside must get it too
         try:
             with live.lock.write():
-                if add is not None:
-                    ids, vectors, subject_id, infos = add
-                    live.index.add(ids, vectors)
-                    for row, info in zip(ids.tolist(), infos, strict=True):
-                        live.sequences[row] = (subject_id, info.sequence_id)
-                    live.subject_sizes[subject_id] += len(ids)
-                if remove is not None and len(remove):
-                    live.index.remove(remove)
-                    for row in remove.tolist():
-                        subject_id, _ = live.sequences.pop(row)
-                        live.subject_sizes[subject_id] -= 1
-                        if not live.subject_sizes[subject_id]:
-                            del live.subject_sizes[subject_id]
+                change.apply(live.index, live.sequences, live.subject_sizes)
         except Exception:
             logger.exception(
                 "index update of gallery '%s' failed: rebuilding it from the database", live.name
             )
             self._rebuild(live)
             return
-        if live.index.needs_rebuild(len(live.sequences)):
-            self._rebuild(live)
+        if live.pending is None and not self._closing and live.index.needs_rebuild(len(live.sequences)):
+            self._start_rebuild(live)
 
     def _rebuild(self, live: _Live) -> None:
         """Rebuild index and map from SQLite (write lock held), then swap them in; searches go on."""
-        index, sequences, sizes = self._build(live.id, live.dim, live.index.built.kind)
+        index, sequences, sizes = self._build(self._writer, live.id, live.dim, live.index.built.kind)
         with live.lock.write():
             live.index, live.sequences, live.subject_sizes = index, sequences, sizes
         if self.settings.snapshots and index.built.kind == "approximate":
             self._save_snapshot(live)  # training is the slow part of a start: keep its result
+
+    def _start_rebuild(self, live: _Live) -> None:
+        """Rebuild `live`'s index in a background thread (write lock held: starts its change log)."""
+        live.pending = []
+        thread = threading.Thread(
+            target=self._rebuild_aside, args=(live,), name=f"rebuild-{live.name}", daemon=True
+        )
+        self._builders[live.id] = thread
+        thread.start()
+
+    def _rebuild_aside(self, live: _Live) -> None:
+        """Build a new index from a snapshot without the store lock; replay what changed; swap it in."""
+        conn = connect(self.path, self._synchronous)
+        try:
+            with self._writing():  # no commit lands between the snapshot and the start of the change log
+                if self._live.get(live.name) is not live:
+                    return
+                conn.execute("BEGIN")
+                conn.execute("SELECT count(*) FROM sequences WHERE gallery_id = ?", (live.id,)).fetchone()
+                live.pending = []  # WAL: the snapshot is taken at the transaction's first read
+                kind = live.index.built.kind
+            try:
+                index, sequences, sizes = self._build(
+                    conn, live.id, live.dim, kind, lambda: self._abandon(live)
+                )
+            finally:
+                conn.execute("COMMIT")
+            with self._writing():
+                self._abandon(live)
+                for change in live.pending:
+                    change.apply(index, sequences, sizes)
+                with live.lock.write():
+                    live.index, live.sequences, live.subject_sizes = index, sequences, sizes
+                live.pending = None
+                logger.info(
+                    "gallery '%s': %s index rebuilt aside and swapped in", live.name, index.built.kind
+                )
+                if self.settings.snapshots and index.built.kind == "approximate":
+                    self._save_snapshot(live)
+                if index.needs_rebuild(len(sequences)):  # it grew past the new training meanwhile
+                    self._start_rebuild(live)
+        except (_Abandoned, StoreClosedError):
+            logger.info("gallery '%s': index rebuild abandoned (store closing or gallery deleted)", live.name)
+        except Exception:
+            logger.exception("gallery '%s': index rebuild failed; the current index stays in use", live.name)
+        finally:
+            conn.close()
+            with self._write_lock:
+                if live.pending is not None and self._builders.get(live.id) is threading.current_thread():
+                    live.pending = None
+                if self._builders.get(live.id) is threading.current_thread():
+                    del self._builders[live.id]
+
+    def _abandon(self, live: _Live) -> None:
+        if self._closing or self._closed or self._live.get(live.name) is not live:
+            raise _Abandoned
 
     def _open_gallery(self, gallery_id: int, name: str, model_hash: str, dim: int, parts: int) -> _Live:
         """A gallery's in-memory side: its snapshot if fresh, else built from SQLite (write lock held)."""
@@ -534,12 +636,12 @@ class GalleryStore:
             if self.settings.snapshots
             else None
         )
-        sequences, sizes = self._load_map(gallery_id)
+        sequences, sizes = self._load_map(self._writer, gallery_id)
         if index is not None and index.ntotal != len(sequences):
             logger.warning("index snapshot of gallery '%s' disagrees with the database: rebuilding", name)
             index = None
         if index is None:
-            index, sequences, sizes = self._build(gallery_id, dim, None)
+            index, sequences, sizes = self._build(self._writer, gallery_id, dim, None)
             tag = None
         live = _Live(gallery_id, name, model_hash, dim, parts, index, sequences, sizes, saved_tag=tag)
         if index.needs_rebuild(len(sequences)):
@@ -547,24 +649,32 @@ class GalleryStore:
         return live
 
     def _build(
-        self, gallery_id: int, dim: int, current: Kind | None
+        self,
+        conn: sqlite3.Connection,
+        gallery_id: int,
+        dim: int,
+        current: Kind | None,
+        check: Callable[[], None] = lambda: None,
     ) -> tuple[GalleryIndex, dict[int, tuple[str, str]], Counter[str]]:
-        sequences, sizes = self._load_map(gallery_id)
+        """A new index and map of the gallery as `conn` sees it; `check` runs per chunk and may raise."""
+        sequences, sizes = self._load_map(conn, gallery_id)
 
         def sample(n: int) -> Iterator[np.ndarray]:
-            rows = self._writer.execute(
+            rows = conn.execute(
                 "SELECT embedding FROM sequences WHERE id IN "
                 "(SELECT id FROM sequences WHERE gallery_id = ? ORDER BY random() LIMIT ?)",
                 (gallery_id, n),
             )
             while batch := rows.fetchmany(CHUNK_ROWS):
+                check()
                 yield np.frombuffer(b"".join(row[0] for row in batch), dtype="<f4").reshape(len(batch), dim)
 
         def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            rows = self._writer.execute(
+            rows = conn.execute(
                 "SELECT id, embedding FROM sequences WHERE gallery_id = ? ORDER BY id", (gallery_id,)
             )
             while batch := rows.fetchmany(CHUNK_ROWS):
+                check()
                 ids = np.array([row[0] for row in batch], dtype=np.int64)
                 vectors = np.frombuffer(b"".join(row[1] for row in batch), dtype="<f4").reshape(
                     len(batch), dim
@@ -574,8 +684,11 @@ class GalleryStore:
         index = GalleryIndex.build(dim, len(sequences), self.settings, sample, chunks(), current)
         return index, sequences, sizes
 
-    def _load_map(self, gallery_id: int) -> tuple[dict[int, tuple[str, str]], Counter[str]]:
-        rows = self._writer.execute(
+    @staticmethod
+    def _load_map(
+        conn: sqlite3.Connection, gallery_id: int
+    ) -> tuple[dict[int, tuple[str, str]], Counter[str]]:
+        rows = conn.execute(
             "SELECT id, subject_id, uid FROM sequences WHERE gallery_id = ?", (gallery_id,)
         ).fetchall()
         sequences = {row: (subject, uid) for row, subject, uid in rows}

@@ -20,6 +20,10 @@ ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")  # subject and sequenc
 HASH_RE = re.compile(r"[0-9a-f]{64}")  # sha256 hex of the model artifact
 MAX_METADATA_BYTES = 16_384
 MIN_PART_NORM = 1e-6
+# Model output is unit-norm per part (components <= 1); a fine-tuned head's raw output stays far below
+# this. Larger components are not an embedding, and their squares would overflow float32 norms to inf
+# (a part of 2e19s would silently normalise to zeros).
+MAX_COMPONENT = 1e6
 
 
 def gallery_name(name: str) -> str:
@@ -74,8 +78,14 @@ def embeddings(values: Any, dim: int, parts: int) -> np.ndarray:
         raise InvalidInputError("no embeddings given")
     if not np.isfinite(x).all():
         raise InvalidInputError("embeddings contain NaN or infinite values")
+    largest = float(np.abs(x).max())
+    if largest > MAX_COMPONENT:
+        raise InvalidInputError(
+            f"an embedding component is {largest:.3g}; components must lie within +-{MAX_COMPONENT:g} "
+            "(this service's embeddings are unit-norm per part)"
+        )
     by_part = x.reshape(len(x), parts, channels)  # (n, P, C)
-    norms = np.linalg.norm(by_part, axis=2, keepdims=True)  # (n, P, 1)
+    norms = np.linalg.norm(by_part.astype(np.float64), axis=2, keepdims=True)  # (n, P, 1)
     if (norms < MIN_PART_NORM).any():
         raise InvalidInputError("an embedding has an all-zero part: it cannot be compared by cosine")
     return np.ascontiguousarray((by_part / norms).reshape(len(x), dim), dtype=np.float32)

@@ -15,7 +15,12 @@ from service.deps import KeyRing
 from service.engine import Engine
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.metrics import Metrics
-from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.middleware import (
+    AdmissionMiddleware,
+    BodyLimitMiddleware,
+    BrowserGuardMiddleware,
+    RequestContextMiddleware,
+)
 from service.routes import ROUTERS
 from service.runtime import Embedder
 from service.settings import Settings
@@ -46,6 +51,8 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, metrics=metrics)
+    app.add_middleware(AdmissionMiddleware, settings=settings, metrics=metrics)
+    app.add_middleware(BrowserGuardMiddleware, settings=settings, metrics=metrics)  # inside CORS: its headers
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

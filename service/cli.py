@@ -55,6 +55,7 @@ async def _serve(settings: Settings, log_level: str) -> None:
         access_log=False,  # the request middleware logs each request with its id
         server_header=False,
         timeout_graceful_shutdown=10,
+        limit_concurrency=settings.max_connections,  # connections beyond get uvicorn's own 503
     )
     try:
         await uvicorn.Server(config).serve()

@@ -1,8 +1,8 @@
 """The service's one settings object: typed fields from `GAITLU_*` environment variables and the CLI.
 
-Validators fail closed: a short or shared API key, a key in both lists, a CORS origin that is not an
-origin, or a non-loopback host without API keys (unless `insecure`) is an error at start-up, never a
-silently weaker server.
+Validators fail closed: a short, non-ASCII or shared API key, a key in both lists, a CORS origin that is
+not an origin, or a non-loopback host without API keys (unless `insecure`) is an error at start-up, never
+a silently weaker server.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from video import VideoLimits
 MIB = 1024 * 1024
 MIN_KEY_LENGTH = 16  # a placeholder such as "changeme" is refused
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?")
+_HOST_PATTERN = re.compile(r"\*|(\*\.)?[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+")  # name, *.domain, IPv4 or IPv6
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_WILDCARD_BINDS = ("0.0.0.0", "::", "")
 
 
 def _split(value: Any) -> Any:
@@ -55,10 +58,22 @@ class Settings(BaseSettings):
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     read_only_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    # Host header names answered (DNS rebinding): () = the loopback names and the bind address (any name
+    # when bound to all interfaces with API keys); "*" = any; "*.example.org" = a domain and its subdomains.
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # Admission: what the server takes on at once. Beyond it a request is answered at once (429 with
+    # Retry-After), before its body is read, never queued without bound.
+    max_connections: int = Field(256, ge=1)  # open connections (uvicorn answers 503 beyond)
+    max_requests_in_flight: int = Field(64, ge=1)  # requests being read or served (probes exempt)
+    max_body_bytes_in_flight: int = Field(256 * MIB, ge=1024)  # their bodies (chunked: max_upload_bytes)
+    body_timeout_s: float = Field(30.0, gt=0)  # a body must arrive within this (slowloris): else 408
 
     # Input bounds.
     max_upload_bytes: int = Field(32 * MIB, ge=1024)  # the whole request body; uvicorn sets no limit
-    max_decoded_bytes: int = Field(256 * MIB, ge=1024)  # one decoded sequence (raw masks can be large)
+    # One decoded sequence, in bytes and in pixels: 720 frames of 320 x 240 raw masks or 30 of 1080p
+    # (larger raw masks: align them client-side with gaitlu.preprocess, or upload the video).
+    max_decoded_bytes: int = Field(64 * MIB, ge=1024)
     max_frames: int = Field(720, ge=1)  # frames per uploaded sequence (OpenGait's test-time length)
     max_files: int = Field(32, ge=1)  # sequences per request
     decode_workers: int = Field(4, ge=1)  # uploads decoded at once (bounds decode memory and CPU)
@@ -83,7 +98,7 @@ class Settings(BaseSettings):
     precision: str = "fp32"
     threads: int | None = Field(None, ge=1)  # onnxruntime intra-op threads (None: its default)
 
-    @field_validator("api_keys", "read_only_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "read_only_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split(value)
@@ -93,9 +108,14 @@ class Settings(BaseSettings):
     def _strong_keys(cls, keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
         for key in keys:
             secret = key.get_secret_value()
-            if len(secret) < MIN_KEY_LENGTH or not secret.isprintable() or " " in secret:
+            # ASCII only: HTTP headers carry bytes, so a key with é could never be matched.
+            if (
+                len(secret) < MIN_KEY_LENGTH
+                or not (secret.isascii() and secret.isprintable())
+                or " " in secret
+            ):
                 raise ValueError(
-                    f"API keys must be at least {MIN_KEY_LENGTH} printable characters without spaces "
+                    f"API keys must be at least {MIN_KEY_LENGTH} printable ASCII characters without spaces "
                     "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
                 )
         return keys
@@ -107,6 +127,14 @@ class Settings(BaseSettings):
             if origin != "*" and not _ORIGIN.fullmatch(origin):
                 raise ValueError(f"CORS origin {origin!r} is not '*' or scheme://host[:port]")
         return origins
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        for host in hosts:
+            if not _HOST_PATTERN.fullmatch(host):
+                raise ValueError(f"allowed host {host!r} is not a name, '*.domain', an IP address or '*'")
+        return tuple(host.lower() for host in hosts)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -123,7 +151,20 @@ class Settings(BaseSettings):
             )
         if self.max_files > self.max_queue:
             raise ValueError("max_files must not exceed max_queue (such a request could never be queued)")
+        if self.max_body_bytes_in_flight < self.max_upload_bytes:
+            raise ValueError(
+                "max_body_bytes_in_flight must be at least max_upload_bytes (else no large upload fits)"
+            )
         return self
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The Host names served: as configured, else loopback names and the bind address ("*": any)."""
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        if self.host in _WILDCARD_BINDS:  # all interfaces: the names clients use are not known here
+            return ("*",) if self.auth_enabled else LOOPBACK_NAMES
+        return tuple(dict.fromkeys((*LOOPBACK_NAMES, self.host.lower())))
 
     @property
     def auth_enabled(self) -> bool:
@@ -138,6 +179,7 @@ class Settings(BaseSettings):
         return SequenceLimits(
             max_frames=self.max_frames,
             max_bytes=self.max_decoded_bytes,
+            max_pixels=self.max_decoded_bytes,  # the frames become uint8: one byte per pixel
             max_zip_uncompressed=self.max_decoded_bytes,
         )
 

@@ -65,7 +65,7 @@ def settings_for(artifact: Path, data_dir: Path, **values: Any):
 def client(artifact: Path, data_dir: Path, *, embedder: Any = None, **values: Any) -> Iterator[TestClient]:
     """A TestClient over a fresh app (lifespan run: model loaded, store open)."""
     app = create_app(settings_for(artifact, data_dir, **values), embedder=embedder)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:  # a Host the server answers to
         yield c
 
 

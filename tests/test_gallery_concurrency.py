@@ -75,6 +75,7 @@ def test_threads_enrolling_deleting_and_searching_stay_consistent(tmp_path):
     alive = set(enrolled) - deleted
     info = store.get_gallery("g")
     assert info.sequence_count == len(alive) and len(alive) > 100
+    assert store.wait_for_index_builds(60)  # retraining runs in the background
     (stats,) = store.stats()
     assert (stats.sequences, stats.index_kind) == (len(alive), "approximate")
     stored = Counter(

@@ -139,6 +139,7 @@ def test_store_switches_to_approximate_keeps_results_and_retrains(tmp_path, data
         seen = []
         for subject in range(400):
             store.enroll("g", f"s{subject}", x[labels == subject], MODEL)
+            assert store.wait_for_index_builds(60)  # retraining runs in the background
             seen.append(store.stats()[0])
         kinds = [s.index_kind for s in seen]
         assert kinds[119] == "exact" and kinds[120] == "approximate"  # 605 sequences > 600
@@ -156,4 +157,5 @@ def test_store_switches_to_approximate_keeps_results_and_retrains(tmp_path, data
         # Dropping far below the threshold goes back to the exact index.
         for subject in range(350):
             store.delete_subject("g", f"s{subject}")
+        assert store.wait_for_index_builds(60)
         assert store.stats()[0].index_kind == "exact"

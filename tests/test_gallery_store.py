@@ -69,6 +69,7 @@ def test_enrol_validates_everything_before_writing(store):
     cases = [
         (InvalidInputError, dict(embeddings=bad)),
         (InvalidInputError, dict(embeddings=unit(rng, 2)[:, :-1])),  # wrong dim
+        (InvalidInputError, dict(embeddings=unit(rng, 1) * 2e19)),  # squares overflow float32: not a vector
         (InvalidInputError, dict(embeddings=np.zeros((1, DIM), np.float32))),  # zero parts: no cosine
         (InvalidInputError, dict(embeddings=unit(rng, 2), metadata=[{"a": 1}])),  # count mismatch
         (InvalidInputError, dict(embeddings=unit(rng, 2), sequence_ids=["x", "x"])),
@@ -174,6 +175,18 @@ def test_pagination_and_deletes(store):
     assert store.list_subjects("g").total == 23
     for hits in store.search_batch("g", unit(rng, 20), MODEL, k=25):
         assert not {"subj-000", "subj-002"} & {h.subject_id for h in hits}
+    for offset in (-1, 2**63):  # 2**63 overflows SQLite's integers
+        with pytest.raises(InvalidInputError, match="offset must be between 0 and"):
+            store.list_subjects("g", offset)
+    assert store.list_subjects("g", 2**63 - 1).data == []
+
+
+def test_absurd_query_components_are_refused_not_zeroed(store):
+    store.create_gallery("g", MODEL, DIM, PARTS)
+    store.enroll("g", "s", unit(np.random.default_rng(8), 2), MODEL)
+    query = np.full(DIM, 2e19, np.float32)  # every part's norm overflows to inf, dividing to zeros
+    with pytest.raises(InvalidInputError, match=r"component is 2e\+19"):
+        store.search("g", query, MODEL)
 
 
 def test_client_sequence_ids_make_retries_idempotent(store):

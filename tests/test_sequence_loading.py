@@ -209,7 +209,7 @@ def test_save_sequence_refuses_other_extensions_and_bad_arrays(tmp_path: Path) -
     with pytest.raises(SequenceError, match=r"\.pkl or \.npy"):
         save_sequence(make_frames(), tmp_path / "seq.png")
     with pytest.raises(SequenceError, match=r"0\.\.255"):
-        save_sequence(np.full((2, 4, 4), 300, np.int16), tmp_path / "seq.pkl")
+        save_sequence(np.full((2, 16, 16), 300, np.int16), tmp_path / "seq.pkl")
     assert not list(tmp_path.iterdir())
 
 
@@ -232,20 +232,28 @@ def test_bool_becomes_0_255() -> None:
     np.testing.assert_array_equal(load_sequence(pickle.dumps(mask)), make_frames())
 
 
+def frame_of(values: list, dtype: object = None) -> np.ndarray:
+    """A (1, 16, 16) sequence (the smallest frame allowed) tiled with `values`, in `dtype`."""
+    return np.resize(np.array(values, dtype), (1, 16, 16))
+
+
 def test_float_in_unit_range_is_rounded_to_uint8() -> None:
-    arr = np.array([[[0.0, 0.5, 1.0, 0.002, 0.998]]], np.float32)
-    np.testing.assert_array_equal(validate_sequence(arr), [[[0, 128, 255, 1, 254]]])
+    arr = frame_of([0.0, 0.5, 1.0, 0.002, 0.998], np.float32)
+    np.testing.assert_array_equal(validate_sequence(arr), frame_of([0, 128, 255, 1, 254], np.uint8))
 
 
 def test_integer_0_1_masks_become_0_255_and_other_ints_keep_values() -> None:
     np.testing.assert_array_equal(validate_sequence(make_frames() // 255), make_frames())
-    values = np.array([[[0, 7, 200, 255]]], np.int16)
+    values = frame_of([0, 7, 200, 255], np.int16)
     np.testing.assert_array_equal(validate_sequence(values), values)
 
 
-def test_two_dimensional_array_is_one_frame() -> None:
+def test_a_sequence_is_three_dimensional_and_only_a_png_is_one_frame() -> None:
     frame = make_frames(t=1)[0]
-    assert load_sequence(npy_bytes(frame)).shape == (1, *frame.shape)
+    assert load_sequence(png_bytes(frame)).shape == (1, *frame.shape)
+    for data in (npy_bytes(frame), pickle.dumps(np.linspace(0, 1, 320).reshape(10, 32))):
+        with pytest.raises(SequenceError, match=r"shaped \(T, H, W\).*2-D.*give it shape \(1, H, W\)"):
+            load_sequence(data)
 
 
 def test_validate_returns_contiguous_uint8_for_strided_views() -> None:
@@ -281,16 +289,25 @@ def test_object_array_pickle_is_refused(tmp_path: Path) -> None:
     arr = np.array([1, _Reduce(os.system, f"touch {marker}")], dtype=object)
     with pytest.raises(UnsafePickleError):
         loads_array(pickle.dumps(arr, protocol=2))
-    with pytest.raises(UnsafePickleError, match=r"dtype\('O'\)"):
+    with pytest.raises(SequenceError, match=r"EMPTY_LIST.*builds a list"):  # its items are a list
         loads_array(pickle.dumps(np.array([1, 2], dtype=object), protocol=4))
+    # Raw bytes declared as an object array would make numpy read them as pointers.
+    reconstruct = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, wherever this numpy keeps it
+    pointers = _Reduce(
+        reconstruct, np.ndarray, (0,), b"b", state=(1, (2,), np.dtype(object), False, bytes(16))
+    )
+    with pytest.raises(UnsafePickleError, match=r"dtype\('O'\)"):
+        loads_array(pickle.dumps(pointers, protocol=4))
     assert not marker.exists()
 
 
 @pytest.mark.parametrize(
     ("obj", "error", "match"),
     [
-        ({"frames": [1, 2]}, SequenceError, "holds a dict"),
-        (np.zeros(3, dtype=[("a", "u1"), ("b", "f4")]), UnsafePickleError, "structured"),
+        ({"frames": [1, 2]}, SequenceError, "EMPTY_DICT.*builds a dict"),
+        (np.zeros(3, dtype=[("a", "u1"), ("b", "f4")]), SequenceError, "builds a dict"),  # its fields
+        (3.5, SequenceError, "BINFLOAT"),
+        ((1, 2), SequenceError, "holds a tuple"),
         (np.ma.masked_array([1, 2]), UnsafePickleError, "numpy.ma"),
         (np.array(["a", "b"]), SequenceError, "dtype"),
     ],
@@ -330,6 +347,20 @@ def _patch_declared_size(data: bytes, size: int) -> bytes:
     struct.pack_into("<L", patched, local + 22, size)
     struct.pack_into("<L", patched, central + 24, size)
     return bytes(patched)
+
+
+def test_an_npz_member_streams_into_its_array() -> None:
+    frames = np.zeros((400, 240, 320), np.uint8)  # 30 MiB decoded from a ~30 KB upload
+    frames[:, 40:200, 130:190] = 255
+    data = npz_bytes(silhouettes=frames)
+    tracemalloc.start()
+    try:
+        loaded = load_sequence(data, filename="walk.npz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(loaded, frames)
+    assert peak < frames.nbytes + 4 * MIB  # the array and a read chunk, never the member's bytes too
 
 
 def test_zip_entry_lying_about_its_size_is_refused_without_the_memory() -> None:
@@ -450,21 +481,26 @@ def test_folder_with_more_pngs_than_max_frames_is_refused_before_decoding(tmp_pa
     [
         (np.zeros((0, 64, 44), np.uint8), "no frames"),
         (np.zeros((11, 8, 8), np.uint8), "11 frames is over the limit of 10"),
-        (np.zeros((2, 3, 8, 8), np.uint8), "expected frames shaped"),
-        (np.zeros(8, np.uint8), "expected frames shaped"),
+        (np.zeros((2, 3, 8, 8), np.uint8), r"shaped \(T, H, W\).*4-D"),
+        (np.zeros(8, np.uint8), r"shaped \(T, H, W\).*1-D"),
         (np.zeros((2, 0, 8), np.uint8), "empty"),
-        (np.array([[[0.5, np.nan]]]), "NaN"),
-        (np.array([[[0.5, np.inf]]], np.float32), "NaN or infinity"),
-        (np.array([[[0.0, 1.5]]]), r"\[0, 1\], found 0\.\.1\.5"),
-        (np.array([[[0.0, 255.0]]]), "divide 0..255 data by 255"),
-        (np.array([[[0, 300]]], np.int16), "0..255, found 0..300"),
-        (np.array([[[-1, 3]]], np.int8), "found -1..3"),
-        (np.array([[[1 + 1j]]]), "unsupported dtype"),
-        (np.zeros((1, 8, 20), np.uint8), "16-pixel side limit"),
+        (frame_of([0.5, np.nan]), "NaN"),
+        (frame_of([0.5, np.inf], np.float32), "NaN or infinity"),
+        (frame_of([0.0, 1.5]), r"\[0, 1\], found 0\.\.1\.5"),
+        (frame_of([0.0, 255.0]), "divide 0..255 data by 255"),
+        (frame_of([0, 300], np.int16), "0..255, found 0..300"),
+        (frame_of([-1, 3], np.int8), "found -1..3"),
+        (frame_of([1 + 1j]), "unsupported dtype"),
+        (np.zeros((1, 16, 20), np.uint8), "16-pixel side limit"),
+        (np.zeros((1, 7, 10), np.uint8), "under the 8-pixel side minimum"),
+        (np.zeros((1, 8, 16), np.uint8), "more than 1.5 times longer than wide"),
+        (np.zeros((2, 16, 16), np.uint8), "is 512 pixels, over the 300 limit"),
     ],
 )
 def test_invalid_arrays_are_refused_by_load_and_validate(arr: np.ndarray, match: str) -> None:
-    limits = SequenceLimits(max_frames=10, max_frame_side=16)
+    limits = SequenceLimits(
+        max_frames=10, max_frame_side=16, min_frame_side=8, max_frame_aspect=1.5, max_pixels=300
+    )
     with pytest.raises(SequenceError, match=match):
         validate_sequence(arr, limits, name="given")
     with pytest.raises(SequenceError, match=r"arr\.npy"):

@@ -177,3 +177,37 @@ def test_matches_opengait_pretreatment_up_to_resampling(frame: np.ndarray) -> No
     # which moves outlines by at most 2 pixels in 64.
     ours, reference = align_frame(frame) > 127, _opengait_reference(frame) > 127
     assert _within(ours, reference, 2) and _within(reference, ours, 2)
+
+
+# ----- absurd person boxes: dropped cheaply, and named when nothing is left
+
+
+def test_a_sequence_of_flat_strips_is_refused_naming_the_box_without_resizing_it() -> None:
+    strips = np.full((720, 1, 4096), 255, np.uint8)  # the 3 KB .npz: each frame once took ~0.1 s
+    with pytest.raises(SequenceError, match=r"none of the 720 frames.*720 have a person box under 16 px tall "
+                       r"\(e\.g\. 1x4096 px\)"):  # fmt: skip
+        align_sequence(strips)
+    bands = np.full((720, 16, 4096), 255, np.uint8)
+    with pytest.raises(
+        SequenceError, match=r"720 have a person box over 4x wider than tall \(e\.g\. 16x4096"
+    ):
+        align_sequence(bands)
+
+
+def test_boxes_too_short_or_too_flat_are_dropped_and_the_rest_kept() -> None:
+    frames = np.zeros((4, 600, 800), np.uint8)
+    frames[0, 100:400, 300:420] = 255  # a 300 x 120 walker: kept
+    frames[1, 200:216, 0:800] = 255  # a 16 x 800 band: too flat
+    frames[2, 50:62, 50:62] = 255  # a 12 x 12 speck, bright enough to pass the pixel-sum test: too short
+    frames[3, 100:400, 300:420] = 255
+    aligned = align_sequence(frames)
+    assert aligned.shape == (2, FRAME_HEIGHT, ALIGNED_WIDTH)
+    np.testing.assert_array_equal(aligned[0], aligned[1])
+    with pytest.raises(SequenceError, match=r"1 have a person box over 4x.*1 have a person box under 16 px"):
+        align_sequence(frames[1:3])
+
+
+def test_the_widest_allowed_box_stays_cheap() -> None:
+    band = np.zeros((1, 600, 2400), np.uint8)
+    band[0, 100:400, 0:1200] = 255  # exactly 4x wider than tall: kept, resized to 64 x 256
+    assert align_frame(band[0]) is not None

@@ -77,7 +77,7 @@ def run_app(
         await engine.start()
         try:
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
                 await body(c, app)
         finally:
             await engine.stop()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import pickle
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +26,7 @@ from train.config import build_config
 from train.finetune import (
     FinetuneConfig,
     LearningRates,
+    finetune,
     finetune_model,
     head_embeddings,
     param_groups,
@@ -27,7 +34,10 @@ from train.finetune import (
 )
 from train.losses import batch_all_triplet
 from train.model import GaitSSB, ModelConfig
+from train.run import with_max_steps
 from train.sampler import ClipRequest, LabelledClips, PKBatchSampler, sample_frames
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = ModelConfig(channels=(4, 8, 8, 8), form="pretrain")
 CONDS = ("nm-01", "nm-02", "nm-03", "nm-04", "nm-05", "nm-06", "bg-01", "bg-02", "cl-01", "cl-02")
@@ -61,7 +71,7 @@ def pretrain_checkpoint(path: Path, seed: int = 0) -> Path:
 
 
 TINY_FINETUNE = """
-data: {subjects_per_batch: 3, sequences_per_subject: 4, frames: 5, workers: 0}
+data: {subjects_per_batch: 3, sequences_per_subject: 4, frames: 5, num_workers: 0}
 lr: {backbone: [0.0, 0.001, 0.001, 0.001], projector: 0.01, floor: 0.0001}
 optimizer: {lr: 0.1, momentum: 0.9, weight_decay: 0.0005}
 scheduler: {milestones: [2], gamma: 0.1}
@@ -327,3 +337,137 @@ def test_bad_inputs_fail_before_work_with_a_clear_message(
     assert code == 2
     assert message in err and "Traceback" not in err
     assert not list_checkpoints(tmp_path / "run")
+
+
+# --- the shared loop: resume, SIGTERM, divergence -------------------------------------------------------
+
+
+def finetune_args(
+    tmp_path: Path, dataset: Path, init: Path, out: Path, config_text: str = TINY_FINETUNE
+) -> list[str]:
+    config = tmp_path / "ft.yaml"
+    config.write_text(textwrap.dedent(config_text))
+    args = ["train", "finetune", "--config", str(config), "--init", str(init), "--dataset", str(dataset)]
+    return [*args, "--partition", str(dataset / "partition.json"), "--out", str(out), "--device", "cpu"]
+
+
+def losses(run_dir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_if_exists_reproduces_the_uninterrupted_trajectory(
+    tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    init = pretrain_checkpoint(tmp_path / "init.pt")
+    full, split = tmp_path / "full", tmp_path / "split"
+    assert run(finetune_args(tmp_path, dataset, init, full), capsys)[0] == 0  # 4 steps, LR milestone at 2
+    args = [*finetune_args(tmp_path, dataset, init, split), "--resume-if-exists"]
+    assert run([*args, "--max-steps", "2"], capsys)[0] == 0  # nothing to resume: starts
+    assert [step for step, _ in list_checkpoints(split)] == [2]
+    code, out, err = run(args, capsys)  # the same command again: continues from step 2 to 4
+    assert code == 0, err
+    assert "step-00000004.pt" in out
+    assert len(losses(split)) == 4
+    np.testing.assert_allclose(losses(split), losses(full), rtol=1e-5, atol=1e-5)
+    a, _ = load_checkpoint(list_checkpoints(full)[-1][1])
+    b, _ = load_checkpoint(list_checkpoints(split)[-1][1])
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, msg=name, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_other_clips_or_loss_in_one_message(tmp_path: Path, dataset: Path) -> None:
+    init = pretrain_checkpoint(tmp_path / "init.pt")
+    config = build_config(FinetuneConfig, _yaml_text(TINY_FINETUNE))
+    finetune(config, init, dataset, dataset / "partition.json", tmp_path / "run", device="cpu")
+    other = dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, frames=7, num_workers=1),  # workers may change, frames not
+        loss=dataclasses.replace(config.loss, margin=0.2),
+        trainer=dataclasses.replace(config.trainer, max_steps=6),
+    )
+    with pytest.raises(ConfigError) as caught:
+        finetune(
+            other, init, dataset, dataset / "partition.json", tmp_path / "run", resume="yes", device="cpu"
+        )
+    message = str(caught.value)
+    assert "data.frames: 5 in the checkpoint, 7 here" in message and "loss.margin: 0.3" in message
+    assert "num_workers" not in message and "max_steps" not in message
+
+
+def test_a_diverging_run_stops_with_a_message_and_keeps_only_finite_checkpoints(
+    tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    init = pretrain_checkpoint(tmp_path / "init.pt")
+    huge = TINY_FINETUNE.replace(
+        "lr: {backbone: [0.0, 0.001, 0.001, 0.001], projector: 0.01, floor: 0.0001}",
+        "lr: {backbone: [0.0, 1.0e+6, 1.0e+6, 1.0e+6], projector: 1.0e+6, floor: 0.0}",
+    )
+    huge = huge.replace("optimizer: {lr: 0.1", "optimizer: {lr: 1.0e+6").replace(
+        "checkpoint_every: 2", "checkpoint_every: 1"
+    )
+    assert huge.count("1.0e+6") == 5
+    code, _, err = run(finetune_args(tmp_path, dataset, init, tmp_path / "run", huge), capsys)
+    assert code == 2
+    assert "error: the loss of step 2 is nan: training stopped without saving it" in err
+    assert "Traceback" not in err
+    assert [step for step, _ in list_checkpoints(tmp_path / "run")] == [1]  # step 1's, and nothing after
+    model, _ = load_checkpoint(list_checkpoints(tmp_path / "run")[0][1])
+    assert all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point())
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_a_resume_reproduces_the_uninterrupted_run(
+    tmp_path: Path, dataset: Path
+) -> None:
+    init = pretrain_checkpoint(tmp_path / "init.pt")
+    long_run = TINY_FINETUNE.replace(
+        "max_steps: 4, checkpoint_every: 2", "max_steps: 100000, checkpoint_every: 100000"
+    )
+    long_run = long_run.replace(
+        "num_workers: 0", "num_workers: 1"
+    )  # a data worker must not die of the signal
+    run_dir = tmp_path / "run"
+    args = finetune_args(tmp_path, dataset, init, run_dir, long_run)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Its own session, so the signal goes to the whole process group (data worker too), as schedulers do.
+    cli = [sys.executable, "-c", "from gaitlu.cli import main; main()", *args]
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(cli, cwd=REPO, env=env, start_new_session=True, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 120
+            while not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "metrics.jsonl").read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, "fine-tuning did not start"
+                time.sleep(0.1)
+            os.killpg(proc.pid, signal.SIGTERM)
+            assert proc.wait(timeout=60) == 143, (
+                log.read_text()
+            )  # checkpointed, "interrupted" for the scheduler
+        finally:
+            proc.kill()
+    err = log.read_text()
+    stopped_at = losses_steps(run_dir)[-1]
+    assert [step for step, _ in list_checkpoints(run_dir)] == [stopped_at]  # saved where it stopped
+    assert f"stopped by SIGTERM at step {stopped_at}; continue with --resume" in err
+
+    config = build_config(FinetuneConfig, _yaml_text(long_run))
+    partition = dataset / "partition.json"
+    config = with_max_steps(config, stopped_at + 2)
+    resumed = finetune(config, init, dataset, partition, run_dir, resume="yes", device="cpu")
+    full = finetune(config, init, dataset, partition, tmp_path / "full", device="cpu")
+    assert resumed.step == full.step == stopped_at + 2 and not resumed.stopped
+    np.testing.assert_allclose(losses(run_dir), losses(tmp_path / "full"), rtol=1e-5, atol=1e-5)
+    for (name, x), y in zip(
+        full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(x, y, msg=name, rtol=1e-5, atol=1e-6)
+
+
+def losses_steps(run_dir: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _yaml_text(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(textwrap.dedent(text))

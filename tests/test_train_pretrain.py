@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+import yaml
 from torch.utils.data import DataLoader
 
 from corpus.reader import open_corpus
@@ -26,16 +28,19 @@ from gaitlu.cli import main as gaitlu_main
 from gaitlu.errors import ConfigError, DataError
 from gaitlu.safepickle import dumps_array
 from train import checkpoint, distributed
+from train.augment import AugmentConfig
+from train.config import config_to_dict
 from train.data import PretrainStream
 from train.losses import gaitssb_loss, part_contrastive
 from train.pretrain import (
-    LossConfig,
+    ContrastiveLossConfig,
     PretrainConfig,
     check_config,
     global_batch_loss,
     load_pretrain_config,
     train,
 )
+from train.run import DivergedError
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_YAML = REPO / "configs" / "gaitssb_tiny.yaml"
@@ -175,7 +180,7 @@ def test_resume_continues_the_exact_loss_trajectory(corpus_dir: Path, tmp_path: 
     full = train(config, corpus_dir, tmp_path / "full", device="cpu", max_steps=5)
     first = train(config, corpus_dir, tmp_path / "split", device="cpu", max_steps=3)
     assert first.step == 3 and first.checkpoint is not None
-    second = train(config, corpus_dir, tmp_path / "split", resume=True, device="cpu", max_steps=5)
+    second = train(config, corpus_dir, tmp_path / "split", resume="yes", device="cpu", max_steps=5)
     assert second.step == 5
     losses_full = [m["loss"] for m in read_metrics(tmp_path / "full")]
     losses_split = [m["loss"] for m in read_metrics(tmp_path / "split")]
@@ -241,7 +246,7 @@ def test_sigterm_checkpoints_the_step_and_exits_as_interrupted(corpus_dir: Path,
     steps = [step for step, _ in checkpoint.list_checkpoints(run)]
     assert steps == [last_logged] and last_logged < 600  # saved where it stopped, long before the end
     resumed = train(
-        load_pretrain_config(config), corpus_dir, run, resume=True, device="cpu", max_steps=last_logged + 1
+        load_pretrain_config(config), corpus_dir, run, resume="yes", device="cpu", max_steps=last_logged + 1
     )
     assert resumed.step == last_logged + 1
 
@@ -292,7 +297,150 @@ def test_a_second_run_into_the_same_folder_is_refused(corpus_dir: Path, tmp_path
         train(tiny_config(), corpus_dir, tmp_path, device="cpu", max_steps=2)
     wider = dataclasses.replace(tiny_config(), data=dataclasses.replace(tiny_config().data, global_batch=8))
     with pytest.raises(ConfigError, match="global_batch"):
-        train(wider, corpus_dir, tmp_path, resume=True, device="cpu", max_steps=2)
+        train(wider, corpus_dir, tmp_path, resume="yes", device="cpu", max_steps=2)
+
+
+# ------------------------------------------------------------ resume modes, guards, augmentation
+
+
+def test_resume_if_exists_starts_fresh_then_continues_the_same_trajectory(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    config = tiny_config()
+    train(config, corpus_dir, tmp_path / "full", device="cpu", max_steps=4)
+    run = tmp_path / "preemptible"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 9, "loss": 1.0}) + "\n")  # a crash before any save
+    first = train(config, corpus_dir, run, resume="if-exists", device="cpu", max_steps=2)
+    assert first.step == 2 and [m["step"] for m in read_metrics(run)] == [1, 2]  # fresh: the stale line went
+    second = train(config, corpus_dir, run, resume="if-exists", device="cpu", max_steps=4)
+    assert second.step == 4
+    np.testing.assert_allclose(
+        [m["loss"] for m in read_metrics(run)],
+        [m["loss"] for m in read_metrics(tmp_path / "full")],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_the_resume_flags_are_exclusive_on_the_command_line(
+    corpus_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--config", str(TINY_YAML), "--data", str(corpus_dir), "--out", str(tmp_path), "--device", "cpu"]
+    assert run_cli(*args, "--resume", "--resume-if-exists") == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def rewrite_checkpoint(path: Path, **changes: object) -> None:
+    ckpt = torch.load(path, weights_only=True)
+    for dotted, value in changes.items():
+        *parents, key = dotted.split("__")
+        target = ckpt
+        for name in parents:
+            target = target[name]
+        target[key] = value
+    checkpoint.atomic_save(ckpt, path)
+
+
+def test_resuming_a_gpu_fp16_checkpoint_on_the_cpu_is_a_message_not_a_traceback(
+    corpus_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = tmp_path / "small.yaml"
+    small.write_text(TINY_YAML.read_text().replace("global_batch: 32", "global_batch: 4"))
+    args = [
+        "--config",
+        str(small),
+        "--data",
+        str(corpus_dir),
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+    ]
+    assert run_cli(*args, "--max-steps", "1") == 0
+    # What a CUDA fp16 run writes: its resolved precision, and the state of an enabled grad scaler.
+    (path,) = [p for _, p in checkpoint.list_checkpoints(tmp_path / "run")]
+    rewrite_checkpoint(
+        path, config__trainer__precision="fp16", scaler=torch.amp.GradScaler("cpu").state_dict()
+    )
+    capsys.readouterr()
+    assert run_cli(*args, "--resume", "--max-steps", "2") == 2
+    err = capsys.readouterr().err
+    assert "trainer.precision: fp16 in the checkpoint, fp32 here (fp16 and bf16 are CUDA-only" in err
+    assert "Traceback" not in err
+    assert [step for step, _ in checkpoint.list_checkpoints(tmp_path / "run")] == [1]
+
+
+def test_resuming_with_fewer_processes_than_trained_it_is_refused(corpus_dir: Path, tmp_path: Path) -> None:
+    train(tiny_config(), corpus_dir, tmp_path, device="cpu", max_steps=1)
+    rewrite_checkpoint(checkpoint.latest_checkpoint(tmp_path), world_size=2)
+    with pytest.raises(ConfigError, match="processes: 2 trained it, this run has 1"):
+        train(tiny_config(), corpus_dir, tmp_path, resume="yes", device="cpu", max_steps=2)
+
+
+@pytest.mark.parametrize(
+    ("lr", "log_every", "caught_by"),
+    [
+        (1e5, 1, "the loss of step 4 is nan"),  # read back at a log step
+        (1e5, 100, "not finite at step 4"),  # between log steps: checked before the save
+        (1e8, 1, "the loss or the weights are not finite at step 2"),  # finite loss, non-finite weights
+    ],
+)
+def test_a_diverging_run_stops_with_a_message_and_leaves_only_finite_checkpoints(
+    corpus_dir: Path, tmp_path: Path, lr: float, log_every: int, caught_by: str
+) -> None:
+    config = tiny_config(checkpoint_every=1, log_every=log_every, keep_last=10)
+    config = dataclasses.replace(config, optimizer=dataclasses.replace(config.optimizer, lr=lr))
+    with pytest.raises(DivergedError, match=caught_by) as caught:
+        train(config, corpus_dir, tmp_path, device="cpu", max_steps=8)
+    saved = checkpoint.list_checkpoints(tmp_path)
+    assert saved and str(saved[-1][1]) in str(caught.value)  # it names the newest good checkpoint
+    for _, path in saved:
+        model, _ = checkpoint.load_checkpoint(path)
+        assert all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point())
+    if log_every == 1:  # the non-finite loss was not written
+        assert all(np.isfinite(m["loss"]) for m in read_metrics(tmp_path))
+
+
+def test_augmentation_settings_shape_the_stream_and_are_saved(corpus_dir: Path, tmp_path: Path) -> None:
+    plain = AugmentConfig(window=10, frames=8, p_affine=0, p_perspective=0, p_flip=0, p_dilate=0, p_blur=0)
+    view = next(iter(PretrainStream(open_corpus(corpus_dir), global_batch=4, seed=0, augment=plain))).view_a
+    assert view.shape == (4, 8, 64, 44)
+    assert set(view.unique().tolist()) == {0.0, 1.0}  # the masks, only scaled: no warp or blur ran
+    recipe = next(iter(PretrainStream(open_corpus(corpus_dir), global_batch=4, seed=0))).view_a
+    assert recipe.shape == (4, 16, 64, 44)
+
+    config = dataclasses.replace(tiny_config(), augment=plain)
+    result = train(config, corpus_dir, tmp_path, device="cpu", max_steps=1)
+    ckpt = torch.load(result.checkpoint, weights_only=True)
+    assert ckpt["config"]["augment"] == config_to_dict(plain)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["augment"]["frames"] == 8
+    with pytest.raises(ConfigError, match=r"augment\.frames: 8 in the checkpoint, 16 here"):
+        train(tiny_config(), corpus_dir, tmp_path, resume="yes", device="cpu", max_steps=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_on_cuda_the_host_waits_only_at_log_and_checkpoint_steps(
+    corpus_dir: Path, tmp_path: Path, precision: str
+) -> None:
+    """Syncs counted by CUDA's sync debug mode: 3 and 9 steps with one log/checkpoint step each must
+    sync equally often. (An enabled fp16 GradScaler reads its overflow flag every step by design.)"""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+
+    def syncs(steps: int) -> int:
+        config = tiny_config(precision=precision, log_every=1000, checkpoint_every=1000, deterministic=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                train(config, corpus_dir, tmp_path / f"run{steps}", device="cuda", max_steps=steps)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    assert syncs(9) == syncs(3)
 
 
 # ---------------------------------------------------------------------------------------------- DDP
@@ -313,7 +461,7 @@ def _ddp_rank(rank: int, world: int, ports: tuple[int, int], corpus_dir: Path, o
     g = torch.Generator().manual_seed(0)  # every rank draws the same global tensors ...
     p_a, p_b, z_a, z_b = torch.randn(4, world * 3, 8, 31, generator=g)  # (world * N, C, P), N = 3
     mine = slice(rank * 3, rank * 3 + 3)  # ... and keeps its own rows, as after a forward
-    loss, _ = global_batch_loss(z_a[mine], p_a[mine], z_b[mine], p_b[mine], info, LossConfig())
+    loss, _ = global_batch_loss(z_a[mine], p_a[mine], z_b[mine], p_b[mine], info, ContrastiveLossConfig())
     global_view = gaitssb_loss(p_a[mine], p_b[mine], z_a, z_b, offset=rank * 3)[0]
     local_only = gaitssb_loss(p_a[mine], p_b[mine], z_a[mine], z_b[mine])[0]
     losses = [torch.zeros(()) for _ in range(world)]
@@ -346,3 +494,5 @@ def test_two_cpu_processes_use_the_global_batch_and_stay_in_sync(corpus_dir: Pat
         torch.testing.assert_close(ranks[1]["params"][name], p0, rtol=0, atol=0, msg=name)
     assert [step for step, _ in checkpoint.list_checkpoints(tmp_path / "run")] == [3]  # rank 0 only saves
     assert len(read_metrics(tmp_path / "run")) == 3
+    with pytest.raises(ConfigError, match="processes: 2 trained it, this run has 1"):
+        train(tiny_config(), corpus_dir, tmp_path / "run", resume="yes", device="cpu", max_steps=4)

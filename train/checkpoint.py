@@ -8,10 +8,11 @@ Format "gaitlu-checkpoint/1" (a `torch.save` dict):
     config         the resolved experiment config (plain dict), CLI overrides applied
     model          state_dict of the bare GaitSSB: never DDP's `module.` or torch.compile's `_orig_mod.`
     optimizer, scheduler, scaler   their state_dicts (None when not saved, e.g. exported weights)
-    step           optimizer steps done
-    data           where the data stream stands: {"epoch": e, "sequences": n consumed in epoch e} (or None)
-    rng            {"torch": ByteTensor, "cuda": [ByteTensor, ...]}
-    world_size     processes that trained it
+    step           training steps done (a step the fp16 GradScaler skipped counts; see train/run.py)
+    data           where the data stream stands, for the stage to resume it (pretraining:
+                   {"epoch": e, "sequences": n consumed in epoch e}; None when the step says it all)
+    rng            {"torch": ByteTensor, "cuda": [ByteTensor of the saving process's GPU] or []}
+    world_size     processes that trained it (a resume must use as many)
     created        ISO-8601 UTC time of the save
     torch_version  torch.__version__ of the writer
 
@@ -60,16 +61,19 @@ def bare_model(model: nn.Module) -> nn.Module:
 
 
 def rng_state() -> dict[str, Any]:
+    """The CPU generator and the current GPU's (not every visible GPU's: the resuming node may have fewer)."""
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
     }
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore into the CPU generator and the current GPU; element 0 is the saving rank's GPU (also in
+    checkpoints written before only one GPU's state was kept, which listed every GPU in order)."""
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"][0])
 
 
 def build_checkpoint(

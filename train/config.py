@@ -12,13 +12,15 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from gaitlu.errors import ConfigError
 
 T = TypeVar("T")
+
+TrainPrecision = Literal["fp32", "fp16", "bf16"]  # training autocast; export precisions live in the manifest
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,28 @@ class SchedulerConfig:
 
     milestones: tuple[int, ...] = (80_000, 120_000)
     gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The `trainer` section, the same for every training stage: what the run skeleton (train/run.py) does."""
+
+    max_steps: int = 150_000
+    precision: TrainPrecision = "fp16"  # autocast dtype on GPU (fp16 with a GradScaler); CPU always runs fp32
+    channels_last: bool = False  # NHWC convs (a GPU tensor-core win); ignored on CPU
+    compile: bool = False  # torch.compile the training forward; ignored on CPU
+    checkpoint_every: int = 10_000
+    keep_last: int = 3  # checkpoints kept in RUN_DIR/checkpoints
+    log_every: int = 100  # also how often the host waits for the device (metrics are read back then)
+    seed: int = 0  # initial weights and the data order / augmentation
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower; for tests and debugging)
+
+    def __post_init__(self) -> None:
+        for key in ("max_steps", "checkpoint_every", "keep_last", "log_every"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"trainer.{key} must be positive, got {getattr(self, key)}")
+        if self.seed < 0:
+            raise ConfigError(f"trainer.seed must be >= 0, got {self.seed}")
 
 
 def _build(cls: Any, values: Any, where: str) -> Any:
@@ -112,3 +136,15 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         return value
 
     return plain(dataclasses.asdict(config))
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: dotted keys, as error messages and YAML paths name them."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -27,7 +27,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from corpus.reader import Corpus
 from gaitlu.errors import DataError, SequenceError
 from gaitlu.preprocess import to_model_frames
-from train.augment import two_views
+from train.augment import AugmentConfig, two_views
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ class DataPosition:
 
 
 class PretrainBatch(NamedTuple):
-    view_a: torch.Tensor  # (b, 16, 64, 44) float32 in [0, 1]
-    view_b: torch.Tensor  # (b, 16, 64, 44) float32, the other clip of the same sequences
+    view_a: torch.Tensor  # (b, frames, 64, 44) float32 in [0, 1]
+    view_b: torch.Tensor  # (b, frames, 64, 44) float32, the other clip of the same sequences
     indices: torch.Tensor  # (b,) int64 corpus positions of the sequences
     epoch: int
     batch: int  # index of this step's batch within the epoch
@@ -67,6 +67,7 @@ class PretrainStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         start: DataPosition = DataPosition(),
+        augment: AugmentConfig = AugmentConfig(),
     ) -> None:
         super().__init__()
         if global_batch % world_size:
@@ -78,6 +79,7 @@ class PretrainStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.start = start
+        self.augment = augment
         self.steps = steps_per_epoch(len(corpus), global_batch, world_size)
         if self.steps == 0:
             raise DataError(
@@ -99,7 +101,7 @@ class PretrainStream(IterableDataset):
 
     def _batch(self, indices: np.ndarray, epoch: int, k: int) -> PretrainBatch:
         views = [self._views(int(i), epoch) for i in indices]
-        a = np.stack([v[0] for v in views])  # b x (16, 64, 44) -> (b, 16, 64, 44)
+        a = np.stack([v[0] for v in views])  # b x (frames, 64, 44) -> (b, frames, 64, 44)
         b = np.stack([v[1] for v in views])
         return PretrainBatch(torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(indices), epoch, k)
 
@@ -108,7 +110,7 @@ class PretrainStream(IterableDataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         for _ in range(MAX_SUBSTITUTES):
             try:
-                return two_views(to_model_frames(self.corpus.get(index)), rng)
+                return two_views(to_model_frames(self.corpus.get(index)), rng, self.augment)
             except (DataError, SequenceError) as exc:
                 logger.warning("skipping sequence %d (%s)", index, exc)
                 index = int(rng.integers(len(self.corpus)))

@@ -4,6 +4,9 @@ One process with no GPU and no process group is a first-class setup (OpenGait ne
 GPU; users ask, issues #153 and #214). Under `torchrun` the usual RANK / WORLD_SIZE / LOCAL_RANK
 variables turn DDP on: NCCL on CUDA, gloo on CPU. Side effects (logs, checkpoints) are gated on the one
 `Dist.is_master` flag; collectives here are no-ops when there is no process group.
+
+Flags the loop checks every step (a SIGTERM on some rank) are agreed over a CPU (gloo) group, so
+checking them never waits for the GPU: under NCCL a second, gloo group carries them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -33,6 +37,7 @@ class Dist:
     local_rank: int
     world_size: int
     device: torch.device
+    host_group: Any = None  # process group for CPU tensors (None: the default group, gloo on CPU)
 
     @property
     def is_master(self) -> bool:
@@ -73,7 +78,10 @@ def setup(choice: DeviceChoice) -> Dist:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
         logger.info("rank %d/%d joined the %s process group on %s", rank, world_size, backend, device)
-    return Dist(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+    host_group = None
+    if world_size > 1 and device.type == "cuda":  # NCCL cannot reduce CPU tensors; every rank makes it
+        host_group = dist.new_group(backend="gloo")
+    return Dist(rank=rank, local_rank=local_rank, world_size=world_size, device=device, host_group=host_group)
 
 
 def teardown() -> None:
@@ -109,12 +117,15 @@ def mean_across_ranks(x: torch.Tensor) -> torch.Tensor:
     return x / dist.get_world_size()
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True when the flag is set on any rank, so all ranks stop at the same step (no hung collective)."""
+def any_rank(flag: bool, info: Dist) -> bool:
+    """True when the flag is set on any rank, so all ranks act at the same step (no hung collective).
+
+    A CPU collective: the host does not wait for queued GPU work.
+    """
     if not dist.is_initialized():
         return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=info.host_group)
     return bool(t.item())
 
 

@@ -1,6 +1,6 @@
 """Supervised fine-tuning of a pretrained GaitSSB on a labelled dataset (OpenGait's GaitSSB_Finetune).
 
-Recipe (configs/gaitssb/finetune_*.yaml in OpenGait; docs/gaitssb.md): load encoder + projector, add
+Recipe (configs/gaitssb/finetune_*.yaml in OpenGait; docs/training.md): load encoder + projector, add
 a weight-normalised per-part head, train with the batch-all triplet loss (margin 0.3) on P x K batches of
 30-frame clips; the stem is frozen and every BatchNorm keeps its running statistics (eval mode) while
 its affine weights train; each backbone stage has its own learning rate (0 freezes it), the projector
@@ -11,14 +11,14 @@ The loss sees the head's output before the final L2 normalisation of `GaitSSB.fo
 whose margin is tuned for that scale); evaluation uses the normalised forward.
 
 One process, one device: BN statistics are frozen, so nothing needs synchronising, and a 12k-step
-CASIA-B run fits one GPU. Data workers overlap the reading.
+CASIA-B run fits one GPU. Data workers overlap the reading. Resume, checkpoints, SIGTERM, the fp16
+grad scaler and the non-finite guard belong to the shared loop (train/run.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,23 +30,36 @@ from torch.utils.data import DataLoader
 
 from gaitlu.errors import ConfigError, DataError
 from gaitlu.labelled import load_partition, scan_labelled
-from train import checkpoint
-from train.config import OptimizerConfig, SchedulerConfig, build_config, config_to_dict
-from train.distributed import env_world_size, resolve_device
-from train.losses import TRIPLET_MARGIN, batch_all_triplet
+from train import checkpoint, distributed
+from train.config import OptimizerConfig, SchedulerConfig, TrainerConfig, build_config, config_to_dict
+from train.losses import TRIPLET_MARGIN, batch_all_triplet, labels_per_class
 from train.model import GaitSSB, ModelConfig
-from train.pretrain import AMP_DTYPES, Precision, RunLog, check_run_dir
+from train.run import (
+    Resume,
+    RunResult,
+    RunSpec,
+    TrainState,
+    check_resumable,
+    effective_trainer,
+    ignore_sigterm,
+    prepare_run_dir,
+    torch_settings,
+    train_loop,
+)
 from train.sampler import LabelledClips, PKBatchSampler
 
 logger = logging.getLogger(__name__)
 
+# What a resume may change besides the trainer's pace (train/run.py MAY_CHANGE): loader workers.
+RESUME_MAY_CHANGE = frozenset({"data.num_workers"})
+
 
 @dataclass(frozen=True)
-class FinetuneData:
+class FinetuneDataConfig:
     subjects_per_batch: int = 8  # P
     sequences_per_subject: int = 16  # K (drawn with replacement when a subject has fewer)
     frames: int = 30  # per training clip, drawn at random from the whole sequence
-    workers: int = 2
+    num_workers: int = 2  # data-loader processes
 
 
 @dataclass(frozen=True)
@@ -69,49 +82,39 @@ class LearningRates:
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class TripletLossConfig:
+    """The batch-all triplet loss (train/losses.py::batch_all_triplet)."""
+
     margin: float = TRIPLET_MARGIN
 
 
 @dataclass(frozen=True)
-class FinetuneTrainer:
-    max_steps: int = 12_000
-    precision: Precision = "fp16"  # autocast dtype on GPU; CPU always runs fp32
-    checkpoint_every: int = 2_000
-    keep_last: int = 3  # checkpoints kept in RUN_DIR/checkpoints
-    log_every: int = 100
-    seed: int = 0  # head init and the batch / frame draws
-
-
-@dataclass(frozen=True)
 class FinetuneConfig:
-    data: FinetuneData = field(default_factory=FinetuneData)
-    loss: LossConfig = field(default_factory=LossConfig)
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    loss: TripletLossConfig = field(default_factory=TripletLossConfig)
     lr: LearningRates = field(default_factory=LearningRates)
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=0.1))
     scheduler: SchedulerConfig = field(
         default_factory=lambda: SchedulerConfig(milestones=(6000, 8000, 10000))
     )
-    trainer: FinetuneTrainer = field(default_factory=FinetuneTrainer)
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(max_steps=12_000, checkpoint_every=2_000)
+    )
 
     def __post_init__(self) -> None:
-        d, t = self.data, self.trainer
+        d = self.data
         positive = {
             "data.frames": d.frames,
             "loss.margin": self.loss.margin,
             "optimizer.lr": self.optimizer.lr,
-            "trainer.max_steps": t.max_steps,
-            "trainer.checkpoint_every": t.checkpoint_every,
-            "trainer.keep_last": t.keep_last,
-            "trainer.log_every": t.log_every,
         }
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{key} must be positive, got {value}")
         if d.subjects_per_batch < 2 or d.sequences_per_subject < 2:
             raise ConfigError("data.subjects_per_batch and data.sequences_per_subject must be at least 2")
-        if d.workers < 0 or t.seed < 0:
-            raise ConfigError("data.workers and trainer.seed must be >= 0")
+        if d.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -184,25 +187,27 @@ def apply_lr_floor(optimizer: torch.optim.Optimizer, floor: float) -> None:
 class FinetuneInputs:
     """Everything a run reads, checked before any work starts."""
 
-    config: FinetuneConfig
+    config: FinetuneConfig  # resolved for the device
     model: GaitSSB  # finetune form, with the init checkpoint's weights
     init_path: Path
     dataset: Path
     clips: LabelledClips
-    resume_from: Path | None
-
-
-def with_max_steps(config: FinetuneConfig, max_steps: int | None) -> FinetuneConfig:
-    if max_steps is None:
-        return config
-    return dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, max_steps=max_steps))
+    resume_from: dict[str, Any] | None  # the checkpoint to continue (read on the CPU)
 
 
 def prepare(
-    config: FinetuneConfig, init: Path, dataset: Path, partition: Path, run_dir: Path, resume: bool = False
+    config: FinetuneConfig,
+    init: Path,
+    dataset: Path,
+    partition: Path,
+    run_dir: Path,
+    resume: Resume = "no",
 ) -> FinetuneInputs:
-    """Check init checkpoint, dataset, partition and run folder; every problem is a GaitluError."""
-    if env_world_size() > 1:
+    """Check init checkpoint, dataset, partition, run folder and resume; every problem is a GaitluError.
+
+    `config` is resolved for the device (see `finetune`).
+    """
+    if distributed.env_world_size() > 1:
         raise ConfigError(
             "fine-tuning runs in one process (BN statistics are frozen): start it without torchrun"
         )
@@ -218,8 +223,12 @@ def prepare(
             f"{dataset}: {len(clips.subject_ids)} training subjects, fewer than "
             f"data.subjects_per_batch = {config.data.subjects_per_batch}"
         )
-    resume_from = check_run_dir(run_dir, resume)
-    return FinetuneInputs(config, model, init, dataset, clips, resume_from)
+    latest = prepare_run_dir(run_dir, resume)
+    ckpt = None
+    if latest is not None:
+        ckpt = checkpoint.read_checkpoint(latest)
+        check_resumable(ckpt, latest, config, model.config, world_size=1, may_change=RESUME_MAY_CHANGE)
+    return FinetuneInputs(config, model, init, dataset, clips, ckpt)
 
 
 def finetune(
@@ -228,37 +237,27 @@ def finetune(
     dataset: Path,
     partition: Path,
     run_dir: Path,
-    resume: bool = False,
+    resume: Resume = "no",
     device: str = "auto",
-) -> Path:
-    """Fine-tune into RUN_DIR/checkpoints/step-*.pt (see the module docstring); returns the last one."""
-    chosen = resolve_device(device)
-    return _run(prepare(config, init, dataset, partition, run_dir, resume), run_dir, chosen)
+) -> RunResult:
+    """Fine-tune into RUN_DIR/checkpoints/step-*.pt (see the module docstring); returns at
+    trainer.max_steps or on SIGTERM, with the newest checkpoint."""
+    trainer = effective_trainer(config.trainer, distributed.resolve_device(device))
+    inputs = prepare(dataclasses.replace(config, trainer=trainer), init, dataset, partition, run_dir, resume)
+    info = distributed.setup(device)  # one process: resolves the device, joins no group
+    with torch_settings(trainer):
+        return _run(inputs, run_dir, info)
 
 
-def _run(inputs: FinetuneInputs, run_dir: Path, device: torch.device) -> Path:
-    cfg, t = inputs.config, inputs.config.trainer
-    precision = t.precision if device.type == "cuda" else "fp32"
+def _run(inputs: FinetuneInputs, run_dir: Path, info: distributed.Dist) -> RunResult:
+    cfg, t, device = inputs.config, inputs.config.trainer, info.device
     model = inputs.model.to(device)
-    optimizer = torch.optim.SGD(
-        param_groups(model, cfg.lr, cfg.optimizer.lr),
-        lr=cfg.optimizer.lr,
-        momentum=cfg.optimizer.momentum,
-        weight_decay=cfg.optimizer.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(cfg.scheduler.milestones), gamma=cfg.scheduler.gamma
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    step = 0
-    if inputs.resume_from is not None:
-        state = checkpoint.read_checkpoint(inputs.resume_from, device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step = state["step"]
-        logger.info("resuming %s at step %d", inputs.resume_from, step)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    groups = param_groups(model, cfg.lr, cfg.optimizer.lr)
+    state = TrainState.sgd(model, groups, cfg.optimizer, cfg.scheduler, t.precision, device)
+    step = state.restore(inputs.resume_from) if inputs.resume_from is not None else 0
+    embed = torch.compile(head_embeddings) if t.compile else head_embeddings
 
     data = cfg.data
     batch = data.subjects_per_batch * data.sequences_per_subject
@@ -268,12 +267,15 @@ def _run(inputs: FinetuneInputs, run_dir: Path, device: torch.device) -> Path:
     loader = DataLoader(
         inputs.clips,
         batch_sampler=sampler,
-        num_workers=data.workers,
+        num_workers=data.num_workers,
         pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_sigterm,
     )
     resolved = {**config_to_dict(cfg), "init": str(inputs.init_path), "dataset": str(inputs.dataset)}
+    spec = RunSpec(t, resolved, run_dir, info, tag="finetune", samples_per_step=batch)
     logger.info(
-        "fine-tuning %s on %d sequences of %d subjects, %d x %d clips of %d frames per step, on %s, %s",
+        "fine-tuning %s on %d sequences of %d subjects, %d x %d clips of %d frames per step, on %s, %s; "
+        "starting at step %d",
         inputs.init_path,
         len(inputs.clips),
         len(inputs.clips.subject_ids),
@@ -281,36 +283,19 @@ def _run(inputs: FinetuneInputs, run_dir: Path, device: torch.device) -> Path:
         data.sequences_per_subject,
         data.frames,
         device,
-        precision,
+        t.precision,
+        step,
     )
-    amp = dict(device_type=device.type, dtype=AMP_DTYPES[precision], enabled=precision != "fp32")
-    saved = inputs.resume_from
-    batches = iter(loader)
+
+    def loss_of(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        clips, labels = batch  # (P*K, frames, 64, 44), (P*K,), on the host
+        per_label = labels_per_class(labels)  # checked here, so the loss need not read the device
+        clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with spec.autocast():
+            emb = embed(model, clips)  # (P*K, C, P)
+        return batch_all_triplet(emb, labels, cfg.loss.margin, per_label)
+
     train_mode(model)
-    with RunLog(run_dir, resolved, step, enabled=True, tag="finetune") as log:
-        while step < t.max_steps:
-            clips, labels = next(batches)  # (P*K, frames, 64, 44), (P*K,)
-            clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with torch.autocast(**amp):
-                emb = head_embeddings(model, clips)  # (P*K, C, P)
-            loss, accuracy = batch_all_triplet(emb, labels, cfg.loss.margin)
-            if not math.isfinite(loss.item()):
-                raise DataError(f"the loss became {loss.item()} at step {step + 1}: lower the learning rates")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            apply_lr_floor(optimizer, cfg.lr.floor)
-            step += 1
-            log.accumulate(loss, accuracy)
-            if step % t.log_every == 0 or step == t.max_steps:
-                log.write(step, 0, optimizer.param_groups[-1]["lr"], batch)
-            if step % t.checkpoint_every == 0 or step == t.max_steps:
-                ckpt = checkpoint.build_checkpoint(
-                    model, resolved, step, optimizer=optimizer, scheduler=scheduler, scaler=scaler
-                )
-                saved = checkpoint.save_in_run(ckpt, run_dir, t.keep_last)
-                logger.info("step %d: checkpoint %s", step, saved)
-    assert saved is not None
-    return saved
+    return train_loop(
+        spec, state, loader, loss_of, step, after_update=lambda: apply_lr_floor(state.optimizer, cfg.lr.floor)
+    )

@@ -62,8 +62,20 @@ def gaitssb_loss(
     return loss_ab + loss_ba, (acc_ab + acc_ba) / 2
 
 
+def labels_per_class(labels: torch.Tensor) -> int:
+    """K of a P x K batch: how often each label occurs; ValueError unless every label occurs equally
+    often and there are at least two. Reads the labels on the host: a loop passes CPU labels."""
+    _, counts = torch.unique(labels, return_counts=True)
+    if len(counts) < 2 or bool((counts != counts[0]).any()):
+        raise ValueError("batch-all triplets need every label equally often and at least two labels")
+    return int(counts[0])
+
+
 def batch_all_triplet(
-    embeddings: torch.Tensor, labels: torch.Tensor, margin: float = TRIPLET_MARGIN
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    margin: float = TRIPLET_MARGIN,
+    per_label: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch-all triplet loss per part (fine-tuning); returns (loss, in-batch rank-1 accuracy).
 
@@ -73,20 +85,22 @@ def batch_all_triplet(
     `d(a, p) - d(a, n) + margin`, averaged over the non-zero terms of each part (0 when none), then
     over parts. The accuracy (for logging) is how often an anchor's nearest other sample, by distance
     averaged over parts, shares its label. Computed in at least float32 whatever the autocast dtype.
+
+    `per_label` is K when the caller has checked the labels (`labels_per_class` on CPU labels): then
+    nothing here waits for the device. Without it the labels are checked here, a host sync on a GPU.
     """
     if embeddings.dim() != 3 or labels.shape != embeddings.shape[:1]:
         raise ValueError(f"need embeddings (N, C, P) and labels (N,), got {embeddings.shape}, {labels.shape}")
+    k = labels_per_class(labels) if per_label is None else per_label
     x = embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)).permute(2, 0, 1)  # (P, N, C)
     sq = x.pow(2).sum(-1)  # (P, N)
     dist = F.relu(sq[:, :, None] + sq[:, None, :] - 2 * x @ x.transpose(1, 2)).sqrt()  # (P, N, N)
     same = labels[:, None] == labels[None, :]  # (N, N)
-    positives = same.sum(1)
-    if not bool((positives == positives[0]).all()) or bool(same.all()):
-        raise ValueError("batch-all triplets need every label equally often and at least two labels")
+    # Per anchor: its K positives, then its N - K negatives, each in index order (a stable sort).
+    order = torch.argsort((~same).to(torch.uint8), dim=1, stable=True)  # (N, N)
     parts, n = dist.shape[:2]
-    k = int(positives[0])
-    ap = dist[:, same].view(parts, n, k, 1)  # boolean indexing keeps row-major order: anchor by anchor
-    an = dist[:, ~same].view(parts, n, 1, n - k)
+    ap = dist.gather(2, order[None, :, :k].expand(parts, n, k)).unsqueeze(-1)  # (P, N, K, 1)
+    an = dist.gather(2, order[None, :, k:].expand(parts, n, n - k)).unsqueeze(-2)  # (P, N, 1, N - K)
     hinge = F.relu(ap - an + margin).view(parts, -1)  # (P, N * K * (N - K))
     per_part = hinge.sum(-1) / (hinge > 0).sum(-1).clamp(min=1)  # (P,)
 

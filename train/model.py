@@ -48,10 +48,6 @@ class ModelConfig:
         """Channels per part of the embedding."""
         return self.channels[-1]
 
-    @property
-    def embedding_size(self) -> int:
-        return self.parts * self.dim
-
 
 class BasicBlock(nn.Module):
     """The ResNet basic block (two 3x3 convs), with a 1x1 conv + BN shortcut when the shape changes."""

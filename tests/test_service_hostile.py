@@ -1,0 +1,292 @@
+"""Hostile input and overload (issue 12), through HTTP: cheap requests that used to cost the server a lot,
+wrong answers that used to be 200 or 500, browsers on other sites, and a server at its limits.
+
+In-process (TestClient) where only the answer matters; a real `gaitlu serve` child process where the
+socket matters (slow bodies, connections held open, Host headers as a browser sends them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import pickle
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from starlette.requests import Request
+
+from gaitlu.errors import ConfigError
+from service.schemas import EmbedRequest
+from service.settings import load_settings
+from service.uploads import read_json
+from tests.service_helpers import REPO, ServerProcess, client, npy_bytes, walking_sequence
+from tests.test_safepickle import ATTACKS
+
+MIB = 1024 * 1024
+QUICK_S = 5.0  # what a refused attack may take, at most, on a busy 2-core machine
+
+
+BAND = np.zeros((8, 512, 4096), np.uint8)  # frames of a sane size, each holding a 16 x 4096 band
+BAND[:, 248:264] = 255
+
+
+def npz_bytes(arr: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, silhouettes=arr)
+    return buffer.getvalue()
+
+
+def error_code(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    return response.json()["error"]["code"]
+
+
+@pytest.fixture(scope="module")
+def api(tiny_artifact, tmp_path_factory):
+    with client(
+        tiny_artifact, tmp_path_factory.mktemp("hostile-data"), cors_origins=["https://app.example.org"]
+    ) as c:
+        c.post("/galleries", json={"name": "g"}).raise_for_status()
+        files = {"files": ("a.npy", npy_bytes(walking_sequence(1)))}
+        c.post("/galleries/g/subjects/s1/sequences", files=files).raise_for_status()
+        yield c
+
+
+# ----- cheap uploads that cost a lot
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "match"),
+    [
+        # The issue's 3 KB .npz: 720 frames of 1 x 4096 took 68 s to align.
+        ("strips.npz", npz_bytes(np.full((720, 1, 4096), 255, np.uint8)), "under the 16-pixel side minimum"),
+        ("band.npz", npz_bytes(BAND), "person box over 4x wider than tall"),
+        ("bomb.pkl", ATTACKS["dict bomb"][0](), "EMPTY_DICT"),
+        ("memo.pkl", ATTACKS["huge memo"][0](), "memo slot"),
+    ],
+)
+def test_cheap_uploads_that_cost_a_lot_are_refused_quickly(api, name: str, data: bytes, match: str) -> None:
+    started = time.monotonic()
+    response = api.post("/embed", files={"files": (name, data)})
+    assert error_code(response, 422) in ("invalid_sequence", "unsafe_pickle")
+    assert match in response.json()["error"]["message"]
+    assert time.monotonic() - started < QUICK_S
+
+
+# ----- wrong answers and 500s
+
+
+def test_a_two_dimensional_array_is_not_a_sequence(api) -> None:
+    flat = np.linspace(0, 1, 320).reshape(10, 32)  # float64 (10, 32): was embedded with 200
+    for data in (npy_bytes(flat), pickle.dumps(flat)):
+        response = api.post("/embed", files={"files": ("x.npy" if data[:1] == b"\x93" else "x.pkl", data)})
+        assert error_code(response, 422) == "invalid_sequence"
+        assert "shaped (T, H, W)" in response.json()["error"]["message"]
+
+
+def test_listing_offsets_past_sqlites_integers_are_422(api) -> None:
+    for offset in ("9223372036854775808", "99999999999999999999999"):
+        assert error_code(api.get("/galleries/g/subjects", params={"offset": offset}), 422) == "invalid_input"
+    assert api.get("/galleries/g/subjects", params={"offset": "9223372036854775807"}).json()["data"] == []
+
+
+def test_absurd_embeddings_are_refused_not_zeroed(api) -> None:
+    dim = api.get("/galleries/g").json()["dim"]
+    for value in (2e19, 1e300):
+        response = api.post("/search", json={"gallery": "g", "embedding": [value] * dim})
+        assert error_code(response, 422) == "invalid_input"
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_json_bodies_with_nan_or_infinity_are_422(api, token: str) -> None:
+    dim = api.get("/galleries/g").json()["dim"]
+    npy = base64.b64encode(npy_bytes(walking_sequence(2))).decode()
+    bodies = {  # each valid JSON but for one NaN or Infinity token
+        "/search": f'{{"gallery": "g", "embedding": [{token}{", 0.5" * (dim - 1)}]}}',
+        "/embed": f'{{"sequences": [{{"npy_b64": "{npy}", "name": {token}}}]}}',
+        "/galleries/g/subjects/s2/sequences": (
+            f'{{"sequences": [{{"npy_b64": "{npy}", "metadata": {{"x": {token}}}}}]}}'
+        ),
+        "/galleries": f'{{"name": "h", "metadata": {{"x": {token}}}}}',
+    }
+    for path, body in bodies.items():
+        response = api.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 422, (path, response.text)
+        if path != "/galleries":  # the routes that read both encodings say why at the parse
+            assert "NaN and Infinity are not JSON numbers" in response.text
+    assert api.get("/galleries/g").json()["sequence_count"] == 1
+    assert api.get("/galleries/h").status_code == 404
+
+
+def test_a_big_json_body_is_validated_off_the_event_loop() -> None:
+    body = json.dumps({"sequences": [{"npy_b64": "AAAA", "name": "x"}] * 200_000}).encode()  # ~1 s of checks
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def main() -> tuple[float, float]:
+        request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+        gaps, done = [0.0], asyncio.Event()
+
+        async def ticker() -> None:  # what every other request sees: how long the loop was away
+            while not done.is_set():
+                tick = time.monotonic()
+                await asyncio.sleep(0.01)
+                gaps.append(time.monotonic() - tick)
+
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(0.05)  # the ticker is running
+        started = time.monotonic()
+        parsed = await read_json(request, EmbedRequest)
+        took = time.monotonic() - started
+        done.set()
+        await ticking
+        assert len(parsed.sequences) == 200_000
+        return max(gaps), took
+
+    longest, took = asyncio.run(main())
+    # On the loop, one gap would be the whole parse; off it, the longest is the JSON tokenizer's own
+    # stretch holding the GIL (~1/5 of the time) plus whatever a loaded machine adds.
+    assert longest < took * 0.6, (longest, took)
+
+
+# ----- browsers on other sites
+
+
+def test_other_sites_cannot_write_but_the_servers_own_page_and_trusted_origins_can(api) -> None:
+    form = {"files": ("a.npy", npy_bytes(walking_sequence(3)))}
+    enrol = "/galleries/g/subjects/s3/sequences"
+    foreign = [
+        {"Origin": "http://evil.example"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site", "Origin": "http://localhost:3000"},  # another port of this host
+        {"Origin": "null"},  # a sandboxed frame or a file:// page
+    ]
+    for headers in foreign:
+        assert error_code(api.post(enrol, files=form, headers=headers), 403) == "cross_origin"
+        assert error_code(api.delete("/galleries/g", headers=headers), 403) == "cross_origin"
+    assert api.get("/galleries/g").json()["sequence_count"] == 1  # nothing was enrolled or deleted
+    assert api.get("/galleries", headers={"Origin": "http://evil.example"}).status_code == 200  # reads: CORS
+    own = {"Origin": "http://127.0.0.1", "Sec-Fetch-Site": "same-origin"}
+    assert api.post(enrol, files=form, headers=own).status_code == 201
+    assert (
+        api.post(enrol, files=form, headers={"Origin": "http://127.0.0.1"}).status_code == 201
+    )  # no Sec-Fetch
+    trusted = {"Origin": "https://app.example.org", "Sec-Fetch-Site": "cross-site"}
+    response = api.post(enrol, files=form, headers=trusted)
+    assert (
+        response.status_code == 201 and response.headers["access-control-allow-origin"] == trusted["Origin"]
+    )
+    api.delete("/galleries/g/subjects/s3").raise_for_status()
+
+
+def test_only_the_configured_host_names_are_served(api) -> None:
+    for host in ("evil.example", "127.0.0.1.evil.example", "localhost.evil.example:80"):
+        response = api.get("/galleries", headers={"Host": host})
+        assert error_code(response, 400) == "invalid_host"
+        assert "GAITLU_ALLOWED_HOSTS" in response.json()["error"]["message"]
+    for host in ("localhost:8000", "127.0.0.1", "[::1]:8000"):
+        assert api.get("/galleries", headers={"Host": host}).status_code == 200
+
+
+def test_host_defaults_follow_the_bind_address(tmp_path) -> None:
+    def hosts(**values: object) -> tuple[str, ...]:
+        return load_settings(artifact=tmp_path, data_dir=tmp_path, **values).hosts
+
+    assert hosts() == ("localhost", "127.0.0.1", "::1")
+    assert hosts(host="10.0.0.5", insecure=True)[-1] == "10.0.0.5"
+    assert hosts(host="0.0.0.0", api_keys=["k" * 20]) == ("*",)  # all interfaces, keys: any name
+    assert hosts(host="0.0.0.0", insecure=True) == ("localhost", "127.0.0.1", "::1")  # keyless: loopback
+    assert hosts(allowed_hosts="gait.example.org,*.lab.example") == ("gait.example.org", "*.lab.example")
+    with pytest.raises(ConfigError, match="allowed host"):
+        hosts(allowed_hosts="bad host!")
+
+
+def test_non_ascii_api_keys_are_refused_at_start(tiny_artifact, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="printable ASCII"):
+        load_settings(artifact=tmp_path, data_dir=tmp_path, api_keys=["clé-0123456789abcdef"])
+    command = [sys.executable, "-c", "from gaitlu.cli import main; main()", "serve"]
+    command += ["--artifact", str(tiny_artifact), "--data-dir", str(tmp_path)]
+    env = {"GAITLU_API_KEYS": "schlüssel-0123456789abcdef", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2 and "printable ASCII" in result.stderr and "Traceback" not in result.stderr
+
+
+# ----- a real server at its limits
+
+LIMITS = {
+    "max_requests_in_flight": "3",
+    "max_upload_bytes": str(MIB),
+    "max_body_bytes_in_flight": str(2 * MIB),
+    "body_timeout_s": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_artifact, tmp_path_factory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("limits")
+    process = ServerProcess(tiny_artifact, root / "data", root / "server.log", **LIMITS).start()
+    yield process
+    process.stop()
+
+
+def slow_upload(port: int, declared: int, sent: bytes = b"--x\r\n") -> socket.socket:
+    """A connection that announces a `declared`-byte upload, sends its first bytes and then stalls."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = (
+        f"POST /embed HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {declared}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + sent)
+    return sock
+
+
+def answer(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_slow_body_gets_408_and_frees_its_slot(server) -> None:
+    started = time.monotonic()
+    with slow_upload(server.port, 100_000) as sock:
+        reply = answer(sock)  # the server closes the connection after its answer
+    waited = time.monotonic() - started
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert b"body_timeout" in reply and 1.5 < waited < 2 + QUICK_S
+
+
+def test_over_the_bounds_requests_get_429_at_once_and_probes_still_answer(server) -> None:
+    small = {"files": ("a.npy", npy_bytes(walking_sequence(4)))}
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        held = [slow_upload(server.port, 900_000)]  # 0.9 MiB of the 2 MiB of bodies in flight
+        time.sleep(0.3)
+        started = time.monotonic()
+        with slow_upload(server.port, MIB + 1) as sock:
+            assert answer(sock).startswith(b"HTTP/1.1 413")  # over the upload limit: 413, not 429
+        # 0.9 + 0.9 MiB fit, a third 0.9 MiB does not: bytes in flight.
+        held.append(slow_upload(server.port, 900_000))
+        time.sleep(0.3)
+        refused = c.post("/embed", files={"files": ("big.npy", b"\0" * 900_000)})
+        assert error_code(refused, 429) == "overloaded" and "bytes of request bodies" in refused.text
+        assert refused.headers["Retry-After"] == "1"
+        # A third held request reaches the request bound: even a small one is refused.
+        held.append(slow_upload(server.port, 10))
+        time.sleep(0.3)
+        refused = c.post("/embed", files=small)
+        assert error_code(refused, 429) == "overloaded" and "limit of 3 requests" in refused.text
+        assert time.monotonic() - started < QUICK_S  # answered at once, never queued
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+        for sock in held:  # each times out (408) and frees what it held
+            assert answer(sock).startswith(b"HTTP/1.1 408")
+            sock.close()
+        assert c.post("/embed", files=small).status_code == 200
