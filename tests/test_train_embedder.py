@@ -45,12 +45,11 @@ def test_embed_equals_the_model_forward(model: GaitSSB) -> None:
     out = embedder.embed(batch)
     assert out.shape == (2, CONFIG.parts, CONFIG.dim) and out.dtype == np.float32
     for row, seq in zip(out, batch, strict=True):
-        np.testing.assert_allclose(row, direct(model, seq), atol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1, atol=1e-5)  # per-part unit vectors
+        np.testing.assert_allclose(row, direct(model, seq), atol=1e-5)  # raw, as OpenGait's evaluator sees it
 
 
-def test_result_does_not_depend_on_batching_or_padding(model: GaitSSB) -> None:
-    batch = seqs(2, 9, 5, 1, 6, seed=1)
+def test_result_does_not_depend_on_batching(model: GaitSSB) -> None:
+    batch = seqs(2, 9, 5, 1, 9, 6, 2, seed=1)  # equal lengths share a call
     whole = Embedder(model, "test", torch.device("cpu")).embed(batch)
     one_by_one = np.concatenate([Embedder(model, "test", torch.device("cpu")).embed([s]) for s in batch])
     chunked = Embedder(model, "test", torch.device("cpu"), frame_budget=10).embed(batch)  # splits the batch

@@ -1,20 +1,23 @@
 """The GaitSSB network: frame-wise ResNet9, temporal max, 31-part pyramid pooling, per-part heads.
 
 Follows OpenGait's GaitSSB (configs/gaitssb) so its checkpoints map one to one (see train/opengait.py),
-but the forward is pure: silhouettes in, per-part L2-normalised embedding out, so it exports to ONNX
-without a wrapper. Training-only pieces (projector/predictor outputs for the loss) are separate methods.
+but the forward is pure: silhouettes in, the embedding OpenGait's evaluator uses out, so it exports to
+ONNX without a wrapper. That is the per-part L2-normalised predictor output for the pretrained form and
+the raw `head0` output for the fine-tuned one (normalising it is a separate, recorded serving step).
+Training-only pieces (projector/predictor outputs for the loss) are separate methods.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gaitlu.errors import ConfigError
+from gaitlu.manifest import Normalisation
 
 Form = Literal["pretrain", "finetune"]
 
@@ -153,8 +156,11 @@ class GaitSSB(nn.Module):
     """GaitSSB. `forward` maps silhouettes to the embedding; training code uses the pieces.
 
     Input: (N, T, 64, 44) float in [0, 1]; optional `lengths` (N,) for padded batches.
-    Output: (N, P, C) float32, each part L2-normalised (inner product / P = mean per-part cosine).
+    Output: (N, P, C) float32: pretrain form, each part L2-normalised (as OpenGait's GaitSSB_Pretrain
+    embeds); finetune form, the raw head output (as OpenGait's GaitSSB_Finetune embeds).
     """
+
+    min_frames: ClassVar[int] = 1
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -164,6 +170,10 @@ class GaitSSB(nn.Module):
         self.projector = part_mlp(parts, dim, final_bn=True)
         self.predictor = part_mlp(parts, dim, final_bn=False) if config.form == "pretrain" else None
         self.head = SeparateFC(parts, dim, dim, normalize_weight=True) if config.form == "finetune" else None
+
+    @property
+    def normalisation(self) -> Normalisation:
+        return "per-part-l2" if self.head is None else "none"
 
     def encode(self, sils: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone per frame, temporal max, pyramid pooling: (N, T, H, W) -> (N, C, P)."""
@@ -177,11 +187,9 @@ class GaitSSB(nn.Module):
     def forward(self, sils: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         z = self.projector(self.encode(sils, lengths))  # (N, C, P)
         if self.head is not None:
-            out = self.head(F.normalize(z, dim=1))
-        else:
-            assert self.predictor is not None
-            out = self.predictor(z)
-        return F.normalize(out, dim=1).transpose(1, 2)  # (N, P, C)
+            return self.head(F.normalize(z, dim=1)).transpose(1, 2)  # (N, P, C), raw
+        assert self.predictor is not None
+        return F.normalize(self.predictor(z), dim=1).transpose(1, 2)  # (N, P, C), unit parts
 
 
 def count_parameters(model: nn.Module) -> int:
