@@ -36,7 +36,9 @@ def export_command(
         str, typer.Option(help="Parity grid vs PyTorch: quick (each size once) or full (all 12 pairs).")
     ] = "quick",
 ) -> None:
-    """Export a checkpoint to an ONNX artifact (model.onnx + manifest.json), checked against PyTorch."""
+    """Export a checkpoint of any registered architecture to an ONNX artifact (model.onnx + manifest.json),
+    checked against PyTorch. The graph outputs the model's own embedding; the manifest names the
+    architecture and records the service's normalisation step separately."""
     if parity not in PARITY_GRIDS:
         raise ExportError(f"--parity must be one of {sorted(PARITY_GRIDS)}, not {parity!r}")
     options = ExportOptions(
@@ -52,6 +54,12 @@ def export_command(
     with console.status("exporting"):
         result = export_artifact(checkpoint, out, options)
     manifest = result.manifest
+    out_spec = manifest.output
+    console.print(
+        f"{manifest.model.name}: embedding {out_spec.parts} x {out_spec.channels}, output normalisation "
+        f"{out_spec.normalisation}; the service applies {manifest.indexing.normalisation} before indexing"
+        + (f"; OpenGait evaluates it with metric {manifest.evaluation.metric}" if manifest.evaluation else "")
+    )
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(

@@ -1,8 +1,11 @@
 """Checkpoint model -> ONNX graph: `silhouettes` (N, T, 64, 44) float32 in [0, 1] -> `embedding` (N, P*C).
 
-The graph is the model's own forward (per-part L2 normalisation included) plus a part-major flatten, so
-an inner product of two embeddings divided by P is the paper's mean per-part cosine. N and T are dynamic
-(torch.onnx.export with dynamo=True and explicit `dynamic_shapes`, see docs/stack.md).
+The graph is the model's own forward, for any registered architecture, plus a part-major flatten:
+exactly the model's embedding (OpenGait's evaluator tensor for imported models), raw where it is raw.
+Normalisation for the service's index is a separate step the manifest records, never part of the
+graph. N and T are dynamic (torch.onnx.export with dynamo=True and explicit `dynamic_shapes`, see
+docs/stack.md); T starts at the model's `min_frames` (3 for GaitGL, whose stride-3 temporal
+aggregation needs three frames: the runtime tiles shorter sequences as OpenGait's forward does).
 
 Input dtype: float32. uint8 input with /255 inside the graph was measured against it on this 2-core CPU
 (onnxruntime 1.32, tiny and paper-size models, batch 1 and 8): equal within 2 %, so the simpler float32
@@ -22,7 +25,6 @@ from torch.export import Dim
 
 from export.errors import ExportError
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
-from train.model import GaitSSB
 
 logger = logging.getLogger(__name__)
 # torch's exporter warns once per torchvision op it cannot register; we use none of them.
@@ -38,25 +40,29 @@ INPUT_DTYPE_CHOICE = (
 
 
 class EmbeddingGraph(nn.Module):
-    """The exported function: GaitSSB forward, then (N, P, C) -> (N, P*C) part-major."""
+    """The exported function: the model's forward, then (N, P, C) -> (N, P*C) part-major."""
 
-    def __init__(self, model: GaitSSB) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, silhouettes: torch.Tensor) -> torch.Tensor:
-        emb = self.model(silhouettes)  # (N, P, C), each part L2-normalised
+        emb = self.model(silhouettes)  # (N, P, C), the model's embedding as it is
         return emb.reshape(emb.shape[0], -1)  # (N, P*C)
 
 
-def export_onnx(model: GaitSSB, path: Path, opset: int, max_batch: int, max_frames: int) -> None:
+def export_onnx(model: nn.Module, path: Path, opset: int, max_batch: int, max_frames: int) -> None:
     """Write the graph to `path` and check it with onnx.checker (full check, shapes inferred)."""
     if opset < MIN_OPSET:
         raise ExportError(f"--opset {opset} is below {MIN_OPSET}, the lowest the torch exporter writes")
     graph = EmbeddingGraph(model).eval()
-    # Batch >= 2 and frames >= 2 in the example, so neither dimension is specialised to a constant.
-    example = torch.zeros(2, 3, FRAME_HEIGHT, MODEL_WIDTH)
-    dynamic = {INPUT_NAME: {0: Dim("batch", min=1, max=max_batch), 1: Dim("frames", min=1, max=max_frames)}}
+    min_frames = model.min_frames
+    if max_frames < min_frames:
+        raise ExportError(f"--max-frames {max_frames} is below this model's minimum of {min_frames} frames")
+    # Batch >= 2 and 7 frames in the example, so no dimension (nor GaitGL's T // 3) is specialised.
+    example = torch.zeros(2, max(7, min_frames), FRAME_HEIGHT, MODEL_WIDTH)
+    frames = Dim("frames", min=min_frames, max=max(max_frames, example.shape[1]))
+    dynamic = {INPUT_NAME: {0: Dim("batch", min=1, max=max_batch), 1: frames}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business
         program = torch.onnx.export(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from torch import nn
 
 from export import calibration, checks, graph, precision, tensorrt
 from export.errors import ExportError
@@ -26,6 +27,7 @@ from gaitlu.files import sha256_file
 from gaitlu.manifest import (
     FORMAT,
     MANIFEST_NAME,
+    Evaluation,
     InputSpec,
     Manifest,
     ModelFile,
@@ -40,11 +42,10 @@ from gaitlu.manifest import (
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
 from train.checkpoint import load_checkpoint
 from train.config import config_to_dict
-from train.model import GaitSSB
+from train.zoo.registry import architecture_of
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAME = "gaitssb"
 FP32_FILE, INT8_FILE, FP16_FILE = "model.onnx", "model.int8.onnx", "model.fp16.onnx"
 
 
@@ -135,7 +136,7 @@ def _publish(staging: Path, out: Path) -> None:
 
 
 def build_manifest(
-    model: GaitSSB,
+    model: nn.Module,
     ckpt_path: Path,
     ckpt: dict,
     options: ExportOptions,
@@ -144,9 +145,10 @@ def build_manifest(
     trt_info: TensorRTInfo | None,
 ) -> Manifest:
     config = model.config
+    recorded = (ckpt.get("config") or {}).get("evaluation")
     return Manifest(
         format=FORMAT,
-        model=ModelInfo(name=MODEL_NAME, config=config_to_dict(config)),
+        model=ModelInfo(name=architecture_of(model).name, config=config_to_dict(config)),
         input=InputSpec(
             name=graph.INPUT_NAME,
             dtype="float32",
@@ -156,13 +158,14 @@ def build_manifest(
             max_frames=options.max_frames,
             preprocessing="gaitlu.preprocess.to_model_frames, then uint8 / 255",
             dtype_choice=graph.INPUT_DTYPE_CHOICE,
+            min_frames=model.min_frames,
         ),
         output=OutputSpec(
             name=graph.OUTPUT_NAME,
             parts=config.layout.parts,
             channels=config.layout.channels,
             layout="part-major",
-            normalisation="per-part-l2",
+            normalisation=config.layout.normalisation,
         ),
         metric="ip",
         model_sha256=variants["fp32"].sha256,
@@ -178,6 +181,7 @@ def build_manifest(
         ),
         exported_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         versions=library_versions(),
+        evaluation=Evaluation.model_validate(recorded) if recorded else None,
     )
 
 
@@ -201,7 +205,13 @@ def export_artifact(checkpoint: Path, out: Path, options: ExportOptions) -> Expo
             reason = tensorrt.tensorrt_unavailable_reason()
             if reason is None:
                 trt_info = tensorrt.build_engine(
-                    staging / FP32_FILE, staging, options.max_batch, options.max_frames, fp32, parts
+                    staging / FP32_FILE,
+                    staging,
+                    options.max_batch,
+                    options.max_frames,
+                    fp32,
+                    parts,
+                    model.min_frames,
                 )
             else:
                 notes.append(reason)

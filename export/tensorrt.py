@@ -51,9 +51,10 @@ def build_engine(
     max_frames: int,
     session: ort.InferenceSession,
     parts: int,
+    min_frames: int = 1,
 ) -> TensorRTInfo:
-    """Build an fp16 engine with one profile (batch 1..max_batch, frames 1..max_frames), check it against
-    the ONNX session, and describe it. Call only when `tensorrt_unavailable_reason()` is None."""
+    """Build an fp16 engine with one profile (batch 1..max_batch, frames min_frames..max_frames), check it
+    against the ONNX session, and describe it. Call only when `tensorrt_unavailable_reason()` is None."""
     import tensorrt as trt
 
     trt_logger = trt.Logger(trt.Logger.WARNING)
@@ -69,8 +70,8 @@ def build_engine(
     frame = (FRAME_HEIGHT, MODEL_WIDTH)
     profile.set_shape(
         INPUT_NAME,
-        (1, 1, *frame),
-        (min(8, max_batch), min(92, max_frames), *frame),
+        (1, min_frames, *frame),
+        (min(8, max_batch), max(min_frames, min(92, max_frames)), *frame),
         (max_batch, max_frames, *frame),
     )
     config.add_optimization_profile(profile)
@@ -81,7 +82,9 @@ def build_engine(
     path.write_bytes(bytes(serialized))
 
     engine = trt.Runtime(trt_logger).deserialize_cuda_engine(bytes(serialized))
-    sils = noise_silhouettes(np.random.default_rng(1), min(4, max_batch), min(30, max_frames))
+    sils = noise_silhouettes(
+        np.random.default_rng(1), min(4, max_batch), max(min_frames, min(30, max_frames))
+    )
     cosine = float(part_cosines(_run_engine(engine, sils, parts), run_session(session, sils, parts)).min())
     if cosine < ENGINE_MIN_COSINE:
         raise ExportError(f"the TensorRT engine disagrees with ONNX: min per-part cosine {cosine:.6f}")

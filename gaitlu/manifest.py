@@ -2,7 +2,10 @@
 
 An artifact is a folder: `manifest.json` plus the model files it lists (`model.onnx`, optionally
 `model.int8.onnx`, `model.fp16.onnx`, a TensorRT engine). The manifest says how to feed the model
-(input spec and preprocessing), how to compare its outputs (metric) and which model it is: the sha256 of
+(input spec and preprocessing), what its output is (the model's own embedding, raw or normalised by the
+model), what the service does to it before indexing (`indexing`, a separate recorded step), how to
+compare the indexed vectors (metric), how OpenGait evaluates the model (`evaluation`, for imported
+models) and which model it is: the sha256 of
 `model.onnx` is the model's identity for the service and the galleries, and every file's hash is checked
 before it is loaded, so a swapped or truncated file is refused rather than silently serving other vectors.
 
@@ -37,8 +40,8 @@ class _Strict(BaseModel):
 
 
 class ModelInfo(_Strict):
-    name: str  # "gaitssb"
-    config: dict[str, Any]  # ModelConfig fields (channels, strides, bins, form)
+    name: str  # the architecture ("gaitssb", "gaitbase", "deepgaitv2", "gaitset", "gaitgl")
+    config: dict[str, Any]  # its config fields (e.g. GaitSSB's channels, strides, bins, form)
 
 
 class InputSpec(_Strict):
@@ -52,6 +55,9 @@ class InputSpec(_Strict):
     max_frames: int  # longest sequence the export (and a TensorRT profile) was set up for
     preprocessing: str  # the function that turns any mask sequence into model frames
     dtype_choice: str  # why this input dtype (measured at export design time)
+    # The graph needs at least this many frames; a shorter sequence is tiled whole ceil(min_frames / T)
+    # times before the call (OpenGait's rule for GaitGL, whose forward does the same in torch).
+    min_frames: int = 1
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -63,7 +69,7 @@ class OutputSpec(_Strict):
     parts: int
     channels: int  # floats per part
     layout: Literal["part-major"]  # (N, P, C) flattened to (N, P*C)
-    normalisation: Normalisation
+    normalisation: Normalisation  # what the model computes; "none" = raw features (e.g. before a BNNeck)
 
     @model_validator(mode="before")
     @classmethod
@@ -129,6 +135,30 @@ class TensorRTInfo(_Strict):
     min_cosine_vs_onnx: float
 
 
+class Indexing(_Strict):
+    """What the service does to the model's output before /embed answers, enrolment and search.
+
+    A step after the model, recorded here rather than folded into the graph: the artifact's output
+    stays exactly the model's embedding (what `gaitlu eval --artifact` scores, as OpenGait would).
+    Per-part L2 makes inner product / parts the mean per-part cosine, which galleries index.
+    """
+
+    normalisation: Literal["per-part-l2"] = "per-part-l2"
+
+
+class Evaluation(_Strict):
+    """How OpenGait's evaluator scores this model (from the imported config's evaluator_cfg)."""
+
+    metric: Literal["euc", "cos"]  # per-part distance, averaged over parts, on the raw output
+    frames_limit: int | None  # sampler.frames_all_limit: first frames kept per sequence; None = all
+    sample_type: str  # sampler.sample_type ("all_ordered": whole sequences in natural order)
+    eval_func: str  # OpenGait's evaluation function (protocol family)
+    dataset: str | None  # data_cfg.test_dataset_name (or dataset_name)
+    enable_float16: bool  # OpenGait autocasts its test forward to fp16 on a GPU when true
+    cross_view_gallery: bool
+    source: str  # where these values came from
+
+
 class Source(_Strict):
     checkpoint: str
     sha256: str
@@ -141,7 +171,7 @@ class Manifest(_Strict):
     model: ModelInfo
     input: InputSpec
     output: OutputSpec
-    metric: Literal["ip"]  # inner product of flattened embeddings / parts = mean per-part cosine
+    metric: Literal["ip"]  # of the indexed vectors: inner product / parts = mean per-part cosine
     model_sha256: str  # sha256 of model.onnx: the model's identity
     variants: dict[VariantPrecision, ModelFile]
     tensorrt: TensorRTInfo | None = None
@@ -150,6 +180,8 @@ class Manifest(_Strict):
     source: Source
     exported_at: str  # ISO 8601, UTC
     versions: dict[str, str]
+    indexing: Indexing = Indexing()
+    evaluation: Evaluation | None = None  # imported OpenGait models; None: the protocols' defaults
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

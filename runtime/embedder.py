@@ -8,7 +8,13 @@ Sequences of different lengths are never padded: the graph's temporal max has no
 still produce backbone activations (BatchNorm shifts make them non-zero), so padding would change the
 embedding. Instead equal lengths are grouped into one call and groups run separately; a group larger
 than `max_batch` sequences or `max_call_frames` frames is split (results are identical: each row depends
-only on its own sequence).
+only on its own sequence). That is also what models that convolve over time need (DeepGaitV2-P3D,
+GaitGL): each sequence whole and alone on its batch row, never packed with another along time.
+
+Raw outputs (manifest `output.normalisation` "none", e.g. GaitBase's pre-BNNeck features) are what
+`embed_output` returns and what `gaitlu eval --artifact` scores. `embed` / `embed_flat`, which the
+service and the galleries use, apply the manifest's recorded `indexing` step first (per-part L2), so
+inner product / parts stays the mean per-part cosine whatever the model emits.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gaitlu.embedding import EmbeddingLayout, normalise_parts
 from gaitlu.errors import ConfigError, SequenceError
-from gaitlu.manifest import Manifest, read_manifest, verified_path
+from gaitlu.manifest import Evaluation, Manifest, read_manifest, verified_path
 from runtime.backends import (
     BACKENDS,
     Backend,
@@ -38,7 +45,8 @@ WARMUP_FRAMES = 30
 
 class ArtifactEmbedder:
     """An artifact's model on one backend (a `gaitlu.embedding.Embedder`); see the module docstring for
-    batching rules."""
+    batching rules. `output_layout` is the model's own (the manifest's: its normalisation may be "none");
+    `layout` is that of what `embed` returns, every part unit-norm."""
 
     def __init__(
         self,
@@ -53,11 +61,14 @@ class ArtifactEmbedder:
         self.manifest = manifest
         self.backend = backend
         self.model_hash = model_hash
-        self.layout = manifest.output.embedding_layout
+        self.output_layout = manifest.output.embedding_layout
+        self.layout = EmbeddingLayout(self.output_layout.parts, self.output_layout.channels, "per-part-l2")
         self.max_batch = max_batch
         self.max_call_frames = max_call_frames
         self.max_frames = manifest.input.max_frames
+        self.min_frames = manifest.input.min_frames
         self.frame_size = manifest.input.frame_size
+        self.evaluation: Evaluation | None = manifest.evaluation
 
     def _prepare(self, seq: np.ndarray, i: int) -> np.ndarray:
         """One sequence as (T, 64, 44) float32 in [0, 1], cut to its first `max_frames` frames (as the
@@ -71,6 +82,8 @@ class ArtifactEmbedder:
         if len(seq) == 0:
             raise SequenceError(f"sequence {i} has no frames")
         seq = seq[: self.max_frames]
+        if len(seq) < self.min_frames:  # the manifest's rule: tile the whole sequence, as OpenGait does
+            seq = np.tile(seq, (-(-self.min_frames // len(seq)), 1, 1))
         if seq.dtype == np.uint8:
             return np.divide(seq, 255, dtype=np.float32)
         if seq.dtype == np.float32:
@@ -92,17 +105,22 @@ class ArtifactEmbedder:
             calls += [rows[start : start + size] for start in range(0, len(rows), size)]
         return calls
 
-    def embed_flat(self, batch: list[np.ndarray]) -> np.ndarray:
-        """(T_i, 64, 44) uint8 (or float32 in [0, 1]) sequences -> (N, P*C) float32, part-major."""
+    def embed_output(self, batch: list[np.ndarray]) -> np.ndarray:
+        """The model's own output, (N, P, C): raw where the manifest says it is raw."""
         seqs = [self._prepare(seq, i) for i, seq in enumerate(batch)]
         out = np.empty((len(seqs), self.layout.size), np.float32)  # (N, P*C)
         for rows in self._calls([len(s) for s in seqs]):
             out[rows] = self.backend.run(np.stack([seqs[i] for i in rows]))  # (n, T, 64, 44) -> (n, P*C)
-        return out
+        return self.layout.unflatten(out)  # (N, P, C)
 
     def embed(self, batch: list[np.ndarray]) -> np.ndarray:
-        """The same as (N, P, C)."""
-        return self.layout.unflatten(self.embed_flat(batch))  # (N, P*C) -> (N, P, C)
+        """(T_i, 64, 44) uint8 (or float32 in [0, 1]) sequences -> (N, P, C) float32, each part unit-norm:
+        the manifest's indexing step (per-part L2, the only one), idempotent on already unit parts."""
+        return normalise_parts(self.embed_output(batch))
+
+    def embed_flat(self, batch: list[np.ndarray]) -> np.ndarray:
+        """The same as (N, P*C), part-major: inner product / P = mean per-part cosine."""
+        return self.layout.flatten(self.embed(batch))  # (N, P, C) -> (N, P*C)
 
     def warmup(self) -> None:
         """One small call, so the first request does not pay for kernel selection (or a TensorRT build)."""

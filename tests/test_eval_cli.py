@@ -145,8 +145,10 @@ def test_a_missing_stage_names_what_to_install(dataset: Path, tmp_path: Path, mo
 def test_the_artifact_source_is_the_runtime_embedder(
     dataset: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    class TwoPartGei:  # a stand-in with the runtime's contract: .embed(batch) -> (N, P, C)
-        def embed(self, batch):
+    class TwoPartGei:  # a stand-in with the runtime's contract: the raw output is what is scored
+        evaluation = None  # not an imported OpenGait model
+
+        def embed_output(self, batch):
             return np.concatenate([gei_embed(batch)] * 2, axis=1)  # (N, 2, 2816)
 
     opened = []

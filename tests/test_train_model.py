@@ -69,16 +69,18 @@ def test_temporal_max_ignores_frames_beyond_each_length() -> None:
     assert temporal_max(frames, None)[0].max() == 100.0
 
 
-def test_finetune_form_has_a_normalised_head_and_no_predictor() -> None:
+def test_finetune_form_embeds_the_raw_output_of_a_normalised_head() -> None:
     model = GaitSSB(ModelConfig(channels=TINY.channels, form="finetune")).eval()
     assert model.predictor is None and model.head is not None
     assert GaitSSB(TINY).head is None
+    assert (model.config.layout.normalisation, TINY.layout.normalisation) == ("none", "per-part-l2")
     x = silhouettes(2, 4)
     with torch.no_grad():
         out = model(x)
         z = F.normalize(model.projector(model.encode(x)), dim=1)  # (N, C, P)
-        expected = F.normalize(model.head(z), dim=1).transpose(1, 2)
+        expected = model.head(z).transpose(1, 2)  # OpenGait's GaitSSB_Finetune embedding: not normalised
     torch.testing.assert_close(out, expected)
+    assert not torch.allclose(out.norm(dim=-1), torch.ones(2, TINY.layout.parts), atol=1e-3)
     model.head.weight.data.mul_(5.0)  # the head normalises its weights: scaling them changes nothing
     with torch.no_grad():
         torch.testing.assert_close(model(x), out)

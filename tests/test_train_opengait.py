@@ -1,4 +1,5 @@
-"""Importing OpenGait GaitSSB checkpoints: key mapping, shapes, refusals, and numerical equivalence.
+"""Importing OpenGait GaitSSB checkpoints: key mapping, shapes, refusals, numerical equivalence, and the
+fine-tuned model's export giving OpenGait's raw embedding.
 
 The fabricated checkpoints use OpenGait's key names, shapes and layouts (random weights). The imported
 model must reproduce a reference forward written here with plain functional ops on the OpenGait state
@@ -10,11 +11,15 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from export.pipeline import ExportOptions, export_artifact
 from gaitlu.errors import DataError
+from gaitlu.manifest import read_manifest
+from runtime import load_artifact_embedder
 from tests.support.cli import run_cli
 from train.checkpoint import load_checkpoint
 from train.opengait import convert_state_dict, import_opengait
@@ -123,7 +128,8 @@ def _ref_bn1d(x: torch.Tensor, s: dict, prefix: str) -> torch.Tensor:
 
 
 def reference_embedding(s: dict, sils: torch.Tensor) -> torch.Tensor:
-    """OpenGait's eval-mode embedding of each sequence (N, T, 64, 44) -> (N, C, P)."""
+    """OpenGait's eval-mode `inference_feat['embeddings']` of each sequence (N, T, 64, 44) -> (N, C, P):
+    GaitSSB_Finetune's raw head output, GaitSSB_Pretrain's per-part normalised predictor output."""
     feats = []
     for seq in sils:
         frames = _ref_backbone(seq[:, None], s)  # (T, C, h, w)
@@ -145,7 +151,7 @@ def reference_embedding(s: dict, sils: torch.Tensor) -> torch.Tensor:
         F.relu(_ref_bn1d(_ref_fc(x, s["predictor.0.fc_bin"]), s, "predictor.1.bn1d.")),
         s["predictor.3.fc_bin"],
     )
-    return x
+    return F.normalize(x, dim=1)
 
 
 def sils(n: int = 2, t: int = 5, seed: int = 1) -> torch.Tensor:
@@ -168,8 +174,8 @@ def test_imported_model_matches_the_opengait_reference(tmp_path: Path, form: str
 
     x = sils()
     with torch.no_grad():
-        ours = model(x)  # (N, P, C), normalised per part
-    expected = F.normalize(reference_embedding(state, x), dim=1).transpose(1, 2)
+        ours = model(x)  # (N, P, C): OpenGait's embedding, raw for the fine-tuned form
+    expected = reference_embedding(state, x).transpose(1, 2)
     torch.testing.assert_close(ours, expected, atol=2e-5, rtol=1e-4)
 
 
@@ -194,7 +200,7 @@ def test_paper_width_checkpoint_with_ddp_prefixes(tmp_path: Path) -> None:
     x = sils(n=1, t=2)
     with torch.no_grad():
         ours = model(x)
-    expected = F.normalize(reference_embedding(state, x), dim=1).transpose(1, 2)
+    expected = reference_embedding(state, x).transpose(1, 2)
     torch.testing.assert_close(ours, expected, atol=2e-5, rtol=1e-4)
 
 
@@ -205,20 +211,24 @@ def test_unknown_and_missing_keys_are_listed() -> None:
     with pytest.raises(DataError) as err:
         convert_state_dict(state)
     message = str(err.value)
-    assert "Backbone.forward_block.layer2.1.conv1.weight" in message
-    assert "projector.4.bn.running_var" in message
+    assert "unknown keys: ['Backbone.forward_block.layer2.1.conv1.weight']" in message
+    assert "missing keys: ['projector.4.bn1d.running_var']" in message
 
 
 def test_shape_mismatch_is_listed_with_both_shapes() -> None:
     state = fabricate((8, 16, 32, 24), "finetune")
     state["head0.fc_bin"] = torch.zeros(16, 24, 24)  # 16 parts: another pyramid than 16/8/4/2/1
-    with pytest.raises(DataError, match=r"head\.weight: \(16, 24, 24\) in the file, \(31, 24, 24\) expected"):
+    with pytest.raises(
+        DataError, match=r"head0\.fc_bin: \(16, 24, 24\) in the file, \(31, 24, 24\) expected"
+    ):
         convert_state_dict(state)
 
 
 def test_forced_form_that_does_not_fit_is_refused() -> None:
     state = fabricate((8, 16, 32, 24), "pretrain")
-    with pytest.raises(DataError, match=r"predictor\.0\.fc_bin.*head\.weight"):
+    with pytest.raises(
+        DataError, match=r"unknown keys: \[.*'predictor\.0\.fc_bin'.*missing keys: \['head0\.fc_bin'\]"
+    ):
         convert_state_dict(state, form="finetune")
 
 
@@ -250,3 +260,23 @@ def test_a_file_that_needs_unpickling_is_refused_without_running_it(tmp_path: Pa
     with pytest.raises(DataError, match="weights-only"):
         import_opengait(src, tmp_path / "out.pt")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_finetuned_export_gives_opengaits_raw_embedding(tmp_path: Path) -> None:
+    state = fabricate((8, 16, 32, 24), "finetune")
+    import_opengait(save_opengait(tmp_path / "ft.pt", state), tmp_path / "ft-imported.pt")
+    options = ExportOptions(max_batch=4, max_frames=32, parity_cases=((2, 5),))
+    export_artifact(tmp_path / "ft-imported.pt", tmp_path / "artifact", options)
+    manifest = read_manifest(tmp_path / "artifact")
+    assert manifest.model.name == "gaitssb" and manifest.model.config["form"] == "finetune"
+    assert manifest.output.normalisation == "none" and manifest.indexing.normalisation == "per-part-l2"
+
+    x = sils(n=3, t=6)
+    frames = list((x.numpy() * 255).astype(np.uint8))  # binary, so /255 in the runtime gives x back
+    embedder = load_artifact_embedder(tmp_path / "artifact", backend="cpu", threads=1)
+    out = embedder.embed_output(frames)  # (N, P, C): the artifact's output
+    expected = reference_embedding(state, x).transpose(1, 2).numpy()  # OpenGait's raw head0 output
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=2e-5)
+    assert not np.allclose(np.linalg.norm(out, axis=-1), 1.0, atol=0.05)
+    served = embedder.embed(frames)  # the service's vectors: the recorded per-part L2 step on top
+    np.testing.assert_allclose(served, expected / np.linalg.norm(expected, axis=-1, keepdims=True), atol=1e-5)

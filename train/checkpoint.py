@@ -3,7 +3,8 @@
 Format "gaitlu-checkpoint/1" (a `torch.save` dict):
 
     format         "gaitlu-checkpoint/1"
-    model_config   ModelConfig as a plain dict (rebuild with build_config(ModelConfig, ...))
+    architecture   the registered architecture (train/zoo/registry.py); absent in older files: "gaitssb"
+    model_config   its config as a plain dict (GaitSSB: ModelConfig)
     config         the resolved experiment config (plain dict), CLI overrides applied
     model          state_dict of the bare GaitSSB: never DDP's `module.` or torch.compile's `_orig_mod.`
     optimizer, scheduler, scaler   their state_dicts (None when not saved, e.g. exported weights)
@@ -34,8 +35,8 @@ import torch
 from torch import nn
 
 from gaitlu.errors import DataError
-from train.config import build_config, config_to_dict
-from train.model import GaitSSB, ModelConfig
+from train.config import config_to_dict
+from train.zoo.registry import architecture_of, build_network
 
 logger = logging.getLogger(__name__)
 
@@ -85,15 +86,14 @@ def build_checkpoint(
     scaler: torch.amp.GradScaler | None = None,
     world_size: int = 1,
 ) -> dict[str, Any]:
-    """The checkpoint dict for `model` (wrappers are stripped, so keys match a bare GaitSSB)."""
-    gaitssb = bare_model(model)
-    if not isinstance(gaitssb, GaitSSB):
-        raise TypeError(f"expected a GaitSSB model, got {type(gaitssb).__name__}")
+    """The checkpoint dict for `model` (wrappers are stripped, so keys match the bare network)."""
+    network = bare_model(model)
     return {
         "format": FORMAT,
-        "model_config": config_to_dict(gaitssb.config),
+        "architecture": architecture_of(network).name,
+        "model_config": config_to_dict(network.config),
         "config": config,
-        "model": gaitssb.state_dict(),
+        "model": network.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
@@ -170,10 +170,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[GaitSSB, dict[str, Any]]:
-    """Rebuild the GaitSSB a checkpoint holds (eval mode, on `map_location`) and return it with the dict."""
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network a checkpoint holds (eval mode, on `map_location`) and return it with the dict."""
     ckpt = read_checkpoint(path, map_location)
-    model = GaitSSB(build_config(ModelConfig, ckpt["model_config"]))
+    model = build_network(ckpt.get("architecture", "gaitssb"), ckpt["model_config"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

@@ -114,15 +114,27 @@ def finetune(
 
 @app.command("import-opengait")
 def import_opengait(
-    checkpoint: Annotated[Path, typer.Argument(help="OpenGait GaitSSB checkpoint (.pt) to convert.")],
+    checkpoint: Annotated[Path, typer.Argument(help="OpenGait checkpoint (.pt) to convert.")],
     out: Annotated[Path, typer.Option(help="Where to write the gaitlu checkpoint.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="The OpenGait YAML the checkpoint was trained with (its model_cfg builds the network, its "
+            "evaluator_cfg is recorded for gaitlu eval). Needed for every model but GaitSSB."
+        ),
+    ] = None,
     form: Annotated[
-        str, typer.Option(help="auto (from the keys), pretrain (with predictor) or finetune (with head0).")
+        str,
+        typer.Option(help="GaitSSB without --config: auto (from the keys), pretrain or finetune."),
     ] = "auto",
 ) -> None:
-    """Convert an OpenGait GaitSSB checkpoint into a gaitlu checkpoint (weights only, no code runs)."""
+    """Convert an OpenGait checkpoint (GaitBase, DeepGaitV2, GaitSet, GaitGL, GaitSSB) into a gaitlu
+    checkpoint: weights only, no code runs; unknown, missing or mis-shaped keys are refused."""
+    from train.config import config_to_dict
     from train.opengait import import_opengait as convert
+    from train.zoo.registry import architecture_of
 
-    model = convert(checkpoint, out, form)
-    config = model.config
-    typer.echo(f"{out}: GaitSSB {config.form} form, channels {list(config.channels)}, {config.parts} parts")
+    model = convert(checkpoint, out, form, config)
+    name = architecture_of(model).name
+    layout = model.config.layout
+    typer.echo(f"{out}: {name} {config_to_dict(model.config)}, embedding {layout.parts} x {layout.channels}")

@@ -1,14 +1,16 @@
 """The GaitSSB network: frame-wise ResNet9, temporal max, 31-part pyramid pooling, per-part heads.
 
 Follows OpenGait's GaitSSB (configs/gaitssb) so its checkpoints map one to one (see train/opengait.py),
-but the forward is pure: silhouettes in, per-part L2-normalised embedding out, so it exports to ONNX
-without a wrapper. Training-only pieces (projector/predictor outputs for the loss) are separate methods.
+but the forward is pure: silhouettes in, the embedding OpenGait's evaluator uses out, so it exports to
+ONNX without a wrapper. That is the per-part L2-normalised predictor output for the pretrained form and
+the raw `head0` output for the fine-tuned one (normalising it is a separate, recorded serving step).
+Training-only pieces (projector/predictor outputs for the loss) are separate methods.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +45,11 @@ class ModelConfig:
 
     @property
     def layout(self) -> EmbeddingLayout:
-        """The embedding: one part per pyramid bin, the last stage's width per part, each part unit-norm."""
-        return EmbeddingLayout(self.parts, self.channels[-1], "per-part-l2")
+        """The embedding: one part per pyramid bin, the last stage's width per part; the pretrain form
+        normalises each part, the finetune form's head output is raw."""
+        return EmbeddingLayout(
+            self.parts, self.channels[-1], "per-part-l2" if self.form == "pretrain" else "none"
+        )
 
 
 class BasicBlock(nn.Module):
@@ -154,8 +159,11 @@ class GaitSSB(nn.Module):
     """GaitSSB. `forward` maps silhouettes to the embedding; training code uses the pieces.
 
     Input: (N, T, 64, 44) float in [0, 1]; optional `lengths` (N,) for padded batches.
-    Output: (N, P, C) float32, each part L2-normalised (inner product / P = mean per-part cosine).
+    Output: (N, P, C) float32: pretrain form, each part L2-normalised (as OpenGait's GaitSSB_Pretrain
+    embeds); finetune form, the raw head output (as OpenGait's GaitSSB_Finetune embeds).
     """
+
+    min_frames: ClassVar[int] = 1
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -179,11 +187,9 @@ class GaitSSB(nn.Module):
     def forward(self, sils: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         z = self.projector(self.encode(sils, lengths))  # (N, C, P)
         if self.head is not None:
-            out = self.head(F.normalize(z, dim=1))
-        else:
-            assert self.predictor is not None
-            out = self.predictor(z)
-        return F.normalize(out, dim=1).transpose(1, 2)  # (N, P, C)
+            return self.head(F.normalize(z, dim=1)).transpose(1, 2)  # (N, P, C), raw
+        assert self.predictor is not None
+        return F.normalize(self.predictor(z), dim=1).transpose(1, 2)  # (N, P, C), unit parts
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -4,6 +4,10 @@ The three sources share the core's runner (gaitlu.evaluation): `--baseline gei` 
 (the train stage's `load_checkpoint_embedder`) and `--artifact` (the runtime's `load_artifact_embedder`).
 Each stage is imported when its source is asked for, so `--artifact` needs no torch and `--baseline`
 needs neither.
+
+What is scored is the model's own output: a checkpoint's `embed`, an artifact's `embed_output` (its
+`embed` normalises for the service's index). An imported model's `evaluation` (OpenGait's evaluator
+settings) gives the default metric and the frame limit, so it scores as OpenGait scores it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ from gaitlu.evaluation.embeddings import save_embeddings
 from gaitlu.evaluation.gei import gei_embed
 from gaitlu.evaluation.protocols import DEFAULT_METRIC, PROTOCOLS, Report, check_partition, evaluate
 from gaitlu.evaluation.retrieval import GrewReport
-from gaitlu.evaluation.runner import Embed, embed_sequences, resolve_partition, select_test_sequences
+from gaitlu.evaluation.runner import (
+    MAX_FRAMES,
+    Embed,
+    embed_sequences,
+    resolve_partition,
+    select_test_sequences,
+)
+from gaitlu.manifest import Evaluation
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 
@@ -40,34 +51,57 @@ NEEDS = {
 }
 
 
-def load_source(source: str, path: Path) -> Embed:
-    """The `embed` of a checkpoint or an artifact; a stage that is not installed is a ConfigError saying
-    what to install."""
+def load_source(source: str, path: Path) -> tuple[Embed, Evaluation | None]:
+    """What to score (the model's own output) and the model's recorded evaluator settings; a stage that
+    is not installed is a ConfigError saying what to install."""
     if not path.exists():
         raise DataError(f"--{source} {path} does not exist")
     try:
         if source == "checkpoint":
             from train.embedder import load_checkpoint_embedder
 
-            return load_checkpoint_embedder(path).embed
+            checkpoint = load_checkpoint_embedder(path)
+            return checkpoint.embed, checkpoint.evaluation
         from runtime import load_artifact_embedder
 
-        return load_artifact_embedder(path).embed
+        artifact = load_artifact_embedder(path)
+        return artifact.embed_output, artifact.evaluation
     except ModuleNotFoundError as exc:
         raise ConfigError(f"--{source} needs {NEEDS[source]}: module {exc.name!r} is not available") from exc
 
 
-def resolve_embed(baseline: str | None, checkpoint: Path | None, artifact: Path | None) -> tuple[str, Embed]:
-    """Exactly one source: returns its description and its embed function."""
+def resolve_embed(
+    baseline: str | None, checkpoint: Path | None, artifact: Path | None
+) -> tuple[str, Embed, Evaluation | None]:
+    """Exactly one source: returns its description, its embed function and its evaluator settings."""
     given = {"baseline": baseline, "checkpoint": checkpoint, "artifact": artifact}
     chosen = [name for name, value in given.items() if value is not None]
     if len(chosen) != 1:
         raise ConfigError("give exactly one of --baseline gei, --checkpoint CKPT or --artifact DIR")
     if baseline is not None:
-        return f"baseline:{baseline}", BASELINES[baseline]
+        return f"baseline:{baseline}", BASELINES[baseline], None
     source = chosen[0]
     path = Path(given[source])
-    return f"{source}:{path}", load_source(source, path)
+    return f"{source}:{path}", *load_source(source, path)
+
+
+def evaluation_notes(evaluation: Evaluation | None, protocol: str) -> list[str]:
+    """What differs between OpenGait's evaluation of this model and what `gaitlu eval` runs."""
+    if evaluation is None:
+        return []
+    notes = []
+    if evaluation.sample_type != "all_ordered":
+        notes.append(
+            f"the OpenGait config tests with sample_type {evaluation.sample_type!r}; gaitlu evaluates whole "
+            "sequences in natural order (all_ordered)"
+        )
+    if evaluation.cross_view_gallery and protocol in ("casia-b", "oumvlp"):
+        notes.append(
+            "the OpenGait config sets cross_view_gallery; gaitlu runs the single-view-gallery protocol"
+        )
+    if evaluation.enable_float16:
+        notes.append("OpenGait's evaluator autocasts this model to fp16 on a GPU; gaitlu embeds in fp32")
+    return notes
 
 
 def _fmt(value: float) -> str:
@@ -124,7 +158,10 @@ def eval_command(
         Path | None, typer.Option(help="Partition JSON (default: <dataset>/partition.json).")
     ] = None,
     metric: Annotated[
-        MetricName | None, typer.Option(help="Distance (default: cos for gait3d, else euc).")
+        MetricName | None,
+        typer.Option(
+            help="Distance (default: an imported model's OpenGait metric, else cos for gait3d, else euc)."
+        ),
     ] = None,
     save_embeddings_to: Annotated[
         Path | None, typer.Option("--save-embeddings", help="Write the test embeddings to this .npz.")
@@ -142,16 +179,27 @@ def eval_command(
     split = resolve_partition(dataset, protocol, partition)
     check_partition(protocol, split)
     sequences = select_test_sequences(dataset, split)  # before loading a model: data errors come first
-    source, embed = resolve_embed(baseline and baseline.value, checkpoint, artifact)
-    run = embed_sequences(sequences, embed, batch_size=batch_size)
+    source, embed, evaluation = resolve_embed(baseline and baseline.value, checkpoint, artifact)
+    max_frames = evaluation.frames_limit if evaluation else MAX_FRAMES
+    run = embed_sequences(sequences, embed, batch_size=batch_size, max_frames=max_frames)
     if save_embeddings_to is not None:
         save_embeddings(run.data, save_embeddings_to)
-    metric = metric.value if metric else DEFAULT_METRIC[protocol]
+    if metric is not None:
+        metric, metric_source = metric.value, "--metric"
+    elif evaluation is not None:
+        metric, metric_source = evaluation.metric, f"OpenGait: {evaluation.source}"
+    else:
+        metric, metric_source = DEFAULT_METRIC[protocol], f"default for {protocol}"
+    notes = evaluation_notes(evaluation, protocol)
     report = evaluate(run.data, protocol, metric, split, submission if protocol == "grew" else None)
     if as_json:
         result = {
             "protocol": protocol,
             "metric": metric,
+            "metric_source": metric_source,
+            "frames_limit": max_frames,
+            "evaluation": evaluation.model_dump() if evaluation else None,
+            "notes": notes,
             "source": source,
             "dataset": str(dataset),
             "num_sequences": len(run.data),
@@ -164,7 +212,10 @@ def eval_command(
         return
     console = Console()
     counts = f"{len(run.data)} sequences ({len(run.skipped)} skipped)"
-    console.print(f"{protocol} | {source} | metric {metric} | {counts}")
+    frames = f"first {max_frames} frames" if max_frames else "all frames"
+    console.print(f"{protocol} | {source} | metric {metric} ({metric_source}) | {frames} | {counts}")
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
     print_report(report, console)
     if save_embeddings_to is not None:
         console.print(f"embeddings written to {save_embeddings_to}")

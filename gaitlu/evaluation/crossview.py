@@ -1,7 +1,8 @@
 """Cross-view Rank-1 matrices: the CASIA-B and OU-MVLP protocols.
 
 For each probe condition and each (probe view, gallery view) pair the gallery is restricted to that
-view and each probe takes its nearest neighbour: Rank-1 (%) fills a V x V matrix. The headline is, per
+view and each probe takes its nearest neighbour: Rank-1 (%), rounded to 2 decimals as OpenGait's
+evaluator rounds each cell before averaging, fills a V x V matrix. The headline is, per
 probe view, the mean over the other gallery views ("excluding identical view"), then the mean over probe
 views; the diagonal mean is reported too (realism.md compares it).
 
@@ -96,7 +97,7 @@ def cross_view_rank1(
                 if len(cols):
                     nearest = cols[np.argmin(dist[:, cols], axis=1)]  # (B,) first minimum wins ties
                     hits[j] += np.count_nonzero(gallery.subject[nearest] == rows.subject[block])
-        rank1[i, filled] = 100.0 * hits[filled] / len(rows)
+        rank1[i, filled] = np.round(100.0 * hits[filled] / len(rows), 2)  # OpenGait rounds each cell
     return ViewMatrix(views, rank1)
 
 

@@ -73,9 +73,11 @@ def retrieval_scores(
     metric: str,
     ranks: tuple[int, ...],
     skip_unmatched: bool,
+    rank_decimals: int | None = None,
 ) -> RetrievalReport:
     """Rank-k, mAP, mINP. `skip_unmatched` drops probes without a true match from Rank-k (Gait3D);
-    otherwise they count as misses (GREW's local variant, as in OpenGait)."""
+    otherwise they count as misses (GREW's local variant, as in OpenGait). `rank_decimals` rounds Rank-k
+    (%) as OpenGait's real-scene evaluator does (2 for GREW)."""
     if len(probe) == 0 or len(gallery) == 0:
         raise DataError(f"no probes ({len(probe)}) or no gallery ({len(gallery)}) sequences to evaluate")
     # Integer subject codes: comparing (B, G) ints is cheaper than comparing (B, G) strings.
@@ -93,6 +95,8 @@ def retrieval_scores(
         raise DataError("no probe has a true match in the gallery: check the partition and the dataset")
     counted = hits_all[matched] if skip_unmatched else hits_all
     metrics = {f"Rank-{k}": 100.0 * float(counted[:, i].mean()) for i, k in enumerate(ranks)}
+    if rank_decimals is not None:
+        metrics = {name: float(np.round(value, rank_decimals)) for name, value in metrics.items()}
     metrics["mAP"] = 100.0 * float(ap_all[matched].mean())
     metrics["mINP"] = 100.0 * float(inp_all[matched].mean())
     num_skipped = int((~matched).sum()) if skip_unmatched else 0
@@ -157,7 +161,7 @@ def grew(data: EmbeddingSet, submission: str | Path | None, metric: str = "euc")
     local = None
     if (data.cond == "02").any():
         probe, gallery = data.select(data.cond == "02"), data.select(data.cond == "01")
-        local = retrieval_scores(probe, gallery, metric, GREW_RANKS, skip_unmatched=False)
+        local = retrieval_scores(probe, gallery, metric, GREW_RANKS, skip_unmatched=False, rank_decimals=2)
     official = data.cond == "03"
     written = None
     if official.any() and submission is not None:

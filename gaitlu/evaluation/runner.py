@@ -55,9 +55,9 @@ def select_test_sequences(dataset: Path, partition: Partition) -> list[LabelledS
     return sequences
 
 
-def model_frames(seq: LabelledSequence, max_frames: int = MAX_FRAMES) -> np.ndarray:
-    """(T, 64, 44) uint8 frames of one sequence, in order; longer ones keep their first `max_frames`, as
-    OpenGait's evaluator (`all_ordered`) and every gaitlu embedder (torch and ONNX) do."""
+def model_frames(seq: LabelledSequence, max_frames: int | None = MAX_FRAMES) -> np.ndarray:
+    """(T, 64, 44) uint8 frames of one sequence, in order; longer ones keep their first `max_frames` (None:
+    all), as OpenGait's evaluator (`all_ordered`) and every gaitlu embedder (torch and ONNX) do."""
     frames = to_model_frames(read_labelled(seq))
     if len(frames) == 0:
         raise SequenceError(f"sequence {seq.key} has no usable frames")
@@ -83,7 +83,7 @@ def embed_sequences(
     sequences: list[LabelledSequence],
     embed: Embed,
     batch_size: int = 8,
-    max_frames: int = MAX_FRAMES,
+    max_frames: int | None = MAX_FRAMES,
     progress: bool = True,
 ) -> EmbedRun:
     """Embed every sequence in order, `batch_size` at a time; unreadable sequences are logged and

@@ -1,0 +1,67 @@
+"""Our architectures by name: what checkpoints and artifact manifests record, and how to rebuild one.
+
+Every network here has a pure forward, (N, T, 64, 44) float silhouettes in [0, 1] -> (N, P, C) float32
+embedding, plus `config` (a frozen dataclass whose `layout` is the embedding's `EmbeddingLayout`: parts x
+channels, and its normalisation, "none" for raw features or "per-part-l2" where the model itself
+normalises each part) and `min_frames` (the shortest input it takes; shorter sequences are tiled by the
+network itself in torch and by the runtime for its ONNX graph).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from gaitlu.errors import ConfigError
+from train.config import build_config
+from train.model import GaitSSB, ModelConfig
+from train.zoo.deepgaitv2 import DeepGaitV2, DeepGaitV2Config
+from train.zoo.gaitbase import GaitBase, GaitBaseConfig
+from train.zoo.gaitgl import GaitGL, GaitGLConfig
+from train.zoo.gaitset import GaitSet, GaitSetConfig
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str  # recorded in checkpoints ("architecture") and manifests ("model.name")
+    network: type[nn.Module]
+    config: type  # the frozen config dataclass the network takes
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture("gaitssb", GaitSSB, ModelConfig),
+        Architecture("gaitbase", GaitBase, GaitBaseConfig),
+        Architecture("deepgaitv2", DeepGaitV2, DeepGaitV2Config),
+        Architecture("gaitset", GaitSet, GaitSetConfig),
+        Architecture("gaitgl", GaitGL, GaitGLConfig),
+    )
+}
+
+
+def architecture(name: str) -> Architecture:
+    """The architecture called `name`; ConfigError naming the known ones otherwise."""
+    if name not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
+
+
+def architecture_of(model: nn.Module) -> Architecture:
+    """The registered architecture `model` is an instance of (TypeError for anything else)."""
+    for arch in ARCHITECTURES.values():
+        if type(model) is arch.network:
+            return arch
+    raise TypeError(f"{type(model).__name__} is not a registered architecture ({', '.join(ARCHITECTURES)})")
+
+
+def build_network(name: str, config: Any) -> nn.Module:
+    """A fresh network of architecture `name` from its config dataclass or a plain mapping of it."""
+    arch = architecture(name)
+    if isinstance(config, dict):
+        config = build_config(arch.config, config)
+    if not isinstance(config, arch.config):
+        raise TypeError(f"{name} takes a {arch.config.__name__}, not {type(config).__name__}")
+    return arch.network(config)
