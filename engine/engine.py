@@ -355,7 +355,7 @@ class Engine:
             SequenceEmbedding(
                 d.name,
                 r.vector.reshape(-1),
-                min(len(d.frames), max_frames),
+                len(d.frames) if max_frames is None else min(len(d.frames), max_frames),
                 d.decode_ms,
                 r.queue_ms,
                 r.inference_ms,

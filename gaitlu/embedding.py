@@ -67,7 +67,7 @@ class Embedder(Protocol):
 
     model_hash: str  # sha256 of the file whose weights compute the vectors: the model's identity
     layout: EmbeddingLayout
-    max_frames: int  # a longer sequence is cut to its first `max_frames` frames
+    max_frames: int | None  # a longer sequence is cut to its first `max_frames` frames (None: never)
 
     def embed(self, batch: list[np.ndarray]) -> np.ndarray:
         """(T_i, 64, 44) uint8 model frames (`gaitlu.preprocess.to_model_frames`) -> (N, P, C) float32."""
