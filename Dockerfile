@@ -23,6 +23,10 @@ COPY export export
 COPY service service
 COPY gallery gallery
 COPY video video
+COPY runtime runtime
+COPY engine engine
+COPY client client
+COPY workflows workflows
 # setuptools for the wheel build is pinned through PIP_CONSTRAINT (pip passes it to the isolated build).
 RUN echo "setuptools==84.2.1" > /tmp/build-constraints.txt \
     && PIP_CONSTRAINT=/tmp/build-constraints.txt /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \

@@ -171,7 +171,7 @@ def bench_model(name: str, grid: tuple[tuple[int, int], ...], quick: bool, folde
         "quality": quality,
         "export_s": export_s,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "embedding": f"{parts} x {model.config.dim}",
+        "embedding": f"{parts} x {model.config.layout.channels}",
         "gflop_per_frame": per_frame / 1e9,
         "gflop_per_seq_92": per_seq_92 / 1e9,
     }

@@ -1,8 +1,8 @@
 """Gallery search: latency, recall@10 and memory per sequence, exact vs approximate, by gallery size.
 
-Embeddings are identity-like clusters (gallery.testing): several sequences per subject with within-subject
-noise; one more sequence per subject is the probe. Full GaitSSB embeddings (15,872 floats, 63 KB) do not
-fit at 100k+ on this machine, so those points index 256-d vectors directly (the size the default
+Embeddings are identity-like clusters (tests/support/embeddings.py): several sequences per subject with
+within-subject noise; one more sequence per subject is the probe. Full GaitSSB embeddings (15,872 floats,
+63 KB) do not fit at 100k+ on this machine, so those points index 256-d vectors directly (the size the default
 projection reduces to), flat vs approximate on the same vectors; the 1k point and the Rank-1 check use
 full embeddings through the store's own projection + approximate build. Variants, side by side on the
 same data and flat baseline: the default (IVF 4-bit PQ fast-scan candidates re-scored with fp16 codes)
@@ -19,17 +19,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
 
+from gaitlu.embedding import EmbeddingLayout
 from gallery.index import GalleryIndex, new_exact
 from gallery.search import search_subjects
 from gallery.settings import IndexSettings
-from gallery.testing import clustered_embeddings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks run as scripts
+from tests.support.embeddings import clustered_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +79,8 @@ def gallery_and_probes(
 ):
     """`sequences` gallery embeddings (per_subject per subject), one probe per subject, labels of both."""
     subjects = max(1, sequences // per_subject)
-    x, labels = clustered_embeddings(subjects, per_subject + 1, dim, parts, noise, rng)
+    layout = EmbeddingLayout.from_size(dim, parts)
+    x, labels = clustered_embeddings(subjects, per_subject + 1, layout, noise, rng)
     probe = np.arange(len(x)) % (per_subject + 1) == 0
     return x[~probe], labels[~probe], x[probe], labels[probe]
 

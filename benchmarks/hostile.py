@@ -52,7 +52,8 @@ sys.path.insert(0, str(ROOT))
 
 from results_md import RESULTS, write_section  # noqa: E402  (benchmarks run as scripts)
 
-from tests.service_helpers import ServerProcess, npy_bytes, walking_sequence  # noqa: E402
+from tests.support.servers import ServerProcess, npy_bytes  # noqa: E402
+from tests.support.walkers import walking_sequence  # noqa: E402
 from tests.test_safepickle import ATTACKS as PICKLES  # noqa: E402
 
 SECTION = "## Hostile input under load"

@@ -38,7 +38,7 @@ from gaitlu.labelled import load_partition
 from synth.layout import generate_gaitlu, generate_opengait
 from train import finetune, pretrain
 from train.config import SchedulerConfig, load_config
-from train.embedder import Embedder, load_embedder
+from train.embedder import CheckpointEmbedder, load_checkpoint_embedder
 from train.model import GaitSSB
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,9 +147,9 @@ def main() -> None:
         random_init = GaitSSB(pretrain.load_pretrain_config(REPO / "configs" / "gaitssb_tiny.yaml").model)
         models: dict[str, Embed] = {
             "gei": gei_embed,
-            "random": Embedder(random_init, "random-init", torch.device("cpu")).embed,
-            "ssl": load_embedder(pretrained, "cpu").embed,
-            "ft": load_embedder(finetuned, "cpu").embed,
+            "random": CheckpointEmbedder(random_init, "random-init", torch.device("cpu")).embed,
+            "ssl": load_checkpoint_embedder(pretrained, "cpu").embed,
+            "ft": load_checkpoint_embedder(finetuned, "cpu").embed,
         }
         start = time.perf_counter()
         results = {name: rank1(labelled, embed) for name, embed in models.items()}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
+
+from gaitlu.files import write_atomic
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -18,6 +19,4 @@ def write_section(text: str, path: Path = RESULTS) -> None:
         updated = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", current, count=1)
     else:
         updated = current.rstrip("\n") + "\n\n" + text
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(updated.rstrip("\n") + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, updated.rstrip("\n") + "\n")

@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from results_md import RESULTS, write_section  # noqa: E402  (benchmarks run as scripts)
 
-from tests.service_helpers import ServerProcess, walking_sequence  # noqa: E402
+from tests.support.servers import ServerProcess  # noqa: E402
+from tests.support.walkers import walking_sequence  # noqa: E402
 
 SECTION = "## Service"
 CACHE = ROOT / ".data" / "bench" / "service-artifact"

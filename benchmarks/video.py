@@ -1,7 +1,7 @@
 """Video -> silhouettes: extraction speed per core, mask IoU against ground truth, identity kept (Rank-1).
 
-Synthetic videos (video/synthetic.py: the synthetic walker over textured scenes with lighting and camera
-noise, encoded as mp4v) are written to a temp folder, then extracted with one OpenCV thread and one
+Synthetic videos (tests/support/synthetic_video.py: the synthetic walker over textured scenes with lighting
+and camera noise, encoded as mp4v) are written to a temp folder, then extracted with one OpenCV thread and one
 decoding thread. Speed is frames per CPU-second of this process (decode + segment + track + align), so
 it is a per-core figure even on a shared machine; the wall-clock rate is printed next to it.
 
@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gaitlu.evaluation.gei import gei_embed
 from gaitlu.preprocess import align_sequence, to_model_frames
 from synth import identity_for, render_raw
+from tests.support.synthetic_video import Walker, make_video, mask_iou
 from video import BgSubConfig, ExtractConfig, extract_tracks
-from video.synthetic import Walker, make_video, mask_iou
 
 
 def run(videos, config: ExtractConfig) -> tuple[float, float, list[float]]:

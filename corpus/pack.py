@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from corpus.manifest import read_manifest
 from corpus.parallel import run_tasks
 from corpus.shard import FORMAT_VERSION, ShardStats, load_footer, shard_name, write_shard
 from gaitlu.errors import DataError
+from gaitlu.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -210,12 +210,7 @@ def _write_index(
         "shards": [{k: v for k, v in asdict(s).items() if k != "skipped"} for s in shards],
         "skipped": summary.skipped,
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(index, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(index, indent=1))
 
 
 def load_index(path: Path) -> dict[str, Any]:

@@ -11,12 +11,11 @@ Layout (little-endian):
 
 A reader reads the trailer, then the footer, then seeks straight to any record; each record carries
 its own crc32, so corruption is pinned to the sequences it touches. Files are written under a temp
-name, fsynced, then renamed: a shard either exists complete or not at all.
+name, fsynced, then renamed (gaitlu.files): a shard either exists complete or not at all.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -24,12 +23,13 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from corpus import codec
 from gaitlu.errors import DataError
+from gaitlu.files import atomic_write, sha256_file
 
 FORMAT_VERSION = 1
 SHARD_SUFFIX = ".gls"
@@ -71,55 +71,44 @@ def write_shard(
     meta: dict[str, Any],
     codec_name: str = codec.DEFAULT_CODEC,
 ) -> ShardFooter:
-    """Encode (id, frames) `items` into the shard at `path` atomically (temp file, fsync, os.replace).
+    """Encode (id, frames) `items` into the shard at `path` atomically (gaitlu.files.atomic_write).
 
     Items are encoded as they come, so only one sequence is in memory at a time; `meta` is serialised
     after `items` is exhausted, so a generator may still fill it in.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        footer = _write_file(tmp, items, meta, codec_name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    return footer
+    with atomic_write(path) as f:
+        return _write_file(f, items, meta, codec_name)
 
 
 def _write_file(
-    tmp: Path, items: Iterable[tuple[str, np.ndarray]], meta: dict[str, Any], codec_name: str
+    f: IO[bytes], items: Iterable[tuple[str, np.ndarray]], meta: dict[str, Any], codec_name: str
 ) -> ShardFooter:
     ids: list[str] = []
     rows: list[tuple[int, ...]] = []
-    with open(tmp, "wb") as f:
-        f.write(_HEADER.pack(_MAGIC, FORMAT_VERSION, 0))
-        offset = HEADER_SIZE
-        for seq_id, seq in items:
-            if "\n" in seq_id:
-                raise DataError(f"sequence id {seq_id!r} contains a newline")
-            payload = codec.encode(seq, codec_name)
-            frames, height, width = seq.shape
-            crc, grey = zlib.crc32(payload), codec.count_nonbinary(seq)
-            rows.append((offset, len(payload), frames, height, width, crc, grey))  # ENTRY_DTYPE order
-            ids.append(seq_id)
-            f.write(payload)
-            offset += len(payload)
-        entries = np.array(rows, dtype=ENTRY_DTYPE)
-        full_meta = {
-            "format_version": FORMAT_VERSION,
-            "codec": codec_name,
-            "threshold": codec.THRESHOLD,
-            **meta,
-        }
-        id_bytes = "\n".join(ids).encode("utf-8")
-        meta_bytes = json.dumps(full_meta, sort_keys=True).encode("utf-8")
-        footer = entries.tobytes() + id_bytes + meta_bytes
-        f.write(footer)
-        f.write(
-            _TRAILER.pack(offset, len(ids), len(id_bytes), len(meta_bytes), zlib.crc32(footer), _END_MAGIC)
-        )
-        f.flush()
-        os.fsync(f.fileno())
+    f.write(_HEADER.pack(_MAGIC, FORMAT_VERSION, 0))
+    offset = HEADER_SIZE
+    for seq_id, seq in items:
+        if "\n" in seq_id:
+            raise DataError(f"sequence id {seq_id!r} contains a newline")
+        payload = codec.encode(seq, codec_name)
+        frames, height, width = seq.shape
+        crc, grey = zlib.crc32(payload), codec.count_nonbinary(seq)
+        rows.append((offset, len(payload), frames, height, width, crc, grey))  # ENTRY_DTYPE order
+        ids.append(seq_id)
+        f.write(payload)
+        offset += len(payload)
+    entries = np.array(rows, dtype=ENTRY_DTYPE)
+    full_meta = {
+        "format_version": FORMAT_VERSION,
+        "codec": codec_name,
+        "threshold": codec.THRESHOLD,
+        **meta,
+    }
+    id_bytes = "\n".join(ids).encode("utf-8")
+    meta_bytes = json.dumps(full_meta, sort_keys=True).encode("utf-8")
+    footer = entries.tobytes() + id_bytes + meta_bytes
+    f.write(footer)
+    f.write(_TRAILER.pack(offset, len(ids), len(id_bytes), len(meta_bytes), zlib.crc32(footer), _END_MAGIC))
     return ShardFooter(entries, ids, full_meta, offset)
 
 
@@ -201,7 +190,7 @@ class ShardStats:
             name=path.name,
             count=len(entries),
             bytes=path.stat().st_size,
-            sha256=file_sha256(path),
+            sha256=sha256_file(path),
             frames=int(entries["frames"].sum()),
             nonbinary_pixels=int(entries["nonbinary"].sum()),
             nonbinary_sequences=int(np.count_nonzero(entries["nonbinary"])),
@@ -211,8 +200,3 @@ class ShardStats:
             source_disk_bytes=int(meta.get("source_disk_bytes", 0)),
             skipped=list(meta.get("skipped", [])),
         )
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -16,8 +16,9 @@ from typing import Any
 from tqdm import tqdm
 
 from corpus.pack import INDEX_NAME, load_index
-from corpus.shard import file_sha256, load_footer, read_payload
+from corpus.shard import load_footer, read_payload
 from gaitlu.errors import DataError
+from gaitlu.files import sha256_file
 
 
 @dataclass
@@ -74,7 +75,7 @@ def verify_shard(root: Path, listed: dict[str, Any]) -> ShardProblem | None:
         return _whole_shard(listed, "missing")
     except OSError as exc:
         return _whole_shard(listed, f"cannot read ({exc.strerror})")
-    if size == listed["bytes"] and file_sha256(path) == listed["sha256"]:
+    if size == listed["bytes"] and sha256_file(path) == listed["sha256"]:
         return None
     problem = f"{size} bytes, index lists {listed['bytes']}" if size != listed["bytes"] else "sha256 mismatch"
     if size < listed["bytes"]:

@@ -20,6 +20,7 @@ from torch import nn
 from export.calibration import LabelledSet
 from export.errors import ParityError
 from export.graph import INPUT_NAME
+from gaitlu.embedding import part_cosines
 from gaitlu.evaluation.distance import pairwise_distances
 from gaitlu.manifest import Parity, ParityCase, Quality
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
@@ -49,14 +50,6 @@ def run_session(session: ort.InferenceSession, sils: np.ndarray, parts: int) -> 
     """(N, T, 64, 44) float32 -> (N, P, C) float32."""
     flat = session.run(None, {INPUT_NAME: sils})[0]  # (N, P*C)
     return flat.reshape(len(sils), parts, -1).astype(np.float32)  # (N, P, C)
-
-
-def part_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine of each part of (N, P, C) embeddings -> (N, P); renormalised, so fp16 rounding of the
-    norm does not count as disagreement."""
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    norms = np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1)
-    return (a64 * b64).sum(-1) / np.maximum(norms, 1e-30)
 
 
 def noise_silhouettes(rng: np.random.Generator, batch: int, frames: int) -> np.ndarray:
@@ -130,8 +123,8 @@ def variant_quality(
     sequences = [*held_out, *labelled.sequences]
     ref = np.concatenate([run_session(reference, seq[None], parts) for seq in sequences])  # (N, P, C)
     out = np.concatenate([run_session(variant, seq[None], parts) for seq in sequences])  # (N, P, C)
-    per_part = part_cosines(out, ref)  # (N, P)
-    per_sequence = per_part.mean(axis=1)  # what inner-product ranking sees
+    per_part = part_cosines(out, ref)  # (N, P), renormalised: fp16 rounding of a norm is no disagreement
+    per_sequence = per_part.mean(axis=1)  # mean_part_cosine: what inner-product ranking sees
     n_real = len(held_out)
     rank1_fp32 = rank1(ref[n_real:], labelled.subjects)
     rank1_variant = rank1(out[n_real:], labelled.subjects)

@@ -23,6 +23,7 @@ from torch import nn
 
 from export import calibration, checks, graph, precision, tensorrt
 from export.errors import ExportError
+from gaitlu.files import sha256_file
 from gaitlu.manifest import (
     FORMAT,
     MANIFEST_NAME,
@@ -36,7 +37,6 @@ from gaitlu.manifest import (
     Source,
     TensorRTInfo,
     describe_file,
-    sha256_file,
     write_manifest,
 )
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
@@ -162,10 +162,10 @@ def build_manifest(
         ),
         output=OutputSpec(
             name=graph.OUTPUT_NAME,
-            parts=config.parts,
-            dim=config.dim,
+            parts=config.layout.parts,
+            channels=config.layout.channels,
             layout="part-major",
-            normalisation=model.normalisation,
+            normalisation=config.layout.normalisation,
         ),
         metric="ip",
         model_sha256=variants["fp32"].sha256,

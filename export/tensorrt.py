@@ -16,10 +16,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export.checks import noise_silhouettes, part_cosines, run_session
+from export.checks import noise_silhouettes, run_session
 from export.errors import ExportError
 from export.graph import INPUT_NAME, OUTPUT_NAME
-from gaitlu.manifest import TensorRTInfo, sha256_file
+from gaitlu.embedding import part_cosines
+from gaitlu.files import sha256_file
+from gaitlu.manifest import TensorRTInfo
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
 
 logger = logging.getLogger(__name__)

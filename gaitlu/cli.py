@@ -17,20 +17,33 @@ import typer.main
 
 from gaitlu.errors import GaitluError
 
-PACKAGES = ("gaitlu", "corpus", "synth", "train", "export", "service", "gallery", "video")
+PACKAGES = (
+    "gaitlu",
+    "corpus",
+    "synth",
+    "video",
+    "train",
+    "export",
+    "runtime",
+    "gallery",
+    "engine",
+    "service",
+    "client",
+    "workflows",
+)  # every package's logger, for setup_logging
 
 # name -> ("module:attribute", one-line help). The attribute is a typer.Typer app.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("corpus.cli:data_app", "GaitLU-1M corpus tools: index, pack into shards, verify."),
     "synth": ("synth.cli:app", "Generate a synthetic silhouette corpus (labelled or GaitLU-style)."),
-    "eval": ("gaitlu.evaluation.cli:app", "Evaluate under a gait protocol (CASIA-B, OU-MVLP, GREW, Gait3D)."),
+    "eval": ("workflows.eval:app", "Evaluate under a gait protocol (CASIA-B, OU-MVLP, GREW, Gait3D)."),
     "train": ("train.cli:app", "Pretrain, fine-tune, import OpenGait checkpoints (needs torch)."),
     "export": ("export.cli:app", "Export a checkpoint to an ONNX artifact (needs torch)."),
     "serve": ("service.cli:app", "Run the HTTP service (embed, search, galleries)."),
-    "demo": ("gaitlu.demo:app", "The README main job: build the demo end to end."),
-    "enroll": ("gallery.cli:enroll_app", "Enrol a dataset folder into a gallery (resumable; or --offline)."),
-    "search": ("gallery.cli:search_app", "Search a gallery on the server with one sequence."),
-    "galleries": ("gallery.cli:galleries_app", "List the server's galleries and their sizes."),
+    "demo": ("workflows.demo:app", "The README main job: build the demo end to end."),
+    "enroll": ("client.cli:enroll_app", "Enrol a dataset folder into a gallery (resumable; or --offline)."),
+    "search": ("client.cli:search_app", "Search a gallery on the server with one sequence."),
+    "galleries": ("client.cli:galleries_app", "List the server's galleries and their sizes."),
     "video": ("video.cli:app", "Extract silhouette sequences from walking-person videos."),
 }
 

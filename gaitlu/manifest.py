@@ -14,22 +14,20 @@ Core module (numpy-free, torch-free): the export stage writes it, the service re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from gaitlu.embedding import EmbeddingLayout, Normalisation
 from gaitlu.errors import DataError
+from gaitlu.files import sha256_file, write_atomic
 
 FORMAT = "gaitlu-artifact/1"
 MANIFEST_NAME = "manifest.json"
-Precision = Literal["fp32", "fp16", "int8"]
-# What a model's output is: raw features, or each part L2-normalised by the model itself.
-Normalisation = Literal["none", "per-part-l2"]
+VariantPrecision = Literal["fp32", "fp16", "int8"]  # the numbers of one model file of an artifact
 
 
 class ArtifactError(DataError):
@@ -69,13 +67,21 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     name: str
     parts: int
-    dim: int  # channels per part
+    channels: int  # floats per part
     layout: Literal["part-major"]  # (N, P, C) flattened to (N, P*C)
     normalisation: Normalisation  # what the model computes; "none" = raw features (e.g. before a BNNeck)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _dim_was_channels(cls, data: Any) -> Any:
+        """Artifacts exported before the embedding vocabulary (gaitlu.embedding) called channels `dim`."""
+        if isinstance(data, dict) and "dim" in data and "channels" not in data:
+            data = {("channels" if key == "dim" else key): value for key, value in data.items()}
+        return data
+
     @property
-    def size(self) -> int:
-        return self.parts * self.dim
+    def embedding_layout(self) -> EmbeddingLayout:
+        return EmbeddingLayout(self.parts, self.channels, self.normalisation)
 
 
 class Quality(_Strict):
@@ -95,7 +101,7 @@ class ModelFile(_Strict):
     file: str  # name inside the artifact folder
     sha256: str
     bytes: int
-    precision: Precision
+    precision: VariantPrecision
     quality: Quality | None = None  # for fp16/int8: versus fp32
 
 
@@ -167,7 +173,7 @@ class Manifest(_Strict):
     output: OutputSpec
     metric: Literal["ip"]  # of the indexed vectors: inner product / parts = mean per-part cosine
     model_sha256: str  # sha256 of model.onnx: the model's identity
-    variants: dict[Precision, ModelFile]
+    variants: dict[VariantPrecision, ModelFile]
     tensorrt: TensorRTInfo | None = None
     opset: int
     parity: Parity
@@ -199,15 +205,7 @@ class Manifest(_Strict):
         return self.variants[precision]  # type: ignore[index]
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def describe_file(artifact_dir: str | os.PathLike[str], name: str, precision: Precision) -> ModelFile:
+def describe_file(artifact_dir: str | os.PathLike[str], name: str, precision: VariantPrecision) -> ModelFile:
     """The manifest entry for a model file already written into the artifact folder."""
     path = Path(artifact_dir) / name
     return ModelFile(file=name, sha256=sha256_file(path), bytes=path.stat().st_size, precision=precision)
@@ -240,20 +238,8 @@ def read_manifest(artifact_dir: str | os.PathLike[str]) -> Manifest:
 
 
 def write_manifest(manifest: Manifest, artifact_dir: str | os.PathLike[str]) -> Path:
-    """Write the manifest atomically (temp file in the same folder + os.replace)."""
-    folder = Path(artifact_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(manifest.model_dump_json(indent=2) + "\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the service may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write the manifest atomically (gaitlu.files: a reader never sees half of one)."""
+    return write_atomic(Path(artifact_dir) / MANIFEST_NAME, manifest.model_dump_json(indent=2) + "\n")
 
 
 def verified_path(artifact_dir: str | os.PathLike[str], file: str, sha256: str) -> Path:

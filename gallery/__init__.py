@@ -1,6 +1,6 @@
 """Galleries of enrolled subjects: SQLite as the source of truth, a FAISS index per gallery (torch-free).
 
-`GalleryStore` is imported on first use, so `gallery.client` and the error types work without faiss.
+`GalleryStore` is imported on first use, so the records and the error types work without faiss.
 """
 
 from typing import Any

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import struct
 import threading
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
+from gaitlu.files import atomic_write
 from gallery.settings import IndexSettings
 
 logger = logging.getLogger(__name__)
@@ -332,14 +332,10 @@ class GalleryIndex:
                 "projection_shape": None if self.projection is None else list(self.projection.shape),
             }
         ).encode()
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             f.write(SNAPSHOT_MAGIC + struct.pack("<I", len(header)) + header)
             for data in parts.values():
                 f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path, tag: dict[str, Any], settings: IndexSettings) -> GalleryIndex | None:

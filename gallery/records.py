@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from gaitlu.embedding import EmbeddingLayout
+
 
 @dataclass(frozen=True)
 class GalleryInfo:
     name: str
     model_hash: str
-    dim: int  # floats per embedding (parts * channels)
-    parts: int
+    layout: EmbeddingLayout  # of the stored embeddings: always per-part-normalised (gallery.validate)
     metadata: dict[str, Any] | None
     created: datetime
     subject_count: int
@@ -28,10 +29,10 @@ class SubjectInfo:
 
 @dataclass(frozen=True)
 class SubjectPage:
-    """One page of a gallery's subjects, ordered by subject id; `total` counts them all."""
+    """One page of a gallery's subjects, ordered by subject id; `count` counts them all (as the API's)."""
 
     data: list[SubjectInfo]
-    total: int
+    count: int
     offset: int
     limit: int
 

@@ -1,18 +1,22 @@
-"""Index settings: one typed object for how every gallery's FAISS index is built and searched."""
+"""Index settings: one typed object for how every gallery's FAISS index is built and searched.
+
+The service takes them from its environment (GAITLU_INDEX__NPROBE=64, ... or GAITLU_INDEX as JSON), code
+passes them to `GalleryStore`; either way an unknown key or an out-of-range value is an error, never
+silently ignored.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any, Literal
 
-from gaitlu.errors import ConfigError
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
 Codec = Literal["flat", "fp16", "sq8", "pq", "pqfs"]
 Refine = Literal["none", "flat", "fp16", "sq8"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class IndexSettings:
     """How galleries are indexed. Defaults suit GaitSSB embeddings (15,872 floats) on a CPU host.
 
@@ -22,49 +26,23 @@ class IndexSettings:
     `k_factor` candidates per result (pqfs + fp16 at 256-d: ~0.6 KB per sequence).
     """
 
-    exact_max: int = 20_000  # sequences; above this the gallery switches to the approximate index
-    nlist: int | None = None  # IVF lists; None: about 4 * sqrt(n), capped so each list trains on >= 39 points
-    nprobe: int = 512  # lists visited per query: recall vs speed (benchmarks/RESULTS.md)
-    pca_dim: int | None = 256  # None, or >= the embedding size: IVF on the full vectors
+    exact_max: int = Field(20_000, ge=1)  # sequences; above this the gallery switches to approximate
+    nlist: int | None = Field(None, ge=1)  # IVF lists; None: ~4 * sqrt(n), capped so each trains on >= 39
+    nprobe: int = Field(512, ge=1)  # lists visited per query: recall vs speed (benchmarks/RESULTS.md)
+    pca_dim: int | None = Field(256, ge=1)  # None, or >= the embedding size: IVF on the full vectors
     codec: Codec = "pqfs"  # pqfs: 4-bit PQ fast-scan, several times cheaper to scan than sq8
-    pq_m: int | None = None  # PQ sub-quantisers (must divide the indexed dim); None: 4-d sub-vectors
+    pq_m: int | None = Field(None, ge=1)  # PQ sub-quantisers (must divide the indexed dim); None: 4-d
     refine: Refine = "fp16"  # codes that re-score the IVF candidates; "none": IVF scores as they are
-    k_factor: int = 8  # with refine: IVF candidates per requested result
-    retrain_factor: float = 2.0  # retrain the approximate index when the gallery grows by this factor
-    train_size: int = 65_536  # at most this many sequences train the IVF quantiser and codec
-    pca_train_size: int = 4_096  # at most this many sequences fit the projection
+    k_factor: int = Field(8, ge=1)  # with refine: IVF candidates per requested result
+    retrain_factor: float = Field(2.0, gt=1)  # retrain the approximate index when the gallery grows by this
+    train_size: int = Field(65_536, ge=1000)  # at most this many sequences train the IVF quantiser and codec
+    pca_train_size: int = Field(4_096, ge=1)  # at most this many sequences fit the projection
     gpu: Literal["auto", "off"] = "auto"  # "auto": mirror indexes on a GPU when faiss-gpu sees one
     snapshots: bool = True  # write index snapshots next to the database to speed up the next start
 
     def __post_init__(self) -> None:
-        checks = {
-            "exact_max must be >= 1": self.exact_max >= 1,
-            "nlist must be >= 1": self.nlist is None or self.nlist >= 1,
-            "nprobe must be >= 1": self.nprobe >= 1,
-            "pca_dim must be >= 1": self.pca_dim is None or self.pca_dim >= 1,
-            f"codec must be one of {Codec.__args__}": self.codec in Codec.__args__,
-            "pq_m must be >= 1": self.pq_m is None or self.pq_m >= 1,
-            f"refine must be one of {Refine.__args__}": self.refine in Refine.__args__,
-            "k_factor must be >= 1": self.k_factor >= 1,
-            "retrain_factor must be > 1": self.retrain_factor > 1,
-            "train_size must be >= 1000": self.train_size >= 1000,
-            "pca_train_size must be >= pca_dim": self.pca_dim is None or self.pca_train_size >= self.pca_dim,
-            "gpu must be 'auto' or 'off'": self.gpu in ("auto", "off"),
-        }
-        failed = [message for message, ok in checks.items() if not ok]
-        if failed:
-            raise ConfigError("invalid index settings: " + "; ".join(failed))
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> IndexSettings:
-        """Strict overrides over the defaults: an unknown key is an error, not silently dropped."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown index setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-            )
-        return cls(**values)
+        if self.pca_dim is not None and self.pca_train_size < self.pca_dim:
+            raise ValueError("pca_train_size must be >= pca_dim")
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that shape an index's content: a snapshot built under others is not reused."""

@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from gaitlu.embedding import EmbeddingLayout
+from gaitlu.schemas import MAX_K
 from gallery import validate
 from gallery.errors import (
     GalleryExistsError,
@@ -54,7 +56,6 @@ from gallery.settings import IndexSettings
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MAX_K = 1000
 MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: beyond it the binding overflows
 CHUNK_ROWS = 1024  # rows per read when (re)building an index
 
@@ -66,8 +67,7 @@ class _Live:
     id: int
     name: str
     model_hash: str
-    dim: int
-    parts: int
+    layout: EmbeddingLayout
     index: GalleryIndex
     sequences: dict[int, tuple[str, str]]  # index id -> (subject_id, sequence_id)
     subject_sizes: Counter[str]
@@ -144,8 +144,9 @@ class GalleryStore:
         self._live: dict[str, _Live] = {}
         self._builders: dict[int, threading.Thread] = {}  # gallery id -> its rebuild in the background
         rows = self._writer.execute("SELECT id, name, model_hash, dim, parts FROM galleries").fetchall()
-        for gallery_id, name, model_hash, dim, parts in rows:
-            self._live[name] = self._open_gallery(gallery_id, name, model_hash, dim, parts)
+        for gallery_id, name, model_hash, size, parts in rows:
+            layout = EmbeddingLayout.from_size(size, parts)
+            self._live[name] = self._open_gallery(gallery_id, name, model_hash, layout)
 
     # ----- lifecycle
 
@@ -189,31 +190,28 @@ class GalleryStore:
                 if thread.is_alive():
                     return False
 
-    def save_snapshots(self) -> None:
-        """Snapshot every index whose gallery changed since its last snapshot (e.g. from a periodic task)."""
-        with self._writing():
-            for live in self._live.values():
-                self._save_snapshot(live)
-
     # ----- galleries
 
     def create_gallery(
-        self, name: str, model_hash: str, dim: int, parts: int, metadata: dict[str, Any] | None = None
+        self, name: str, model_hash: str, layout: EmbeddingLayout, metadata: dict[str, Any] | None = None
     ) -> GalleryInfo:
+        """An empty gallery for embeddings of one model and layout. Whatever the model's normalisation, the
+        gallery stores every part unit-norm (gallery.validate), so its layout says "per-part-l2"."""
         name = validate.gallery_name(name)
         model_hash = validate.model_hash(model_hash)
-        dim, parts = validate.layout(dim, parts)
+        given = validate.layout(layout)
+        layout = EmbeddingLayout(given.parts, given.channels)  # per-part-l2: as stored
         settings_json = validate.metadata(metadata)
         with self._writing():
             try:
                 cursor = self._writer.execute(
                     "INSERT INTO galleries (name, model_hash, dim, parts, created, settings) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, model_hash, dim, parts, time.time(), settings_json),
+                    (name, model_hash, layout.size, layout.parts, time.time(), settings_json),
                 )
             except sqlite3.IntegrityError as exc:
                 raise GalleryExistsError(f"gallery '{name}' already exists") from exc
-            self._live[name] = self._open_gallery(cursor.lastrowid, name, model_hash, dim, parts)
+            self._live[name] = self._open_gallery(cursor.lastrowid, name, model_hash, layout)
         return self.get_gallery(name)
 
     def get_gallery(self, name: str) -> GalleryInfo:
@@ -253,7 +251,7 @@ class GalleryStore:
         """
         subject_id = validate.item_id(subject_id, "subject id")
         live = self._checked(name, model_hash)
-        vectors = validate.embeddings(embeddings, live.dim, live.parts)  # (n, D)
+        vectors = validate.embeddings(embeddings, live.layout)  # (n, D)
         n = len(vectors)
         metadata_json = [validate.metadata(m) for m in (metadata if metadata is not None else [None] * n)]
         uids = (
@@ -332,7 +330,7 @@ class GalleryStore:
             )
         with self._reading() as conn:
             gallery_id = self._gallery_id(conn, name)
-            total = conn.execute(
+            count = conn.execute(
                 "SELECT count(*) FROM subjects WHERE gallery_id = ?", (gallery_id,)
             ).fetchone()[0]
             rows = conn.execute(
@@ -341,8 +339,8 @@ class GalleryStore:
                 "WHERE s.gallery_id = ? GROUP BY s.subject_id ORDER BY s.subject_id LIMIT ? OFFSET ?",
                 (gallery_id, limit, offset),
             ).fetchall()
-        data = [SubjectInfo(subject, count, _time(created)) for subject, count, created in rows]
-        return SubjectPage(data=data, total=total, offset=offset, limit=limit)
+        data = [SubjectInfo(subject, sequences, _time(created)) for subject, sequences, created in rows]
+        return SubjectPage(data=data, count=count, offset=offset, limit=limit)
 
     def list_sequences(self, name: str, subject_id: str) -> list[SequenceInfo]:
         with self._reading() as conn:
@@ -378,8 +376,11 @@ class GalleryStore:
     ) -> list[SearchHit]:
         """One query embedding (D,) or (parts, C) -> up to k subjects, best first."""
         live = self._checked(name, model_hash)
-        if np.ndim(query) not in (1, 2) or (np.ndim(query) == 2 and np.shape(query)[0] != live.parts):
-            raise InvalidInputError(f"a single query must have shape ({live.dim},) or ({live.parts}, C)")
+        layout = live.layout
+        if np.ndim(query) not in (1, 2) or (np.ndim(query) == 2 and np.shape(query)[0] != layout.parts):
+            raise InvalidInputError(
+                f"a single query must have shape ({layout.size},) or ({layout.parts}, {layout.channels})"
+            )
         return self.search_batch(name, np.asarray(query)[None], model_hash, k, threshold, top_m)[0]
 
     def search_batch(
@@ -401,13 +402,13 @@ class GalleryStore:
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise InvalidInputError("threshold must be between -1 and 1")
         live = self._checked(name, model_hash)
-        vectors = validate.embeddings(queries, live.dim, live.parts)  # (q, D)
+        vectors = validate.embeddings(queries, live.layout)  # (q, D)
         with live.lock.read():
             return search_subjects(
                 live.index.search,
                 vectors,
                 live.index.ntotal,
-                live.parts,
+                live.layout.parts,
                 live.sequences,
                 live.subject_sizes,
                 k,
@@ -566,7 +567,7 @@ class GalleryStore:
 
     def _rebuild(self, live: _Live) -> None:
         """Rebuild index and map from SQLite (write lock held), then swap them in; searches go on."""
-        index, sequences, sizes = self._build(self._writer, live.id, live.dim, live.index.built.kind)
+        index, sequences, sizes = self._build(self._writer, live.id, live.layout.size, live.index.built.kind)
         with live.lock.write():
             live.index, live.sequences, live.subject_sizes = index, sequences, sizes
         if self.settings.snapshots and index.built.kind == "approximate":
@@ -594,7 +595,7 @@ class GalleryStore:
                 kind = live.index.built.kind
             try:
                 index, sequences, sizes = self._build(
-                    conn, live.id, live.dim, kind, lambda: self._abandon(live)
+                    conn, live.id, live.layout.size, kind, lambda: self._abandon(live)
                 )
             finally:
                 conn.execute("COMMIT")
@@ -628,7 +629,7 @@ class GalleryStore:
         if self._closing or self._closed or self._live.get(live.name) is not live:
             raise _Abandoned
 
-    def _open_gallery(self, gallery_id: int, name: str, model_hash: str, dim: int, parts: int) -> _Live:
+    def _open_gallery(self, gallery_id: int, name: str, model_hash: str, layout: EmbeddingLayout) -> _Live:
         """A gallery's in-memory side: its snapshot if fresh, else built from SQLite (write lock held)."""
         tag = self._tag(gallery_id)
         index = (
@@ -641,9 +642,9 @@ class GalleryStore:
             logger.warning("index snapshot of gallery '%s' disagrees with the database: rebuilding", name)
             index = None
         if index is None:
-            index, sequences, sizes = self._build(self._writer, gallery_id, dim, None)
+            index, sequences, sizes = self._build(self._writer, gallery_id, layout.size, None)
             tag = None
-        live = _Live(gallery_id, name, model_hash, dim, parts, index, sequences, sizes, saved_tag=tag)
+        live = _Live(gallery_id, name, model_hash, layout, index, sequences, sizes, saved_tag=tag)
         if index.needs_rebuild(len(sequences)):
             self._rebuild(live)
         return live
@@ -652,7 +653,7 @@ class GalleryStore:
         self,
         conn: sqlite3.Connection,
         gallery_id: int,
-        dim: int,
+        size: int,
         current: Kind | None,
         check: Callable[[], None] = lambda: None,
     ) -> tuple[GalleryIndex, dict[int, tuple[str, str]], Counter[str]]:
@@ -667,7 +668,7 @@ class GalleryStore:
             )
             while batch := rows.fetchmany(CHUNK_ROWS):
                 check()
-                yield np.frombuffer(b"".join(row[0] for row in batch), dtype="<f4").reshape(len(batch), dim)
+                yield np.frombuffer(b"".join(row[0] for row in batch), dtype="<f4").reshape(len(batch), size)
 
         def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             rows = conn.execute(
@@ -677,11 +678,11 @@ class GalleryStore:
                 check()
                 ids = np.array([row[0] for row in batch], dtype=np.int64)
                 vectors = np.frombuffer(b"".join(row[1] for row in batch), dtype="<f4").reshape(
-                    len(batch), dim
+                    len(batch), size
                 )
                 yield ids, vectors
 
-        index = GalleryIndex.build(dim, len(sequences), self.settings, sample, chunks(), current)
+        index = GalleryIndex.build(size, len(sequences), self.settings, sample, chunks(), current)
         return index, sequences, sizes
 
     @staticmethod
@@ -751,8 +752,9 @@ _SEQUENCE_INFO = "SELECT uid, subject_id, model_hash, metadata, created FROM seq
 
 
 def _gallery_info(row: tuple) -> GalleryInfo:
-    name, model_hash, dim, parts, settings, created, subjects, sequences = row
-    return GalleryInfo(name, model_hash, dim, parts, _json(settings), _time(created), subjects, sequences)
+    name, model_hash, size, parts, settings, created, subjects, sequences = row
+    layout = EmbeddingLayout.from_size(size, parts)
+    return GalleryInfo(name, model_hash, layout, _json(settings), _time(created), subjects, sequences)
 
 
 def _sequence_info(gallery: str, row: Sequence[Any]) -> SequenceInfo:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from gaitlu.embedding import EmbeddingLayout, part_norms
 from gallery.errors import InvalidInputError
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # gallery names: URL- and file-safe
@@ -53,26 +54,24 @@ def model_hash(value: str) -> str:
     return normalised
 
 
-def layout(dim: int, parts: int) -> tuple[int, int]:
-    if not (isinstance(dim, int) and isinstance(parts, int) and dim >= 1 and parts >= 1 and dim % parts == 0):
-        raise InvalidInputError(
-            f"invalid embedding layout: dim {dim} must be a positive multiple of parts {parts}"
-        )
-    return dim, parts
+def layout(value: Any) -> EmbeddingLayout:
+    if not isinstance(value, EmbeddingLayout):
+        raise InvalidInputError(f"invalid embedding layout {value!r}: expected an EmbeddingLayout")
+    return value
 
 
-def embeddings(values: Any, dim: int, parts: int) -> np.ndarray:
-    """(D,), (n, D) or (n, parts, D / parts) -> (n, D) float32, finite, each part unit-norm."""
+def embeddings(values: Any, layout: EmbeddingLayout) -> np.ndarray:
+    """(D,), (n, D) or (n, P, C) -> (n, D) float32 with D = P*C, finite, each part unit-norm."""
     x = np.asarray(values, dtype=np.float32)
-    channels = dim // parts
+    parts, channels, size = layout.parts, layout.channels, layout.size
     if x.ndim == 1:
         x = x[None]
     if x.ndim == 3 and x.shape[1:] == (parts, channels):
-        x = x.reshape(len(x), dim)  # (n, P, C) -> (n, P*C), part-major like the model output
-    if x.ndim != 2 or x.shape[1] != dim:
+        x = layout.flatten(x)  # (n, P, C) -> (n, P*C), part-major like the model output
+    if x.ndim != 2 or x.shape[1] != size:
         raise InvalidInputError(
             f"embedding shape {np.shape(values)} does not match the gallery: expected (D,), (n, D) or "
-            f"(n, {parts}, {channels}) with D = {dim}"
+            f"(n, {parts}, {channels}) with D = {size}"
         )
     if len(x) == 0:
         raise InvalidInputError("no embeddings given")
@@ -84,11 +83,11 @@ def embeddings(values: Any, dim: int, parts: int) -> np.ndarray:
             f"an embedding component is {largest:.3g}; components must lie within +-{MAX_COMPONENT:g} "
             "(this service's embeddings are unit-norm per part)"
         )
-    by_part = x.reshape(len(x), parts, channels)  # (n, P, C)
-    norms = np.linalg.norm(by_part.astype(np.float64), axis=2, keepdims=True)  # (n, P, 1)
+    by_part = layout.unflatten(x)  # (n, P, C)
+    norms = part_norms(by_part.astype(np.float64))  # (n, P)
     if (norms < MIN_PART_NORM).any():
         raise InvalidInputError("an embedding has an all-zero part: it cannot be compared by cosine")
-    return np.ascontiguousarray((by_part / norms).reshape(len(x), dim), dtype=np.float32)
+    return np.ascontiguousarray(layout.flatten(by_part / norms[..., None]), dtype=np.float32)
 
 
 def metadata(value: dict | None) -> str | None:

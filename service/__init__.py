@@ -1,6 +1,5 @@
-"""The HTTP service (torch-free): `gaitlu serve`, the async engine, micro-batching and the routes.
+"""The HTTP service (torch-free): `gaitlu serve`, the FastAPI app, its routes, auth, limits and metrics.
 
-Layers, each usable without the one above: routes (service/routes, parse and format only) -> Engine
-(service/engine.py, async API) -> Batcher (service/batcher.py, queue + inference thread) -> the runtime
-(service/runtime.py, an export artifact behind `embed`) and the galleries (gallery/).
+Routes (service/routes) only parse, call the engine (engine/) and format; every error they meet is turned
+into a status in one table (service/errors.py).
 """

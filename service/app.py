@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
-from service import schemas
+from engine import Engine
+from gaitlu import schemas
+from gaitlu.embedding import Embedder
 from service.deps import KeyRing
-from service.engine import Engine
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.metrics import Metrics
 from service.middleware import (
@@ -22,7 +23,6 @@ from service.middleware import (
     RequestContextMiddleware,
 )
 from service.routes import ROUTERS
-from service.runtime import Embedder
 from service.settings import Settings
 
 # Bodies read by hand (routes that take multipart or JSON): listed so the schema can reference them.
@@ -33,7 +33,7 @@ _EXPOSED = ["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-Aft
 def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAPI:
     """The service app; `embedder` replaces the artifact's runtime (tests, embedding in other apps)."""
     metrics = Metrics()
-    engine = Engine(settings, embedder=embedder, metrics=metrics)
+    engine = Engine(settings.engine_settings(), embedder=embedder, metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -2,7 +2,7 @@
 
 With no API keys configured every request is allowed (the settings only permit that on loopback or
 with --insecure). Otherwise `X-API-Key` must hold a full key, or a read-only key for read access:
-missing or unknown -> 401, a read-only key on a write -> 403.
+missing or unknown -> Unauthorized, a read-only key on a write -> Forbidden (service/errors.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from service.engine import Engine
-from service.errors import ServiceError
+from engine import Engine
+from service.errors import Forbidden, Unauthorized
 from service.settings import Settings
 
 Scope = Literal["read", "write"]
@@ -53,13 +53,12 @@ def _authorize(request: Request, key: str | None, needed: Scope) -> None:
     if not keys.enabled:
         return
     if not key:
-        raise ServiceError(401, "unauthorized", "missing API key: send it in the X-API-Key header",
-                           headers={"WWW-Authenticate": "APIKey"})  # fmt: skip
+        raise Unauthorized("missing API key: send it in the X-API-Key header")
     scope = keys.scope_of(key)
     if scope is None:
-        raise ServiceError(401, "unauthorized", "unknown API key", headers={"WWW-Authenticate": "APIKey"})
+        raise Unauthorized("unknown API key")
     if needed == "write" and scope != "write":
-        raise ServiceError(403, "forbidden", "this API key is read-only: it may embed, search and read")
+        raise Forbidden("this API key is read-only: it may embed, search and read")
 
 
 def read_access(request: Request, key: Annotated[str | None, Security(_api_key)]) -> None:

@@ -18,8 +18,19 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.context import RequestTimings, request_id, timings
-from service.errors import ServiceError, error_response, overloaded, payload_too_large
+from engine.errors import Overloaded
+from engine.timings import RequestTimings, timings
+from gaitlu.errors import GaitluError
+from service.context import request_id
+from service.errors import (
+    INTERNAL_ERROR,
+    BodyTimeout,
+    Carried,
+    CrossOrigin,
+    InvalidHost,
+    PayloadTooLarge,
+    respond,
+)
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -47,7 +58,7 @@ class RequestContextMiddleware:
         request_id.set(rid)
         spent = RequestTimings()
         timings.set(spent)
-        status = 500
+        status = INTERNAL_ERROR  # what the log and metrics say if the app fails before answering
         started = time.perf_counter()
 
         async def send_with_headers(message: Message) -> None:
@@ -100,9 +111,7 @@ class BodyLimitMiddleware:
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            error = payload_too_large(self.max_bytes)
-            self.metrics.rejected.labels(reason=error.code).inc()
-            response = error_response(413, error.code, error.message, error.extra, {"Connection": "close"})
+            response = respond(PayloadTooLarge(self.max_bytes), self.metrics, {"Connection": "close"})
             await response(scope, receive, send)
             return
         received = 0
@@ -113,7 +122,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise payload_too_large(self.max_bytes)
+                    raise Carried(PayloadTooLarge(self.max_bytes))
             return message
 
         await self.app(scope, limited_receive, send)
@@ -123,13 +132,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})  # answered whatever the load: orchestrators poll them
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, metrics: Metrics, error: ServiceError) -> None:
+async def _refuse(scope: Scope, receive: Receive, send: Send, metrics: Metrics, error: GaitluError) -> None:
     """Answer `error` without reading the body. The connection stays open: uvicorn discards the rest of
     the body as it arrives (holding none of it), so the client reads this answer instead of a reset."""
-    metrics.rejected.labels(reason=error.code).inc()
-    await error_response(error.status_code, error.code, error.message, error.extra, error.headers)(
-        scope, receive, send
-    )
+    await respond(error, metrics)(scope, receive, send)
 
 
 def host_name(header: str) -> str:
@@ -171,19 +177,13 @@ class BrowserGuardMiddleware:
             return
         await self.app(scope, receive, send)
 
-    def host_problem(self, header: str) -> ServiceError | None:
+    def host_problem(self, header: str) -> InvalidHost | None:
         name = host_name(header)
         if self.any_host or any(fnmatch.fnmatchcase(name, pattern) for pattern in self.hosts):
             return None
-        return ServiceError(
-            400,
-            "invalid_host",
-            f"this server does not answer to the host name {name!r}: set GAITLU_ALLOWED_HOSTS to the names "
-            f"clients use (now {', '.join(self.hosts)})",
-            {"allowed_hosts": list(self.hosts)},
-        )
+        return InvalidHost(name, self.hosts)
 
-    def origin_problem(self, method: str, headers: Headers) -> ServiceError | None:
+    def origin_problem(self, method: str, headers: Headers) -> CrossOrigin | None:
         if method in SAFE_METHODS:
             return None
         origin = headers.get("origin")
@@ -200,11 +200,9 @@ class BrowserGuardMiddleware:
             return None  # not a browser (or an old one on this server's own page)
         else:
             seen = f"Origin: {origin}"
-        return ServiceError(
-            403,
-            "cross_origin",
+        return CrossOrigin(
             f"refused a {method} from another site ({seen}): browsers may change this server only from its "
-            "own page or an origin in GAITLU_CORS_ORIGINS",
+            "own page or an origin in GAITLU_CORS_ORIGINS"
         )
 
 
@@ -241,7 +239,7 @@ class AdmissionMiddleware:
         else:
             problem = None
         if problem is not None:
-            await _refuse(scope, receive, send, self.metrics, overloaded(1, problem))
+            await _refuse(scope, receive, send, self.metrics, Overloaded(1, problem))
             return
         self.requests += 1
         self.body_bytes += cost
@@ -258,7 +256,7 @@ class AdmissionMiddleware:
         return self.max_upload if "transfer-encoding" in headers else 0
 
     def timed(self, receive: Receive) -> Receive:
-        """`receive` that fails with 408 once the body is overdue; after the body it waits freely."""
+        """`receive` that fails (BodyTimeout) once the body is overdue; after the body it waits freely."""
         deadline = asyncio.get_running_loop().time() + self.body_timeout
         done = False
 
@@ -270,13 +268,7 @@ class AdmissionMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), max(left, 0.0))
             except TimeoutError:
-                raise ServiceError(
-                    408,
-                    "body_timeout",
-                    f"the request body did not arrive within {self.body_timeout:g} s",
-                    {"timeout_s": self.body_timeout},
-                    headers={"Connection": "close"},
-                ) from None
+                raise Carried(BodyTimeout(self.body_timeout)) from None
             done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 

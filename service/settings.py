@@ -15,8 +15,13 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from engine import STORE_FILE, EngineSettings
+from engine.batcher import BatchSettings
 from gaitlu.errors import ConfigError
+from gaitlu.manifest import VariantPrecision
 from gaitlu.sequence import SequenceLimits
+from gallery.settings import IndexSettings
+from runtime import BackendName
 from video import VideoLimits
 
 MIB = 1024 * 1024
@@ -46,7 +51,9 @@ def is_loopback(host: str) -> bool:
 class Settings(BaseSettings):
     """Everything `gaitlu serve` can be told; env names are GAITLU_ + the upper-case field name."""
 
-    model_config = SettingsConfigDict(env_prefix="GAITLU_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="GAITLU_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
 
     artifact: Path  # export artifact folder (`gaitlu export ... --out DIR`)
     data_dir: Path  # galleries live in DATA_DIR/galleries.db
@@ -94,9 +101,12 @@ class Settings(BaseSettings):
     inference_timeout_s: float = Field(120.0, gt=0)
 
     # Runtime.
-    backend: str = "auto"
-    precision: str = "fp32"
+    backend: BackendName = "auto"
+    precision: VariantPrecision = "fp32"
     threads: int | None = Field(None, ge=1)  # onnxruntime intra-op threads (None: its default)
+
+    # Gallery indexes (gallery/settings.py): GAITLU_INDEX__NPROBE=64, or GAITLU_INDEX as JSON.
+    index: IndexSettings = IndexSettings()
 
     @field_validator("api_keys", "read_only_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
@@ -172,7 +182,7 @@ class Settings(BaseSettings):
 
     @property
     def store_path(self) -> Path:
-        return self.data_dir / "galleries.db"
+        return self.data_dir / STORE_FILE
 
     def sequence_limits(self) -> SequenceLimits:
         """What one uploaded sequence may cost to read."""
@@ -191,6 +201,23 @@ class Settings(BaseSettings):
             max_duration_s=self.max_video_seconds,
             max_pixels=self.max_video_pixels,
             max_seconds=self.video_timeout_s,
+        )
+
+    def engine_settings(self) -> EngineSettings:
+        """What the engine needs of these settings."""
+        return EngineSettings(
+            artifact=self.artifact,
+            store_path=self.store_path,
+            backend=self.backend,
+            precision=self.precision,
+            threads=self.threads,
+            batch=BatchSettings(self.max_batch, self.max_wait_ms, self.max_queue, self.inference_timeout_s),
+            decode_workers=self.decode_workers,
+            sequence_limits=self.sequence_limits(),
+            video_workers=self.video_workers,
+            video_limits=self.video_limits(),
+            segmentation_model=self.segmentation_model,
+            index=self.index,
         )
 
 

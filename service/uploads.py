@@ -1,18 +1,19 @@
 """Request bodies that carry sequences: multipart uploads or JSON with base64 .npy, read into `Upload`s.
 
-Multipart files may also be videos (service/videos.py); the text fields `method`, `track` and `strip`
+Multipart files may also be videos (engine/videos.py); the text fields `method`, `track` and `strip`
 say how a video becomes a sequence (`video_options`).
 
 Routes that take sequences accept both encodings, so FastAPI's own body parsing (one content type per
-route) is not used there; these helpers read the body once, dispatch on its content type (415 for any
-other) and validate JSON with the same pydantic models the OpenAPI schema shows. The body size was
-already bounded by the middleware before any of this reads it.
+route) is not used there: `read_body` is the one place that branches on the content type (anything but
+JSON or multipart is UnsupportedMediaType), reads the body once and validates JSON with the same pydantic
+models the OpenAPI schema shows. The body size was already bounded by the middleware before any of this
+reads it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -23,13 +24,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from service.engine import Upload, safe_name
-from service.errors import ServiceError, unsupported_media_type
-from service.schemas import SequenceJSON, VideoParams
+from engine import Upload, VideoOptions, safe_name
+from gaitlu.schemas import SequenceJSON, VideoParams
+from service.errors import InvalidRequest, UnsupportedMediaType
 from service.settings import Settings
-from service.videos import VideoOptions
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
 MAX_FORM_FIELDS = 256
@@ -42,7 +43,7 @@ def media_type(request: Request) -> str:
 def require_media_type(request: Request, *allowed: str) -> str:
     found = media_type(request)
     if found not in allowed:
-        raise unsupported_media_type(found, allowed)
+        raise UnsupportedMediaType(found, allowed)
     return found
 
 
@@ -91,10 +92,25 @@ async def open_form(request: Request, settings: Settings) -> AsyncIterator[FormD
         await form.close()
 
 
+async def read_body(
+    request: Request,
+    settings: Settings,
+    json_model: type[M],
+    from_json: Callable[[M], T],
+    from_form: Callable[[FormData], Awaitable[T]],
+) -> T:
+    """A body that may be either encoding: JSON, validated by `json_model`, goes to `from_json`; a
+    multipart form to `from_form` (its spooled files are closed when it returns)."""
+    if require_media_type(request, MULTIPART, JSON) == JSON:
+        return from_json(await read_json(request, json_model))
+    async with open_form(request, settings) as form:
+        return await from_form(form)
+
+
 def check_count(n: int, settings: Settings) -> None:
     if n > settings.max_files:
-        raise ServiceError(
-            422, "too_many_sequences", f"{n} sequences in one request; the limit is {settings.max_files}"
+        raise InvalidRequest(
+            "too_many_sequences", f"{n} sequences in one request; the limit is {settings.max_files}"
         )
 
 
@@ -102,11 +118,11 @@ async def form_files(form: FormData, field: str, *, required: bool = True) -> li
     """The files under `field`, read into memory (large ones were spooled to disk by the parser)."""
     items = form.getlist(field)
     if required and not items:
-        raise ServiceError(422, "missing_file", f"no file in the multipart field '{field}'")
+        raise InvalidRequest("missing_file", f"no file in the multipart field '{field}'")
     uploads = []
     for i, item in enumerate(items):
         if not isinstance(item, UploadFile):
-            raise ServiceError(422, "not_a_file", f"multipart field '{field}' must hold files, not text")
+            raise InvalidRequest("not_a_file", f"multipart field '{field}' must hold files, not text")
         uploads.append(Upload(safe_name(item.filename, i), await item.read(), item.content_type or ""))
     return uploads
 
@@ -142,13 +158,11 @@ def form_json(form: FormData, field: str) -> Any:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ServiceError(422, "invalid_field", f"multipart field '{field}' must be text (JSON), not a file")
+        raise InvalidRequest("invalid_field", f"multipart field '{field}' must be text (JSON), not a file")
     try:
         return json.loads(value)
     except json.JSONDecodeError as exc:
-        raise ServiceError(
-            422, "invalid_json", f"multipart field '{field}' is not valid JSON: {exc}"
-        ) from None
+        raise InvalidRequest("invalid_json", f"multipart field '{field}' is not valid JSON: {exc}") from None
 
 
 def form_texts(form: FormData, field: str) -> list[str] | None:
@@ -156,7 +170,7 @@ def form_texts(form: FormData, field: str) -> list[str] | None:
     if not values:
         return None
     if not all(isinstance(v, str) for v in values):
-        raise ServiceError(422, "invalid_field", f"multipart field '{field}' must be text, not a file")
+        raise InvalidRequest("invalid_field", f"multipart field '{field}' must be text, not a file")
     return [str(v) for v in values]
 
 

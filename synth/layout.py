@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
@@ -18,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gaitlu.errors import ConfigError
+from gaitlu.files import write_atomic
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import save_sequence
 from synth.identity import identity_for, sequence_rng
@@ -128,9 +128,7 @@ def generate_opengait(
     written = _run(_opengait_subject, tasks, workers, subjects * k, "synth opengait")
     names = [subject_name(s, subjects) for s in range(1, subjects + 1)]
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".partition.json.tmp"
-    tmp.write_text(json.dumps(partition(names), indent=1) + "\n")
-    os.replace(tmp, out / "partition.json")
+    write_atomic(out / "partition.json", json.dumps(partition(names), indent=1) + "\n")
     log.info("wrote %d sequences of %d subjects to %s", written, subjects, out)
     return written
 

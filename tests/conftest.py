@@ -20,7 +20,7 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
             import torch  # only when a test needs the artifact
 
             from export.pipeline import ExportOptions, export_artifact
-            from tests.export_helpers import SMALL_PARITY, TINY, write_checkpoint
+            from tests.support.artifacts import SMALL_PARITY, TINY, write_checkpoint
             from train.model import GaitSSB
 
             # Default BatchNorm statistics: distinct walkers get distinct embeddings (mean cosine ~0.96-0.99).

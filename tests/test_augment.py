@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gaitlu.errors import SequenceError
-from tests.corpus_helpers import random_masks
+from tests.support.corpus import random_masks
 from train import augment
 
 RECIPE = augment.AugmentConfig()

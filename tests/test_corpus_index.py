@@ -14,7 +14,8 @@ from corpus.index import index_tree
 from corpus.manifest import read_manifest
 from gaitlu.errors import DataError
 from gaitlu.safepickle import dumps_array
-from tests.corpus_helpers import exit_code, make_tree
+from tests.support.cli import run_cli
+from tests.support.corpus import make_tree
 
 
 class _RunsShell:
@@ -102,7 +103,7 @@ def test_resume_with_another_min_frames_is_refused(tmp_path):
 def test_index_cli_reports_and_exits_zero(tree_with_bad_files, tmp_path, capsys):
     root, marker, _ = tree_with_bad_files
     args = ["data", "index", str(root), "--out", str(tmp_path / "m.jsonl"), "-j", "1", "--no-progress"]
-    assert exit_code(args) == 0
+    assert run_cli(None, *args).code == 0
     out = capsys.readouterr().out
     assert "malicious 1" in out and "ok 12" in out and "evil.pkl" in out
     assert not marker.exists()
@@ -112,5 +113,5 @@ def test_index_cli_reports_and_exits_zero(tree_with_bad_files, tmp_path, capsys)
 
 def test_index_cli_missing_root_exits_2(tmp_path, capsys):
     args = ["data", "index", str(tmp_path / "absent"), "--out", str(tmp_path / "m.jsonl"), "--no-progress"]
-    assert exit_code(args) == 2
+    assert run_cli(None, *args).code == 2
     assert "not a directory" in capsys.readouterr().err

@@ -15,7 +15,8 @@ from corpus.reader import ShardedCorpus, TreeCorpus, epoch_indices, open_corpus
 from corpus.shard import load_footer, shard_name, write_shard
 from gaitlu.errors import DataError
 from gaitlu.safepickle import dumps_array
-from tests.corpus_helpers import exit_code, make_tree, random_masks
+from tests.support.cli import run_cli
+from tests.support.corpus import make_tree, random_masks
 
 
 @pytest.mark.parametrize("name", codec.CODECS)
@@ -218,15 +219,11 @@ def test_missing_index_is_a_clear_error(tmp_path):
 def test_pack_cli(tmp_path, capsys):
     make_tree(tmp_path, 5)
     out = tmp_path / "shards"
-    assert (
-        exit_code(["data", "pack", str(tmp_path), "--out", str(out), "--shard-size", "2", "--no-progress"])
-        == 0
-    )
-    assert "3 shards (3 packed now), 5 sequences" in capsys.readouterr().out
-    assert (
-        exit_code(["data", "pack", str(tmp_path), "--out", str(out), "--codec", "lz5", "--no-progress"]) == 2
-    )
-    assert "unknown shard codec" in capsys.readouterr().err
+    pack = ("data", "pack", tmp_path, "--out", out, "--no-progress")
+    code, out_text, _ = run_cli(capsys, *pack, "--shard-size", "2")
+    assert code == 0 and "3 shards (3 packed now), 5 sequences" in out_text
+    code, _, err = run_cli(capsys, *pack, "--codec", "lz5")
+    assert code == 2 and "unknown shard codec" in err
 
 
 def test_tree_reader_reports_a_file_that_went_bad(tmp_path):

@@ -12,7 +12,8 @@ from corpus.reader import ShardedCorpus
 from corpus.shard import HEADER_SIZE, load_footer, shard_name
 from corpus.verify import verify_shards
 from gaitlu.errors import DataError
-from tests.corpus_helpers import exit_code, make_tree
+from tests.support.cli import run_cli
+from tests.support.corpus import make_tree
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def _flip_byte(path: Path, offset: int) -> None:
 
 def test_clean_pack_verifies(shards, capsys):
     assert verify_shards(shards).ok
-    assert exit_code(["data", "verify", str(shards), "--no-progress"]) == 0
+    assert run_cli(None, "data", "verify", str(shards), "--no-progress").code == 0
     assert "all 4 shards" in capsys.readouterr().out
 
 
@@ -71,9 +72,9 @@ def test_damage_outside_records_and_missing_shards(shards):
 
 def test_verify_cli_exits_1_on_damage_and_2_without_an_index(shards, tmp_path, capsys):
     (shards / shard_name(1)).unlink()
-    assert exit_code(["data", "verify", str(shards), "--no-progress"]) == 1
+    assert run_cli(None, "data", "verify", str(shards), "--no-progress").code == 1
     assert "shard-00001.gls: missing" in capsys.readouterr().err
-    assert exit_code(["data", "verify", str(tmp_path / "nothing"), "--no-progress"]) == 2
+    assert run_cli(None, "data", "verify", str(tmp_path / "nothing"), "--no-progress").code == 2
 
 
 def test_reader_can_check_each_record_on_read(shards):

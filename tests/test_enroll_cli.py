@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -16,15 +15,18 @@ import httpx
 import numpy as np
 import pytest
 
-from gaitlu.cli import main
+from client.api import ApiError, GaitluClient, RetryPolicy, UnreachableError
+from client.enroll import Layout, Outcome, enroll_items, scan_dataset
+from engine import STORE_FILE
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import load_sequence, save_sequence
 from gallery import GalleryStore
-from gallery.client import ApiError, GaitluClient, RetryPolicy, UnreachableError
-from gallery.enroll import STORE_FILE, Layout, Outcome, enrol_sources, scan_dataset
-from service.runtime import load_embedder
+from runtime import load_artifact_embedder
 from service.settings import load_settings
-from tests.service_helpers import served_in_thread
+from tests.support.cli import run_cli
+from tests.support.ports import free_port
+from tests.support.servers import served_in_thread
+from tests.support.walkers import walking_sequence
 
 KEY = "test-key-0123456789abcdef"
 SUBJECTS = ("001", "002", "003")
@@ -33,15 +35,8 @@ VIEW = "090"
 
 
 def walker(subject: int, condition: int, frames: int = 8) -> np.ndarray:
-    """(T, 64, 64) uint8: an upright ellipse whose width and sway depend on the subject (and a little on
-    the condition), so different subjects embed differently even through a random-weight model."""
-    rows, cols = np.mgrid[0:64, 0:64]  # (64, 64) each
-    out = []
-    for t in range(frames):
-        centre = 32 + (2 + subject) * np.sin(0.7 * t + subject + 0.1 * condition)
-        width = 6 + 3 * subject
-        out.append((((rows - 32) / 28) ** 2 + ((cols - centre) / width) ** 2 <= 1).astype(np.uint8) * 255)
-    return np.stack(out)  # (T, 64, 64)
+    """(T, 64, 64) aligned frames: one body per subject, one walk per condition."""
+    return walking_sequence(subject, frames, walk=condition, width=64)
 
 
 @pytest.fixture(scope="module")
@@ -63,45 +58,27 @@ def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield url
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`gaitlu ARGS` in-process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exited:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(exited.value.code or 0), out, err
-
-
-def enrol(
+def enroll(
     capsys: pytest.CaptureFixture[str], root: Path, gallery: str, server: str, *extra: str
 ) -> tuple[int, dict]:
-    code, out, err = run_cli(
-        capsys,
-        "enroll",
-        str(root),
-        "--gallery",
-        gallery,
-        "--server",
-        server,
-        "--api-key",
-        KEY,
-        "--json",
-        *extra,
+    """`gaitlu enroll ROOT --json` against `server`: (exit code, the JSON summary)."""
+    result = run_cli(
+        capsys, "enroll", root, "--gallery", gallery, "--server", server, "--api-key", KEY, "--json", *extra
     )
-    assert out, f"no JSON on stdout (exit {code}): {err}"
-    return code, json.loads(out)
+    return result.code, result.json()
 
 
-def test_enrol_resumes_without_enrolling_twice(capsys, opengait_tree: Path, server: str) -> None:
-    code, first = enrol(capsys, opengait_tree, "resume", server, "--create", "--concurrency", "3")
+def test_enroll_resumes_without_enrolling_twice(capsys, opengait_tree: Path, server: str) -> None:
+    code, first = enroll(capsys, opengait_tree, "resume", server, "--create", "--concurrency", "3")
     assert (code, first["enrolled"], first["skipped"], first["failed"]) == (0, 6, 0, [])
 
-    code, again = enrol(capsys, opengait_tree, "resume", server)
+    code, again = enroll(capsys, opengait_tree, "resume", server)
     assert (code, again["enrolled"], again["skipped"]) == (0, 0, 6)
 
     with GaitluClient(server, KEY) as client:
         [held] = client.subject_sequences("resume", "002")[:1]
         client.delete_sequence("resume", held.sequence_id)  # lose one: only it is sent again
-        code, partial = enrol(capsys, opengait_tree, "resume", server)
+        code, partial = enroll(capsys, opengait_tree, "resume", server)
         assert (code, partial["enrolled"], partial["skipped"]) == (0, 1, 5)
         info = client.get_gallery("resume")
         subjects = {s.subject_id: s.sequence_count for s in client.iter_subjects("resume", page_size=2)}
@@ -113,7 +90,7 @@ def test_bad_file_is_reported_and_skipped_with_exit_1(capsys, tmp_path: Path, se
     for s, subject in enumerate(SUBJECTS[:2]):
         save_sequence(walker(s, 0), tmp_path / subject / "walk.npy")
     (tmp_path / "002" / "broken.npy").write_bytes(b"\x93NUMPY garbage")
-    code, summary = enrol(capsys, tmp_path, "flat", server, "--layout", "flat", "--create")
+    code, summary = enroll(capsys, tmp_path, "flat", server, "--layout", "flat", "--create")
     assert code == 1
     assert summary["enrolled"] == 2
     [failed] = summary["failed"]
@@ -127,7 +104,7 @@ def test_bad_file_is_reported_and_skipped_with_exit_1(capsys, tmp_path: Path, se
 
 
 def test_search_prints_a_ranked_table_and_json(capsys, opengait_tree: Path, server: str) -> None:
-    enrol(capsys, opengait_tree, "searchable", server, "--create")
+    enroll(capsys, opengait_tree, "searchable", server, "--create")
     query = opengait_tree / "002" / "nm-01" / VIEW / f"002-nm-01-{VIEW}.pkl"
     base = ("search", str(query), "--gallery", "searchable", "--server", server, "--api-key", KEY, "-k", "3")
 
@@ -143,7 +120,7 @@ def test_search_prints_a_ranked_table_and_json(capsys, opengait_tree: Path, serv
 
 
 def test_galleries_lists_sizes(capsys, opengait_tree: Path, server: str) -> None:
-    enrol(capsys, opengait_tree, "listed", server, "--create")
+    enroll(capsys, opengait_tree, "listed", server, "--create")
     code, out, _ = run_cli(capsys, "galleries", "--server", server, "--api-key", KEY, "--json")
     rows = {g["name"]: g for g in json.loads(out)["galleries"]}
     assert code == 0 and (rows["listed"]["subjects"], rows["listed"]["sequences"]) == (3, 6)
@@ -171,9 +148,7 @@ def test_config_errors_exit_2(capsys, opengait_tree: Path, server: str, args, me
 
 
 def test_unreachable_server_exits_2(capsys, opengait_tree: Path) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there
     code, _, err = run_cli(
         capsys, "enroll", str(opengait_tree), "--gallery", "g", "--server", f"http://127.0.0.1:{port}",
         "--retries", "1",
@@ -184,7 +159,7 @@ def test_unreachable_server_exits_2(capsys, opengait_tree: Path) -> None:
 def test_offline_builds_the_same_gallery(
     capsys, opengait_tree: Path, server: str, tiny_artifact, tmp_path
 ) -> None:
-    enrol(capsys, opengait_tree, "online", server, "--create")
+    enroll(capsys, opengait_tree, "online", server, "--create")
     code, out, _ = run_cli(
         capsys, "enroll", str(opengait_tree), "--gallery", "online", "--offline", "--data-dir", str(tmp_path),
         "--artifact", str(tiny_artifact), "--create", "--json",
@@ -193,13 +168,13 @@ def test_offline_builds_the_same_gallery(
     assert load_settings(artifact=tiny_artifact, data_dir=tmp_path).store_path == tmp_path / STORE_FILE
 
     query = opengait_tree / "003" / "nm-02" / VIEW / f"003-nm-02-{VIEW}.pkl"
-    embedder = load_embedder(tiny_artifact)
+    embedder = load_artifact_embedder(tiny_artifact)
     vector = embedder.embed_flat([to_model_frames(load_sequence(query))])[0]
     with GaitluClient(server, KEY) as client:
-        [embedded] = client.embed([("q.pkl", query.read_bytes())])
-        np.testing.assert_allclose(embedded.vector, vector, atol=1e-5)  # same preprocessing, same model
-        remote = client.search("online", ("q.pkl", query.read_bytes()), k=3).hits
-        assert client.search("online", vector, k=3).hits[0].subject_id == "003"  # by embedding (JSON)
+        [embedded] = client.embed([("q.pkl", query.read_bytes())]).data
+        np.testing.assert_allclose(embedded.embedding, vector, atol=1e-5)  # same preprocessing, same model
+        remote = client.search("online", ("q.pkl", query.read_bytes()), k=3).data
+        assert client.search("online", vector, k=3).data[0].subject_id == "003"  # by embedding (JSON)
         remote_ids = {
             s.sequence_id for subject in SUBJECTS for s in client.subject_sequences("online", subject)
         }
@@ -212,7 +187,7 @@ def test_offline_builds_the_same_gallery(
 
 
 class FailingAfter:
-    """A target that enrols `good` sequences, then finds the server gone: a failure that dooms the rest."""
+    """A target that enrolls `good` sequences, then finds the server gone: a failure that dooms the rest."""
 
     def __init__(self, good: int) -> None:
         self.good = good
@@ -221,14 +196,14 @@ class FailingAfter:
 
     def prepare(self, create: bool) -> None: ...
 
-    def held(self, sources) -> set[str]:
-        return {sources[0].sequence_id}
+    def held(self, items) -> set[str]:
+        return {items[0].sequence_id}
 
-    def enrol(self, source, frames) -> Outcome:
+    def enroll(self, item, frames) -> Outcome:
         with self.lock:
             if len(self.enrolled) >= self.good:
                 raise UnreachableError("no answer")
-            self.enrolled.append(source.relpath)
+            self.enrolled.append(item.relpath)
         return Outcome.enrolled
 
     def is_fatal(self, exc) -> bool:
@@ -238,17 +213,17 @@ class FailingAfter:
 def test_a_fatal_failure_stops_the_run_and_every_item_is_accounted_for(tmp_path: Path) -> None:
     for i in range(40):
         save_sequence(walker(0, 0, frames=2), tmp_path / f"s{i % 4}" / f"{i}.npy")
-    sources = scan_dataset(tmp_path, Layout.flat)
+    items = scan_dataset(tmp_path, Layout.flat)
     target = FailingAfter(good=5)
-    summary = enrol_sources(sources, target, concurrency=2)
+    summary = enroll_items(items, target, concurrency=2)
     assert isinstance(summary.fatal, UnreachableError) and summary.exit_code == 2
     assert (summary.enrolled, summary.skipped, summary.failed) == (5, 1, [])
     assert summary.not_done == 40 - 5 - 1  # the rest: stopped, never silently dropped
-    assert len(sources) == 40 and len({s.sequence_id for s in sources}) == 40
+    assert len(items) == 40 and len({item.sequence_id for item in items}) == 40
 
 
 def test_the_client_commands_import_neither_torch_nor_onnxruntime() -> None:
-    code = "import sys, gallery.cli; sys.exit(bool({'torch', 'onnxruntime'} & set(sys.modules)))"
+    code = "import sys, client.cli; sys.exit(bool({'torch', 'onnxruntime', 'faiss'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -337,6 +312,7 @@ ENROLLED = httpx.Response(
     json={
         "gallery": "g",
         "subject_id": "s",
+        "timings": {},
         "data": [
             {"sequence_id": "x", "subject_id": "s", "metadata": None, "created": "2026-11-25T12:00:00Z"}
         ],
@@ -345,7 +321,7 @@ ENROLLED = httpx.Response(
 )
 
 
-def test_enrolment_without_ids_is_not_retried_after_an_ambiguous_failure() -> None:
+def test_enrollment_without_ids_is_not_retried_after_an_ambiguous_failure() -> None:
     files = [("a.npz", b"data")]
     client, _ = scripted(Script(error(500, "internal_error")))
     with pytest.raises(ApiError, match="internal_error"):
@@ -357,7 +333,7 @@ def test_enrolment_without_ids_is_not_retried_after_an_ambiguous_failure() -> No
 
     script = Script(error(429, "overloaded", {"Retry-After": "0"}), ENROLLED)  # refused: safe to retry
     client, _ = scripted(script)
-    assert [s.sequence_id for s in client.enroll("g", "s", files)] == ["x"]
+    assert [s.sequence_id for s in client.enroll("g", "s", files).data] == ["x"]
 
     script = Script(error(500, "internal_error"), ENROLLED)  # with ids it is idempotent
     client, _ = scripted(script)

@@ -3,19 +3,20 @@ extracted locally with --offline; both give the same gallery, and a video with n
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from gaitlu.cli import main
+from client.api import GaitluClient
+from client.enroll import Layout, scan_dataset
+from engine import STORE_FILE
 from gallery import GalleryStore
-from gallery.client import GaitluClient
-from gallery.enroll import STORE_FILE, Layout, scan_dataset
-from tests.service_helpers import served_in_thread
-from tests.video_helpers import WALKS, synthetic_videos
+from tests.support.cli import run_cli
+from tests.support.servers import served_in_thread
+from tests.support.videos import WALKS, synthetic_videos
 
 KEY = "video-key-0123456789abcdef"
 
@@ -43,38 +44,36 @@ def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield url
 
 
-def enrol(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
-    with pytest.raises(SystemExit) as exited:
-        main(["enroll", *args, "--layout", "flat", "--json", "--create"])
-    out, err = capsys.readouterr()
-    assert out, f"no JSON on stdout: {err}"
-    return int(exited.value.code or 0), json.loads(out)
+def enroll(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
+    """`gaitlu enroll ARGS --layout flat --json --create`: (exit code, the JSON summary)."""
+    result = run_cli(capsys, "enroll", *args, "--layout", "flat", "--json", "--create")
+    return result.code, result.json()
 
 
 def test_videos_are_found_in_a_flat_layout(dataset: Path) -> None:
-    sources = scan_dataset(dataset, Layout.flat)
-    assert [s.relpath for s in sources] == [
+    items = scan_dataset(dataset, Layout.flat)
+    assert [item.relpath for item in items] == [
         "alice/day2/walk2.mp4",
         "alice/walk1.mp4",
         "bob/day2/walk2.mp4",
         "bob/walk1.mp4",
         "carol/nobody.mp4",
     ]
-    assert all(s.is_video for s in sources)
+    assert all(item.is_video for item in items)
 
 
-def test_online_and_offline_enrolment_of_videos_agree(
+def test_online_and_offline_enrollment_of_videos_agree(
     capsys, dataset: Path, server: str, tiny_artifact: Path, tmp_path: Path
 ) -> None:
-    code, online = enrol(capsys, str(dataset), "--gallery", "walks", "--server", server, "--api-key", KEY)
+    code, online = enroll(capsys, str(dataset), "--gallery", "walks", "--server", server, "--api-key", KEY)
     assert (code, online["enrolled"], online["skipped"]) == (1, 4, 0)  # 1: one item failed
     [failed] = online["failed"]
     assert failed["path"] == "carol/nobody.mp4" and "no_person" in failed["reason"]
 
-    code, again = enrol(capsys, str(dataset), "--gallery", "walks", "--server", server, "--api-key", KEY)
+    code, again = enroll(capsys, str(dataset), "--gallery", "walks", "--server", server, "--api-key", KEY)
     assert (again["enrolled"], again["skipped"], len(again["failed"])) == (0, 4, 1)  # resumable
 
-    code, offline = enrol(
+    code, offline = enroll(
         capsys, str(dataset), "--gallery", "walks", "--offline", "--data-dir", str(tmp_path),
         "--artifact", str(tiny_artifact),
     )  # fmt: skip
@@ -83,8 +82,8 @@ def test_online_and_offline_enrolment_of_videos_agree(
 
     query = (dataset / "bob" / "walk1.mp4").read_bytes()
     with GaitluClient(server, KEY) as client:
-        remote = client.search("walks", ("q.mp4", query), k=2).hits
-        vector = client.embed([("q.mp4", query)])[0].vector
+        remote = client.search("walks", ("q.mp4", query), k=2).data
+        vector = np.asarray(client.embed([("q.mp4", query)]).data[0].embedding, np.float32)
     with GalleryStore(tmp_path / STORE_FILE) as store:
         local = store.search("walks", vector, store.get_gallery("walks").model_hash, k=2)
     assert remote[0].subject_id == "bob" and remote[0].score > 0.99  # the enrolled copy of the query

@@ -5,20 +5,18 @@ from __future__ import annotations
 import json
 import pickle
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gaitlu.cli import main
 from gaitlu.errors import ConfigError, DataError
-from gaitlu.evaluation import cli as eval_cli
 from gaitlu.evaluation.embeddings import EmbeddingSet, load_embeddings, save_embeddings
 from gaitlu.evaluation.gei import gei_embed
 from gaitlu.evaluation.protocols import evaluate_saved
 from gaitlu.evaluation.runner import embed_sequences, model_frames, select_test_sequences
 from gaitlu.labelled import LabelledSequence, load_partition
+from tests.support.cli import run_cli
 
 CONDS = ("nm-01", "nm-02", "nm-03", "nm-04", "nm-05", "nm-06", "bg-01", "bg-02", "cl-01", "cl-02")
 VIEWS = ("000", "090")
@@ -49,21 +47,10 @@ def dataset(tmp_path_factory) -> Path:
     return write_tree(tmp_path_factory.mktemp("casia") / "data")
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run the real `gaitlu` entry point in-process: (exit code, stdout, stderr)."""
-    try:
-        main(["eval", *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_gei_json_and_saved_embeddings_reproduce_the_result(dataset: Path, tmp_path: Path, capsys) -> None:
     npz = tmp_path / "emb.npz"
     args = ["--baseline", "gei", "--dataset", str(dataset), "--protocol", "casia-b", "--json"]
-    code, out, _ = run_cli([*args, "--save-embeddings", str(npz), "--batch-size", "3"], capsys)
+    code, out, _ = run_cli(capsys, "eval", *args, "--save-embeddings", str(npz), "--batch-size", "3")
     assert code == 0
     result = json.loads(out)  # stdout holds the JSON and nothing else
     assert (
@@ -81,7 +68,9 @@ def test_gei_json_and_saved_embeddings_reproduce_the_result(dataset: Path, tmp_p
 
 
 def test_table_output_lists_probe_views_and_means(dataset: Path, capsys) -> None:
-    code, out, _ = run_cli(["--baseline", "gei", "--dataset", str(dataset), "--protocol", "casia-b"], capsys)
+    code, out, _ = run_cli(
+        capsys, "eval", "--baseline", "gei", "--dataset", str(dataset), "--protocol", "casia-b"
+    )
     assert code == 0
     for text in ("NM", "BG", "CL", "000", "090", "mean", "identical view", "100.0"):
         assert text in out
@@ -90,11 +79,13 @@ def test_table_output_lists_probe_views_and_means(dataset: Path, capsys) -> None
 def test_casia_b_without_partition_falls_back_to_the_lt_split(tmp_path: Path, capsys) -> None:
     root = write_tree(tmp_path / "data", subjects=("074", "075", "076"), partition=False, frames=2)
     code, out, err = run_cli(
-        ["--baseline", "gei", "--dataset", str(root), "--protocol", "casia-b", "--json"], capsys
+        capsys, "eval", "--baseline", "gei", "--dataset", str(root), "--protocol", "casia-b", "--json"
     )
     assert code == 0, err
     assert json.loads(out)["num_sequences"] == 2 * len(CONDS) * len(VIEWS)  # 074 is a training subject
-    code, _, err = run_cli(["--baseline", "gei", "--dataset", str(root), "--protocol", "oumvlp"], capsys)
+    code, _, err = run_cli(
+        capsys, "eval", "--baseline", "gei", "--dataset", str(root), "--protocol", "oumvlp"
+    )
     assert code == 2 and "partition" in err
 
 
@@ -102,7 +93,7 @@ def test_unreadable_sequences_are_skipped_and_reported(tmp_path: Path, capsys) -
     root = write_tree(tmp_path / "data", subjects=TEST_SUBJECTS[:2], frames=2)
     (root / "075" / "cl-01" / "000" / "000.pkl").write_bytes(b"\x80\x04broken")
     code, out, err = run_cli(
-        ["--baseline", "gei", "--dataset", str(root), "--protocol", "casia-b", "--json"], capsys
+        capsys, "eval", "--baseline", "gei", "--dataset", str(root), "--protocol", "casia-b", "--json"
     )
     assert code == 0, err
     result = json.loads(out)
@@ -123,58 +114,49 @@ def test_unreadable_sequences_are_skipped_and_reported(tmp_path: Path, capsys) -
 )
 def test_bad_invocations_exit_2_with_a_message(dataset: Path, extra: list[str], message: str, capsys) -> None:
     code, out, err = run_cli(
-        ["--dataset", str(dataset), "--protocol", "casia-b", *extra], capsys
+        capsys, "eval", "--dataset", str(dataset), "--protocol", "casia-b", *extra
     )  # last wins
     assert code == 2 and message in err and out == ""
 
 
 def test_missing_and_empty_datasets_are_clear_errors(tmp_path: Path, capsys) -> None:
     code, _, err = run_cli(
-        ["--baseline", "gei", "--dataset", str(tmp_path / "nope"), "--protocol", "casia-b"], capsys
+        capsys, "eval", "--baseline", "gei", "--dataset", str(tmp_path / "nope"), "--protocol", "casia-b"
     )
     assert code == 2 and "dataset folder not found" in err
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "partition.json").write_text('{"TRAIN_SET": [], "TEST_SET": ["075"]}')
     code, _, err = run_cli(
-        ["--baseline", "gei", "--dataset", str(tmp_path / "empty"), "--protocol", "casia-b"], capsys
+        capsys, "eval", "--baseline", "gei", "--dataset", str(tmp_path / "empty"), "--protocol", "casia-b"
     )
     assert code == 2 and "no sequences" in err
 
 
 def test_a_missing_stage_names_what_to_install(dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setitem(eval_cli.STAGE_HOOKS, "checkpoint", ("train.no_such_embedder", "the train stage"))
+    monkeypatch.setitem(sys.modules, "train.embedder", None)  # as if the train stage were not installed
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"")
     code, _, err = run_cli(
-        ["--checkpoint", str(ckpt), "--dataset", str(dataset), "--protocol", "casia-b"], capsys
+        capsys, "eval", "--checkpoint", str(ckpt), "--dataset", str(dataset), "--protocol", "casia-b"
     )
     assert code == 2 and "needs the train stage" in err
 
 
-def test_artifact_hook_loads_the_stage_embedder(dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    # A stand-in stage module with the agreed contract: load_embedder(path) -> object with .embed(batch).
-    (tmp_path / "stage_pkg").mkdir()
-    (tmp_path / "stage_pkg" / "runtime_stub.py").write_text(
-        textwrap.dedent(
-            """
-            import numpy as np
-            from gaitlu.evaluation.gei import gei_embed
+def test_the_artifact_source_is_the_runtime_embedder(
+    dataset: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    class TwoPartGei:  # a stand-in with the runtime's contract: the raw output is what is scored
+        evaluation = None  # not an imported OpenGait model
 
-            class Embedder:
-                def embed(self, batch):
-                    return np.concatenate([gei_embed(batch)] * 2, axis=1)  # (N, 2, 2816)
+        def embed_output(self, batch):
+            return np.concatenate([gei_embed(batch)] * 2, axis=1)  # (N, 2, 2816)
 
-            def load_embedder(path):
-                return Embedder()
-            """
-        )
-    )
-    monkeypatch.syspath_prepend(str(tmp_path / "stage_pkg"))
-    monkeypatch.setitem(eval_cli.STAGE_HOOKS, "artifact", ("runtime_stub", "the service stage"))
+    opened = []
+    monkeypatch.setattr("runtime.load_artifact_embedder", lambda path: opened.append(path) or TwoPartGei())
     args = ["--artifact", str(tmp_path), "--dataset", str(dataset), "--protocol", "casia-b", "--json"]
-    code, out, err = run_cli(args, capsys)
-    sys.modules.pop("runtime_stub", None)
+    code, out, err = run_cli(capsys, "eval", *args)
     assert code == 0, err
+    assert opened == [tmp_path]
     result = json.loads(out)
     assert result["embedding_shape"] == [2, 64 * 44] and result["result"]["headline"]["CL"] == 100.0
 

@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gaitlu.evaluation.distance import (
-    as_parts,
-    iter_distance_blocks,
-    normalise_parts,
-    pairwise_distances,
-    stable_order,
-)
+from gaitlu.embedding import normalise_parts
+from gaitlu.evaluation.distance import as_parts, iter_distance_blocks, pairwise_distances, stable_order
 
 
 def brute_force(probe: np.ndarray, gallery: np.ndarray, metric: str) -> np.ndarray:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gaitlu.cli import main
 from gaitlu.manifest import read_manifest
 from gaitlu.sequence import save_sequence
 from synth import identity_for, render_sequence
+from tests.support.cli import run_cli
 
 CONDITIONS = ("nm-01", "nm-02", "nm-03", "nm-04", "nm-05", "nm-06", "bg-01", "cl-01")
 VIEWS = (0, 90)
@@ -33,11 +33,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def evaluate(source: list[str], dataset: Path, capsys: pytest.CaptureFixture[str]) -> dict:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["eval", *source, "--dataset", str(dataset), "--protocol", "casia-b", "--json"])
-    out = capsys.readouterr()
-    assert exit_info.value.code in (0, None), out.err
-    return json.loads(out.out)
+    result = run_cli(capsys, "eval", *source, "--dataset", dataset, "--protocol", "casia-b", "--json")
+    assert result.code == 0, result.err
+    return result.json()
 
 
 def test_checkpoint_and_artifact_give_the_same_table(

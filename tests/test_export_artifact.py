@@ -12,14 +12,17 @@ import pytest
 import torch
 
 from export.calibration import load_calibration, synthetic_calibration
-from export.checks import check_parity, cpu_session, part_cosines, run_session
+from export.checks import check_parity, cpu_session, run_session
 from export.errors import ExportError, ParityError
 from export.pipeline import ExportOptions, export_artifact
 from export.tensorrt import tensorrt_unavailable_reason
-from gaitlu.cli import main
-from gaitlu.manifest import read_manifest, sha256_file
+from gaitlu.embedding import EmbeddingLayout, part_cosines
+from gaitlu.files import sha256_file
+from gaitlu.manifest import read_manifest
 from gaitlu.sequence import save_sequence
-from tests.export_helpers import SMALL_PARITY, tiny_model, walking_sequence, write_checkpoint
+from tests.support.artifacts import SMALL_PARITY, tiny_model, write_checkpoint
+from tests.support.cli import run_cli
+from tests.support.walkers import walking_sequence
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +33,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def calibration_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("calibration")
-    rng = np.random.default_rng(0)
     for i in range(8):
-        save_sequence(walking_sequence(rng, 12), folder / f"{i:03d}.pkl")
+        save_sequence(walking_sequence(i, 12), folder / f"{i:03d}.pkl")
     return folder
 
 
@@ -50,7 +52,7 @@ def test_artifact_files_and_manifest(artifact: Path, checkpoint: Path) -> None:
     manifest = read_manifest(artifact)
     assert manifest.model_sha256 == sha256_file(artifact / "model.onnx")
     assert manifest.model.config["channels"] == [8, 16, 32, 64]
-    assert (manifest.output.parts, manifest.output.dim) == (31, 64)
+    assert manifest.output.embedding_layout == EmbeddingLayout(parts=31, channels=64)
     assert manifest.input.shape == ["batch", "frames", 64, 44]
     assert manifest.metric == "ip"
     assert manifest.source.sha256 == sha256_file(checkpoint)
@@ -80,8 +82,8 @@ def test_graph_is_valid_with_dynamic_batch_and_frames(artifact: Path) -> None:
 
 @pytest.mark.parametrize(("batch", "frames"), [(1, 1), (3, 7), (5, 2)])
 def test_onnx_matches_torch_at_any_batch_and_length(artifact: Path, batch: int, frames: int) -> None:
-    rng = np.random.default_rng(batch * 100 + frames)
-    sils = np.stack([walking_sequence(rng, frames) for _ in range(batch)]).astype(np.float32) / 255
+    seeds = range(batch * 100 + frames, batch * 101 + frames)
+    sils = np.stack([walking_sequence(seed, frames) for seed in seeds]).astype(np.float32) / 255
     with torch.inference_mode():
         expected = tiny_model()(torch.from_numpy(sils)).numpy()  # (N, P, C)
     flat = cpu_session(artifact / "model.onnx").run(None, {"silhouettes": sils})[0]
@@ -111,7 +113,7 @@ def test_int8_is_static_qdq_and_close_to_fp32(artifact: Path, calibration_dir: P
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert "ConvInteger" not in ops  # dynamic quantisation would be 1.6-6.5x slower on CPU
     # Re-measure independently on a fresh sequence.
-    seq = walking_sequence(np.random.default_rng(9), 16)[None].astype(np.float32) / 255
+    seq = walking_sequence(9, 16)[None].astype(np.float32) / 255
     fp32 = run_session(cpu_session(artifact / "model.onnx"), seq, 31)
     int8 = run_session(cpu_session(artifact / "model.int8.onnx"), seq, 31)
     assert part_cosines(int8, fp32).mean() >= 0.99
@@ -142,16 +144,9 @@ def test_calibration_sources(tmp_path: Path, calibration_dir: Path) -> None:
         load_calibration(tmp_path)
 
 
-def run_cli(args: list[str]) -> int | str | None:
-    """`gaitlu ARGS` in this process; its exit code."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    return exit_info.value.code
-
-
 def test_missing_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli(["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "out")]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    code, _, err = run_cli(capsys, "export", tmp_path / "missing.pt", "--out", tmp_path / "out")
+    assert code == 2 and "checkpoint not found" in err
 
 
 @pytest.mark.slow
@@ -160,12 +155,11 @@ def test_cli_end_to_end_with_trt_but_no_tensorrt(
     tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cli-artifact"
-    assert run_cli(["export", str(checkpoint), "--out", str(out), "--trt", "--max-frames", "300"]) == 0
-    captured = capsys.readouterr()
-    assert "TensorRT is not installed" in captured.err
+    code, out_text, err = run_cli(capsys, "export", checkpoint, "--out", out, "--trt", "--max-frames", "300")
+    assert code == 0 and "TensorRT is not installed" in err
     manifest = read_manifest(out)
     assert manifest.tensorrt is None and manifest.input.max_frames == 300
-    assert f"sha256={manifest.model_sha256}" in captured.out
+    assert f"sha256={manifest.model_sha256}" in out_text
     assert json.loads((out / "manifest.json").read_text())["parity"]["mode"] == "quick"
 
 
@@ -174,14 +168,14 @@ def test_trt_engine_export_and_runtime(tmp_path: Path, checkpoint: Path) -> None
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    from service.runtime import load_embedder
+    from runtime import load_artifact_embedder
 
     out = tmp_path / "trt"
     options = ExportOptions(trt=True, max_batch=4, max_frames=64, parity_cases=SMALL_PARITY)
     info = export_artifact(checkpoint, out, options).manifest.tensorrt
     assert info is not None and info.min_cosine_vs_onnx >= 0.999
-    engine = load_embedder(out, backend="trt-engine")
-    cpu = load_embedder(out, backend="cpu")
-    batch = [walking_sequence(np.random.default_rng(i), 20) for i in range(3)]
+    engine = load_artifact_embedder(out, backend="trt-engine")
+    cpu = load_artifact_embedder(out, backend="cpu")
+    batch = [walking_sequence(i, 20) for i in range(3)]
     assert engine.model_hash == info.sha256
     assert (engine.embed(batch) * cpu.embed(batch)).sum(-1).min() >= 0.999

@@ -15,11 +15,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from gaitlu.embedding import EmbeddingLayout
 from gallery import GalleryStore, IndexSettings
-from gallery.testing import normalise_parts
+from tests.support.embeddings import unit_embeddings
 
 MODEL = hashlib.sha256(b"model").hexdigest()
-DIM, PARTS = 64, 4
+LAYOUT = EmbeddingLayout(parts=4, channels=16)
 
 
 @pytest.mark.slow
@@ -27,7 +28,7 @@ def test_threads_enrolling_deleting_and_searching_stay_consistent(tmp_path):
     # Crosses from exact to IVF mid-run; nprobe = nlist keeps IVF exhaustive, so answers stay exact.
     settings = IndexSettings(exact_max=150, nlist=4, nprobe=4, codec="flat", pca_dim=None)
     store = GalleryStore(tmp_path / "g.db", index_settings=settings, synchronous="NORMAL")
-    store.create_gallery("g", MODEL, DIM, PARTS)
+    store.create_gallery("g", MODEL, LAYOUT)
     deadline = time.monotonic() + 3.0
     enrolled: dict[str, tuple[str, np.ndarray]] = {}  # sequence id -> (subject, embedding), once returned
     deleted: set[str] = set()
@@ -39,7 +40,7 @@ def test_threads_enrolling_deleting_and_searching_stay_consistent(tmp_path):
         step = 0
         while time.monotonic() < deadline:
             subject = f"w{worker}-s{step % 5}"
-            x = normalise_parts(rng.standard_normal((2, DIM), dtype=np.float32), PARTS)
+            x = unit_embeddings(rng, 2, LAYOUT)
             infos = store.enroll("g", subject, x, MODEL)
             with guard:
                 enrolled.update(
@@ -58,7 +59,7 @@ def test_threads_enrolling_deleting_and_searching_stay_consistent(tmp_path):
     def reader(worker: int) -> None:
         rng = np.random.default_rng(1000 + worker)
         while time.monotonic() < deadline:
-            queries = normalise_parts(rng.standard_normal((3, DIM), dtype=np.float32), PARTS)
+            queries = unit_embeddings(rng, 3, LAYOUT)
             for hits in store.search_batch("g", queries, MODEL, k=5):
                 subjects = [h.subject_id for h in hits]
                 if len(set(subjects)) != len(subjects) or any(not -1 <= h.score <= 1 for h in hits):
@@ -92,12 +93,13 @@ CHILD = textwrap.dedent(
     """
     import sys, numpy as np
     from gallery import GalleryStore
-    from gallery.testing import normalise_parts
+    from gaitlu.embedding import EmbeddingLayout
+    from tests.support.embeddings import unit_embeddings
     store = GalleryStore(sys.argv[1])
     rng = np.random.default_rng(0)
     i = 0
     while True:
-        x = normalise_parts(rng.standard_normal((3, 64), dtype=np.float32), 4)
+        x = unit_embeddings(rng, 3, EmbeddingLayout(parts=4, channels=16))
         infos = store.enroll("g", f"s{i % 7}", x, sys.argv[2])
         print(" ".join(info.sequence_id for info in infos), flush=True)
         i += 1
@@ -109,7 +111,7 @@ CHILD = textwrap.dedent(
 def test_enrolments_that_returned_survive_kill_9(tmp_path):
     path = tmp_path / "g.db"
     with GalleryStore(path) as store:
-        store.create_gallery("g", MODEL, DIM, PARTS)
+        store.create_gallery("g", MODEL, LAYOUT)
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(path), MODEL], stdout=subprocess.PIPE, text=True, env=env

@@ -9,12 +9,14 @@ import faiss
 import numpy as np
 import pytest
 
+from gaitlu.embedding import EmbeddingLayout
 from gallery import GalleryStore, IndexSettings
 from gallery.index import GalleryIndex, new_exact, projection, train_approximate
-from gallery.testing import clustered_embeddings
+from tests.support.embeddings import clustered_embeddings
 
 MODEL = hashlib.sha256(b"model").hexdigest()
-DIM, PARTS = 128, 4
+LAYOUT = EmbeddingLayout(parts=4, channels=32)
+DIM, PARTS = LAYOUT.size, LAYOUT.parts  # the index sees flattened vectors of DIM floats
 PCA = {"pca_dim": 32, "pca_train_size": 512}
 APPROX = {
     "ivf-flat": IndexSettings(exact_max=500, codec="flat", refine="none", pca_dim=None, nprobe=8),
@@ -27,7 +29,7 @@ APPROX = {
 
 @pytest.fixture(scope="module")
 def data():
-    return clustered_embeddings(400, 5, DIM, PARTS, noise=0.5, rng=np.random.default_rng(0))
+    return clustered_embeddings(400, 5, LAYOUT, noise=0.5, rng=np.random.default_rng(0))
 
 
 def sampler(x: np.ndarray):
@@ -135,7 +137,7 @@ def test_store_switches_to_approximate_keeps_results_and_retrains(tmp_path, data
     x, labels = data
     settings = IndexSettings(exact_max=600, pca_dim=32, pca_train_size=256, nprobe=16, retrain_factor=2.0)
     with GalleryStore(tmp_path / "g.db", index_settings=settings, synchronous="NORMAL") as store:
-        store.create_gallery("g", MODEL, DIM, PARTS)
+        store.create_gallery("g", MODEL, LAYOUT)
         seen = []
         for subject in range(400):
             store.enroll("g", f"s{subject}", x[labels == subject], MODEL)

@@ -16,19 +16,20 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gaitlu.embedding import EmbeddingLayout
 from gallery import GalleryStore, IndexSettings
 from gallery import store as store_module
-from gallery.testing import normalise_parts
+from tests.support.embeddings import unit_embeddings
 
 MODEL = hashlib.sha256(b"model").hexdigest()
-DIM, PARTS = 64, 4
+LAYOUT = EmbeddingLayout(parts=4, channels=16)
 EXACT_MAX = 200
 SETTINGS = IndexSettings(exact_max=EXACT_MAX, nlist=4, nprobe=4, codec="flat", pca_dim=None, train_size=1000)
 PROMPT_S = 5.0  # a store call that waits on the rebuild would take as long as the gate is shut
 
 
 def vectors(rng: np.random.Generator, n: int) -> np.ndarray:
-    return normalise_parts(rng.standard_normal((n, DIM), dtype=np.float32), PARTS)
+    return unit_embeddings(rng, n, LAYOUT)
 
 
 class Gate:
@@ -63,8 +64,8 @@ def calls() -> Iterator[Callable[..., Any]]:
 def test_writes_to_any_gallery_go_on_while_an_index_is_retrained(monkeypatch, store, calls) -> None:
     rng = np.random.default_rng(0)
     gate = Gate(monkeypatch)
-    store.create_gallery("big", MODEL, DIM, PARTS)
-    store.create_gallery("other", MODEL, DIM, PARTS)
+    store.create_gallery("big", MODEL, LAYOUT)
+    store.create_gallery("other", MODEL, LAYOUT)
     gate.armed = True
     before = {
         info.sequence_id
@@ -111,7 +112,7 @@ def test_closing_during_a_retrain_abandons_it_and_keeps_every_sequence(monkeypat
     gate = Gate(monkeypatch)
     path = tmp_path / "g.db"
     store = GalleryStore(path, index_settings=SETTINGS, synchronous="NORMAL")
-    store.create_gallery("g", MODEL, DIM, PARTS)
+    store.create_gallery("g", MODEL, LAYOUT)
     gate.armed = True
     for s in range(EXACT_MAX // 5 + 1):
         store.enroll("g", f"s{s}", vectors(rng, 5), MODEL)

@@ -8,6 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 
+from gaitlu.embedding import EmbeddingLayout
 from gallery import (
     GalleryExistsError,
     GalleryNotFoundError,
@@ -21,11 +22,12 @@ from gallery import (
     StoreLockedError,
     SubjectNotFoundError,
 )
-from gallery.testing import clustered_embeddings, normalise_parts
+from tests.support.embeddings import clustered_embeddings, unit_embeddings
 
 MODEL = hashlib.sha256(b"model-a").hexdigest()
 OTHER = hashlib.sha256(b"model-b").hexdigest()
-DIM, PARTS = 64, 4
+LAYOUT = EmbeddingLayout(parts=4, channels=16)
+DIM, PARTS = LAYOUT.size, LAYOUT.parts
 
 
 @pytest.fixture
@@ -35,14 +37,14 @@ def store(tmp_path):
 
 
 def unit(rng: np.random.Generator, n: int = 1) -> np.ndarray:
-    return normalise_parts(rng.standard_normal((n, DIM), dtype=np.float32), PARTS)
+    return unit_embeddings(rng, n, LAYOUT)
 
 
 def test_gallery_crud_counts_and_conflicts(store):
-    info = store.create_gallery("people", MODEL.upper(), DIM, PARTS, metadata={"site": "lab"})
-    assert (info.model_hash, info.dim, info.parts, info.metadata) == (MODEL, DIM, PARTS, {"site": "lab"})
+    info = store.create_gallery("people", MODEL.upper(), LAYOUT, metadata={"site": "lab"})
+    assert (info.model_hash, info.layout, info.metadata) == (MODEL, LAYOUT, {"site": "lab"})
     with pytest.raises(GalleryExistsError):
-        store.create_gallery("people", MODEL, DIM, PARTS)
+        store.create_gallery("people", MODEL, LAYOUT)
     rng = np.random.default_rng(0)
     store.enroll("people", "alice", unit(rng, 3), MODEL)
     store.enroll("people", "bob", unit(rng, 2), MODEL)
@@ -58,11 +60,11 @@ def test_gallery_crud_counts_and_conflicts(store):
 @pytest.mark.parametrize("name", ["", "../etc", "a b", "x" * 65, ".hidden", "naïve"])
 def test_unsafe_gallery_names_are_refused(store, name):
     with pytest.raises(InvalidInputError):
-        store.create_gallery(name, MODEL, DIM, PARTS)
+        store.create_gallery(name, MODEL, LAYOUT)
 
 
-def test_enrol_validates_everything_before_writing(store):
-    store.create_gallery("g", MODEL, DIM, PARTS)
+def test_enroll_validates_everything_before_writing(store):
+    store.create_gallery("g", MODEL, LAYOUT)
     rng = np.random.default_rng(1)
     bad = unit(rng, 2)
     bad[1, 3] = np.nan
@@ -86,7 +88,7 @@ def test_enrol_validates_everything_before_writing(store):
 
 
 def test_model_mismatch_names_both_models_and_the_remedy(store):
-    store.create_gallery("g", MODEL, DIM, PARTS)
+    store.create_gallery("g", MODEL, LAYOUT)
     rng = np.random.default_rng(2)
     store.enroll("g", "s", unit(rng), MODEL)
     with pytest.raises(ModelMismatchError) as caught:
@@ -96,7 +98,7 @@ def test_model_mismatch_names_both_models_and_the_remedy(store):
 
 
 def test_embeddings_are_normalised_per_part_and_accept_part_layout(store):
-    store.create_gallery("g", MODEL, DIM, PARTS)
+    store.create_gallery("g", MODEL, LAYOUT)
     rng = np.random.default_rng(3)
     x = unit(rng)
     store.enroll("g", "s", 7.0 * x.reshape(1, PARTS, DIM // PARTS), MODEL)  # (n, P, C), scaled
@@ -105,8 +107,8 @@ def test_embeddings_are_normalised_per_part_and_accept_part_layout(store):
 
 
 def test_search_returns_distinct_subjects_by_best_sequence(store):
-    store.create_gallery("g", MODEL, DIM, PARTS)
-    x, labels = clustered_embeddings(20, 6, DIM, PARTS, noise=0.4, rng=np.random.default_rng(4))
+    store.create_gallery("g", MODEL, LAYOUT)
+    x, labels = clustered_embeddings(20, 6, LAYOUT, noise=0.4, rng=np.random.default_rng(4))
     for subject in range(20):
         store.enroll("g", f"s{subject:02d}", x[labels == subject], MODEL)
     query = x[labels == 7][0]
@@ -123,9 +125,9 @@ def test_search_returns_distinct_subjects_by_best_sequence(store):
 
 
 def test_mean_of_top_m_and_threshold(store):
-    store.create_gallery("g", MODEL, DIM, PARTS)
+    store.create_gallery("g", MODEL, LAYOUT)
     rng = np.random.default_rng(5)
-    x, labels = clustered_embeddings(10, 4, DIM, PARTS, noise=0.5, rng=rng)
+    x, labels = clustered_embeddings(10, 4, LAYOUT, noise=0.5, rng=rng)
     for subject in range(10):
         store.enroll("g", f"s{subject}", x[labels == subject], MODEL)
     query = unit(rng)[0]
@@ -139,8 +141,8 @@ def test_mean_of_top_m_and_threshold(store):
 
 
 def test_batched_search_matches_single_queries(store):
-    store.create_gallery("g", MODEL, DIM, PARTS)
-    x, labels = clustered_embeddings(15, 3, DIM, PARTS, noise=0.5, rng=np.random.default_rng(6))
+    store.create_gallery("g", MODEL, LAYOUT)
+    x, labels = clustered_embeddings(15, 3, LAYOUT, noise=0.5, rng=np.random.default_rng(6))
     for subject in range(15):
         store.enroll("g", f"s{subject}", x[labels == subject], MODEL)
     batch = store.search_batch("g", x[:4], MODEL, k=3)
@@ -150,12 +152,12 @@ def test_batched_search_matches_single_queries(store):
 
 
 def test_pagination_and_deletes(store):
-    store.create_gallery("g", MODEL, DIM, PARTS)
+    store.create_gallery("g", MODEL, LAYOUT)
     rng = np.random.default_rng(7)
     for i in range(25):
         store.enroll("g", f"subj-{i:03d}", unit(rng, 1 + i % 3), MODEL)
     pages = [store.list_subjects("g", offset, 10) for offset in (0, 10, 20)]
-    assert [p.total for p in pages] == [25, 25, 25]
+    assert [p.count for p in pages] == [25, 25, 25]
     listed = [s.subject_id for p in pages for s in p.data]
     assert listed == sorted(f"subj-{i:03d}" for i in range(25))
     assert [s.sequence_count for s in pages[0].data] == [1 + i % 3 for i in range(10)]
@@ -172,7 +174,7 @@ def test_pagination_and_deletes(store):
         store.delete_subject("g", "subj-002")
     only = store.list_sequences("g", "subj-000")[0]
     store.delete_sequence("g", only.sequence_id)  # the last sequence takes its subject with it
-    assert store.list_subjects("g").total == 23
+    assert store.list_subjects("g").count == 23
     for hits in store.search_batch("g", unit(rng, 20), MODEL, k=25):
         assert not {"subj-000", "subj-002"} & {h.subject_id for h in hits}
     for offset in (-1, 2**63):  # 2**63 overflows SQLite's integers
@@ -182,7 +184,7 @@ def test_pagination_and_deletes(store):
 
 
 def test_absurd_query_components_are_refused_not_zeroed(store):
-    store.create_gallery("g", MODEL, DIM, PARTS)
+    store.create_gallery("g", MODEL, LAYOUT)
     store.enroll("g", "s", unit(np.random.default_rng(8), 2), MODEL)
     query = np.full(DIM, 2e19, np.float32)  # every part's norm overflows to inf, dividing to zeros
     with pytest.raises(InvalidInputError, match=r"component is 2e\+19"):
@@ -190,7 +192,7 @@ def test_absurd_query_components_are_refused_not_zeroed(store):
 
 
 def test_client_sequence_ids_make_retries_idempotent(store):
-    store.create_gallery("g", MODEL, DIM, PARTS)
+    store.create_gallery("g", MODEL, LAYOUT)
     x = unit(np.random.default_rng(8), 2)
     first = store.enroll("g", "s", x, MODEL, metadata=[{"cam": 1}, None], sequence_ids=["a1", "a2"])
     again = store.enroll("g", "s", x, MODEL, metadata=[{"cam": 1}, None], sequence_ids=["a1", "a2"])
@@ -212,9 +214,9 @@ def test_client_sequence_ids_make_retries_idempotent(store):
 
 def test_restart_keeps_everything_and_uses_a_fresh_snapshot(tmp_path):
     path = tmp_path / "g.db"
-    x, labels = clustered_embeddings(30, 4, DIM, PARTS, noise=0.4, rng=np.random.default_rng(9))
+    x, labels = clustered_embeddings(30, 4, LAYOUT, noise=0.4, rng=np.random.default_rng(9))
     with GalleryStore(path) as store:
-        store.create_gallery("g", MODEL, DIM, PARTS)
+        store.create_gallery("g", MODEL, LAYOUT)
         for subject in range(30):
             store.enroll("g", f"s{subject}", x[labels == subject], MODEL)
         before = store.search_batch("g", x[::7], MODEL, k=4)
@@ -233,7 +235,7 @@ def test_stale_snapshot_is_ignored(tmp_path):
     rng = np.random.default_rng(10)
     x = unit(rng, 5)
     with GalleryStore(path) as store:
-        store.create_gallery("g", MODEL, DIM, PARTS)
+        store.create_gallery("g", MODEL, LAYOUT)
         infos = store.enroll("g", "s", x, MODEL)
     with sqlite3.connect(path) as conn:  # a change behind the store's back
         conn.execute("DELETE FROM sequences WHERE uid = ?", (infos[0].sequence_id,))

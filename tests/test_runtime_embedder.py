@@ -1,4 +1,4 @@
-"""service.runtime: a torch-free Embedder over an export artifact."""
+"""runtime: a torch-free Embedder over an export artifact."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import torch
 from export.pipeline import ExportOptions, export_artifact
 from gaitlu.errors import ConfigError, SequenceError
 from gaitlu.manifest import ArtifactError, read_manifest
-from service.runtime import load_embedder
-from tests.export_helpers import SMALL_PARITY, tiny_model, walking_sequence, write_checkpoint
+from runtime import load_artifact_embedder
+from tests.support.artifacts import SMALL_PARITY, tiny_model, write_checkpoint
+from tests.support.walkers import walking_sequence
 
 MAX_FRAMES = 24
 
@@ -32,12 +33,11 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def embedder(artifact: Path):
-    return load_embedder(artifact, backend="cpu", threads=1)
+    return load_artifact_embedder(artifact, backend="cpu", threads=1)
 
 
 def sequences(lengths: list[int], seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [walking_sequence(rng, t) for t in lengths]
+    return [walking_sequence(1000 * seed + i, t) for i, t in enumerate(lengths)]
 
 
 def torch_embed(seq: np.ndarray) -> np.ndarray:
@@ -46,7 +46,7 @@ def torch_embed(seq: np.ndarray) -> np.ndarray:
 
 
 def test_importing_the_runtime_does_not_import_torch() -> None:
-    code = "import sys, service.runtime, service.backends; sys.exit('torch' in sys.modules)"
+    code = "import sys, runtime; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -65,13 +65,14 @@ def test_flat_inner_product_over_parts_is_mean_part_cosine(embedder) -> None:
     a, b = embedder.embed_flat(sequences([6, 6], seed=3))
     parts = embedder.embed(sequences([6, 6], seed=3))
     mean_part_cosine = (parts[0] * parts[1]).sum(-1).mean()
-    assert a @ b / embedder.parts == pytest.approx(mean_part_cosine, abs=1e-6)
+    assert a @ b / embedder.layout.parts == pytest.approx(mean_part_cosine, abs=1e-6)
 
 
 def test_split_batches_equal_one_call(artifact: Path, embedder) -> None:
     batch = sequences([5] * 7)
-    small = load_embedder(artifact, backend="cpu", max_batch=2, warmup=False)
-    budget = load_embedder(artifact, backend="cpu", max_call_frames=11, warmup=False)  # 2 sequences a call
+    small = load_artifact_embedder(artifact, backend="cpu", max_batch=2, warmup=False)
+    # 2 sequences a call:
+    budget = load_artifact_embedder(artifact, backend="cpu", max_call_frames=11, warmup=False)
     np.testing.assert_allclose(small.embed(batch), embedder.embed(batch), atol=1e-6)
     np.testing.assert_allclose(budget.embed(batch), embedder.embed(batch), atol=1e-6)
 
@@ -116,14 +117,14 @@ def test_tampered_model_is_refused(artifact: Path, tmp_path: Path) -> None:
     with open(copy / "model.onnx", "ab") as f:
         f.write(b"\0")
     with pytest.raises(ArtifactError, match="does not match its manifest"):
-        load_embedder(copy, warmup=False)
+        load_artifact_embedder(copy, warmup=False)
 
 
 def test_missing_folder_and_manifest(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="not found"):
-        load_embedder(tmp_path / "nowhere")
+        load_artifact_embedder(tmp_path / "nowhere")
     with pytest.raises(ArtifactError, match=r"no manifest\.json"):
-        load_embedder(tmp_path)
+        load_artifact_embedder(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -140,22 +141,22 @@ def test_bad_manifest_is_a_clear_error(artifact: Path, tmp_path: Path, edit, mes
     manifest = copy / "manifest.json"
     manifest.write_text(edit(manifest.read_text()))
     with pytest.raises(ArtifactError, match=message):
-        load_embedder(copy, warmup=False)
+        load_artifact_embedder(copy, warmup=False)
 
 
 def test_missing_variant_and_unknown_backend(artifact: Path) -> None:
     with pytest.raises(ArtifactError, match="--int8"):
-        load_embedder(artifact, precision="int8", warmup=False)
+        load_artifact_embedder(artifact, precision="int8", warmup=False)
     with pytest.raises(ConfigError, match="unknown backend"):
-        load_embedder(artifact, backend="tpu", warmup=False)
+        load_artifact_embedder(artifact, backend="tpu", warmup=False)
     with pytest.raises(ConfigError, match="no TensorRT engine"):
-        load_embedder(artifact, backend="trt-engine", warmup=False)
+        load_artifact_embedder(artifact, backend="trt-engine", warmup=False)
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA is available")
 def test_asking_for_cuda_without_it_is_a_clear_error(artifact: Path) -> None:
     with pytest.raises(ConfigError, match="CUDAExecutionProvider"):
-        load_embedder(artifact, backend="cuda", warmup=False)
+        load_artifact_embedder(artifact, backend="cuda", warmup=False)
 
 
 @pytest.mark.gpu
@@ -164,7 +165,7 @@ def test_gpu_backends_match_cpu(artifact: Path, embedder, backend: str) -> None:
     provider = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}[backend]
     if provider not in ort.get_available_providers():
         pytest.skip(f"onnxruntime here has no {provider} (needs onnxruntime-gpu on a CUDA host)")
-    gpu = load_embedder(artifact, backend=backend)
+    gpu = load_artifact_embedder(artifact, backend=backend)
     batch = sequences([12, 12, 7])
     cosine = (gpu.embed(batch) * embedder.embed(batch)).sum(-1)  # per part, both normalised
     assert cosine.min() >= (0.999 if backend == "tensorrt" else 0.99999)  # TensorRT runs fp16

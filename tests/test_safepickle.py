@@ -24,7 +24,7 @@ import pytest
 from gaitlu import safepickle
 from gaitlu.errors import SequenceError, UnsafePickleError
 from gaitlu.safepickle import loads_array, scan
-from tests.service_helpers import REPO
+from tests.support.servers import REPO
 
 MIB = 1024 * 1024
 SLACK = 256 * 1024  # small objects (tuples, short strings, the dtype) and one copy chunk

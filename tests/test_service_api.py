@@ -9,8 +9,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from service.runtime import load_embedder
-from tests.service_helpers import client, npy_bytes, pkl_bytes, walking_sequence
+from runtime import load_artifact_embedder
+from tests.support.servers import client, npy_bytes, pkl_bytes
+from tests.support.walkers import walking_sequence
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def api(tiny_artifact, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(tiny_artifact):
     """The runtime called directly, one sequence per call: what every route must agree with."""
-    embedder = load_embedder(tiny_artifact, backend="cpu")
+    embedder = load_artifact_embedder(tiny_artifact, backend="cpu")
     return lambda seq: embedder.embed([seq])[0].reshape(-1)
 
 
@@ -92,7 +93,7 @@ def test_gallery_lifecycle(api):
     assert_error(api.post("/galleries", json={"name": "../x"}), 422, "invalid_input")
 
 
-def test_enrol_search_list_delete(api):
+def test_enroll_search_list_delete(api):
     assert api.post("/galleries", json={"name": "people"}).status_code == 201
     sequences = {f"s{i:02d}": walking_sequence(100 + i) for i in range(5)}
     for i, (sid, seq) in enumerate(sequences.items()):
@@ -173,9 +174,8 @@ def test_enrolment_retry_is_idempotent_and_conflicts_are_409(api):
 
 def test_gallery_of_another_model_is_409_with_the_remedy(api):
     engine = api.app.state.engine
-    model = engine.model
     other_hash = hashlib.sha256(b"an older model").hexdigest()
-    engine.store.create_gallery("old", other_hash, model.dim, model.parts)
+    engine.store.create_gallery("old", other_hash, engine.layout)
     assert api.get("/galleries/old").json()["model_matches"] is False
     seq = npy_bytes(walking_sequence(9))
     for response in (
@@ -185,7 +185,7 @@ def test_gallery_of_another_model_is_409_with_the_remedy(api):
         error = assert_error(response, 409, "model_mismatch")
         assert "gaitlu enroll" in error["message"] and "gaitlu enroll" in error["detail"]["remedy"]
         assert error["detail"]["gallery_model_hash"] == other_hash
-        assert error["detail"]["service_model_hash"] == model.model_hash
+        assert error["detail"]["service_model_hash"] == engine.model_hash
 
 
 def test_request_shape_errors(api):

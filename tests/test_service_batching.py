@@ -17,14 +17,15 @@ import httpx
 import numpy as np
 import pytest
 
+from runtime import load_artifact_embedder
 from service.app import create_app
-from service.runtime import load_embedder
-from tests.service_helpers import npy_bytes, settings_for, walking_sequence
+from tests.support.servers import npy_bytes, settings_for
+from tests.support.walkers import walking_sequence
 
 
 @pytest.fixture(scope="module")
 def embedder(tiny_artifact):
-    return load_embedder(tiny_artifact, backend="cpu")
+    return load_artifact_embedder(tiny_artifact, backend="cpu")
 
 
 class GatedEmbedder:

@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.service_helpers import client, npy_bytes, pkl_bytes, walking_sequence
+from tests.support.servers import client, npy_bytes, pkl_bytes
+from tests.support.walkers import walking_sequence
 
 VALID_FILES = [npy_bytes(walking_sequence(1, 4)), pkl_bytes(walking_sequence(2, 3))]
 finite_floats = st.floats(allow_nan=False, allow_infinity=False)  # JSON has no NaN or infinity

@@ -14,7 +14,6 @@ import json
 import pickle
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -24,10 +23,12 @@ import pytest
 from starlette.requests import Request
 
 from gaitlu.errors import ConfigError
-from service.schemas import EmbedRequest
+from gaitlu.schemas import EmbedRequest
 from service.settings import load_settings
 from service.uploads import read_json
-from tests.service_helpers import REPO, ServerProcess, client, npy_bytes, walking_sequence
+from tests.support.cli import gaitlu_argv
+from tests.support.servers import REPO, ServerProcess, client, error_code, npy_bytes
+from tests.support.walkers import walking_sequence
 from tests.test_safepickle import ATTACKS
 
 MIB = 1024 * 1024
@@ -42,11 +43,6 @@ def npz_bytes(arr: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, silhouettes=arr)
     return buffer.getvalue()
-
-
-def error_code(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    return response.json()["error"]["code"]
 
 
 @pytest.fixture(scope="module")
@@ -213,8 +209,7 @@ def test_host_defaults_follow_the_bind_address(tmp_path) -> None:
 def test_non_ascii_api_keys_are_refused_at_start(tiny_artifact, tmp_path) -> None:
     with pytest.raises(ConfigError, match="printable ASCII"):
         load_settings(artifact=tmp_path, data_dir=tmp_path, api_keys=["clé-0123456789abcdef"])
-    command = [sys.executable, "-c", "from gaitlu.cli import main; main()", "serve"]
-    command += ["--artifact", str(tiny_artifact), "--data-dir", str(tmp_path)]
+    command = gaitlu_argv("serve", "--artifact", tiny_artifact, "--data-dir", tmp_path)
     env = {"GAITLU_API_KEYS": "schlüssel-0123456789abcdef", "PATH": "/usr/bin:/bin"}
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 2 and "printable ASCII" in result.stderr and "Traceback" not in result.stderr

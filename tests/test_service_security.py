@@ -17,7 +17,8 @@ import pytest
 
 from gaitlu.errors import ConfigError
 from service.settings import load_settings
-from tests.service_helpers import FULL_KEY, READ_KEY, client, npy_bytes, walking_sequence
+from tests.support.servers import FULL_KEY, READ_KEY, client, error_code, npy_bytes
+from tests.support.walkers import walking_sequence
 
 MIB = 1024 * 1024
 
@@ -34,11 +35,6 @@ def keyed(tiny_artifact, tmp_path_factory):
     keys = {"api_keys": [FULL_KEY], "read_only_keys": [READ_KEY]}
     with client(tiny_artifact, tmp_path_factory.mktemp("keyed-data"), **keys) as c:
         yield c
-
-
-def error_code(response, status: int) -> str:
-    assert response.status_code == status, response.text
-    return response.json()["error"]["code"]
 
 
 # ----- auth
@@ -58,9 +54,9 @@ def test_api_keys_and_scopes(keyed):
     assert keyed.get("/metrics", headers=read).status_code == 200
     assert error_code(keyed.post("/galleries", json={"name": "g"}, headers=read), 403) == "forbidden"
     assert keyed.post("/galleries", json={"name": "g"}, headers=full).status_code == 201
-    enrol = "/galleries/g/subjects/a/sequences"
-    assert error_code(keyed.post(enrol, files={"files": ("a.npy", npy)}, headers=read), 403) == "forbidden"
-    assert keyed.post(enrol, files={"files": ("a.npy", npy)}, headers=full).status_code == 201
+    enroll = "/galleries/g/subjects/a/sequences"
+    assert error_code(keyed.post(enroll, files={"files": ("a.npy", npy)}, headers=read), 403) == "forbidden"
+    assert keyed.post(enroll, files={"files": ("a.npy", npy)}, headers=full).status_code == 201
     assert error_code(keyed.delete("/galleries/g", headers=read), 403) == "forbidden"
     assert keyed.get("/galleries/g", headers=read).json()["sequence_count"] == 1
     assert 'gaitlu_rejected_requests_total{reason="forbidden"}' in keyed.get("/metrics", headers=read).text
@@ -93,6 +89,19 @@ def test_settings_from_the_environment(tmp_path, monkeypatch):
     assert FULL_KEY not in repr(settings)  # secrets stay out of logs
     monkeypatch.delenv("GAITLU_API_KEYS")
     assert load_settings(artifact=tmp_path, data_dir=tmp_path, host="0.0.0.0", insecure=True).insecure
+
+
+def test_index_settings_come_from_the_environment_and_reach_the_galleries(
+    tiny_artifact, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("GAITLU_INDEX__NPROBE", "64")
+    monkeypatch.setenv("GAITLU_INDEX", '{"exact_max": 5000}')  # as JSON; the nested variable wins per key
+    with client(tiny_artifact, tmp_path) as api:
+        settings = api.app.state.engine.store.settings
+    assert (settings.nprobe, settings.exact_max, settings.codec) == (64, 5000, "pqfs")
+    monkeypatch.setenv("GAITLU_INDEX__NPROB", "64")  # a typo is refused, not ignored
+    with pytest.raises(ConfigError, match=r"index\.nprob"):
+        load_settings(artifact=tmp_path, data_dir=tmp_path)
 
 
 # ----- hostile uploads

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -16,7 +15,9 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.service_helpers import REPO, ServerProcess, npy_bytes, walking_sequence
+from tests.support.cli import gaitlu_argv
+from tests.support.servers import REPO, ServerProcess, npy_bytes
+from tests.support.walkers import walking_sequence
 
 MIB = 1024 * 1024
 
@@ -70,15 +71,14 @@ def test_oversized_bodies_are_refused_before_being_read(server):
 
 
 def test_cli_refuses_a_public_address_without_keys(tiny_artifact, tmp_path):
-    command = [sys.executable, "-c", "from gaitlu.cli import main; main()", "serve"]
-    command += ["--artifact", str(tiny_artifact), "--data-dir", str(tmp_path), "--host", "0.0.0.0"]
+    command = gaitlu_argv("serve", "--artifact", tiny_artifact, "--data-dir", tmp_path, "--host", "0.0.0.0")
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "refusing to serve on 0.0.0.0 without API keys" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-async def _enrol_loop(
+async def _enroll_loop(
     c: httpx.AsyncClient, client_id: int, until: float, acked: dict[str, str], sent: set[str], search: bool
 ) -> Counter[int]:
     """Enrol fresh sequences (and sometimes retry an acknowledged one) until `until`; search as we go."""
@@ -121,7 +121,7 @@ def test_32_clients_enrol_and_search_without_losing_or_duplicating(server):
         limits = httpx.Limits(max_connections=32)
         async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as c:
             until = time.monotonic() + 5
-            results = await asyncio.gather(*(_enrol_loop(c, i, until, acked, sent, True) for i in range(32)))
+            results = await asyncio.gather(*(_enroll_loop(c, i, until, acked, sent, True) for i in range(32)))
         return sum(results, Counter())
 
     statuses = asyncio.run(main())
@@ -150,17 +150,17 @@ def test_kill_9_keeps_every_acknowledged_enrolment(tiny_artifact, tmp_path):
     try:
         assert httpx.post(f"{process.url}/galleries", json={"name": "g"}).status_code == 201
 
-        async def enrol_until_killed() -> None:
+        async def enroll_until_killed() -> None:
             async with httpx.AsyncClient(base_url=process.url, timeout=30) as c:
                 until = time.monotonic() + 60  # bounded; the kill ends it long before
 
                 async def guarded(i: int) -> None:
                     with contextlib.suppress(httpx.TransportError):  # the server is gone
-                        await _enrol_loop(c, i, until, acked, sent, False)
+                        await _enroll_loop(c, i, until, acked, sent, False)
 
                 await asyncio.gather(*(guarded(i) for i in range(8)))
 
-        loops = threading.Thread(target=asyncio.run, args=(enrol_until_killed(),))
+        loops = threading.Thread(target=asyncio.run, args=(enroll_until_killed(),))
         loops.start()
         deadline = time.monotonic() + 30
         while len(acked) < 40 and time.monotonic() < deadline:

@@ -9,19 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from engine import Engine, Overloaded, Upload
+from engine.videos import JPEG_PREFIX, STRIP_FRAMES, THUMBNAIL_WIDTH, spread
 from gaitlu.evaluation.gei import gait_energy_image
 from gaitlu.preprocess import to_model_frames
 from gallery.previews import PNG_PREFIX
-from service.engine import Engine, Upload
-from service.errors import ServiceError
-from service.videos import JPEG_PREFIX, STRIP_FRAMES, THUMBNAIL_WIDTH, spread
-from tests.service_helpers import client, npy_bytes, settings_for
-from tests.video_helpers import FRAMES, SIZE, Videos, synthetic_videos
+from tests.support.servers import client, error_code, npy_bytes, settings_for
+from tests.support.videos import FRAMES, SIZE, Videos, synthetic_videos
 from video import extract_tracks
 
 GALLERY = "walkers"
@@ -54,11 +52,6 @@ def model_frames(videos: Videos, name: str) -> np.ndarray:
     return to_model_frames(extract_tracks(videos.path(name)).best.sequence)  # (T, 64, 44)
 
 
-def error_code(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    return response.json()["error"]["code"]
-
-
 def test_embedding_a_video_embeds_its_best_track_and_says_which(api: TestClient, videos: Videos) -> None:
     response = api.post("/embed", files=video_file(videos, "alice-1"), data={"strip": "true"})
     assert response.status_code == 200, response.text
@@ -89,7 +82,7 @@ def test_a_video_content_type_is_enough_and_the_strip_is_optional(api: TestClien
     assert track["index"] == 0 and track["strip"] is None
 
 
-def test_videos_enrol_through_the_route_and_search_finds_them(api: TestClient, videos: Videos) -> None:
+def test_videos_enroll_through_the_route_and_search_finds_them(api: TestClient, videos: Videos) -> None:
     for subject in ("alice", "bob"):
         masks = videos.truth(f"{subject}-1").read_bytes()  # the ground truth of the same walk
         truth = ("files", (f"{subject}-truth.npy", masks, "application/octet-stream"))
@@ -182,14 +175,14 @@ def test_a_video_beyond_the_busy_workers_is_refused_with_429(
     video = Upload("alice-1.mp4", videos.path("alice-1").read_bytes())
     sequence = Upload("frames.npy", npy_bytes(model_frames(videos, "alice-1")))
 
-    async def scenario() -> tuple[ServiceError, int, int]:
-        engine = Engine(settings_for(tiny_artifact, tmp_path, video_workers=1))
+    async def scenario() -> tuple[Overloaded, int, int]:
+        engine = Engine(settings_for(tiny_artifact, tmp_path, video_workers=1).engine_settings())
         await engine.start()
         try:
             first = asyncio.create_task(engine.embed([video]))
             while engine.videos_busy == 0:
                 await asyncio.sleep(0.001)
-            with pytest.raises(ServiceError) as refused:
+            with pytest.raises(Overloaded) as refused:
                 await engine.embed([video])
             [meanwhile] = await engine.embed([sequence])  # sequence files are not held up
             [done] = await first
@@ -198,6 +191,5 @@ def test_a_video_beyond_the_busy_workers_is_refused_with_429(
             await engine.stop()
 
     refused, meanwhile, done = asyncio.run(scenario())
-    assert (refused.status_code, refused.code) == (429, "overloaded")
-    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.retry_after_s >= 1  # the service answers 429 with it as Retry-After
     assert meanwhile == done > 0

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gaitlu.cli import main
 from gaitlu.errors import DataError
 from gaitlu.evaluation.crossview import casia_b
 from gaitlu.evaluation.embeddings import EmbeddingSet
@@ -28,6 +27,7 @@ from synth.derive_motion import derive_motion
 from synth.layout import OPENGAIT_SEQUENCES, gaitlu_path, subject_name
 from synth.mocap import extract_cycles, parse_bvh
 from synth.motion import MOTION_FILE
+from tests.support.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 MOCAP = REPO.parent / "shared" / "data" / "mocap-cmu-walk"  # CI checks it out beside the repo
@@ -167,20 +167,9 @@ def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path):
     assert tree_bytes(tmp_path / "d") == tree_bytes(tmp_path / "e")
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """The real `gaitlu` entry point in-process: (exit code, stdout, stderr)."""
-    try:
-        main(["synth", *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_cli_end_to_end(tmp_path, capsys):
     code, out, _ = run_cli(
-        ["--out", str(tmp_path / "og"), "--subjects", "2", "--sequences-per-subject", "2"], capsys
+        capsys, "synth", "--out", str(tmp_path / "og"), "--subjects", "2", "--sequences-per-subject", "2"
     )
     assert code == 0 and "wrote 4 sequences (opengait layout)" in out
     assert len(list((tmp_path / "og").rglob("*.pkl"))) == 4
@@ -197,13 +186,13 @@ def test_cli_end_to_end(tmp_path, capsys):
         "--seed",
         "3",
     ]
-    code, out, _ = run_cli(args, capsys)
+    code, out, _ = run_cli(capsys, "synth", *args)
     assert code == 0 and "wrote 4 sequences (gaitlu layout)" in out
     assert len(list((tmp_path / "lu" / "silhouette_cut_pkl").rglob("*.pkl"))) == 4
 
 
 def test_cli_rejects_bad_input_with_exit_2(tmp_path, capsys):
-    code, _, err = run_cli(["--out", str(tmp_path), "--subjects", "0"], capsys)
+    code, _, err = run_cli(capsys, "synth", "--out", str(tmp_path), "--subjects", "0")
     assert code == 2
     assert "error: --subjects must be at least 1" in err
 

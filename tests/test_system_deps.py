@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.service_helpers import REPO
+from tests.support.servers import REPO
 
 SCRIPT = REPO / ".ci" / "system-deps"
 

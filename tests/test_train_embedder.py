@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import DataError, SequenceError
 from train.checkpoint import atomic_save, build_checkpoint
-from train.embedder import Embedder, load_embedder
+from train.embedder import CheckpointEmbedder, load_checkpoint_embedder
 from train.model import GaitSSB, ModelConfig
 
+CPU = torch.device("cpu")
 CONFIG = ModelConfig(channels=(4, 8, 8, 8), form="finetune")
 
 
@@ -40,19 +42,19 @@ def direct(model: GaitSSB, seq: np.ndarray) -> np.ndarray:
 
 
 def test_embed_equals_the_model_forward(model: GaitSSB) -> None:
-    embedder = Embedder(model, "test", torch.device("cpu"))
+    embedder = CheckpointEmbedder(model, "test", CPU)
     batch = seqs(3, 7)
     out = embedder.embed(batch)
-    assert out.shape == (2, CONFIG.parts, CONFIG.dim) and out.dtype == np.float32
+    assert out.shape == (2, CONFIG.layout.parts, CONFIG.layout.channels) and out.dtype == np.float32
     for row, seq in zip(out, batch, strict=True):
         np.testing.assert_allclose(row, direct(model, seq), atol=1e-5)  # raw, as OpenGait's evaluator sees it
 
 
 def test_result_does_not_depend_on_batching(model: GaitSSB) -> None:
     batch = seqs(2, 9, 5, 1, 9, 6, 2, seed=1)  # equal lengths share a call
-    whole = Embedder(model, "test", torch.device("cpu")).embed(batch)
-    one_by_one = np.concatenate([Embedder(model, "test", torch.device("cpu")).embed([s]) for s in batch])
-    chunked = Embedder(model, "test", torch.device("cpu"), frame_budget=10).embed(batch)  # splits the batch
+    whole = CheckpointEmbedder(model, "test", CPU).embed(batch)
+    one_by_one = np.concatenate([CheckpointEmbedder(model, "test", CPU).embed([s]) for s in batch])
+    chunked = CheckpointEmbedder(model, "test", CPU, frame_budget=10).embed(batch)  # splits the batch
     np.testing.assert_allclose(whole, one_by_one, atol=1e-5)
     np.testing.assert_allclose(chunked, one_by_one, atol=1e-5)
 
@@ -60,8 +62,8 @@ def test_result_does_not_depend_on_batching(model: GaitSSB) -> None:
 def test_long_sequences_keep_their_first_frames(model: GaitSSB) -> None:
     (long_seq,) = seqs(12, seed=2)
     long_seq[:8] = 0  # blank within the limit, random silhouettes past it: they would change the max
-    limited = Embedder(model, "test", torch.device("cpu"), max_frames=8)
-    full = Embedder(model, "test", torch.device("cpu"))
+    limited = CheckpointEmbedder(model, "test", CPU, max_frames=8)
+    full = CheckpointEmbedder(model, "test", CPU)
     np.testing.assert_allclose(limited.embed([long_seq]), full.embed([long_seq[:8]]), atol=1e-6)
     assert not np.allclose(full.embed([long_seq]), full.embed([long_seq[:8]]), atol=1e-3)
 
@@ -77,26 +79,30 @@ def test_long_sequences_keep_their_first_frames(model: GaitSSB) -> None:
 )
 def test_inputs_that_are_not_model_frames_are_refused(model: GaitSSB, bad: np.ndarray) -> None:
     with pytest.raises(SequenceError, match="sequence 1"):
-        Embedder(model, "test", torch.device("cpu")).embed([*seqs(2), bad])
+        CheckpointEmbedder(model, "test", CPU).embed([*seqs(2), bad])
 
 
 def test_empty_batch(model: GaitSSB) -> None:
-    assert Embedder(model, "test", torch.device("cpu")).embed([]).shape == (0, CONFIG.parts, CONFIG.dim)
+    assert CheckpointEmbedder(model, "test", CPU).embed([]).shape == (
+        0,
+        CONFIG.layout.parts,
+        CONFIG.layout.channels,
+    )
 
 
-def test_load_embedder_from_a_checkpoint(tmp_path: Path, model: GaitSSB) -> None:
+def test_load_checkpoint_embedder_from_a_checkpoint(tmp_path: Path, model: GaitSSB) -> None:
     path = atomic_save(build_checkpoint(model, {}, step=7), tmp_path / "ckpt.pt")
-    embedder = load_embedder(path, device="cpu")
+    embedder = load_checkpoint_embedder(path, device="cpu")
     assert embedder.model_hash == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert (embedder.parts, embedder.dim) == (31, 8)
+    assert embedder.layout == EmbeddingLayout(parts=31, channels=8, normalisation="none")  # finetune: raw
     batch = seqs(4, 3, seed=3)
     np.testing.assert_allclose(embedder.embed(batch)[1], direct(model, batch[1]), atol=1e-5)
 
 
-def test_load_embedder_refuses_a_missing_or_foreign_file(tmp_path: Path) -> None:
+def test_load_checkpoint_embedder_refuses_a_missing_or_foreign_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
-        load_embedder(tmp_path / "nope.pt")
+        load_checkpoint_embedder(tmp_path / "nope.pt")
     foreign = tmp_path / "foreign.pt"
     torch.save({"model": {}}, foreign)
     with pytest.raises(DataError, match="import-opengait"):
-        load_embedder(foreign)
+        load_checkpoint_embedder(foreign)

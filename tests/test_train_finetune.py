@@ -8,7 +8,6 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections import Counter
@@ -18,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from gaitlu.cli import main as gaitlu_main
 from gaitlu.errors import ConfigError, DataError
 from gaitlu.labelled import LabelledSequence
+from tests.support.cli import gaitlu_argv, run_cli
 from train.checkpoint import atomic_save, build_checkpoint, list_checkpoints, load_checkpoint
 from train.config import build_config
 from train.finetune import (
@@ -268,16 +267,6 @@ def _yaml(path: Path) -> dict:
 # --- the command line ---------------------------------------------------------------------------------
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        gaitlu_main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.mark.slow
 def test_finetune_cli_end_to_end_then_eval(
     tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
@@ -288,11 +277,11 @@ def test_finetune_cli_end_to_end_then_eval(
     out = tmp_path / "run"
     args = ["train", "finetune", "--config", str(config), "--init", str(init), "--dataset", str(dataset)]
     args += ["--partition", str(dataset / "partition.json"), "--out", str(out), "--device", "cpu"]
-    code, _, err = run([*args, "--max-steps", "2"], capsys)
+    code, _, err = run_cli(capsys, *args, "--max-steps", "2")
     assert code == 0, err
     assert [step for step, _ in list_checkpoints(out)] == [2]
 
-    code, _, err = run([*args, "--resume"], capsys)  # continues to trainer.max_steps = 4
+    code, _, err = run_cli(capsys, *args, "--resume")  # continues to trainer.max_steps = 4
     assert code == 0, err
     ((_, last),) = [c for c in list_checkpoints(out) if c[0] == 4]
     model, ckpt = load_checkpoint(last)
@@ -303,9 +292,16 @@ def test_finetune_cli_end_to_end_then_eval(
     assert not torch.equal(model.backbone.layers[1].conv1.weight, init_model.backbone.layers[1].conv1.weight)
     assert (out / "metrics.jsonl").is_file()
 
-    code, stdout, err = run(
-        ["eval", "--dataset", str(dataset), "--protocol", "casia-b", "--checkpoint", str(last), "--json"],
+    code, stdout, err = run_cli(
         capsys,
+        "eval",
+        "--dataset",
+        str(dataset),
+        "--protocol",
+        "casia-b",
+        "--checkpoint",
+        str(last),
+        "--json",
     )
     assert code == 0, err
     result = json.loads(stdout)
@@ -333,7 +329,7 @@ def test_bad_inputs_fail_before_work_with_a_clear_message(
     paths.update({k: tmp_path / v for k, v in change.items() if k in paths})
     args = ["train", "finetune", "--config", str(config), "--out", str(tmp_path / "run")]
     args += [item for key in ("init", "dataset", "partition") for item in (f"--{key}", str(paths[key]))]
-    code, _, err = run(args, capsys)
+    code, _, err = run_cli(capsys, *args)
     assert code == 2
     assert message in err and "Traceback" not in err
     assert not list_checkpoints(tmp_path / "run")
@@ -360,11 +356,13 @@ def test_resume_if_exists_reproduces_the_uninterrupted_trajectory(
 ) -> None:
     init = pretrain_checkpoint(tmp_path / "init.pt")
     full, split = tmp_path / "full", tmp_path / "split"
-    assert run(finetune_args(tmp_path, dataset, init, full), capsys)[0] == 0  # 4 steps, LR milestone at 2
+    assert (
+        run_cli(capsys, *finetune_args(tmp_path, dataset, init, full))[0] == 0
+    )  # 4 steps, LR milestone at 2
     args = [*finetune_args(tmp_path, dataset, init, split), "--resume-if-exists"]
-    assert run([*args, "--max-steps", "2"], capsys)[0] == 0  # nothing to resume: starts
+    assert run_cli(capsys, *args, "--max-steps", "2")[0] == 0  # nothing to resume: starts
     assert [step for step, _ in list_checkpoints(split)] == [2]
-    code, out, err = run(args, capsys)  # the same command again: continues from step 2 to 4
+    code, out, err = run_cli(capsys, *args)  # the same command again: continues from step 2 to 4
     assert code == 0, err
     assert "step-00000004.pt" in out
     assert len(losses(split)) == 4
@@ -406,7 +404,7 @@ def test_a_diverging_run_stops_with_a_message_and_keeps_only_finite_checkpoints(
         "checkpoint_every: 2", "checkpoint_every: 1"
     )
     assert huge.count("1.0e+6") == 5
-    code, _, err = run(finetune_args(tmp_path, dataset, init, tmp_path / "run", huge), capsys)
+    code, _, err = run_cli(capsys, *finetune_args(tmp_path, dataset, init, tmp_path / "run", huge))
     assert code == 2
     assert "error: the loss of step 2 is nan: training stopped without saving it" in err
     assert "Traceback" not in err
@@ -430,7 +428,7 @@ def test_sigterm_checkpoints_and_a_resume_reproduces_the_uninterrupted_run(
     args = finetune_args(tmp_path, dataset, init, run_dir, long_run)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # Its own session, so the signal goes to the whole process group (data worker too), as schedulers do.
-    cli = [sys.executable, "-c", "from gaitlu.cli import main; main()", *args]
+    cli = gaitlu_argv(*args)
     log = tmp_path / "stderr.txt"
     with log.open("w") as stderr:
         proc = subprocess.Popen(cli, cwd=REPO, env=env, start_new_session=True, stderr=stderr)

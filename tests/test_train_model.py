@@ -41,7 +41,7 @@ def test_embedding_shape_and_per_part_unit_norm() -> None:
     model = trained_like(TINY)
     with torch.no_grad():
         out = model(silhouettes(3, 7))
-    assert out.shape == (3, TINY.parts, TINY.dim) == (3, 31, 64)
+    assert out.shape == (3, TINY.layout.parts, TINY.layout.channels) == (3, 31, 64)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.norm(dim=-1), torch.ones(3, 31))
 
@@ -73,14 +73,14 @@ def test_finetune_form_embeds_the_raw_output_of_a_normalised_head() -> None:
     model = GaitSSB(ModelConfig(channels=TINY.channels, form="finetune")).eval()
     assert model.predictor is None and model.head is not None
     assert GaitSSB(TINY).head is None
-    assert (model.normalisation, GaitSSB(TINY).normalisation) == ("none", "per-part-l2")
+    assert (model.config.layout.normalisation, TINY.layout.normalisation) == ("none", "per-part-l2")
     x = silhouettes(2, 4)
     with torch.no_grad():
         out = model(x)
         z = F.normalize(model.projector(model.encode(x)), dim=1)  # (N, C, P)
         expected = model.head(z).transpose(1, 2)  # OpenGait's GaitSSB_Finetune embedding: not normalised
     torch.testing.assert_close(out, expected)
-    assert not torch.allclose(out.norm(dim=-1), torch.ones(2, TINY.parts), atol=1e-3)
+    assert not torch.allclose(out.norm(dim=-1), torch.ones(2, TINY.layout.parts), atol=1e-3)
     model.head.weight.data.mul_(5.0)  # the head normalises its weights: scaling them changes nothing
     with torch.no_grad():
         torch.testing.assert_close(model(x), out)

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from export.pipeline import ExportOptions, export_artifact
-from gaitlu.cli import main as gaitlu_main
 from gaitlu.errors import DataError
 from gaitlu.manifest import read_manifest
-from service.runtime import load_embedder
+from runtime import load_artifact_embedder
+from tests.support.cli import run_cli
 from train.checkpoint import load_checkpoint
 from train.opengait import convert_state_dict, import_opengait
 
@@ -232,20 +232,10 @@ def test_forced_form_that_does_not_fit_is_refused() -> None:
         convert_state_dict(state, form="finetune")
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """The real `gaitlu` entry point in-process: (exit code, stderr)."""
-    try:
-        gaitlu_main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
 def test_cli_import_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = save_opengait(tmp_path / "og.pt", fabricate((8, 16, 32, 24), "finetune"))
     out = tmp_path / "ours.pt"
-    code, err = run_cli(["train", "import-opengait", str(src), "--out", str(out)], capsys)
+    code, _, err = run_cli(capsys, "train", "import-opengait", str(src), "--out", str(out))
     assert code == 0, err
     model, _ = load_checkpoint(out)
     assert model.config.form == "finetune"
@@ -253,10 +243,10 @@ def test_cli_import_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[st
     broken = fabricate((8, 16, 32, 24), "finetune")
     broken["extra.weight"] = torch.zeros(1)
     bad = save_opengait(tmp_path / "bad.pt", broken)
-    code, err = run_cli(["train", "import-opengait", str(bad), "--out", str(tmp_path / "no.pt")], capsys)
+    code, _, err = run_cli(capsys, "train", "import-opengait", str(bad), "--out", str(tmp_path / "no.pt"))
     assert code == 2 and "extra.weight" in err and "Traceback" not in err
     assert not (tmp_path / "no.pt").exists()
-    code, err = run_cli(["train", "import-opengait", str(src), "--out", str(out), "--form", "other"], capsys)
+    code, _, err = run_cli(capsys, "train", "import-opengait", str(src), "--out", str(out), "--form", "other")
     assert code == 2 and "form must be one of" in err
 
 
@@ -283,7 +273,7 @@ def test_finetuned_export_gives_opengaits_raw_embedding(tmp_path: Path) -> None:
 
     x = sils(n=3, t=6)
     frames = list((x.numpy() * 255).astype(np.uint8))  # binary, so /255 in the runtime gives x back
-    embedder = load_embedder(tmp_path / "artifact", backend="cpu", threads=1)
+    embedder = load_artifact_embedder(tmp_path / "artifact", backend="cpu", threads=1)
     out = embedder.embed_output(frames)  # (N, P, C): the artifact's output
     expected = reference_embedding(state, x).transpose(1, 2).numpy()  # OpenGait's raw head0 output
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=2e-5)

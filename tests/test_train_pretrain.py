@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,9 +23,11 @@ import yaml
 from torch.utils.data import DataLoader
 
 from corpus.reader import open_corpus
-from gaitlu.cli import main as gaitlu_main
 from gaitlu.errors import ConfigError, DataError
 from gaitlu.safepickle import dumps_array
+from tests.support.cli import run_cli
+from tests.support.ports import free_port
+from tests.support.walkers import walking_sequence
 from train import checkpoint, distributed
 from train.augment import AugmentConfig
 from train.config import config_to_dict
@@ -57,16 +58,13 @@ def tiny_config(**trainer: object) -> PretrainConfig:
 
 
 def write_blob_tree(root: Path, n: int, seed: int = 0) -> None:
-    """`n` random walking-blob sequences (12-29 frames of 64x44) as a silhouette_cut_pkl tree."""
+    """`n` walking sequences (12-29 frames of 64x44) as a silhouette_cut_pkl tree."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:64, :44]
     for i in range(n):
-        frames = int(rng.integers(12, 30))
-        cx = 22 + 6 * np.sin(np.arange(frames) / 3 + rng.uniform(0, 6))[:, None, None]  # (T, 1, 1)
-        body = ((xx - cx) / 7) ** 2 + ((yy - 32) / 26) ** 2 < 1  # (T, 64, 44)
+        frames = walking_sequence(1000 * seed + i, int(rng.integers(12, 30)))  # (T, 64, 44)
         folder = root / "silhouette_cut_pkl" / "000" / "000" / f"{i:03d}"
         folder.mkdir(parents=True)
-        (folder / f"000_000_{i:03d}.pkl").write_bytes(dumps_array((body * 255).astype(np.uint8)))
+        (folder / f"000_000_{i:03d}.pkl").write_bytes(dumps_array(frames))
 
 
 @pytest.fixture(autouse=True)
@@ -254,31 +252,23 @@ def test_sigterm_checkpoints_the_step_and_exits_as_interrupted(corpus_dir: Path,
 # -------------------------------------------------------------------------------------------- errors
 
 
-def run_cli(*args: str) -> int:
-    try:
-        gaitlu_main(["train", "pretrain", *args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 def test_bad_config_or_data_fail_with_a_message_before_any_work(
     corpus_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer:\n  max_step: 10\n")
-    common = ["--out", str(tmp_path / "run"), "--device", "cpu"]
-    assert run_cli("--config", str(bad), "--data", str(corpus_dir), *common) == 2
-    assert "unknown keys ['max_step']" in capsys.readouterr().err
-    assert run_cli("--config", str(TINY_YAML), "--data", str(tmp_path / "missing"), *common) == 2
-    assert "no such corpus" in capsys.readouterr().err
+    pretrain = ("train", "pretrain", "--out", tmp_path / "run", "--device", "cpu")
+    code, _, err = run_cli(capsys, *pretrain, "--config", bad, "--data", corpus_dir)
+    assert code == 2 and "unknown keys ['max_step']" in err
+    code, _, err = run_cli(capsys, *pretrain, "--config", TINY_YAML, "--data", tmp_path / "missing")
+    assert code == 2 and "no such corpus" in err
     # The tiny YAML's batch of 32 is more than this 10-sequence corpus holds.
-    assert run_cli("--config", str(TINY_YAML), "--data", str(corpus_dir), *common) == 2
-    assert "fewer than one global batch" in capsys.readouterr().err
+    code, _, err = run_cli(capsys, *pretrain, "--config", TINY_YAML, "--data", corpus_dir)
+    assert code == 2 and "fewer than one global batch" in err
     small = tmp_path / "small.yaml"
     small.write_text(TINY_YAML.read_text().replace("global_batch: 32", "global_batch: 4"))
-    assert run_cli("--config", str(small), "--data", str(corpus_dir), *common, "--resume") == 2
-    assert "no checkpoint in" in capsys.readouterr().err
+    code, _, err = run_cli(capsys, *pretrain, "--config", small, "--data", corpus_dir, "--resume")
+    assert code == 2 and "no checkpoint in" in err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
@@ -327,7 +317,7 @@ def test_the_resume_flags_are_exclusive_on_the_command_line(
     corpus_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["--config", str(TINY_YAML), "--data", str(corpus_dir), "--out", str(tmp_path), "--device", "cpu"]
-    assert run_cli(*args, "--resume", "--resume-if-exists") == 2
+    assert run_cli(None, "train", "pretrain", *args, "--resume", "--resume-if-exists").code == 2
     assert "not both" in capsys.readouterr().err
 
 
@@ -357,14 +347,14 @@ def test_resuming_a_gpu_fp16_checkpoint_on_the_cpu_is_a_message_not_a_traceback(
         "--device",
         "cpu",
     ]
-    assert run_cli(*args, "--max-steps", "1") == 0
+    assert run_cli(None, "train", "pretrain", *args, "--max-steps", "1").code == 0
     # What a CUDA fp16 run writes: its resolved precision, and the state of an enabled grad scaler.
     (path,) = [p for _, p in checkpoint.list_checkpoints(tmp_path / "run")]
     rewrite_checkpoint(
         path, config__trainer__precision="fp16", scaler=torch.amp.GradScaler("cpu").state_dict()
     )
     capsys.readouterr()
-    assert run_cli(*args, "--resume", "--max-steps", "2") == 2
+    assert run_cli(None, "train", "pretrain", *args, "--resume", "--max-steps", "2").code == 2
     err = capsys.readouterr().err
     assert "trainer.precision: fp16 in the checkpoint, fp32 here (fp16 and bf16 are CUDA-only" in err
     assert "Traceback" not in err
@@ -444,12 +434,6 @@ def test_on_cuda_the_host_waits_only_at_log_and_checkpoint_steps(
 
 
 # ---------------------------------------------------------------------------------------------- DDP
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ddp_rank(rank: int, world: int, ports: tuple[int, int], corpus_dir: Path, out: Path) -> None:

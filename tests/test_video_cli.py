@@ -8,23 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gaitlu.cli import main
 from gaitlu.sequence import load_sequence
 from synth import identity_for
-from video.synthetic import SyntheticVideo, Walker, make_video
+from tests.support.cli import run_cli
+from tests.support.synthetic_video import SyntheticVideo, Walker, make_video
 
 SIZE = (120, 160)
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    """The real `gaitlu` entry point in-process: (exit code, stdout, stderr)."""
-    try:
-        main(["video", "silhouettes", *map(str, args)])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +34,13 @@ def two_people(tmp) -> SyntheticVideo:
 
 def test_writes_a_pkl_the_loader_reads(tmp, capsys):
     walk = make_video(tmp / "one.mp4", np.random.default_rng(0), size=SIZE, n_frames=40)
-    code, out, err = run([walk.path, "--out", tmp / "one.pkl"], capsys)
+    code, out, err = run_cli(capsys, "video", "silhouettes", walk.path, "--out", tmp / "one.pkl")
     assert code == 0, err
     seq = load_sequence(tmp / "one.pkl")
     assert seq.shape[1:] == (64, 64) and len(seq) >= 35 and seq.dtype == np.uint8
     assert "track 0: frames 0-39" in out
 
-    code, out, _ = run([walk.path, "--out", tmp / "one.npy", "--json"], capsys)
+    code, out, _ = run_cli(capsys, "video", "silhouettes", walk.path, "--out", tmp / "one.npy", "--json")
     report = json.loads(out)
     assert code == 0 and report["chosen"] == 0 and report["video"]["frame_count"] == 40
     assert report["tracks"][0]["file"].endswith("one.npy")
@@ -60,7 +49,7 @@ def test_writes_a_pkl_the_loader_reads(tmp, capsys):
 
 def test_all_tracks_writes_one_file_each_and_a_sidecar(tmp, two_people, capsys):
     out_dir = tmp / "tracks"
-    code, _, err = run([two_people.path, "--out", out_dir, "--all-tracks"], capsys)
+    code, _, err = run_cli(capsys, "video", "silhouettes", two_people.path, "--out", out_dir, "--all-tracks")
     assert code == 0, err
     sidecar = json.loads((out_dir / "tracks.json").read_text())
     written = [t for t in sidecar["tracks"] if t["file"]]
@@ -71,7 +60,7 @@ def test_all_tracks_writes_one_file_each_and_a_sidecar(tmp, two_people, capsys):
         seq = load_sequence(out_dir / track["file"])
         assert len(seq) == track["quality"]["frames_kept"] == len(track["frames"])
 
-    code, _, _ = run([two_people.path, "--out", tmp / "longest"], capsys)
+    code, _, _ = run_cli(capsys, "video", "silhouettes", two_people.path, "--out", tmp / "longest")
     files = sorted(p.name for p in (tmp / "longest").iterdir())
     assert code == 0 and len(files) == 2 and "tracks.json" in files  # the longest track only
 
@@ -79,16 +68,30 @@ def test_all_tracks_writes_one_file_each_and_a_sidecar(tmp, two_people, capsys):
 def test_user_errors_exit_2_with_one_line(tmp, two_people, capsys):
     text = tmp / "readme.avi"
     text.write_text("hello")
-    code, _, err = run([text, "--out", tmp / "x.pkl"], capsys)
+    code, _, err = run_cli(capsys, "video", "silhouettes", text, "--out", tmp / "x.pkl")
     assert code == 2 and err.startswith("error:") and "not a video file" in err and "Traceback" not in err
 
-    code, _, err = run([two_people.path, "--out", tmp / "x.pkl", "--all-tracks"], capsys)
+    code, _, err = run_cli(
+        capsys, "video", "silhouettes", two_people.path, "--out", tmp / "x.pkl", "--all-tracks"
+    )
     assert code == 2 and "give --out a folder" in err
 
-    code, out, err = run([two_people.path, "--out", tmp / "x.pkl", "--min-frames", "200", "--json"], capsys)
+    code, out, err = run_cli(
+        capsys,
+        "video",
+        "silhouettes",
+        two_people.path,
+        "--out",
+        tmp / "x.pkl",
+        "--min-frames",
+        "200",
+        "--json",
+    )
     assert code == 2 and "no usable walking person" in err
     assert "only" in json.loads(out)["tracks"][0]["quality"]["problems"][0]
     assert not (tmp / "x.pkl").exists()
 
-    code, _, err = run([two_people.path, "--out", tmp / "x.pkl", "--max-frames", "20"], capsys)
+    code, _, err = run_cli(
+        capsys, "video", "silhouettes", two_people.path, "--out", tmp / "x.pkl", "--max-frames", "20"
+    )
     assert code == 2 and "over the limit of 20" in err

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper
 from gaitlu.evaluation.gei import gei_embed
 from gaitlu.preprocess import align_sequence, to_model_frames
 from synth import identity_for, render_raw
+from tests.support.synthetic_video import SyntheticVideo, Walker, make_video, mask_iou
 from video import (
     ExtractConfig,
     OnnxSegmenter,
@@ -20,7 +21,6 @@ from video import (
     extract_tracks,
 )
 from video.detect import Detection
-from video.synthetic import SyntheticVideo, Walker, make_video, mask_iou
 from video.tracking import Tracker
 
 SIZE = (240, 320)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from gaitlu.errors import ConfigError, SequenceError
+from tests.support.synthetic_video import make_video, write_video
 from video import NoPersonError, VideoError, VideoLimits, extract_tracks
 from video.decode import VideoReader
-from video.synthetic import make_video, write_video
 
 SIZE = (120, 160)
 

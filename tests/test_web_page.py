@@ -27,8 +27,9 @@ from gaitlu.sequence import load_sequence
 from gallery.previews import GEI_KEY, PNG_PREFIX, with_gei
 from gallery.validate import MAX_METADATA_BYTES
 from service.demo import FRAMES, SUBJECTS, WALKS, ensure_demo, find_demo, list_demo
-from tests.service_helpers import FULL_KEY, ServerProcess, pkl_bytes, walking_sequence
-from tests.video_helpers import synthetic_videos
+from tests.support.servers import FULL_KEY, ServerProcess, error_code, pkl_bytes
+from tests.support.videos import synthetic_videos
+from tests.support.walkers import walking_sequence
 
 GALLERY = "lab"
 ENROLLED = 3  # subjects s0..s2, one sequence each (walking_sequence(seed=i))
@@ -89,11 +90,6 @@ def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def api(server: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server, headers={"X-API-Key": FULL_KEY}, timeout=60) as client:
         yield client
-
-
-def error_code(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    return response.json()["error"]["code"]
 
 
 # ----- the page and its assets
@@ -187,7 +183,7 @@ def test_demo_folder_keeps_an_operators_own_files(tmp_path: Path) -> None:
 # ----- GEIs stored at enrolment
 
 
-def test_enrolment_stores_the_gei_beside_the_callers_metadata(api: httpx.Client) -> None:
+def test_enrollment_stores_the_gei_beside_the_callers_metadata(api: httpx.Client) -> None:
     stored = api.get(f"/galleries/{GALLERY}/sequences/s1-a").json()
     assert stored["metadata"] == {"camera": 1}  # the caller's, exactly
     np.testing.assert_array_equal(png_image(stored["gei_png"]), expected_gei(walking_sequence(1)))
@@ -309,6 +305,10 @@ def test_the_page_shows_a_videos_frames_beside_its_silhouettes_and_searches_with
 
     page = browser_page
     page.goto(server)
+    # The key, as a user types it once (another test may have run first in this profile, or not).
+    page.get_by_label("API key").fill(FULL_KEY)
+    page.get_by_role("button", name="Use key").click()
+    page.locator("#galleries-table tbody tr", has_text=GALLERY).wait_for()
     page.get_by_label("Search in").select_option(GALLERY)
     page.get_by_label("Upload a sequence or a video").set_input_files(
         {"name": "walk.mp4", "mimeType": "video/mp4", "buffer": video}

@@ -14,13 +14,13 @@ import torch
 import yaml
 
 from export.pipeline import ExportOptions, export_artifact
-from gaitlu.cli import main as gaitlu_main
 from gaitlu.errors import ConfigError, DataError
 from gaitlu.evaluation.embeddings import load_embeddings
 from gaitlu.evaluation.runner import model_frames, select_test_sequences
 from gaitlu.labelled import load_partition
+from tests.support.cli import run_cli
+from tests.support.zoo import STEMS, cases, meta, paths
 from tests.test_eval_cli import write_tree
-from tests.zoo_helpers import STEMS, cases, meta, paths
 from train.opengait import import_opengait, read_opengait
 from train.zoo.opengait_models import OPENGAIT_MODELS, opengait_model
 from train.zoo.registry import build_network
@@ -103,17 +103,6 @@ def write_config(tmp_path: Path, stem: str, edit: Any) -> Path:
     return path
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """The real `gaitlu` entry point in-process: (exit code, stdout, stderr)."""
-    try:
-        gaitlu_main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_cli_refuses_unsupported_models_and_settings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -134,11 +123,13 @@ def test_cli_refuses_unsupported_models_and_settings(
             "--out",
             str(tmp_path / "x.pt"),
         ]
-        code, _, err = run(args, capsys)
+        code, _, err = run_cli(capsys, *args)
         assert code == 2 and expected in err and "Traceback" not in err, err
         assert "Baseline, DeepGaitV2, GaitSet, GaitGL" in err or expected != "GaitPart"
     assert not (tmp_path / "x.pt").exists()
-    code, _, err = run(["train", "import-opengait", str(checkpoint), "--out", str(tmp_path / "x.pt")], capsys)
+    code, _, err = run_cli(
+        capsys, "train", "import-opengait", str(checkpoint), "--out", str(tmp_path / "x.pt")
+    )
     assert code == 2 and "need --config" in err
 
 
@@ -203,7 +194,7 @@ def test_eval_scores_an_imported_model_as_its_opengait_config_says(
     for source in (["--checkpoint", str(tmp_path / "gl.pt")], ["--artifact", str(tmp_path / "gl")]):
         saved = tmp_path / f"{source[0][2:]}.npz"
         args = ["eval", *source, "--dataset", str(dataset), "--protocol", "casia-b", "--json"]
-        code, out, err = run([*args, "--save-embeddings", str(saved)], capsys)
+        code, out, err = run_cli(capsys, *args, "--save-embeddings", str(saved))
         assert code == 0, err
         results[source[0]] = result = json.loads(out)
         assert (

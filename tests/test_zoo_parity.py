@@ -17,9 +17,10 @@ import torch
 
 from export.pipeline import ExportOptions, export_artifact
 from gaitlu.cli import main as gaitlu_main
-from gaitlu.manifest import read_manifest, sha256_file
-from service.runtime import load_embedder
-from tests.zoo_helpers import STEMS, cases, meta, parity, paths
+from gaitlu.files import sha256_file
+from gaitlu.manifest import read_manifest
+from runtime import load_artifact_embedder
+from tests.support.zoo import STEMS, cases, meta, parity, paths
 from train.checkpoint import load_checkpoint
 from train.zoo.registry import architecture_of
 
@@ -89,7 +90,7 @@ def test_onnx_artifact_matches_opengait_in_mixed_length_batches(
     assert manifest.source.sha256 == sha256_file(path)
 
     (_, n3, ref3), (_, n1, ref1) = cases(stem)
-    embedder = load_embedder(artifact, backend="cpu", threads=1)
+    embedder = load_artifact_embedder(artifact, backend="cpu", threads=1)
     batch = [n3[0], n1[0], n3[1], n3[2]]  # lengths 20, 7, 20, 20: two calls
     out = embedder.embed_output(batch)  # (4, P, C), the artifact's own output
     parity(out[[0, 2, 3]], ref3)

@@ -136,6 +136,5 @@ def import_opengait(
 
     model = convert(checkpoint, out, form, config)
     name = architecture_of(model).name
-    typer.echo(
-        f"{out}: {name} {config_to_dict(model.config)}, embedding {model.config.parts} x {model.config.dim}"
-    )
+    layout = model.config.layout
+    typer.echo(f"{out}: {name} {config_to_dict(model.config)}, embedding {layout.parts} x {layout.channels}")

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from gaitlu.errors import SequenceError
-from gaitlu.manifest import Evaluation, sha256_file
+from gaitlu.files import sha256_file
+from gaitlu.manifest import Evaluation
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
 from train.checkpoint import load_checkpoint
 
@@ -56,8 +57,9 @@ def equal_length_calls(lengths: list[int], budget: int) -> list[list[int]]:
     return calls
 
 
-class Embedder:
-    """A network in eval mode behind `embed(list of (T, 64, 44) uint8) -> (N, P, C) float32`."""
+class CheckpointEmbedder:
+    """A network in eval mode behind `embed(list of (T, 64, 44) uint8) -> (N, P, C) float32` (a
+    `gaitlu.embedding.Embedder`, as the runtime's `ArtifactEmbedder` is)."""
 
     def __init__(
         self,
@@ -74,8 +76,7 @@ class Embedder:
         self.max_frames = max_frames
         self.frame_budget = frame_budget
         self.evaluation = evaluation  # OpenGait's evaluator settings for an imported model
-        self.parts = model.config.parts
-        self.dim = model.config.dim
+        self.layout = model.config.layout
 
     @torch.inference_mode()
     def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
@@ -84,27 +85,29 @@ class Embedder:
 
     def embed(self, batch: list[np.ndarray]) -> np.ndarray:
         seqs = [_check(s, i)[: self.max_frames] for i, s in enumerate(batch)]
-        out = np.empty((len(seqs), self.parts, self.dim), np.float32)  # (N, P, C)
+        out = np.empty((len(seqs), self.layout.parts, self.layout.channels), np.float32)  # (N, P, C)
         for rows in equal_length_calls([len(s) for s in seqs], self.frame_budget):
             out[rows] = self._forward([seqs[i] for i in rows])
         return out
 
 
-def load_embedder(path: str | Path, device: str | torch.device | None = None) -> Embedder:
-    """An Embedder for a gaitlu checkpoint; `device` defaults to CUDA when available. An imported
+def load_checkpoint_embedder(
+    path: str | Path, device: str | torch.device | None = None
+) -> CheckpointEmbedder:
+    """A CheckpointEmbedder for a gaitlu checkpoint; `device` defaults to CUDA when available. An imported
     OpenGait model embeds as its config's evaluator does (frames limit) and carries its settings."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, ckpt = load_checkpoint(path)
     recorded = (ckpt.get("config") or {}).get("evaluation")
     evaluation = Evaluation.model_validate(recorded) if recorded else None
     max_frames = evaluation.frames_limit if evaluation else MAX_FRAMES
-    embedder = Embedder(model, sha256_file(path), device, max_frames, evaluation=evaluation)
+    embedder = CheckpointEmbedder(model, sha256_file(path), device, max_frames, evaluation=evaluation)
     logger.info(
         "loaded %s (%s, %d x %d) on %s",
         path,
         ckpt.get("architecture", "gaitssb"),
-        embedder.parts,
-        embedder.dim,
+        embedder.layout.parts,
+        embedder.layout.channels,
         device,
     )
     return embedder

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
-from gaitlu.manifest import Normalisation
 
 Form = Literal["pretrain", "finetune"]
 
@@ -44,9 +44,12 @@ class ModelConfig:
         return sum(self.bins)
 
     @property
-    def dim(self) -> int:
-        """Channels per part of the embedding."""
-        return self.channels[-1]
+    def layout(self) -> EmbeddingLayout:
+        """The embedding: one part per pyramid bin, the last stage's width per part; the pretrain form
+        normalises each part, the finetune form's head output is raw."""
+        return EmbeddingLayout(
+            self.parts, self.channels[-1], "per-part-l2" if self.form == "pretrain" else "none"
+        )
 
 
 class BasicBlock(nn.Module):
@@ -165,15 +168,12 @@ class GaitSSB(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        parts, dim = config.parts, config.dim
+        parts, width = config.layout.parts, config.layout.channels
         self.backbone = Backbone(config.channels, config.strides)
-        self.projector = part_mlp(parts, dim, final_bn=True)
-        self.predictor = part_mlp(parts, dim, final_bn=False) if config.form == "pretrain" else None
-        self.head = SeparateFC(parts, dim, dim, normalize_weight=True) if config.form == "finetune" else None
-
-    @property
-    def normalisation(self) -> Normalisation:
-        return "per-part-l2" if self.head is None else "none"
+        self.projector = part_mlp(parts, width, final_bn=True)
+        self.predictor = part_mlp(parts, width, final_bn=False) if config.form == "pretrain" else None
+        finetune = config.form == "finetune"
+        self.head = SeparateFC(parts, width, width, normalize_weight=True) if finetune else None
 
     def encode(self, sils: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone per frame, temporal max, pyramid pooling: (N, T, H, W) -> (N, C, P)."""

@@ -29,7 +29,8 @@ import yaml
 from torch import nn
 
 from gaitlu.errors import ConfigError, DataError
-from gaitlu.manifest import Evaluation, sha256_file
+from gaitlu.files import sha256_file
+from gaitlu.manifest import Evaluation
 from train.checkpoint import atomic_save, build_checkpoint
 from train.config import config_to_dict
 from train.model import ModelConfig

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from gaitlu.embedding import ZERO_NORM, part_norms
+
 METRICS = ("euc", "cos")
 DEFAULT_BLOCK_BYTES = 256 * 2**20  # scratch memory per probe block
 
@@ -29,15 +31,9 @@ def as_parts(emb: np.ndarray) -> np.ndarray:
     return emb
 
 
-def _inverse_part_norms(emb: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """(N, P) 1 / |part|; einsum avoids the (N, P, C) temporary np.linalg.norm would allocate.
-    An all-zero part gets a finite scale, so it stays zero (cosine 0 to everything)."""
-    return 1.0 / np.maximum(np.sqrt(np.einsum("npc,npc->np", emb, emb)), eps)
-
-
-def normalise_parts(emb: np.ndarray) -> np.ndarray:
-    """L2-normalise each part of (N, P, C) embeddings."""
-    return emb * _inverse_part_norms(emb)[:, :, None]
+def _inverse_part_norms(emb: np.ndarray) -> np.ndarray:
+    """(N, P) 1 / |part|. An all-zero part gets a finite scale, so it stays zero (cosine 0 to everything)."""
+    return 1.0 / np.maximum(part_norms(emb), ZERO_NORM)
 
 
 def _check_metric(metric: str) -> None:

@@ -7,8 +7,6 @@ a file without `parts` is read as one part.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import numpy as np
 
 from gaitlu.errors import DataError
 from gaitlu.evaluation.distance import as_parts
+from gaitlu.files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -51,25 +50,11 @@ class EmbeddingSet:
 
 
 def save_embeddings(data: EmbeddingSet, path: str | Path) -> None:
-    """Write `data` to an .npz file atomically (a temp file beside it, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `data` to an .npz file atomically (gaitlu.files.atomic_write)."""
     flat = data.emb.reshape(len(data), -1)  # (N, P*C)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                emb=flat,
-                subject=data.subject,
-                cond=data.cond,
-                view=data.view,
-                parts=np.int64(data.emb.shape[1]),
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        labels = {"subject": data.subject, "cond": data.cond, "view": data.view}
+        np.savez(f, emb=flat, parts=np.int64(data.emb.shape[1]), **labels)
 
 
 def load_embeddings(path: str | Path) -> EmbeddingSet:

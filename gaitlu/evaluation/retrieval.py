@@ -9,8 +9,6 @@ as OpenGait's Gait3D evaluation does. mAP and mINP average over probes that have
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from gaitlu.errors import ConfigError, DataError
 from gaitlu.evaluation.distance import iter_distance_blocks, stable_order
 from gaitlu.evaluation.embeddings import EmbeddingSet
 from gaitlu.evaluation.stats import json_number
+from gaitlu.files import atomic_write
 
 GREW_TOP_K = 20
 GREW_RANKS = (1, 5, 10, 20)
@@ -129,19 +128,11 @@ def _csv_id(subject: str) -> str:
 
 def write_grew_submission(path: str | Path, video_ids: np.ndarray, ranked_ids: np.ndarray) -> None:
     """Write `videoId,rank1..rankK` rows (the GREW server format) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["videoId", *(f"rank{i + 1}" for i in range(ranked_ids.shape[1]))])
-            for video, ids in zip(video_ids, ranked_ids, strict=True):
-                writer.writerow([video, *(_csv_id(s) for s in ids)])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["videoId", *(f"rank{i + 1}" for i in range(ranked_ids.shape[1]))])
+        for video, ids in zip(video_ids, ranked_ids, strict=True):
+            writer.writerow([video, *(_csv_id(s) for s in ids)])
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from gaitlu.errors import SequenceError
 from service.demo import demo_folder, ensure_demo, find_demo
 from service.deps import ReadAccess, SettingsDep
-from service.errors import ServiceError
+from service.errors import ResourceNotFound, Unavailable
 
 router = APIRouter(prefix="/demo/sequences", tags=["web"], dependencies=[ReadAccess])
 
@@ -31,7 +31,7 @@ async def list_demo_sequences(settings: SettingsDep) -> DemoSequencesPublic:
     try:
         files = await run_sync(ensure_demo, demo_folder(settings.data_dir))
     except (OSError, SequenceError) as exc:
-        raise ServiceError(503, "demo_unavailable", f"cannot prepare the demo sequences: {exc}") from None
+        raise Unavailable("demo_unavailable", f"cannot prepare the demo sequences: {exc}") from None
     data = [DemoSequencePublic(name=f.name, size_bytes=f.size_bytes) for f in files]
     return DemoSequencesPublic(data=data, count=len(data))
 
@@ -43,5 +43,5 @@ async def get_demo_sequence(name: str, settings: SettingsDep) -> FileResponse:
     """One demo file, as it would be uploaded."""
     found = await run_sync(find_demo, demo_folder(settings.data_dir), name)
     if found is None:
-        raise ServiceError(404, "not_found", f"no demo sequence {name!r} (GET /demo/sequences lists them)")
+        raise ResourceNotFound(f"no demo sequence {name!r} (GET /demo/sequences lists them)")
     return FileResponse(found.path, media_type="application/octet-stream", filename=found.name)

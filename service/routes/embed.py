@@ -3,59 +3,59 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from starlette.datastructures import FormData
 
+from engine import Upload, VideoOptions
+from gaitlu.schemas import EmbeddingPublic, EmbedRequest, EmbedResponse
 from service.deps import EngineDep, ReadAccess, SettingsDep
-from service.schemas import EmbeddingPublic, EmbedRequest, EmbedResponse, Timings
+from service.public import timings_public, track_public
 from service.uploads import (
-    JSON,
-    MULTIPART,
     VIDEO_FIELDS,
     check_count,
     form_files,
     json_uploads,
     multipart_schema,
-    open_form,
-    read_json,
+    read_body,
     request_body,
-    require_media_type,
     video_options,
 )
-from service.videos import VideoOptions, track_public
 
 router = APIRouter(tags=["embed"], dependencies=[ReadAccess])
 
 _BODY = request_body(EmbedRequest, multipart_schema("files", VIDEO_FIELDS, ["files"]))
 
 
+def _from_json(body: EmbedRequest) -> tuple[list[Upload], VideoOptions]:
+    return json_uploads(body.sequences), VideoOptions()
+
+
+async def _from_form(form: FormData) -> tuple[list[Upload], VideoOptions]:
+    return await form_files(form, "files"), video_options(form)
+
+
 @router.post("/embed", response_model=EmbedResponse, openapi_extra=_BODY)
 async def embed(request: Request, engine: EngineDep, settings: SettingsDep) -> EmbedResponse:
     """Embed one or more sequences (any format the loader reads: .pkl, .npy, .npz, .png, .zip of PNGs) or
     videos (.mp4, .avi, .mkv, .mov, .webm: one person's silhouettes are extracted, see `track`)."""
-    options = VideoOptions()
-    if require_media_type(request, MULTIPART, JSON) == JSON:
-        uploads = json_uploads((await read_json(request, EmbedRequest)).sequences)
-    else:
-        async with open_form(request, settings) as form:
-            uploads = await form_files(form, "files")
-            options = video_options(form)
+    uploads, options = await read_body(request, settings, EmbedRequest, _from_json, _from_form)
     check_count(len(uploads), settings)
     results = await engine.embed(uploads, options)
-    model = engine.model
+    layout = engine.layout
     data = [
         EmbeddingPublic(
             name=r.name,
             embedding=r.vector.tolist(),
             frames=r.frames,
-            timings=Timings(decode_ms=r.decode_ms, queue_ms=r.queue_ms, inference_ms=r.inference_ms),
+            timings=timings_public([r]),
             track=track_public(r.video),
         )
         for r in results
     ]
     return EmbedResponse(
-        model_hash=model.model_hash,
-        parts=model.parts,
-        channels=model.channels,
-        dim=model.dim,
+        model_hash=engine.model_hash,
+        parts=layout.parts,
+        channels=layout.channels,
+        dim=layout.size,
         data=data,
         count=len(data),
     )

@@ -1,7 +1,8 @@
 """Galleries, their subjects and sequences. Reads need read access, changes need a full API key.
 
 A gallery is bound to the model running when it was created: enrolling into or searching a gallery of
-another model answers 409 with the remedy (re-embed it, or enrol again into a new gallery).
+another model is refused (`model_mismatch`, with the remedy: re-embed it, or enrol again into a new
+gallery).
 """
 
 from __future__ import annotations
@@ -9,13 +10,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from starlette.datastructures import FormData
 
-from gallery.previews import split_gei
-from gallery.records import GalleryInfo, SequenceInfo
-from service.deps import EngineDep, ReadAccess, SettingsDep, WriteAccess
-from service.engine import Upload
-from service.errors import ServiceError
-from service.schemas import (
+from engine import Upload, VideoOptions
+from gaitlu.schemas import (
     EnrollRequest,
     EnrollResponse,
     GalleriesPublic,
@@ -25,12 +23,12 @@ from service.schemas import (
     SubjectDetail,
     SubjectPublic,
     SubjectsPublic,
-    Timings,
 )
-from service.settings import Settings
+from service.deps import EngineDep, ReadAccess, SettingsDep, WriteAccess
+from service.errors import InvalidRequest
+from service.public import gallery_public, sequence_public, timings_public, track_public
 from service.uploads import (
     JSON,
-    MULTIPART,
     VIDEO_FIELDS,
     check_count,
     form_files,
@@ -38,13 +36,11 @@ from service.uploads import (
     form_texts,
     json_uploads,
     multipart_schema,
-    open_form,
-    read_json,
+    read_body,
     request_body,
     require_media_type,
     video_options,
 )
-from service.videos import VideoOptions, track_public
 
 router = APIRouter(prefix="/galleries", tags=["galleries"])
 
@@ -67,31 +63,6 @@ def _json_body(request: Request) -> None:
     require_media_type(request, JSON)
 
 
-def _public(info: GalleryInfo, model_hash: str) -> GalleryPublic:
-    return GalleryPublic(
-        name=info.name,
-        model_hash=info.model_hash,
-        model_matches=info.model_hash == model_hash,
-        dim=info.dim,
-        parts=info.parts,
-        metadata=info.metadata,
-        created=info.created,
-        subject_count=info.subject_count,
-        sequence_count=info.sequence_count,
-    )
-
-
-def _sequence(info: SequenceInfo) -> SequencePublic:
-    metadata, gei = split_gei(info.metadata)
-    return SequencePublic(
-        sequence_id=info.sequence_id,
-        subject_id=info.subject_id,
-        metadata=metadata,
-        gei_png=gei,
-        created=info.created,
-    )
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -101,19 +72,19 @@ def _sequence(info: SequenceInfo) -> SequencePublic:
 async def create_gallery(body: GalleryCreate, engine: EngineDep) -> GalleryPublic:
     """Create an empty gallery bound to the running model."""
     info = await engine.create_gallery(body.name, body.metadata)
-    return _public(info, engine.model.model_hash)
+    return gallery_public(info, engine.model_hash)
 
 
 @router.get("", response_model=GalleriesPublic, dependencies=[ReadAccess])
 async def list_galleries(engine: EngineDep) -> GalleriesPublic:
-    model_hash = engine.model.model_hash
-    data = [_public(info, model_hash) for info in await engine.list_galleries()]
+    model_hash = engine.model_hash
+    data = [gallery_public(info, model_hash) for info in await engine.list_galleries()]
     return GalleriesPublic(data=data, count=len(data))
 
 
 @router.get("/{name}", response_model=GalleryPublic, dependencies=[ReadAccess])
 async def get_gallery(name: str, engine: EngineDep) -> GalleryPublic:
-    return _public(await engine.get_gallery(name), engine.model.model_hash)
+    return gallery_public(await engine.get_gallery(name), engine.model_hash)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess])
@@ -132,35 +103,31 @@ def _per_file(metadata: Any, n: int) -> list[dict[str, Any] | None] | None:
         and all(m is None or isinstance(m, dict) for m in metadata)
     ):
         return metadata
-    raise ServiceError(
-        422, "invalid_metadata", f"metadata must be a JSON object, or a list of {n} objects (one per file)"
+    raise InvalidRequest(
+        "invalid_metadata", f"metadata must be a JSON object, or a list of {n} objects (one per file)"
     )
 
 
-async def _read_enrolment(
-    request: Request, settings: Settings
-) -> tuple[list[Upload], list[dict[str, Any] | None] | None, list[str] | None, VideoOptions]:
-    if require_media_type(request, MULTIPART, JSON) == JSON:
-        body = await read_json(request, EnrollRequest)
-        given = [s.sequence_id for s in body.sequences if s.sequence_id is not None]
-        if given and len(given) != len(body.sequences):
-            raise ServiceError(
-                422, "invalid_sequence_ids", "give a sequence_id for every sequence or for none"
-            )
-        metadata = [s.metadata for s in body.sequences]
-        return json_uploads(body.sequences), metadata, given or None, VideoOptions()
-    async with open_form(request, settings) as form:
-        uploads = await form_files(form, "files")
-        metadata = _per_file(form_json(form, "metadata"), len(uploads))
-        ids = form_texts(form, "sequence_ids")
-        options = video_options(form)
+Enrollment = tuple[list[Upload], list[dict[str, Any] | None] | None, list[str] | None, VideoOptions]
+
+
+def _from_json(body: EnrollRequest) -> Enrollment:
+    given = [s.sequence_id for s in body.sequences if s.sequence_id is not None]
+    if given and len(given) != len(body.sequences):
+        raise InvalidRequest("invalid_sequence_ids", "give a sequence_id for every sequence or for none")
+    metadata = [s.metadata for s in body.sequences]
+    return json_uploads(body.sequences), metadata, given or None, VideoOptions()
+
+
+async def _from_form(form: FormData) -> Enrollment:
+    uploads = await form_files(form, "files")
+    metadata = _per_file(form_json(form, "metadata"), len(uploads))
+    ids = form_texts(form, "sequence_ids")
     if ids is not None and len(ids) != len(uploads):
-        raise ServiceError(
-            422,
-            "invalid_sequence_ids",
-            f"{len(ids)} sequence_ids for {len(uploads)} files: give one per file",
+        raise InvalidRequest(
+            "invalid_sequence_ids", f"{len(ids)} sequence_ids for {len(uploads)} files: give one per file"
         )
-    return uploads, metadata, ids, options
+    return uploads, metadata, ids, video_options(form)
 
 
 @router.post(
@@ -175,15 +142,12 @@ async def enroll(
 ) -> EnrollResponse:
     """Enrol sequences of one subject, all or none; a video gives one sequence (its best track, or the
     `track` asked for). With client `sequence_ids` a retry is idempotent."""
-    uploads, metadata, ids, options = await _read_enrolment(request, settings)
+    body = await read_body(request, settings, EnrollRequest, _from_json, _from_form)
+    uploads, metadata, ids, options = body
     check_count(len(uploads), settings)
     infos, embedded = await engine.enroll(name, subject_id, uploads, metadata, ids, options)
-    data = [_sequence(info) for info in infos]
-    timings = Timings(
-        decode_ms=sum(e.decode_ms for e in embedded),
-        queue_ms=max(e.queue_ms for e in embedded),
-        inference_ms=max(e.inference_ms for e in embedded),
-    )
+    data = [sequence_public(info) for info in infos]
+    timings = timings_public(embedded)
     tracks = [track_public(e.video) for e in embedded]
     return EnrollResponse(
         gallery=name, subject_id=subject_id, data=data, count=len(data), timings=timings, tracks=tracks
@@ -203,13 +167,13 @@ async def list_subjects(
         SubjectPublic(subject_id=s.subject_id, sequence_count=s.sequence_count, created=s.created)
         for s in page.data
     ]
-    return SubjectsPublic(data=data, count=page.total, offset=page.offset, limit=page.limit)
+    return SubjectsPublic(data=data, count=page.count, offset=page.offset, limit=page.limit)
 
 
 @router.get("/{name}/subjects/{subject_id}", response_model=SubjectDetail, dependencies=[ReadAccess])
 async def get_subject(name: str, subject_id: str, engine: EngineDep) -> SubjectDetail:
     """A subject's sequences."""
-    data = [_sequence(info) for info in await engine.list_sequences(name, subject_id)]
+    data = [sequence_public(info) for info in await engine.list_sequences(name, subject_id)]
     return SubjectDetail(gallery=name, subject_id=subject_id, data=data, count=len(data))
 
 
@@ -223,7 +187,7 @@ async def delete_subject(name: str, subject_id: str, engine: EngineDep) -> Respo
 
 @router.get("/{name}/sequences/{sequence_id}", response_model=SequencePublic, dependencies=[ReadAccess])
 async def get_sequence(name: str, sequence_id: str, engine: EngineDep) -> SequencePublic:
-    return _sequence(await engine.get_sequence(name, sequence_id))
+    return sequence_public(await engine.get_sequence(name, sequence_id))
 
 
 @router.delete(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from engine import NotReady
+from gaitlu.schemas import Health, Readiness
 from service.deps import EngineDep, ReadAccess
-from service.errors import ServiceError
-from service.schemas import Health, Readiness
 
 router = APIRouter(tags=["probes"])
 
@@ -21,10 +21,10 @@ async def healthz() -> Health:
 @router.get("/readyz", response_model=Readiness)
 async def readyz(engine: EngineDep) -> Readiness:
     """Ready: a probe sequence goes through the batcher and the runtime and comes back as at start-up.
-    503 otherwise, also after an inference failure until a probe succeeds again."""
+    Not ready otherwise (NotReady), also after an inference failure until a probe succeeds again."""
     if not await engine.probe():
-        raise ServiceError(503, "not_ready", "the model does not answer the readiness probe (see the logs)")
-    return Readiness(model_hash=engine.model.model_hash)
+        raise NotReady()
+    return Readiness(model_hash=engine.model_hash)
 
 
 @router.get("/metrics", dependencies=[ReadAccess], response_class=Response)

@@ -12,10 +12,12 @@ from anyio.to_thread import run_sync
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from engine import VideoTrack
+from gaitlu.schemas import VideoTrackPublic
 from gallery.previews import sequence_preview
 from service.deps import EngineDep, ReadAccess, SettingsDep
-from service.errors import ServiceError
-from service.schemas import VideoTrackPublic
+from service.errors import InvalidRequest
+from service.public import track_public
 from service.uploads import (
     MULTIPART,
     VIDEO_FIELDS,
@@ -25,7 +27,6 @@ from service.uploads import (
     require_media_type,
     video_options,
 )
-from service.videos import VideoTrack, track_public
 
 router = APIRouter(prefix="/sequences", tags=["web"], dependencies=[ReadAccess])
 
@@ -74,9 +75,7 @@ async def preview(request: Request, engine: EngineDep, settings: SettingsDep) ->
         files = await form_files(form, "file")
         options = video_options(form, thumbnails=True)
     if len(files) != 1:
-        raise ServiceError(
-            422, "one_file", f"preview takes one sequence in the field 'file', got {len(files)}"
-        )
+        raise InvalidRequest("one_file", f"preview takes one sequence in the field 'file', got {len(files)}")
     [decoded] = await engine.decode(files, options)
     shown = await run_sync(sequence_preview, decoded.frames)
     _, height, width = decoded.frames.shape  # (T, 64, 44)

@@ -5,27 +5,23 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter, Request
+from starlette.datastructures import FormData
 
+from engine import Upload, VideoOptions
+from gaitlu.schemas import SearchParams, SearchRequest, SearchResponse
 from service.deps import EngineDep, ReadAccess, SettingsDep
-from service.engine import Upload
-from service.errors import ServiceError
-from service.schemas import HitPublic, SearchParams, SearchRequest, SearchResponse, Timings
-from service.settings import Settings
+from service.errors import InvalidRequest
+from service.public import hit_public, timings_public, track_public
 from service.uploads import (
-    JSON,
-    MULTIPART,
     VIDEO_FIELDS,
     form_files,
     json_uploads,
     multipart_schema,
-    open_form,
-    read_json,
+    read_body,
     request_body,
-    require_media_type,
     validate_model,
     video_options,
 )
-from service.videos import VideoOptions, track_public
 
 router = APIRouter(tags=["search"], dependencies=[ReadAccess])
 
@@ -37,45 +33,38 @@ _FIELDS = {
 }
 _BODY = request_body(SearchRequest, multipart_schema("file", _FIELDS, ["file", "gallery"]))
 
+Query = tuple[SearchParams, Upload | np.ndarray, VideoOptions]
 
-async def _read_query(
-    request: Request, settings: Settings
-) -> tuple[SearchParams, Upload | np.ndarray, VideoOptions]:
-    if require_media_type(request, MULTIPART, JSON) == JSON:
-        body = await read_json(request, SearchRequest)
-        if body.sequence is not None:
-            return body, json_uploads([body.sequence])[0], VideoOptions()
-        return body, np.asarray(body.embedding, dtype=np.float32), VideoOptions()
-    async with open_form(request, settings) as form:
-        fields = {key: form[key] for key in ("gallery", "k", "threshold") if key in form}
-        params = validate_model(SearchParams, fields)
-        options = video_options(form)
-        files = await form_files(form, "file")
+
+def _from_json(body: SearchRequest) -> Query:
+    if body.sequence is not None:
+        return body, json_uploads([body.sequence])[0], VideoOptions()
+    return body, np.asarray(body.embedding, dtype=np.float32), VideoOptions()
+
+
+async def _from_form(form: FormData) -> Query:
+    fields = {key: form[key] for key in ("gallery", "k", "threshold") if key in form}
+    params = validate_model(SearchParams, fields)
+    options = video_options(form)
+    files = await form_files(form, "file")
     if len(files) != 1:
-        raise ServiceError(
-            422, "one_file", f"search takes one sequence in the field 'file', got {len(files)}"
-        )
+        raise InvalidRequest("one_file", f"search takes one sequence in the field 'file', got {len(files)}")
     return params, files[0], options
 
 
 @router.post("/search", response_model=SearchResponse, openapi_extra=_BODY)
 async def search(request: Request, engine: EngineDep, settings: SettingsDep) -> SearchResponse:
     """The top-k subjects of `gallery`, best first; each subject scores its best sequence's similarity."""
-    params, query, options = await _read_query(request, settings)
+    params, query, options = await read_body(request, settings, SearchRequest, _from_json, _from_form)
     hits, embedded = await engine.search(params.gallery, query, params.k, params.threshold, options)
-    timings = Timings()
-    if embedded is not None:
-        timings = Timings(
-            decode_ms=embedded.decode_ms, queue_ms=embedded.queue_ms, inference_ms=embedded.inference_ms
-        )
-    data = [HitPublic(subject_id=h.subject_id, score=h.score, sequence_id=h.sequence_id) for h in hits]
+    data = [hit_public(hit) for hit in hits]
     return SearchResponse(
         gallery=params.gallery,
-        model_hash=engine.model.model_hash,
+        model_hash=engine.model_hash,
         k=params.k,
         threshold=params.threshold,
         data=data,
         count=len(data),
-        timings=timings,
+        timings=timings_public([embedded] if embedded is not None else []),
         track=track_public(embedded.video) if embedded is not None else None,
     )

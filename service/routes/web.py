@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from service.errors import ServiceError
+from service.errors import ResourceNotFound
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,7 +38,7 @@ _HEADERS = {
 def _file(name: str) -> FileResponse:
     path = _ASSETS.get(name)
     if path is None:
-        raise ServiceError(404, "not_found", f"no static file {name!r}")
+        raise ResourceNotFound(f"no static file {name!r}")
     return FileResponse(path, media_type=_TYPES[path.suffix], headers=_HEADERS)
 
 

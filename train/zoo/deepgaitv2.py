@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
 from train.zoo.parts import (
-    Normalisation,
     PartBatchNorm,
     SeparateFC,
     frames_of,
@@ -59,8 +59,10 @@ class DeepGaitV2Config:
         return PARTS
 
     @property
-    def dim(self) -> int:
-        return self.channels[2]  # FCs map channels[3] -> channels[2]
+    def layout(self) -> EmbeddingLayout:
+        """The embedding: parts x channels, and whether the network normalises each part."""
+        # FCs map channels[3] -> channels[2]; the BNNeck feature (use_emb2) is normalised per part
+        return EmbeddingLayout(PARTS, self.channels[2], "per-part-l2" if self.use_emb2 else "none")
 
 
 class P3DBlock(nn.Module):
@@ -112,10 +114,6 @@ class DeepGaitV2(nn.Module):
         )
         self.fcs = SeparateFC(PARTS, c[3], c[2])
         self.bnneck = PartBatchNorm(PARTS, c[2]) if config.use_emb2 else None
-
-    @property
-    def normalisation(self) -> Normalisation:
-        return "per-part-l2" if self.bnneck is not None else "none"
 
     def forward(self, sils: torch.Tensor) -> torch.Tensor:
         n = sils.shape[0]

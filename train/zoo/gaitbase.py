@@ -13,8 +13,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
-from train.zoo.parts import Normalisation, SeparateFC, frames_of, pyramid_pool, resnet_stage, set_pool
+from train.zoo.parts import SeparateFC, frames_of, pyramid_pool, resnet_stage, set_pool
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,9 @@ class GaitBaseConfig:
         return sum(self.bins)
 
     @property
-    def dim(self) -> int:
-        return self.fc_dim
+    def layout(self) -> EmbeddingLayout:
+        """The embedding: parts x channels, and whether the network normalises each part."""
+        return EmbeddingLayout(self.parts, self.fc_dim, "none")
 
 
 class ResNet9(nn.Module):
@@ -72,7 +74,6 @@ class GaitBase(nn.Module):
     """(N, T, 64, 44) float silhouettes -> (N, P, C) embedding, raw (not normalised)."""
 
     min_frames: ClassVar[int] = 1
-    normalisation: ClassVar[Normalisation] = "none"
 
     def __init__(self, config: GaitBaseConfig) -> None:
         super().__init__()

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
-from train.zoo.parts import GeMPool, Normalisation, PartBatchNorm, SeparateFC, normalise_parts
+from train.zoo.parts import GeMPool, PartBatchNorm, SeparateFC, normalise_parts
 
 PARTS = 64  # GeM pooling keeps every row of the 64-row map
 MIN_FRAMES = 3  # the stride-3 temporal aggregation needs three frames
@@ -57,8 +58,10 @@ class GaitGLConfig:
         return PARTS
 
     @property
-    def dim(self) -> int:
-        return self.channels[-1]
+    def layout(self) -> EmbeddingLayout:
+        """The embedding: parts x channels, and whether the network normalises each part."""
+        normalised = self.head == "bnneck" and self.bnneck_norm
+        return EmbeddingLayout(PARTS, self.channels[-1], "per-part-l2" if normalised else "none")
 
 
 def conv3d(in_ch: int, out_ch: int) -> nn.Conv3d:
@@ -114,10 +117,6 @@ class GaitGL(nn.Module):
         self.head0 = SeparateFC(PARTS, c[-1], c[-1])
         self.bn = nn.BatchNorm1d(c[-1]) if config.head == "bn" else None
         self.bnneck = PartBatchNorm(PARTS, c[-1]) if config.head == "bnneck" else None
-
-    @property
-    def normalisation(self) -> Normalisation:
-        return "per-part-l2" if self.bnneck is not None and self.config.bnneck_norm else "none"
 
     def forward(self, sils: torch.Tensor) -> torch.Tensor:
         if sils.dim() != 4:

@@ -14,8 +14,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
-from train.zoo.parts import Normalisation, SeparateFC, frames_of, pyramid_pool, set_pool
+from train.zoo.parts import SeparateFC, frames_of, pyramid_pool, set_pool
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,9 @@ class GaitSetConfig:
         return 2 * sum(self.bins)  # the set branch's pyramid, then the global branch's
 
     @property
-    def dim(self) -> int:
-        return self.fc_dim
+    def layout(self) -> EmbeddingLayout:
+        """The embedding: parts x channels, and whether the network normalises each part."""
+        return EmbeddingLayout(self.parts, self.fc_dim, "none")
 
 
 def conv_block(in_ch: int, out_ch: int, first_kernel: int, pool: bool) -> nn.Sequential:
@@ -58,7 +60,6 @@ class GaitSet(nn.Module):
     """(N, T, 64, 44) float silhouettes -> (N, 62, fc_dim) embedding, raw (not normalised)."""
 
     min_frames: ClassVar[int] = 1
-    normalisation: ClassVar[Normalisation] = "none"
 
     def __init__(self, config: GaitSetConfig) -> None:
         super().__init__()

@@ -16,13 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gaitlu.errors import ConfigError
-from gaitlu.manifest import Normalisation
 from train.model import BasicBlock, PartBatchNorm, SeparateFC, pyramid_pool
 
 __all__ = [
     "BasicBlock",
     "GeMPool",
-    "Normalisation",
     "PartBatchNorm",
     "SeparateFC",
     "frames_of",

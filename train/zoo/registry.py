@@ -1,9 +1,10 @@
 """Our architectures by name: what checkpoints and artifact manifests record, and how to rebuild one.
 
 Every network here has a pure forward, (N, T, 64, 44) float silhouettes in [0, 1] -> (N, P, C) float32
-embedding, plus `config` (a frozen dataclass with `parts` and `dim`), `min_frames` (the shortest input
-it takes; shorter sequences are tiled by the network itself in torch and by the runtime for its ONNX
-graph) and `normalisation` ("none": raw features; "per-part-l2": the model itself normalises each part).
+embedding, plus `config` (a frozen dataclass whose `layout` is the embedding's `EmbeddingLayout`: parts x
+channels, and its normalisation, "none" for raw features or "per-part-l2" where the model itself
+normalises each part) and `min_frames` (the shortest input it takes; shorter sequences are tiled by the
+network itself in torch and by the runtime for its ONNX graph).
 """
 
 from __future__ import annotations

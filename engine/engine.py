@@ -1,15 +1,17 @@
-"""The service's async engine: decode -> micro-batched inference -> galleries, usable without HTTP.
+"""The async engine: decode -> micro-batched inference -> galleries. What the HTTP service serves and
+`gaitlu enroll --offline` runs in-process; it knows nothing of HTTP and raises only domain errors
+(engine/errors.py, gallery.errors, the input stages' errors).
 
-    engine = Engine(load_settings(artifact="art", data_dir="data"))
+    engine = Engine(EngineSettings(artifact=Path("art"), store_path=Path("data/galleries.db")))
     await engine.start()
     [result] = await engine.embed([Upload("walk.pkl", data)])
     await engine.stop()
 
 Blocking work never runs on the event loop: decoding and preprocessing run in worker threads (at most
 `decode_workers` at once, which bounds their memory), inference in the batcher's thread, gallery calls
-(SQLite commits, FAISS searches) in the default thread pool. Video uploads (service/videos.py) are
-extracted in their own threads, at most `video_workers` at once; one more is refused with 429 rather
-than queued, since each costs seconds of CPU.
+(SQLite commits, FAISS searches) in the default thread pool. Video uploads (engine/videos.py) are
+extracted in their own threads, at most `video_workers` at once; one more is refused (`Overloaded`)
+rather than queued, since each costs seconds of CPU.
 
 Readiness: `start` warms the runtime and records a reference embedding of a fixed probe sequence.
 `probe()` embeds it again through the batcher; the engine is ready while the answer matches. A failed
@@ -26,26 +28,27 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import anyio
 import numpy as np
 from anyio.to_thread import run_sync
 
+from engine.batcher import Batcher, Embedded
+from engine.errors import MethodUnavailable, NotStarted, Overloaded, VideoTooLarge
+from engine.metrics import EngineMetrics
+from engine.settings import EngineSettings
+from engine.videos import VideoOptions, VideoTrack, extract_video, is_video
+from gaitlu.embedding import Embedder, EmbeddingLayout, mean_part_cosine
 from gaitlu.errors import ConfigError, SequenceError
 from gaitlu.preprocess import to_model_frames
-from gaitlu.sequence import SequenceLimits, load_sequence
+from gaitlu.sequence import SequenceLimits, load_sequence, validate_sequence
 from gallery.errors import ModelMismatchError
 from gallery.previews import with_geis
 from gallery.records import GalleryInfo, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
 from gallery.store import GalleryStore
-from service.batcher import Batcher, BatchSettings, Embedded
-from service.errors import ServiceError, overloaded
-from service.metrics import Metrics
-from service.runtime import Embedder, load_embedder
-from service.settings import Settings
-from service.videos import VideoOptions, VideoTrack, extract_video, is_video
+from runtime import load_artifact_embedder
 from video import OnnxSegmenter
 
 logger = logging.getLogger(__name__)
@@ -68,6 +71,28 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class Frames:
+    """One sequence the caller has read already (a dataset's files, `gaitlu enroll --offline`): raw
+    (T, H, W) masks as `gaitlu.sequence.load_sequence` returns them. Checked against the sequence limits
+    and aligned like an upload."""
+
+    name: str
+    frames: np.ndarray
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A sequence file, a folder of PNG frames or a video on this machine, named by a trusted caller (the
+    offline CLI reads its own dataset this way); never built from a request."""
+
+    name: str
+    path: Path
+
+
+SequenceInput = Upload | Frames | LocalFile
+
+
+@dataclass(frozen=True)
 class Decoded:
     name: str
     frames: np.ndarray  # (T, 64, 44) uint8 model frames
@@ -84,18 +109,6 @@ class SequenceEmbedding:
     queue_ms: float
     inference_ms: float
     video: VideoTrack | None = None
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    model_hash: str
-    parts: int
-    channels: int  # per part
-
-    @property
-    def dim(self) -> int:
-        """Floats in one flattened embedding."""
-        return self.parts * self.channels
 
 
 def safe_name(name: str | None, index: int) -> str:
@@ -115,39 +128,61 @@ def probe_sequence() -> np.ndarray:
     return np.stack(frames)  # (T, 64, 44)
 
 
-def _decode(upload: Upload, limits: SequenceLimits) -> Decoded:
+def _is_video(item: SequenceInput) -> TypeGuard[Upload | LocalFile]:
+    if isinstance(item, Upload):
+        return is_video(item.name, item.content_type)
+    return isinstance(item, LocalFile) and is_video(item.path.name)
+
+
+def _decode(item: SequenceInput, limits: SequenceLimits) -> Decoded:
     started = time.perf_counter()
-    raw = load_sequence(upload.data, filename=upload.name, limits=limits)  # (T, H, W) uint8
+    if isinstance(item, Frames):
+        raw = validate_sequence(item.frames, limits, name=item.name)  # (T, H, W) uint8
+    elif isinstance(item, LocalFile):
+        raw = load_sequence(item.path, limits=limits)
+    else:
+        raw = load_sequence(item.data, filename=item.name, limits=limits)  # (T, H, W) uint8
     try:
         frames = to_model_frames(raw)  # (T', 64, 44) uint8
     except SequenceError as exc:
-        raise SequenceError(f"{upload.name}: {exc}") from None
+        raise SequenceError(f"{item.name}: {exc}") from None
     if not frames.flags.writeable:
         frames = frames.copy()
-    return Decoded(upload.name, frames, (time.perf_counter() - started) * 1000)
+    return Decoded(item.name, frames, (time.perf_counter() - started) * 1000)
+
+
+def open_store(settings: EngineSettings) -> GalleryStore:
+    """The galleries the engine serves: the one place that says which store (a local SQLite + FAISS one)."""
+    return GalleryStore(settings.store_path, index_settings=settings.index)
 
 
 class Engine:
     """Runtime + batcher + gallery store behind async methods. `start`/`stop` are idempotent."""
 
     def __init__(
-        self, settings: Settings, *, embedder: Embedder | None = None, metrics: Metrics | None = None
+        self,
+        settings: EngineSettings,
+        *,
+        embedder: Embedder | None = None,
+        metrics: EngineMetrics | None = None,
     ):
+        """`embedder` replaces the artifact's runtime (tests, embedding in other apps); `metrics` is where
+        the engine records (the service passes its own, which adds HTTP metrics to the same registry)."""
         self.settings = settings
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or EngineMetrics()
         self._given_embedder = embedder
         self._embedder: Embedder | None = None
         self._batcher: Batcher | None = None
         self._store: GalleryStore | None = None
-        self._limits = settings.sequence_limits()
+        self._limits = settings.sequence_limits
         self._decoders = anyio.CapacityLimiter(settings.decode_workers)
-        self._video_limits = settings.video_limits()
+        self._video_limits = settings.video_limits
         self._video_threads = anyio.CapacityLimiter(settings.video_workers)
         self._videos_busy = 0  # extractions running; checked and changed on the event loop only
         self._video_mean_s = 1.0  # running mean of an extraction's time, for Retry-After
         self._segmenter: OnnxSegmenter | None = None
         self._probe = probe_sequence()
-        self._reference: np.ndarray | None = None  # (P*C,) probe embedding at start
+        self._reference: np.ndarray | None = None  # (P, C) probe embedding at start
         self._ready = False
         self._probing: asyncio.Task[bool] | None = None
         self._lifecycle = asyncio.Lock()
@@ -162,7 +197,11 @@ class Engine:
             s = self.settings
             embedder = self._given_embedder or await run_sync(
                 functools.partial(
-                    load_embedder, s.artifact, backend=s.backend, precision=s.precision, threads=s.threads
+                    load_artifact_embedder,
+                    s.artifact,
+                    backend=s.backend,
+                    precision=s.precision,
+                    threads=s.threads,
                 )
             )
             reference = await run_sync(embedder.embed, [self._probe])  # (1, P, C): the warm-up check
@@ -170,22 +209,17 @@ class Engine:
                 raise ConfigError(f"{s.artifact}: the model returns non-finite values for a probe sequence")
             if s.segmentation_model is not None:
                 self._segmenter = await run_sync(OnnxSegmenter, s.segmentation_model)
-            store = await run_sync(GalleryStore, s.store_path)
-            batcher = Batcher(
-                embedder.embed,
-                BatchSettings(s.max_batch, s.max_wait_ms, s.max_queue, s.inference_timeout_s),
-                self.metrics,
-                on_failure=self._inference_failed,
-            )
+            store = await run_sync(open_store, s)
+            batcher = Batcher(embedder.embed, s.batch, self.metrics, on_failure=self._inference_failed)
             await batcher.start()
             self._embedder, self._store, self._batcher = embedder, store, batcher
-            self._reference = reference.reshape(-1)
+            self._reference = reference[0]
             self._ready = True
             self.metrics.watch_galleries(store.stats)
             logger.info("engine started: model %s, store %s", embedder.model_hash[:12], s.store_path)
 
     async def stop(self) -> None:
-        """Stop the batcher (queued work fails with 503), then close the store. Safe to call twice."""
+        """Stop the batcher (queued work fails: ShuttingDown), then close the store. Safe to call twice."""
         async with self._lifecycle:
             self._ready = False
             if self._batcher is not None:
@@ -203,13 +237,18 @@ class Engine:
 
     def _parts(self) -> tuple[Embedder, Batcher, GalleryStore]:
         if self._embedder is None or self._batcher is None or self._store is None:
-            raise ServiceError(503, "not_started", "the engine is not started (call Engine.start first)")
+            raise NotStarted()
         return self._embedder, self._batcher, self._store
 
     @property
-    def model(self) -> ModelInfo:
-        embedder, _, _ = self._parts()
-        return ModelInfo(embedder.model_hash, embedder.parts, embedder.dim)
+    def model_hash(self) -> str:
+        """The running model's identity (sha256 of its file): galleries are bound to it."""
+        return self._parts()[0].model_hash
+
+    @property
+    def layout(self) -> EmbeddingLayout:
+        """The running model's embedding layout."""
+        return self._parts()[0].layout
 
     @property
     def store(self) -> GalleryStore:
@@ -227,9 +266,7 @@ class Engine:
     def _matches_reference(self, vector: np.ndarray) -> bool:
         if self._reference is None or not np.isfinite(vector).all():
             return False
-        parts = self._reference.reshape(self.model.parts, -1)  # (P*C,) -> (P, C)
-        cosine = float((parts * vector.reshape(parts.shape)).sum(axis=1).mean())  # unit parts: mean cosine
-        return cosine >= PROBE_MIN_COSINE
+        return float(mean_part_cosine(self._reference, vector)) >= PROBE_MIN_COSINE  # (P, C) each
 
     async def probe(self) -> bool:
         """Embed the probe sequence through the batcher; ready = it answers as at start. Concurrent
@@ -254,13 +291,13 @@ class Engine:
     # ----- embedding
 
     async def decode(
-        self, uploads: Sequence[Upload], options: VideoOptions = VideoOptions()
+        self, uploads: Sequence[SequenceInput], options: VideoOptions = VideoOptions()
     ) -> list[Decoded]:
-        """Raw uploads -> model frames, in worker threads; the first bad file fails the call. A video
-        becomes the frames of one of its tracks (`options`)."""
+        """Raw uploads (or sequences read already) -> model frames, in worker threads; the first bad one
+        fails the call. A video becomes the frames of one of its tracks (`options`)."""
         decoded = []
         for upload in uploads:  # sequential per request: the limiter spreads work across requests
-            if is_video(upload.name, upload.content_type):
+            if _is_video(upload):
                 item = await self._extract(upload, options)
             else:
                 item = await run_sync(_decode, upload, self._limits, limiter=self._decoders)
@@ -273,34 +310,27 @@ class Engine:
         """Video extractions running now."""
         return self._videos_busy
 
-    async def _extract(self, upload: Upload, options: VideoOptions) -> Decoded:
-        """One video -> its track's model frames, in a video worker; 429 when all of them are busy."""
+    async def _extract(self, upload: Upload | LocalFile, options: VideoOptions) -> Decoded:
+        """One video -> its track's model frames, in a video worker; Overloaded when all of them are busy."""
         limits = self._video_limits
-        if len(upload.data) > limits.max_bytes:
-            raise ServiceError(
-                413,
-                "video_too_large",
-                f"{upload.name}: {len(upload.data)} bytes is over the {limits.max_bytes}-byte video limit",
-                {"limit_bytes": limits.max_bytes},
-            )
+        source = upload.data if isinstance(upload, Upload) else upload.path
+        size = len(source) if isinstance(source, bytes) else source.stat().st_size
+        if size > limits.max_bytes:
+            raise VideoTooLarge(upload.name, size, limits.max_bytes)
         if options.method == "onnx" and self._segmenter is None:
-            raise ServiceError(
-                422,
-                "method_unavailable",
+            raise MethodUnavailable(
                 "method 'onnx' needs a person-segmentation model, and this server has none "
-                "(the operator sets GAITLU_SEGMENTATION_MODEL); use method 'bgsub'",
+                "(the operator sets GAITLU_SEGMENTATION_MODEL); use method 'bgsub'"
             )
         if self._videos_busy >= self.settings.video_workers:
-            raise overloaded(max(1, math.ceil(self._video_mean_s)), "every video worker is busy")
+            raise Overloaded(max(1, math.ceil(self._video_mean_s)), "every video worker is busy")
         self._videos_busy += 1
         started = time.perf_counter()
         try:
             model = self._segmenter if options.method == "onnx" else None
             extract = functools.partial(extract_video, model=model)
             # Not abandoned on cancellation: the slot is freed only when the thread is done.
-            video = await run_sync(
-                extract, upload.data, upload.name, limits, options, limiter=self._video_threads
-            )
+            video = await run_sync(extract, source, upload.name, limits, options, limiter=self._video_threads)
         finally:
             self._videos_busy -= 1
             elapsed = time.perf_counter() - started
@@ -313,19 +343,19 @@ class Engine:
         return await batcher.submit(sequences)
 
     async def embed(
-        self, uploads: Sequence[Upload], options: VideoOptions = VideoOptions()
+        self, uploads: Sequence[SequenceInput], options: VideoOptions = VideoOptions()
     ) -> list[SequenceEmbedding]:
         self._parts()
         return await self._embed_decoded(await self.decode(uploads, options))
 
     async def _embed_decoded(self, decoded: list[Decoded]) -> list[SequenceEmbedding]:
         results = await self.embed_frames([d.frames for d in decoded])
-        max_frames = self._embedder.manifest.input.max_frames  # type: ignore[union-attr]
+        max_frames = self._parts()[0].max_frames
         return [
             SequenceEmbedding(
                 d.name,
                 r.vector.reshape(-1),
-                min(len(d.frames), max_frames),
+                len(d.frames) if max_frames is None else min(len(d.frames), max_frames),
                 d.decode_ms,
                 r.queue_ms,
                 r.inference_ms,
@@ -336,9 +366,10 @@ class Engine:
 
     # ----- galleries
 
-    async def _store_call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _in_store(self, call: Callable[[GalleryStore], T]) -> T:
+        """`call(store)` in a worker thread: store calls block (SQLite commits, FAISS searches)."""
         store = self.store
-        return await run_sync(functools.partial(fn, store, *args))
+        return await run_sync(call, store)
 
     async def search(
         self,
@@ -354,40 +385,37 @@ class Engine:
         if isinstance(query, Upload):
             [embedded] = await self.embed([query], options)
             query = embedded.vector
-        hits = await self._store_call(
-            GalleryStore.search, gallery, query, self.model.model_hash, k, threshold
-        )
+        model_hash = self.model_hash
+        hits = await self._in_store(lambda store: store.search(gallery, query, model_hash, k, threshold))
         return hits, embedded
 
     async def _check_model(self, gallery: str) -> str:
         """The running model's hash, after checking the gallery exists and was built with that model
         (a cheap read, so a mismatch is refused before any decoding or inference)."""
-        model_hash = self.model.model_hash
+        model_hash = self.model_hash
         info = await self.get_gallery(gallery)
         if info.model_hash != model_hash:
             raise ModelMismatchError(gallery, info.model_hash, model_hash)
         return model_hash
 
     async def create_gallery(self, name: str, metadata: dict[str, Any] | None) -> GalleryInfo:
-        model = self.model
-        return await self._store_call(
-            GalleryStore.create_gallery, name, model.model_hash, model.dim, model.parts, metadata
-        )
+        model_hash, layout = self.model_hash, self.layout
+        return await self._in_store(lambda store: store.create_gallery(name, model_hash, layout, metadata))
 
     async def list_galleries(self) -> list[GalleryInfo]:
-        return await self._store_call(GalleryStore.list_galleries)
+        return await self._in_store(lambda store: store.list_galleries())
 
     async def get_gallery(self, name: str) -> GalleryInfo:
-        return await self._store_call(GalleryStore.get_gallery, name)
+        return await self._in_store(lambda store: store.get_gallery(name))
 
     async def delete_gallery(self, name: str) -> None:
-        await self._store_call(GalleryStore.delete_gallery, name)
+        await self._in_store(lambda store: store.delete_gallery(name))
 
     async def enroll(
         self,
         gallery: str,
         subject_id: str,
-        uploads: Sequence[Upload],
+        uploads: Sequence[SequenceInput],
         metadata: Sequence[dict[str, Any] | None] | None = None,
         sequence_ids: Sequence[str] | None = None,
         options: VideoOptions = VideoOptions(),
@@ -401,22 +429,22 @@ class Engine:
         embedded = await self._embed_decoded(decoded)
         vectors = np.stack([e.vector for e in embedded])  # n x (P*C,) -> (n, P*C)
         metadata = await run_sync(with_geis, metadata, [d.frames for d in decoded])  # pictures for people
-        infos = await self._store_call(
-            GalleryStore.enroll, gallery, subject_id, vectors, model_hash, metadata, sequence_ids
+        infos = await self._in_store(
+            lambda store: store.enroll(gallery, subject_id, vectors, model_hash, metadata, sequence_ids)
         )
         return infos, embedded
 
     async def list_subjects(self, gallery: str, offset: int, limit: int) -> SubjectPage:
-        return await self._store_call(GalleryStore.list_subjects, gallery, offset, limit)
+        return await self._in_store(lambda store: store.list_subjects(gallery, offset, limit))
 
     async def list_sequences(self, gallery: str, subject_id: str) -> list[SequenceInfo]:
-        return await self._store_call(GalleryStore.list_sequences, gallery, subject_id)
+        return await self._in_store(lambda store: store.list_sequences(gallery, subject_id))
 
     async def get_sequence(self, gallery: str, sequence_id: str) -> SequenceInfo:
-        return await self._store_call(GalleryStore.get_sequence, gallery, sequence_id)
+        return await self._in_store(lambda store: store.get_sequence(gallery, sequence_id))
 
     async def delete_subject(self, gallery: str, subject_id: str) -> None:
-        await self._store_call(GalleryStore.delete_subject, gallery, subject_id)
+        await self._in_store(lambda store: store.delete_subject(gallery, subject_id))
 
     async def delete_sequence(self, gallery: str, sequence_id: str) -> None:
-        await self._store_call(GalleryStore.delete_sequence, gallery, sequence_id)
+        await self._in_store(lambda store: store.delete_sequence(gallery, sequence_id))

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from gaitlu.cli import main
 from gaitlu.safepickle import dumps_array
 
 
@@ -33,10 +31,3 @@ def make_tree(root: Path, n: int, seed: int = 0, frames: tuple[int, int] = (20, 
         seqs[seq_id] = random_masks(rng, int(rng.integers(*frames)))
         (folder / f"{seq_id}.pkl").write_bytes(dumps_array(seqs[seq_id]))
     return seqs
-
-
-def exit_code(args: list[str]) -> int:
-    """Run `gaitlu ARGS` in-process and return its exit status."""
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    return exc.value.code

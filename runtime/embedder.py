@@ -1,7 +1,7 @@
-"""The torch-free inference runtime: an export artifact behind `embed(list of sequences) -> (N, P, C)`.
+"""An export artifact behind `embed(list of sequences) -> (N, P, C)`, torch-free.
 
-`load_embedder(artifact_dir)` reads the manifest, checks the model file against its sha256 (a swapped
-file is refused), opens the best backend (service/backends.py) and warms it up. `embed` takes
+`load_artifact_embedder(artifact_dir)` reads the manifest, checks the model file against its sha256 (a
+swapped file is refused), opens the best backend (runtime/backends.py) and warms it up. `embed` takes
 `gaitlu.preprocess.to_model_frames` output, (T, 64, 44) uint8 (or float32 in [0, 1]), of any lengths.
 
 Sequences of different lengths are never padded: the graph's temporal max has no mask, and zero frames
@@ -22,13 +22,13 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
+from gaitlu.embedding import EmbeddingLayout, normalise_parts
 from gaitlu.errors import ConfigError, SequenceError
 from gaitlu.manifest import Evaluation, Manifest, read_manifest, verified_path
-from service.backends import (
+from runtime.backends import (
     BACKENDS,
     Backend,
     OrtBackend,
@@ -43,25 +43,10 @@ MAX_CALL_FRAMES = 1024  # frames per backend call: bounds activation memory (abo
 WARMUP_FRAMES = 30
 
 
-class Embedder(Protocol):
-    """What the service, the galleries and `gaitlu eval --artifact` use."""
-
-    manifest: Manifest
-    model_hash: str  # sha256 of the model file that computes the vectors
-    parts: int
-    dim: int
-
-    def embed(self, batch: list[np.ndarray]) -> np.ndarray:
-        """(T_i, 64, 44) uint8 (or float32 in [0, 1]) sequences -> (N, P, C) float32, each part unit-norm."""
-        ...
-
-    def embed_flat(self, batch: list[np.ndarray]) -> np.ndarray:
-        """The same as (N, P*C), part-major: inner product / P = mean per-part cosine."""
-        ...
-
-
 class ArtifactEmbedder:
-    """An artifact's model on one backend; see the module docstring for batching rules."""
+    """An artifact's model on one backend (a `gaitlu.embedding.Embedder`); see the module docstring for
+    batching rules. `output_layout` is the model's own (the manifest's: its normalisation may be "none");
+    `layout` is that of what `embed` returns, every part unit-norm."""
 
     def __init__(
         self,
@@ -76,8 +61,8 @@ class ArtifactEmbedder:
         self.manifest = manifest
         self.backend = backend
         self.model_hash = model_hash
-        self.parts = manifest.output.parts
-        self.dim = manifest.output.dim
+        self.output_layout = manifest.output.embedding_layout
+        self.layout = EmbeddingLayout(self.output_layout.parts, self.output_layout.channels, "per-part-l2")
         self.max_batch = max_batch
         self.max_call_frames = max_call_frames
         self.max_frames = manifest.input.max_frames
@@ -123,19 +108,19 @@ class ArtifactEmbedder:
     def embed_output(self, batch: list[np.ndarray]) -> np.ndarray:
         """The model's own output, (N, P, C): raw where the manifest says it is raw."""
         seqs = [self._prepare(seq, i) for i, seq in enumerate(batch)]
-        out = np.empty((len(seqs), self.parts * self.dim), np.float32)  # (N, P*C)
+        out = np.empty((len(seqs), self.layout.size), np.float32)  # (N, P*C)
         for rows in self._calls([len(s) for s in seqs]):
             out[rows] = self.backend.run(np.stack([seqs[i] for i in rows]))  # (n, T, 64, 44) -> (n, P*C)
-        return out.reshape(len(seqs), self.parts, self.dim)  # (N, P, C)
+        return self.layout.unflatten(out)  # (N, P, C)
 
     def embed(self, batch: list[np.ndarray]) -> np.ndarray:
-        out = self.embed_output(batch)  # (N, P, C)
-        # The manifest's indexing step (per-part L2, the only one); idempotent on already unit parts.
-        norms = np.sqrt(np.einsum("npc,npc->np", out, out))[:, :, None]  # (N, P, 1)
-        return out / np.maximum(norms, 1e-12)
+        """(T_i, 64, 44) uint8 (or float32 in [0, 1]) sequences -> (N, P, C) float32, each part unit-norm:
+        the manifest's indexing step (per-part L2, the only one), idempotent on already unit parts."""
+        return normalise_parts(self.embed_output(batch))
 
     def embed_flat(self, batch: list[np.ndarray]) -> np.ndarray:
-        return self.embed(batch).reshape(len(batch), self.parts * self.dim)  # (N, P, C) -> (N, P*C)
+        """The same as (N, P*C), part-major: inner product / P = mean per-part cosine."""
+        return self.layout.flatten(self.embed(batch))  # (N, P, C) -> (N, P*C)
 
     def warmup(self) -> None:
         """One small call, so the first request does not pay for kernel selection (or a TensorRT build)."""
@@ -143,7 +128,7 @@ class ArtifactEmbedder:
         self.backend.run(np.zeros((1, frames, *self.frame_size), np.float32))
 
 
-def load_embedder(
+def load_artifact_embedder(
     artifact_dir: str | Path,
     backend: str = "auto",
     precision: str = "fp32",

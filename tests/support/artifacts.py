@@ -1,10 +1,9 @@
-"""Shared builders for the export and runtime tests: a tiny GaitSSB, its checkpoint, walking blobs."""
+"""A tiny GaitSSB and its checkpoint, for the export and runtime tests (and the session artifact)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from train.checkpoint import atomic_save, build_checkpoint
@@ -31,18 +30,3 @@ def write_checkpoint(path: Path, model: GaitSSB, step: int = 7) -> Path:
     config = {"model": config_to_dict(model.config), "trainer": {"seed": 0}}
     atomic_save(build_checkpoint(model, config, step), path)
     return path
-
-
-def walking_sequence(rng: np.random.Generator, frames: int) -> np.ndarray:
-    """(T, 64, 44) uint8 silhouette-like frames: a torso ellipse and two swinging legs."""
-    yy, xx = np.mgrid[:64, :44]
-    phase, width, sway = rng.uniform(0, 2 * np.pi), rng.uniform(6, 10), rng.uniform(2, 6)
-    out = np.zeros((frames, 64, 44), np.uint8)
-    for t in range(frames):
-        swing = sway * np.sin(phase + t / 3)
-        torso = ((yy - 24) / 20) ** 2 + ((xx - 22) / width) ** 2 < 1
-        legs = (yy > 38) & (
-            (np.abs(xx - 19 - swing * (yy - 38) / 26) < 3) | (np.abs(xx - 25 + swing * (yy - 38) / 26) < 3)
-        )
-        out[t] = (torso | legs) * 255
-    return out

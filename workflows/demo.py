@@ -109,7 +109,7 @@ def build_default_model(data_dir: Path, config: Path, steps: int, seed: int) -> 
     return artifact
 
 
-def enrol_demo_gallery(data_dir: Path, artifact: Path, subjects: int, seed: int) -> Path:
+def enroll_demo_gallery(data_dir: Path, artifact: Path, subjects: int, seed: int) -> Path:
     """Enrol a labelled synthetic set offline as gallery 'demo'; return a probe: a new walk of subject 3."""
     demo = data_dir / "demo"
     labelled = demo / "gallery-set"
@@ -185,7 +185,7 @@ def demo(
     """Build the default model and a demo gallery (cached under --data-dir), then serve them."""
     data_dir = data_dir.resolve()
     artifact = build_default_model(data_dir, config, steps, seed)
-    probe = enrol_demo_gallery(data_dir, artifact, subjects, seed)
+    probe = enroll_demo_gallery(data_dir, artifact, subjects, seed)
     key = _api_key(data_dir)
     url = f"http://{host}:{port}"
     console.rule("[bold green]gaitlu is ready[/bold green]")

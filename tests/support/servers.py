@@ -1,12 +1,10 @@
-"""Shared builders for the service tests: sequence files, an in-process app, a real server process."""
+"""Servers for the service tests and benchmarks: sequence files, an in-process app, a real server process."""
 
 from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,29 +20,18 @@ from fastapi.testclient import TestClient
 from gaitlu.safepickle import dumps_array
 from service.app import create_app
 from service.settings import load_settings
+from tests.support.cli import gaitlu_argv
+from tests.support.ports import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FULL_KEY = "full-key-0123456789abcdef"
 READ_KEY = "read-key-0123456789abcdef"
 
 
-def walking_sequence(seed: int, frames: int = 8) -> np.ndarray:
-    """(T, 64, 44) uint8 person-like frames (torso ellipse + swinging legs), shaped and phased by `seed`;
-    model-frame size, so no alignment is needed. Distinct seeds give distinct embeddings."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:64, :44]  # (64, 44) each
-    width, height, centre = rng.uniform(5, 12), rng.uniform(14, 24), rng.uniform(16, 28)
-    phase, sway, leg = rng.uniform(0, 2 * np.pi), rng.uniform(2, 8), rng.uniform(2, 5)
-    out = np.zeros((frames, 64, 44), np.uint8)
-    for t in range(frames):
-        swing = sway * np.sin(phase + t / 2)
-        torso = ((yy - 40 + height) / height) ** 2 + ((xx - centre) / width) ** 2 < 1
-        below = np.clip((yy - 38) / 26, 0, None)
-        legs = (yy > 38) & (
-            (np.abs(xx - centre + 3 - swing * below) < leg) | (np.abs(xx - centre - 3 + swing * below) < leg)
-        )
-        out[t] = (torso | legs) * 255
-    return out
+def error_code(response: httpx.Response, status: int) -> str:
+    """The service's error code, after checking the status (the body shows in the failure message)."""
+    assert response.status_code == status, response.text
+    return response.json()["error"]["code"]
 
 
 def npy_bytes(arr: np.ndarray) -> bytes:
@@ -87,12 +74,6 @@ def served_in_thread(artifact: Path, data_dir: Path, **values: Any) -> Iterator[
         thread.join(timeout=15)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ServerProcess:
     """`gaitlu serve` as a child process on 127.0.0.1 and a free port; its output goes to a log file."""
 
@@ -108,15 +89,9 @@ class ServerProcess:
 
     def start(self, timeout: float = 90.0) -> ServerProcess:
         self.port = free_port()
-        command = [sys.executable, "-c", "from gaitlu.cli import main; main()", "serve"]
-        command += [
-            "--artifact",
-            str(self.artifact),
-            "--data-dir",
-            str(self.data_dir),
-            "--port",
-            str(self.port),
-        ]
+        command = gaitlu_argv(
+            "serve", "--artifact", self.artifact, "--data-dir", self.data_dir, "--port", self.port
+        )
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,9 +18,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from client.api import DEFAULT_SERVER, GaitluClient, RetryPolicy, file_upload
+from client.enroll import (
+    EnrollSummary,
+    Layout,
+    RemoteTarget,
+    Target,
+    enroll_items,
+    local_target,
+    scan_dataset,
+)
 from gaitlu.errors import ConfigError
-from gallery.client import DEFAULT_SERVER, GaitluClient, RetryPolicy, file_upload
-from gallery.enroll import EnrolSummary, Layout, RemoteTarget, enrol_sources, open_local_target, scan_dataset
+from gaitlu.schemas import MAX_K
 
 MAX_FAILED_SHOWN = 20
 
@@ -54,11 +63,11 @@ def _progress(enabled: bool) -> Iterator[tuple[Any, Any]]:
         return
     columns = (TextColumn("enrolling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task("enrol", total=None)
+        task = bar.add_task("enroll", total=None)
         yield (lambda n: bar.update(task, total=n)), (lambda outcome: bar.advance(task))
 
 
-def _summary_table(summary: EnrolSummary) -> Table:
+def _summary_table(summary: EnrollSummary) -> Table:
     table = Table(title="Enrolment")
     table.add_column("outcome")
     table.add_column("sequences", justify="right")
@@ -106,34 +115,19 @@ def enroll(
     gallery already holds."""
     if offline != (data_dir is not None and artifact is not None) or (not offline and (data_dir or artifact)):
         raise ConfigError("--offline needs both --data-dir and --artifact, and they mean nothing without it")
-    sources = scan_dataset(dataset_dir, layout)
-    if not sources:
+    items = scan_dataset(dataset_dir, layout)
+    if not items:
         raise ConfigError(f"no sequences found in {dataset_dir} with --layout {layout.value}")
-    with _progress(not as_json) as (on_plan, on_result):
+    with _progress(not as_json) as (on_plan, on_result), ExitStack() as stack:
         if offline:
-            target, close = open_local_target(data_dir, artifact, gallery)  # type: ignore[arg-type]
-            try:
-                summary = enrol_sources(
-                    sources,
-                    target,
-                    create=create,
-                    concurrency=concurrency,
-                    progress=on_result,
-                    on_plan=on_plan,
-                )
-            finally:
-                close()
+            assert data_dir is not None and artifact is not None  # checked above
+            target: Target = stack.enter_context(local_target(data_dir, artifact, gallery, concurrency))
         else:
-            with _client(server, api_key, retries) as client:
-                remote = RemoteTarget(client, gallery, concurrency)
-                summary = enrol_sources(
-                    sources,
-                    remote,
-                    create=create,
-                    concurrency=concurrency,
-                    progress=on_result,
-                    on_plan=on_plan,
-                )
+            client = stack.enter_context(_client(server, api_key, retries))
+            target = RemoteTarget(client, gallery, concurrency)
+        summary = enroll_items(
+            items, target, create=create, concurrency=concurrency, progress=on_result, on_plan=on_plan
+        )
     if as_json:
         _emit_json({"gallery": gallery, **summary.as_dict()})
     else:
@@ -152,7 +146,7 @@ def search(
     server: Server = DEFAULT_SERVER,
     api_key: ApiKey = None,
     retries: Retries = 5,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="Subjects to return.")] = 5,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=MAX_K, help="Subjects to return.")] = 5,
     threshold: Annotated[
         float | None, typer.Option(min=-1.0, max=1.0, help="Drop subjects scoring below this.")
     ] = None,
@@ -164,15 +158,15 @@ def search(
         result = client.search(gallery, upload, k, threshold)
     if as_json:
         hits = [{"rank": i, "subject_id": h.subject_id, "score": h.score, "sequence_id": h.sequence_id}
-                for i, h in enumerate(result.hits, 1)]  # fmt: skip
+                for i, h in enumerate(result.data, 1)]  # fmt: skip
         _emit_json({"gallery": result.gallery, "model_hash": result.model_hash, "hits": hits})
         return
     table = Table(title=f"{file.name} in gallery '{gallery}'")
     for column in ("rank", "subject", "score", "best sequence"):
         table.add_column(column, justify="right" if column in ("rank", "score") else "left")
-    for i, hit in enumerate(result.hits, 1):
+    for i, hit in enumerate(result.data, 1):
         table.add_row(str(i), hit.subject_id, f"{hit.score:.4f}", hit.sequence_id)
-    Console().print(table if result.hits else "no subject scored above the threshold")
+    Console().print(table if result.data else "no subject scored above the threshold")
 
 
 @galleries_app.command()

@@ -17,10 +17,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from engine.errors import InvalidTrack
 from gaitlu.preprocess import to_model_frames
 from gallery.previews import png_data_uri
-from service.errors import ServiceError
-from service.schemas import VideoTrackPublic
 from video import OnnxSegmenter, Track, TrackQualityError, VideoLimits, extract_tracks
 from video.decode import VIDEO_SUFFIXES, VideoReader, video_path
 
@@ -82,26 +81,25 @@ class VideoTrack:
         }
 
 
-def track_public(video: VideoTrack | None) -> VideoTrackPublic | None:
-    return None if video is None else VideoTrackPublic(**video.summary())
-
-
 def extract_video(
-    data: bytes, name: str, limits: VideoLimits, options: VideoOptions, model: OnnxSegmenter | None = None
+    data: bytes | Path,
+    name: str,
+    limits: VideoLimits,
+    options: VideoOptions,
+    model: OnnxSegmenter | None = None,
 ) -> VideoTrack:
-    """Blocking: decode and extract one uploaded video, choose its track, make the pictures asked for.
+    """Blocking: decode and extract one video (uploaded bytes, or a local file), choose its track, make
+    the pictures asked for.
 
     Raises VideoError (unreadable, over a limit), NoPersonError / TrackQualityError (nothing usable, or the
-    chosen track is not), ServiceError 422 `invalid_track` for a track index the video does not have."""
+    chosen track is not), InvalidTrack for a track index the video does not have."""
     with video_path(data, name) as (path, label):
         result = extract_tracks(path, method=options.method, model=model, limits=limits, name=label)
         index = result.chosen if options.track is None else options.track
         if index is None or not 0 <= index < len(result.tracks):
-            raise ServiceError(
-                422,
-                "invalid_track",
+            raise InvalidTrack(
                 f"{name}: no track {options.track}; the video has {len(result.tracks)} (0-based indices)",
-                result.report(),
+                result,
             )
         track = result.tracks[index]
         if not track.quality.accepted:

@@ -1,18 +1,17 @@
 """`gaitlu eval`: embed a labelled test set with one model source and score it under a protocol.
 
-The three sources share the runner: `--baseline gei` (numpy), `--checkpoint` (the train stage's
-`train.embedder.load_embedder`) and `--artifact` (the service's `service.runtime.load_embedder`). The
-stage modules are imported only here, inside the command, so the core never imports them.
+The three sources share the core's runner (gaitlu.evaluation): `--baseline gei` (numpy), `--checkpoint`
+(the train stage's `load_checkpoint_embedder`) and `--artifact` (the runtime's `load_artifact_embedder`).
+Each stage is imported when its source is asked for, so `--artifact` needs no torch and `--baseline`
+needs neither.
 
-A stage's embedder has `embed(batch)`; it may also offer `embed_output(batch)`, the model's own output
-when `embed` post-processes it (the artifact runtime normalises for the service's index), which is then
-what is scored, and `evaluation` (OpenGait's evaluator settings of an imported model): its metric is
-the default and its frame limit applies, so an imported model scores as OpenGait scores it.
+What is scored is the model's own output: a checkpoint's `embed`, an artifact's `embed_output` (its
+`embed` normalises for the service's index). An imported model's `evaluation` (OpenGait's evaluator
+settings) gives the default metric and the frame limit, so it scores as OpenGait scores it.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from enum import StrEnum
@@ -46,25 +45,29 @@ BASELINES = {"gei": gei_embed}
 ProtocolName = StrEnum("ProtocolName", {p: p for p in PROTOCOLS})
 MetricName = StrEnum("MetricName", {m: m for m in METRICS})
 BaselineName = StrEnum("BaselineName", {b: b for b in BASELINES})
-# source option -> (module providing load_embedder(path), what to install when it is missing)
-STAGE_HOOKS = {
-    "checkpoint": ("train.embedder", "the train stage (pip install 'gaitlu[train]')"),
-    "artifact": ("service.runtime", "the service stage (pip install 'gaitlu[serve]')"),
+NEEDS = {
+    "checkpoint": "the train stage (pip install 'gaitlu[train]')",
+    "artifact": "the runtime (pip install 'gaitlu[serve]')",
 }
 
 
-def load_stage_embedder(source: str, path: Path) -> tuple[Embed, Evaluation | None]:
-    """Import the stage that reads `path`; return what to score (the model's own output) and the
-    model's recorded evaluator settings. A missing stage is a ConfigError saying what to install."""
-    module_name, needs = STAGE_HOOKS[source]
+def load_source(source: str, path: Path) -> tuple[Embed, Evaluation | None]:
+    """What to score (the model's own output) and the model's recorded evaluator settings; a stage that
+    is not installed is a ConfigError saying what to install."""
     if not path.exists():
         raise DataError(f"--{source} {path} does not exist")
     try:
-        module = importlib.import_module(module_name)
+        if source == "checkpoint":
+            from train.embedder import load_checkpoint_embedder
+
+            checkpoint = load_checkpoint_embedder(path)
+            return checkpoint.embed, checkpoint.evaluation
+        from runtime import load_artifact_embedder
+
+        artifact = load_artifact_embedder(path)
+        return artifact.embed_output, artifact.evaluation
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"--{source} needs {needs}: module {exc.name!r} is not available") from exc
-    embedder = module.load_embedder(path)
-    return getattr(embedder, "embed_output", embedder.embed), getattr(embedder, "evaluation", None)
+        raise ConfigError(f"--{source} needs {NEEDS[source]}: module {exc.name!r} is not available") from exc
 
 
 def resolve_embed(
@@ -79,7 +82,7 @@ def resolve_embed(
         return f"baseline:{baseline}", BASELINES[baseline], None
     source = chosen[0]
     path = Path(given[source])
-    return f"{source}:{path}", *load_stage_embedder(source, path)
+    return f"{source}:{path}", *load_source(source, path)
 
 
 def evaluation_notes(evaluation: Evaluation | None, protocol: str) -> list[str]:

@@ -1,5 +1,7 @@
 """A typed, synchronous client for the gaitlu HTTP API (what `gaitlu enroll/search/galleries` use).
 
+Answers are parsed into the API's own models (gaitlu.schemas), the ones the service answers with.
+
 Transient failures are retried with exponential backoff and full jitter: 429 (after the server's
 Retry-After), 5xx, and connection failures. A request with side effects is retried after an ambiguous
 failure (a 500, a timeout, a dropped connection: it may have been applied) only when it is idempotent:
@@ -20,19 +22,32 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 import numpy as np
+from pydantic import BaseModel
 
 from gaitlu.errors import GaitluError
+from gaitlu.schemas import (
+    EmbedResponse,
+    EnrollResponse,
+    GalleriesPublic,
+    GalleryPublic,
+    SearchResponse,
+    SequencePublic,
+    SubjectDetail,
+    SubjectPublic,
+    SubjectsPublic,
+)
 from gaitlu.sequence import load_sequence
 
 logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 API_KEY_HEADER = "X-API-Key"
@@ -78,63 +93,6 @@ class RetryPolicy:
 
     def after(self, retry_after: float, rng: random.Random) -> float:
         return min(retry_after, self.max_retry_after) + rng.uniform(0.0, self.base_delay)
-
-
-@dataclass(frozen=True)
-class Gallery:
-    name: str
-    model_hash: str
-    model_matches: bool  # False: the running model did not build it (enrol and search answer 409)
-    dim: int
-    parts: int
-    subject_count: int
-    sequence_count: int
-    created: datetime
-    metadata: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class Subject:
-    subject_id: str
-    sequence_count: int
-    created: datetime
-
-
-@dataclass(frozen=True)
-class SubjectPage:
-    data: list[Subject]
-    count: int  # all subjects of the gallery, not only this page
-    offset: int
-    limit: int
-
-
-@dataclass(frozen=True)
-class EnrolledSequence:
-    sequence_id: str
-    subject_id: str
-    metadata: dict[str, Any] | None
-    created: datetime
-
-
-@dataclass(frozen=True)
-class Hit:
-    subject_id: str
-    score: float  # mean per-part cosine of the subject's best sequence, in [-1, 1]
-    sequence_id: str
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    gallery: str
-    model_hash: str
-    hits: list[Hit]
-
-
-@dataclass(frozen=True)
-class Embedding:
-    name: str
-    vector: np.ndarray  # (dim,) float32, part-major, each part unit-norm
-    frames: int
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -250,8 +208,8 @@ class GaitluClient:
             self._sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._request(method, path, **kwargs).json()
+    def _parsed(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        return model.model_validate_json(self._request(method, path, **kwargs).content)
 
     # ----- probes
 
@@ -264,12 +222,8 @@ class GaitluClient:
 
     # ----- embedding and search
 
-    def embed(self, files: Sequence[FileUpload]) -> list[Embedding]:
-        body = self._json("POST", "/embed", files=[("files", f) for f in files])
-        return [
-            Embedding(e["name"], np.asarray(e["embedding"], dtype=np.float32), e["frames"])
-            for e in body["data"]
-        ]
+    def embed(self, files: Sequence[FileUpload]) -> EmbedResponse:
+        return self._parsed(EmbedResponse, "POST", "/embed", files=[("files", f) for f in files])
 
     def search(
         self,
@@ -277,31 +231,29 @@ class GaitluClient:
         query: FileUpload | np.ndarray,
         k: int = 5,
         threshold: float | None = None,
-    ) -> SearchResult:
+    ) -> SearchResponse:
         """Rank the gallery's subjects against a sequence file or a flat embedding, best first."""
         if isinstance(query, np.ndarray):
             payload: dict[str, Any] = {"gallery": gallery, "k": k, "embedding": query.ravel().tolist()}
             if threshold is not None:
                 payload["threshold"] = threshold
-            body = self._json("POST", "/search", json=payload)
-        else:
-            form = {"gallery": gallery, "k": str(k)}
-            if threshold is not None:
-                form["threshold"] = str(threshold)
-            body = self._json("POST", "/search", data=form, files=[("file", query)])
-        hits = [Hit(h["subject_id"], float(h["score"]), h["sequence_id"]) for h in body["data"]]
-        return SearchResult(body["gallery"], body["model_hash"], hits)
+            return self._parsed(SearchResponse, "POST", "/search", json=payload)
+        form = {"gallery": gallery, "k": str(k)}
+        if threshold is not None:
+            form["threshold"] = str(threshold)
+        return self._parsed(SearchResponse, "POST", "/search", data=form, files=[("file", query)])
 
     # ----- galleries
 
-    def create_gallery(self, name: str, metadata: dict[str, Any] | None = None) -> Gallery:
-        return _gallery(self._json("POST", "/galleries", json={"name": name, "metadata": metadata}))
+    def create_gallery(self, name: str, metadata: dict[str, Any] | None = None) -> GalleryPublic:
+        body = {"name": name, "metadata": metadata}
+        return self._parsed(GalleryPublic, "POST", "/galleries", json=body)
 
-    def list_galleries(self) -> list[Gallery]:
-        return [_gallery(g) for g in self._json("GET", "/galleries")["data"]]
+    def list_galleries(self) -> list[GalleryPublic]:
+        return self._parsed(GalleriesPublic, "GET", "/galleries").data
 
-    def get_gallery(self, name: str) -> Gallery:
-        return _gallery(self._json("GET", f"/galleries/{_seg(name)}"))
+    def get_gallery(self, name: str) -> GalleryPublic:
+        return self._parsed(GalleryPublic, "GET", f"/galleries/{_seg(name)}")
 
     def delete_gallery(self, name: str) -> None:
         self._request("DELETE", f"/galleries/{_seg(name)}")
@@ -315,7 +267,7 @@ class GaitluClient:
         files: Sequence[FileUpload],
         metadata: Sequence[dict[str, Any] | None] | None = None,
         sequence_ids: Sequence[str] | None = None,
-    ) -> list[EnrolledSequence]:
+    ) -> EnrollResponse:
         """Enrol sequences of one subject, all or none. With `sequence_ids` (one per file) a retry is
         idempotent, so only then are ambiguous failures retried."""
         form: dict[str, Any] = {}
@@ -323,23 +275,20 @@ class GaitluClient:
             form["metadata"] = json.dumps(list(metadata))
         if sequence_ids is not None:
             form["sequence_ids"] = list(sequence_ids)
-        body = self._json(
+        return self._parsed(
+            EnrollResponse,
             "POST",
             f"/galleries/{_seg(gallery)}/subjects/{_seg(subject_id)}/sequences",
             data=form,
             files=[("files", f) for f in files],
             idempotent=sequence_ids is not None,
         )
-        return [_sequence(s) for s in body["data"]]
 
-    def list_subjects(self, gallery: str, offset: int = 0, limit: int = 100) -> SubjectPage:
-        body = self._json(
-            "GET", f"/galleries/{_seg(gallery)}/subjects", params={"offset": offset, "limit": limit}
-        )
-        subjects = [Subject(s["subject_id"], s["sequence_count"], _time(s["created"])) for s in body["data"]]
-        return SubjectPage(subjects, body["count"], body["offset"], body["limit"])
+    def list_subjects(self, gallery: str, offset: int = 0, limit: int = 100) -> SubjectsPublic:
+        page = {"offset": offset, "limit": limit}
+        return self._parsed(SubjectsPublic, "GET", f"/galleries/{_seg(gallery)}/subjects", params=page)
 
-    def iter_subjects(self, gallery: str, page_size: int = PAGE_SIZE) -> Iterator[Subject]:
+    def iter_subjects(self, gallery: str, page_size: int = PAGE_SIZE) -> Iterator[SubjectPublic]:
         """Every subject, page by page (ordered by id, so a page boundary never repeats or skips one
         unless subjects are added or removed meanwhile)."""
         offset = 0
@@ -350,11 +299,9 @@ class GaitluClient:
             if not page.data or offset >= page.count:
                 return
 
-    def subject_sequences(self, gallery: str, subject_id: str) -> list[EnrolledSequence]:
-        return [
-            _sequence(s)
-            for s in self._json("GET", f"/galleries/{_seg(gallery)}/subjects/{_seg(subject_id)}")["data"]
-        ]
+    def subject_sequences(self, gallery: str, subject_id: str) -> list[SequencePublic]:
+        path = f"/galleries/{_seg(gallery)}/subjects/{_seg(subject_id)}"
+        return self._parsed(SubjectDetail, "GET", path).data
 
     def delete_subject(self, gallery: str, subject_id: str) -> None:
         self._request("DELETE", f"/galleries/{_seg(gallery)}/subjects/{_seg(subject_id)}")
@@ -366,25 +313,3 @@ class GaitluClient:
 def _seg(value: str) -> str:
     """One URL path segment: a name holding '/' or '?' stays one segment (the server then rejects it)."""
     return quote(value, safe="")
-
-
-def _time(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-def _gallery(g: dict[str, Any]) -> Gallery:
-    return Gallery(
-        g["name"],
-        g["model_hash"],
-        g["model_matches"],
-        g["dim"],
-        g["parts"],
-        g["subject_count"],
-        g["sequence_count"],
-        _time(g["created"]),
-        g.get("metadata"),
-    )
-
-
-def _sequence(s: dict[str, Any]) -> EnrolledSequence:
-    return EnrolledSequence(s["sequence_id"], s["subject_id"], s.get("metadata"), _time(s["created"]))

@@ -7,8 +7,9 @@ in a dedicated thread so the event loop keeps serving. While a batch runs, new a
 the next one, so the batch size follows the load. Results are identical to unbatched calls because the
 runtime never pads (it groups sequences of equal length).
 
-The queue is bounded: a request whose sequences do not all fit is refused at once with 429 (all or
-none, so a multi-file request is never half-served). A failed runtime call fails only its batch.
+The queue is bounded: a request whose sequences do not all fit is refused at once (`Overloaded`, all or
+none, so a multi-file request is never half-served). A failed runtime call fails only its batch
+(`InferenceFailed`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.context import timings
-from service.errors import ServiceError, overloaded
-from service.metrics import Metrics
+from engine.errors import InferenceFailed, InferenceTimeout, Overloaded, ShuttingDown
+from engine.metrics import EngineMetrics
+from engine.timings import timings
 
 logger = logging.getLogger(__name__)
 
@@ -50,24 +51,6 @@ class Embedded:
     batch_size: int
 
 
-class InferenceError(ServiceError):
-    """The runtime raised on a batch: not the client's fault, and the service is not ready until a
-    probe succeeds again."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(
-            503,
-            "inference_failed",
-            "inference failed on this batch; retry shortly",
-            {"error": type(cause).__name__},
-        )
-
-
-class _ShuttingDown(ServiceError):
-    def __init__(self) -> None:
-        super().__init__(503, "shutting_down", "the service is shutting down")
-
-
 @dataclass
 class _Job:
     frames: np.ndarray
@@ -82,7 +65,7 @@ class Batcher:
         self,
         embed: EmbedFn,
         settings: BatchSettings,
-        metrics: Metrics,
+        metrics: EngineMetrics,
         on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._embed = embed
@@ -114,7 +97,7 @@ class Batcher:
         while self._pending:
             job = self._pending.popleft()
             if not job.future.done():
-                job.future.set_exception(_ShuttingDown())
+                job.future.set_exception(ShuttingDown())
         self._metrics.queue_depth.set(0)
         if self._worker is not None:
             self._worker.cancel()
@@ -126,14 +109,14 @@ class Batcher:
             self._executor = None
 
     async def submit(self, sequences: list[np.ndarray], *, bypass_limit: bool = False) -> list[Embedded]:
-        """Embed (T_i, 64, 44) sequences; 429 if they do not all fit in the queue.
+        """Embed (T_i, 64, 44) sequences; `Overloaded` if they do not all fit in the queue.
 
         `bypass_limit` admits them even when the queue is full (the readiness probe: an overloaded
         server is busy, not broken)."""
         if self._closed or self._worker is None:
-            raise _ShuttingDown()
+            raise ShuttingDown()
         if not bypass_limit and len(self._pending) + len(sequences) > self.settings.max_queue:
-            raise overloaded(self._retry_after())
+            raise Overloaded(self._retry_after())
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         jobs = [_Job(frames, loop.create_future(), now) for frames in sequences]
@@ -144,7 +127,7 @@ class Batcher:
             async with asyncio.timeout(self.settings.timeout_s):
                 results = await asyncio.gather(*(job.future for job in jobs))
         except TimeoutError:
-            raise ServiceError(504, "inference_timeout", "inference took too long; retry later") from None
+            raise InferenceTimeout() from None
         finally:
             for job in jobs:  # a cancelled or failed request frees its queued items
                 job.future.cancel()
@@ -207,7 +190,7 @@ class Batcher:
                     self._on_failure(exc)
                 for job in batch:
                     if not job.future.done():
-                        job.future.set_exception(InferenceError(exc))
+                        job.future.set_exception(InferenceFailed(exc))
                 continue
             elapsed = time.perf_counter() - started
             self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * elapsed

@@ -1,16 +1,17 @@
-"""Enrol a dataset folder into a gallery, through the service or straight into a local store.
+"""Enroll a dataset folder into a gallery: through the service, or in this process with the service's
+own engine (`--offline`).
 
-Sources: an OpenGait tree `<subject>/<condition>/<view>/*.pkl` (one sequence per leaf folder, read like
-the evaluation reads it) or a flat folder `<subject>/...` whose files (.pkl, .npy, .npz, .zip), folders
-of PNG frames and videos (.mp4, .avi, .mkv, .mov, .webm) are one sequence each. The subject id is the
-top folder's name. A video is uploaded as it is and the server extracts its best track; offline, the
-same extraction (`video.extract_tracks`) runs here. A video without a usable person is a failed item.
+Items: an OpenGait tree `<subject>/<condition>/<view>/*.pkl` (one sequence per leaf folder, read like the
+evaluation reads it) or a flat folder `<subject>/...` whose files (.pkl, .npy, .npz, .zip), folders of
+PNG frames and videos (.mp4, .avi, .mkv, .mov, .webm) are one sequence each. The subject id is the top
+folder's name. A video is uploaded as it is and the server extracts its best track; offline, the same
+engine extracts it here. A video without a usable person is a failed item.
 
 Every sequence gets a deterministic id, the sha1 of its path relative to the dataset root, so a re-run
 on the same root is resumable: what the gallery already holds is listed first and skipped, and a
 retried upload that the server had applied is recognised by its id. Bad files are reported and skipped;
 only a failure that dooms every remaining item (server unreachable, wrong API key, missing gallery,
-another model's gallery) stops the run, and is returned as `EnrolSummary.fatal`.
+another model's gallery) stops the run, and is returned as `EnrollSummary.fatal`.
 """
 
 from __future__ import annotations
@@ -18,30 +19,31 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from client.api import ApiError, ClientError, GaitluClient, sequence_npz
 from gaitlu.errors import DataError, GaitluError
 from gaitlu.labelled import DATASET_LIMITS, LabelledSequence, read_labelled, scan_labelled
-from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import iter_sequence_files, load_sequence, natural_key
 from gallery import validate
-from gallery.client import ApiError, ClientError, GaitluClient, sequence_npz
-from gallery.errors import GalleryExistsError, ModelMismatchError, NotFoundError
-from gallery.previews import with_gei
-from gallery.store import GalleryStore
-from video import extract_tracks
+from gallery.errors import GalleryExistsError, GalleryNotFoundError, ModelMismatchError, NotFoundError
 from video.decode import VIDEO_SUFFIXES
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+
+    from engine import Engine, SequenceInput
 
 logger = logging.getLogger(__name__)
 
-STORE_FILE = "galleries.db"  # the service's store inside its data dir (service.settings.Settings.store_path)
 # Server answers that doom every remaining upload, not just one file.
 FATAL_STATUSES = frozenset({401, 403, 404, 415})
 FATAL_CODES = frozenset({"model_mismatch"})
@@ -60,8 +62,8 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True)
-class Source:
-    """One sequence of the dataset: where it is and what the gallery will call it."""
+class DatasetItem:
+    """One sequence (or video) of the dataset: where it is and what the gallery will call it."""
 
     subject_id: str
     path: Path  # a file, a folder of PNG frames, or an OpenGait sequence folder
@@ -93,7 +95,7 @@ class Source:
 
 
 @dataclass
-class EnrolSummary:
+class EnrollSummary:
     enrolled: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
@@ -115,23 +117,23 @@ class EnrolSummary:
         }
 
 
-def scan_dataset(root: str | Path, layout: Layout) -> list[Source]:
+def scan_dataset(root: str | Path, layout: Layout) -> list[DatasetItem]:
     """The dataset's sequences in a deterministic order (by subject, then path)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"dataset folder not found: {root}")
-    sources = []
+    items = []
     if layout is Layout.opengait:
         for seq in scan_labelled(root):
             relpath = seq.path.relative_to(root).as_posix()
             metadata = {"path": relpath, "condition": seq.condition, "view": seq.view}
-            sources.append(Source(seq.subject, seq.path, relpath, metadata, layout))
-        return sources
+            items.append(DatasetItem(seq.subject, seq.path, relpath, metadata, layout))
+        return items
     for subject_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in [*iter_sequence_files(subject_dir), *_videos(subject_dir)]:
             relpath = path.relative_to(root).as_posix()
-            sources.append(Source(subject_dir.name, path, relpath, {"path": relpath}, layout))
-    return sources
+            items.append(DatasetItem(subject_dir.name, path, relpath, {"path": relpath}, layout))
+    return items
 
 
 def _videos(folder: Path) -> list[Path]:
@@ -153,16 +155,16 @@ class Target(Protocol):
         """Check the gallery exists (creating it when asked); raise a GaitluError if unusable."""
         ...
 
-    def held(self, sources: Sequence[Source]) -> set[str]:
-        """The sequence ids among `sources` that the gallery already holds."""
+    def held(self, items: Sequence[DatasetItem]) -> set[str]:
+        """The sequence ids among `items` that the gallery already holds."""
         ...
 
-    def enrol(self, source: Source, frames: np.ndarray) -> Outcome:
-        """Enrol one loaded sequence; `skipped` when it turns out to be held already."""
+    def enroll(self, item: DatasetItem, frames: np.ndarray) -> Outcome:
+        """Enroll one loaded sequence; `skipped` when it turns out to be held already."""
         ...
 
-    def enrol_video(self, source: Source) -> Outcome:
-        """Enrol the best track of a video file, as `enrol` does a sequence."""
+    def enroll_video(self, item: DatasetItem) -> Outcome:
+        """Enroll the best track of a video file, as `enroll` does a sequence."""
         ...
 
     def is_fatal(self, exc: GaitluError) -> bool:
@@ -197,28 +199,28 @@ class RemoteTarget:
                 "server's running model: enrol into a new gallery, or serve the gallery's model"
             )
 
-    def held(self, sources: Sequence[Source]) -> set[str]:
-        wanted = {s.subject_id for s in sources}
+    def held(self, items: Sequence[DatasetItem]) -> set[str]:
+        wanted = {item.subject_id for item in items}
         present = [s.subject_id for s in self.client.iter_subjects(self.gallery) if s.subject_id in wanted]
         with ThreadPoolExecutor(self.concurrency) as pool:
             listings = pool.map(lambda subject: self.client.subject_sequences(self.gallery, subject), present)
             return {seq.sequence_id for listing in listings for seq in listing}
 
-    def enrol(self, source: Source, frames: np.ndarray) -> Outcome:
-        return self._send(source, (f"{source.sequence_id}.npz", sequence_npz(frames)))
+    def enroll(self, item: DatasetItem, frames: np.ndarray) -> Outcome:
+        return self._send(item, (f"{item.sequence_id}.npz", sequence_npz(frames)))
 
-    def enrol_video(self, source: Source) -> Outcome:
-        """Upload the video itself: the server extracts the silhouettes (the same code as offline)."""
-        return self._send(source, (f"{source.sequence_id}{source.path.suffix.lower()}", source.read()))
+    def enroll_video(self, item: DatasetItem) -> Outcome:
+        """Upload the video itself: the server extracts the silhouettes (the same engine as offline)."""
+        return self._send(item, (f"{item.sequence_id}{item.path.suffix.lower()}", item.read()))
 
-    def _send(self, source: Source, upload: tuple[str, bytes]) -> Outcome:
+    def _send(self, item: DatasetItem, upload: tuple[str, bytes]) -> Outcome:
         try:
             self.client.enroll(
                 self.gallery,
-                source.subject_id,
+                item.subject_id,
                 [upload],
-                metadata=[source.metadata],
-                sequence_ids=[source.sequence_id],
+                metadata=[item.metadata],
+                sequence_ids=[item.sequence_id],
             )
         except ApiError as exc:
             # The id is derived from the path, which names the subject: a conflict means this sequence
@@ -235,96 +237,98 @@ class RemoteTarget:
 
 
 class LocalTarget:
-    """A gallery in a local store (`--offline`): the service's preprocessing and model, no HTTP."""
+    """A gallery in a local store (`--offline`): the service's own engine, run in this process through an
+    anyio portal (an event loop in a thread), so the same code decodes, extracts videos, batches, draws
+    GEIs and writes the store as behind the HTTP API."""
 
-    def __init__(self, store: GalleryStore, embedder: Any, gallery: str) -> None:
-        self.store = store
-        self.embedder = embedder  # service.runtime.Embedder
+    def __init__(self, engine: Engine, portal: BlockingPortal, gallery: str) -> None:
+        self.engine = engine
+        self.portal = portal
         self.gallery = gallery
 
     def prepare(self, create: bool) -> None:
-        e = self.embedder
+        engine, portal = self.engine, self.portal
         try:
-            info = self.store.get_gallery(self.gallery)
+            info = portal.call(engine.get_gallery, self.gallery)
         except NotFoundError:
             if not create:
                 raise
             try:
-                info = self.store.create_gallery(self.gallery, e.model_hash, e.parts * e.dim, e.parts)
+                info = portal.call(engine.create_gallery, self.gallery, None)
             except GalleryExistsError:
-                info = self.store.get_gallery(self.gallery)
-        if info.model_hash != e.model_hash:
-            raise ModelMismatchError(self.gallery, info.model_hash, e.model_hash)
+                info = portal.call(engine.get_gallery, self.gallery)
+        if info.model_hash != engine.model_hash:
+            raise ModelMismatchError(self.gallery, info.model_hash, engine.model_hash)
 
-    def held(self, sources: Sequence[Source]) -> set[str]:
+    def held(self, items: Sequence[DatasetItem]) -> set[str]:
         held = set()
-        for subject in {s.subject_id for s in sources}:
+        for subject in {item.subject_id for item in items}:
             try:
-                held.update(seq.sequence_id for seq in self.store.list_sequences(self.gallery, subject))
+                listed = self.portal.call(self.engine.list_sequences, self.gallery, subject)
             except NotFoundError:
                 continue
+            held.update(seq.sequence_id for seq in listed)
         return held
 
-    def enrol(self, source: Source, frames: np.ndarray) -> Outcome:
-        model_frames = to_model_frames(frames)
-        vectors = self.embedder.embed_flat([model_frames])  # (1, P*C)
-        self.store.enroll(
-            self.gallery,
-            source.subject_id,
-            vectors,
-            self.embedder.model_hash,
-            metadata=[with_gei(source.metadata, model_frames)],
-            sequence_ids=[source.sequence_id],
+    def enroll(self, item: DatasetItem, frames: np.ndarray) -> Outcome:
+        from engine import Frames
+
+        return self._send(item, Frames(item.relpath, frames))
+
+    def enroll_video(self, item: DatasetItem) -> Outcome:
+        """The engine extracts the video's best track from the file, as the service does from an upload."""
+        from engine import LocalFile
+
+        return self._send(item, LocalFile(item.relpath, item.path))
+
+    def _send(self, item: DatasetItem, sequence: SequenceInput) -> Outcome:
+        self.portal.call(
+            self.engine.enroll, self.gallery, item.subject_id, [sequence], [item.metadata], [item.sequence_id]
         )
         return Outcome.enrolled
 
-    def enrol_video(self, source: Source) -> Outcome:
-        """Extract the video's best track here, as the service would, and enrol its silhouettes."""
-        track = extract_tracks(source.path, name=source.relpath).best
-        return self.enrol(source, track.sequence)
-
     def is_fatal(self, exc: GaitluError) -> bool:
-        return isinstance(exc, ModelMismatchError | NotFoundError)
+        return isinstance(exc, ModelMismatchError | GalleryNotFoundError)
 
 
-def _attempt(target: Target, source: Source) -> Outcome:
-    validate.item_id(source.subject_id, "subject id")  # a bad folder name fails here, not after reading
-    if source.is_video:
-        return target.enrol_video(source)
-    return target.enrol(source, source.load())
+def _attempt(target: Target, item: DatasetItem) -> Outcome:
+    validate.item_id(item.subject_id, "subject id")  # a bad folder name fails here, not after reading
+    if item.is_video:
+        return target.enroll_video(item)
+    return target.enroll(item, item.load())
 
 
-def enrol_sources(
-    sources: Sequence[Source],
+def enroll_items(
+    items: Sequence[DatasetItem],
     target: Target,
     *,
     create: bool = True,
     concurrency: int = 4,
     progress: Callable[[Outcome], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
-) -> EnrolSummary:
-    """Enrol every source not yet held, `concurrency` at a time. `on_plan(n)` is told how many will be
+) -> EnrollSummary:
+    """Enroll every item not yet held, `concurrency` at a time. `on_plan(n)` is told how many will be
     attempted, `progress(outcome)` each result. Never raises for per-item or fatal failures: they are
     in the summary (after a fatal one, items not yet submitted are left alone, counted in `not_done`)."""
-    summary = EnrolSummary()
+    summary = EnrollSummary()
     try:
         target.prepare(create)
-        held = target.held(sources)
+        held = target.held(items)
     except GaitluError as exc:
-        summary.fatal, summary.not_done = exc, len(sources)
+        summary.fatal, summary.not_done = exc, len(items)
         return summary
-    todo = [s for s in sources if s.sequence_id not in held]
-    summary.skipped = len(sources) - len(todo)
+    todo = [item for item in items if item.sequence_id not in held]
+    summary.skipped = len(items) - len(todo)
     if on_plan is not None:
         on_plan(len(todo))
     queue = iter(todo)
     with ThreadPoolExecutor(max(1, concurrency)) as pool:
         # A bounded window of submitted items: a million-sequence dataset never becomes a million futures.
-        pending = {pool.submit(_attempt, target, s): s for s in itertools.islice(queue, WINDOW * concurrency)}
+        pending = {pool.submit(_attempt, target, i): i for i in itertools.islice(queue, WINDOW * concurrency)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                source = pending.pop(future)
+                item = pending.pop(future)
                 try:
                     outcome = future.result()
                 except GaitluError as exc:
@@ -332,26 +336,42 @@ def enrol_sources(
                         summary.fatal = summary.fatal or exc
                         summary.not_done += 1
                         continue
-                    logger.info("%s: %s", source.relpath, exc)
-                    summary.failed.append((source.relpath, str(exc)))
+                    logger.info("%s: %s", item.relpath, exc)
+                    summary.failed.append((item.relpath, str(exc)))
                     outcome = Outcome.failed
                 summary.enrolled += outcome is Outcome.enrolled
                 summary.skipped += outcome is Outcome.skipped
                 if progress is not None:
                     progress(outcome)
                 if summary.fatal is None:
-                    pending.update((pool.submit(_attempt, target, s), s) for s in itertools.islice(queue, 1))
+                    pending.update((pool.submit(_attempt, target, i), i) for i in itertools.islice(queue, 1))
     summary.not_done += sum(1 for _ in queue)
     summary.failed.sort()
     return summary
 
 
-def open_local_target(
-    data_dir: str | Path, artifact: str | Path, gallery: str
-) -> tuple[LocalTarget, Callable[[], None]]:
-    """A LocalTarget on the store the service would open for `data_dir`, and its close function."""
-    from service.runtime import load_embedder  # torch-free; imported here so the client needs no onnxruntime
+@contextmanager
+def local_target(
+    data_dir: str | Path, artifact: str | Path, gallery: str, concurrency: int
+) -> Iterator[LocalTarget]:
+    """A LocalTarget on the store the service would open for `data_dir`, its engine started and, on
+    exit, stopped. Dataset limits apply (a local dataset is trusted more than an upload), and there are
+    as many decode and video workers as enrollment threads, so no item waits for a slot."""
+    from anyio.from_thread import start_blocking_portal
 
-    embedder = load_embedder(artifact)
-    store = GalleryStore(Path(data_dir) / STORE_FILE)
-    return LocalTarget(store, embedder, gallery), store.close
+    from engine import STORE_FILE, Engine, EngineSettings  # imported here: `gaitlu search` needs no runtime
+
+    settings = EngineSettings(
+        artifact=Path(artifact),
+        store_path=Path(data_dir) / STORE_FILE,
+        sequence_limits=DATASET_LIMITS,
+        decode_workers=concurrency,
+        video_workers=concurrency,
+    )
+    engine = Engine(settings)
+    with start_blocking_portal() as portal:
+        portal.call(engine.start)
+        try:
+            yield LocalTarget(engine, portal, gallery)
+        finally:
+            portal.call(engine.stop)

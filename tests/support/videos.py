@@ -16,7 +16,7 @@ import pytest
 
 from gaitlu.sequence import save_sequence
 from synth import identity_for
-from video.synthetic import Walker, make_video
+from tests.support.synthetic_video import Walker, make_video
 
 SIZE = (120, 160)  # (H, W): small, so extraction takes ~0.1 s
 FRAMES = 48

@@ -1,8 +1,11 @@
-"""Request and response bodies, one model per direction (`*Request` in, `*Public` / `*Response` out).
+"""The HTTP API's bodies: the one contract between the service and its clients (pydantic only).
 
-Embeddings travel as flat float lists, part-major: `dim` = `parts` x `channels` floats, each part
-L2-normalised, so the inner product of two embeddings divided by `parts` is their mean per-part cosine
-(the score galleries report).
+One model per direction (`*Request` in, `*Public` / `*Response` out): the service validates and answers
+with them, and the client (client/api.py) parses answers into them, so a shape is written once.
+
+Embeddings travel as flat float lists, part-major (gaitlu.embedding): `dim` = `parts` x `channels`
+floats (the layout's `size`), each part L2-normalised for a per-part-l2 model, so the inner product of
+two embeddings divided by `parts` is their mean per-part cosine (the score galleries report).
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
-
-from gallery.store import MAX_K
 
 
 def _strict_base64(value: Any) -> bytes:
@@ -30,6 +31,9 @@ def _strict_base64(value: Any) -> bytes:
 Base64File = Annotated[
     bytes, BeforeValidator(_strict_base64), WithJsonSchema({"type": "string", "contentEncoding": "base64"})
 ]
+
+
+MAX_K = 1000  # the most subjects one search returns (the galleries refuse more too)
 
 
 class _In(BaseModel):
@@ -135,7 +139,7 @@ class SearchRequest(SearchParams):
         return self
 
 
-class HitPublic(BaseModel):
+class SearchHitPublic(BaseModel):
     subject_id: str
     score: float = Field(description="Mean per-part cosine of the subject's best sequence, in [-1, 1].")
     sequence_id: str = Field(description="The subject's best-matching sequence.")
@@ -146,7 +150,7 @@ class SearchResponse(BaseModel):
     model_hash: str
     k: int
     threshold: float | None
-    data: list[HitPublic]
+    data: list[SearchHitPublic]
     count: int
     timings: Timings
     track: VideoTrackPublic | None = Field(None, description="For a video query: the track searched with.")
@@ -166,7 +170,7 @@ class GalleryPublic(BaseModel):
     name: str
     model_hash: str
     model_matches: bool = Field(description="Whether the running model built this gallery (else 409 on use).")
-    dim: int
+    dim: int = Field(description="Floats per embedding: parts x channels.")
     parts: int
     metadata: dict[str, Any] | None
     created: datetime

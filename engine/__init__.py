@@ -1,0 +1,57 @@
+"""The engine: an async API over the runtime, the micro-batcher and the galleries, with no HTTP in it.
+
+Layers, each usable without the one above (as infinity's): the HTTP routes (service/) or the offline
+CLI (client/) -> `Engine` (engine/engine.py, async, domain errors only) -> `Batcher` (engine/batcher.py,
+a bounded queue and an inference thread) -> the runtime (runtime/, an export artifact behind `embed`)
+and the galleries (gallery/).
+"""
+
+from engine.engine import (
+    Decoded,
+    Engine,
+    Frames,
+    LocalFile,
+    SequenceEmbedding,
+    SequenceInput,
+    Upload,
+    safe_name,
+)
+from engine.errors import (
+    EngineError,
+    InferenceFailed,
+    InferenceTimeout,
+    InvalidTrack,
+    MethodUnavailable,
+    NotReady,
+    NotStarted,
+    Overloaded,
+    ShuttingDown,
+    VideoTooLarge,
+)
+from engine.settings import STORE_FILE, EngineSettings
+from engine.videos import VideoOptions, VideoTrack
+
+__all__ = [
+    "STORE_FILE",
+    "Decoded",
+    "Engine",
+    "EngineError",
+    "EngineSettings",
+    "Frames",
+    "InferenceFailed",
+    "InferenceTimeout",
+    "InvalidTrack",
+    "LocalFile",
+    "MethodUnavailable",
+    "NotReady",
+    "NotStarted",
+    "Overloaded",
+    "SequenceEmbedding",
+    "SequenceInput",
+    "ShuttingDown",
+    "Upload",
+    "VideoOptions",
+    "VideoTooLarge",
+    "VideoTrack",
+    "safe_name",
+]

@@ -1,0 +1,36 @@
+"""The engine's one settings object: which model and store, and what each piece of work may cost.
+
+The service builds it from its environment-driven settings (`service.settings.Settings.engine_settings`)
+with the tight bounds of untrusted uploads; `gaitlu enroll --offline` builds it for a local dataset (the
+dataset limits, as many video workers as enrolment threads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.batcher import BatchSettings
+from gaitlu.manifest import VariantPrecision
+from gaitlu.sequence import DEFAULT_LIMITS, SequenceLimits
+from gallery.settings import IndexSettings
+from runtime import BackendName
+from video import VideoLimits
+
+STORE_FILE = "galleries.db"  # the gallery store inside a data dir
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    artifact: Path  # export artifact folder (`gaitlu export ... --out DIR`)
+    store_path: Path  # the gallery database (DATA_DIR/galleries.db for the service)
+    backend: BackendName = "auto"  # runtime backend (runtime/backends.py)
+    precision: VariantPrecision = "fp32"  # which model file of the artifact
+    threads: int | None = None  # onnxruntime intra-op threads (None: its default)
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    decode_workers: int = 4  # sequence uploads decoded at once (bounds decode memory and CPU)
+    sequence_limits: SequenceLimits = DEFAULT_LIMITS  # what one sequence may cost to read
+    video_workers: int = 2  # video extractions at once; one more is refused (Overloaded)
+    video_limits: VideoLimits = field(default_factory=VideoLimits)
+    segmentation_model: Path | None = None  # person-segmentation ONNX: enables the video method "onnx"
+    index: IndexSettings = field(default_factory=IndexSettings)  # how galleries are indexed

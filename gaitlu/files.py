@@ -1,0 +1,73 @@
+"""Files written whole or not at all, and file hashes: one helper each, used by every stage.
+
+Atomic writes (`atomic_write`, `write_atomic`): the content goes to a temporary file in the target's
+folder, is flushed and fsynced, then renamed over the target (`os.replace`), and the folder is fsynced so
+that the rename is durable too. A reader sees the old file or the new one, never part of one, and after a
+crash or a power cut the target holds one of the two. This is the one fsync policy of the project: what
+is written this way (manifests, checkpoints, index snapshots, shards, reports, partitions) is written
+seldom and costly to lose, so two fsyncs per file are always worth it. Files get mode 0644, as a plain
+`open` under the usual umask would give them (`mkstemp` alone makes them 0600, which a service running
+as another user could not read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+FILE_MODE = 0o644
+
+
+def fsync_folder(folder: str | os.PathLike[str]) -> None:
+    """Make the entries of `folder` (a rename into it) durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_write(
+    path: str | os.PathLike[str], mode: str = "wb", *, encoding: str | None = None, newline: str | None = None
+) -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path` for writing; on a clean exit it replaces `path` (see the module
+    docstring), on an exception it is removed and `path` is left as it was. Parent folders are created."""
+    if "w" not in mode:
+        raise ValueError(f"atomic_write needs a write mode, not {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, encoding=encoding, newline=newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write `data` (bytes, or text as UTF-8) to `path` atomically; returns the path."""
+    if isinstance(data, str):
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            f.write(data)
+    else:
+        with atomic_write(path) as f:
+            f.write(data)
+    return Path(path)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The sha256 hex digest of a file's content, read in blocks (constant memory)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

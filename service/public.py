@@ -1,0 +1,55 @@
+"""Domain records -> the wire models the routes answer with (gaitlu.schemas): one converter each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from engine import SequenceEmbedding, VideoTrack
+from gaitlu.schemas import GalleryPublic, SearchHitPublic, SequencePublic, Timings, VideoTrackPublic
+from gallery.previews import split_gei
+from gallery.records import GalleryInfo, SequenceInfo
+from gallery.search import SearchHit
+
+
+def track_public(video: VideoTrack | None) -> VideoTrackPublic | None:
+    return None if video is None else VideoTrackPublic(**video.summary())
+
+
+def timings_public(embedded: Sequence[SequenceEmbedding]) -> Timings:
+    """A request's timings: decoding adds up (one after another), waits and batches overlap (the max)."""
+    if not embedded:
+        return Timings()
+    return Timings(
+        decode_ms=sum(e.decode_ms for e in embedded),
+        queue_ms=max(e.queue_ms for e in embedded),
+        inference_ms=max(e.inference_ms for e in embedded),
+    )
+
+
+def gallery_public(info: GalleryInfo, model_hash: str) -> GalleryPublic:
+    return GalleryPublic(
+        name=info.name,
+        model_hash=info.model_hash,
+        model_matches=info.model_hash == model_hash,
+        dim=info.layout.size,
+        parts=info.layout.parts,
+        metadata=info.metadata,
+        created=info.created,
+        subject_count=info.subject_count,
+        sequence_count=info.sequence_count,
+    )
+
+
+def sequence_public(info: SequenceInfo) -> SequencePublic:
+    metadata, gei = split_gei(info.metadata)
+    return SequencePublic(
+        sequence_id=info.sequence_id,
+        subject_id=info.subject_id,
+        metadata=metadata,
+        gei_png=gei,
+        created=info.created,
+    )
+
+
+def hit_public(hit: SearchHit) -> SearchHitPublic:
+    return SearchHitPublic(subject_id=hit.subject_id, score=hit.score, sequence_id=hit.sequence_id)

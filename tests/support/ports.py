@@ -1,0 +1,11 @@
+"""A TCP port on 127.0.0.1 that nobody listens on (for a server to bind, or a client to find refused)."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
