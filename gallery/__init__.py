@@ -17,6 +17,7 @@ from gallery.errors import (
     SequenceNotFoundError,
     StoreClosedError,
     StoreLockedError,
+    StoreUnavailableError,
     SubjectNotFoundError,
 )
 from gallery.records import GalleryInfo, GalleryStats, SequenceInfo, SubjectInfo, SubjectPage
@@ -50,6 +51,7 @@ __all__ = [
     "SequenceNotFoundError",
     "StoreClosedError",
     "StoreLockedError",
+    "StoreUnavailableError",
     "SubjectInfo",
     "SubjectNotFoundError",
     "SubjectPage",

@@ -62,3 +62,7 @@ class StoreClosedError(GalleryError):
 
 class StoreLockedError(GalleryError):
     """Another process has this gallery database open; one process owns a store at a time."""
+
+
+class StoreUnavailableError(GalleryError):
+    """The gallery server (Milvus) did not answer or failed; nothing was acknowledged (HTTP 503)."""

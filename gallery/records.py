@@ -49,11 +49,11 @@ class SequenceInfo:
 
 @dataclass(frozen=True)
 class GalleryStats:
-    """In-memory figures for metrics; cheap to read (no database query)."""
+    """Figures for metrics: from memory in the local store, a few count queries on a Milvus server."""
 
     name: str
     subjects: int
     sequences: int
     index_kind: Literal["exact", "approximate"]
-    index_source: Literal["built", "snapshot"]
-    index_bytes: int  # estimate of the index's memory
+    index_source: Literal["built", "snapshot", "server"]  # server: held by a Milvus server, not here
+    index_bytes: int  # estimate of the index's memory in this process (0 for "server")

@@ -40,13 +40,14 @@ from gallery.errors import (
     GalleryNotFoundError,
     InvalidInputError,
     ModelMismatchError,
-    SequenceIdConflictError,
     SequenceNotFoundError,
     StoreClosedError,
     StoreLockedError,
     SubjectNotFoundError,
 )
+from gallery.filters import SequenceFilter
 from gallery.index import GalleryIndex, Kind
+from gallery.protocol import EXPORT_CHUNK, SequenceRecord
 from gallery.records import GalleryInfo, GalleryStats, SequenceInfo, SubjectInfo, SubjectPage
 from gallery.rwlock import ReadWriteLock
 from gallery.schema import Synchronous, connect, migrate
@@ -363,6 +364,26 @@ class GalleryStore:
             raise SequenceNotFoundError(f"gallery '{name}' has no sequence '{sequence_id}'")
         return _sequence_info(name, row)
 
+    def iter_records(self, name: str, chunk: int = EXPORT_CHUNK) -> Iterator[list[SequenceRecord]]:
+        """Every sequence with its embedding in row order, `chunk` rows at a time, from one read
+        transaction on a connection of its own (a consistent view; writers go on meanwhile)."""
+        conn = connect(self.path, self._synchronous)
+        try:
+            conn.execute("BEGIN")
+            gallery_id = self._gallery_id(conn, name)
+            rows = conn.execute(
+                "SELECT uid, subject_id, model_hash, metadata, created, embedding FROM sequences "
+                "WHERE gallery_id = ? ORDER BY id",
+                (gallery_id,),
+            )
+            while batch := rows.fetchmany(chunk):
+                yield [
+                    SequenceRecord(_sequence_info(name, row[:5]), np.frombuffer(row[5], dtype="<f4"))
+                    for row in batch
+                ]
+        finally:
+            conn.close()
+
     # ----- search
 
     def search(
@@ -373,6 +394,7 @@ class GalleryStore:
         k: int = 5,
         threshold: float | None = None,
         top_m: int = 1,
+        filter: SequenceFilter | None = None,
     ) -> list[SearchHit]:
         """One query embedding (D,) or (parts, C) -> up to k subjects, best first."""
         live = self._checked(name, model_hash)
@@ -381,7 +403,7 @@ class GalleryStore:
             raise InvalidInputError(
                 f"a single query must have shape ({layout.size},) or ({layout.parts}, {layout.channels})"
             )
-        return self.search_batch(name, np.asarray(query)[None], model_hash, k, threshold, top_m)[0]
+        return self.search_batch(name, np.asarray(query)[None], model_hash, k, threshold, top_m, filter)[0]
 
     def search_batch(
         self,
@@ -391,6 +413,7 @@ class GalleryStore:
         k: int = 5,
         threshold: float | None = None,
         top_m: int = 1,
+        filter: SequenceFilter | None = None,
     ) -> list[list[SearchHit]]:
         """(q, D) or (q, parts, C) queries -> for each, up to k subjects, best first.
 
@@ -401,6 +424,8 @@ class GalleryStore:
             raise InvalidInputError(f"k must be between 1 and {MAX_K} and top_m >= 1")
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise InvalidInputError("threshold must be between -1 and 1")
+        if filter is not None and not filter.is_empty:
+            raise InvalidInputError("the local gallery backend does not filter searches yet")
         live = self._checked(name, model_hash)
         vectors = validate.embeddings(queries, live.layout)  # (q, D)
         with live.lock.read():
@@ -432,6 +457,11 @@ class GalleryStore:
                     )
                 )
         return stats
+
+    def check(self) -> None:
+        """The local store answers while it is open."""
+        if self._closed:
+            raise StoreClosedError("the gallery store is closed")
 
     # ----- internals: access
 
@@ -520,7 +550,7 @@ class GalleryStore:
                     (live.id, uids[i]),
                 ).fetchone()
                 if existing is not None:
-                    _check_retry(live.name, uids[i], subject_id, blob, existing)
+                    validate.retry(live.name, uids[i], subject_id, blob, existing)
                     row = conn.execute(
                         _SEQUENCE_INFO + " WHERE gallery_id = ? AND uid = ?", (live.id, uids[i])
                     )
@@ -721,26 +751,6 @@ class GalleryStore:
         with live.lock.read():
             live.index.save(self._snapshot_file(live.id), tag)
         live.saved_tag = tag
-
-
-RETRY_TOLERANCE = 1e-4  # per component of a per-part unit vector: far below any real difference
-
-
-def _check_retry(gallery: str, uid: str, subject_id: str, blob: bytes, existing: tuple[str, bytes]) -> None:
-    """A repeated sequence id is a retry only if subject and embedding are the same as stored.
-
-    "The same" embedding allows rounding noise: a retried upload can be batched differently by the
-    service, and batched kernels differ from a lone call in the last bits (~1e-7).
-    """
-    if existing[0] != subject_id:
-        raise SequenceIdConflictError(
-            f"sequence id '{uid}' already exists in gallery '{gallery}' for another subject ('{existing[0]}')"
-        )
-    stored, given = np.frombuffer(existing[1], np.float32), np.frombuffer(blob, np.float32)
-    if stored.shape != given.shape or not np.allclose(stored, given, rtol=0, atol=RETRY_TOLERANCE):
-        raise SequenceIdConflictError(
-            f"sequence id '{uid}' already exists in gallery '{gallery}' with a different embedding"
-        )
 
 
 _GALLERY_INFO = (

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gaitlu.embedding import EmbeddingLayout, part_norms
-from gallery.errors import InvalidInputError
+from gallery.errors import InvalidInputError, SequenceIdConflictError
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # gallery names: URL- and file-safe
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")  # subject and sequence ids
@@ -25,6 +25,7 @@ MIN_PART_NORM = 1e-6
 # this. Larger components are not an embedding, and their squares would overflow float32 norms to inf
 # (a part of 2e19s would silently normalise to zeros).
 MAX_COMPONENT = 1e6
+RETRY_TOLERANCE = 1e-4  # per component of a per-part unit vector: far below any real difference
 
 
 def gallery_name(name: str) -> str:
@@ -103,3 +104,20 @@ def metadata(value: dict | None) -> str | None:
     if len(text.encode()) > MAX_METADATA_BYTES:
         raise InvalidInputError(f"metadata is larger than {MAX_METADATA_BYTES} bytes of JSON")
     return text
+
+
+def retry(gallery: str, uid: str, subject_id: str, blob: bytes, existing: tuple[str, bytes]) -> None:
+    """A repeated sequence id is a retry only if subject and embedding (float32 bytes) are as stored.
+
+    "The same" embedding allows rounding noise: a retried upload can be batched differently by the
+    service, and batched kernels differ from a lone call in the last bits (~1e-7).
+    """
+    if existing[0] != subject_id:
+        raise SequenceIdConflictError(
+            f"sequence id '{uid}' already exists in gallery '{gallery}' for another subject ('{existing[0]}')"
+        )
+    stored, given = np.frombuffer(existing[1], np.float32), np.frombuffer(blob, np.float32)
+    if stored.shape != given.shape or not np.allclose(stored, given, rtol=0, atol=RETRY_TOLERANCE):
+        raise SequenceIdConflictError(
+            f"sequence id '{uid}' already exists in gallery '{gallery}' with a different embedding"
+        )

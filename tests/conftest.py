@@ -28,3 +28,12 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ckpt = write_checkpoint(shared / "tiny-artifact.pt", GaitSSB(TINY).eval())
             export_artifact(ckpt, out, ExportOptions(max_batch=16, max_frames=256, parity_cases=SMALL_PARITY))
     return out
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory):
+    """One milvus-lite server per test process (per xdist worker); tests keep apart by database."""
+    from tests.support.milvus import milvus_lite_server
+
+    with milvus_lite_server(tmp_path_factory.mktemp("milvus") / "data") as uri:
+        yield uri

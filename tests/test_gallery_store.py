@@ -1,4 +1,6 @@
-"""GalleryStore as the service uses it: CRUD, validation, model pinning, search semantics, persistence."""
+"""The gallery contract as the service uses it: CRUD, validation, model pinning, search semantics, run
+against both backends (`local`: SQLite + FAISS; `milvus`: a real milvus-lite server), then the local
+store's own persistence (snapshots, the file lock)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ from gallery import (
     StoreLockedError,
     SubjectNotFoundError,
 )
+from gallery.protocol import GalleryBackend
 from tests.support.embeddings import clustered_embeddings, unit_embeddings
+from tests.support.galleries import open_store
 
 MODEL = hashlib.sha256(b"model-a").hexdigest()
 OTHER = hashlib.sha256(b"model-b").hexdigest()
@@ -30,9 +34,11 @@ LAYOUT = EmbeddingLayout(parts=4, channels=16)
 DIM, PARTS = LAYOUT.size, LAYOUT.parts
 
 
-@pytest.fixture
-def store(tmp_path):
-    with GalleryStore(tmp_path / "gallery.db") as s:
+@pytest.fixture(params=["local", "milvus"])
+def store(request, tmp_path):
+    """The same tests against each backend behind the one protocol."""
+    with open_store(request.param, tmp_path, request) as s:
+        assert isinstance(s, GalleryBackend)
         yield s
 
 

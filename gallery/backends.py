@@ -1,0 +1,70 @@
+"""Which gallery backend to open, and its settings: `local` (SQLite + FAISS, the default) or `milvus`.
+
+pymilvus is imported only when the milvus backend is opened (it is the optional `[milvus]` extra), so a
+local deployment never loads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from gallery.errors import InvalidInputError
+from gallery.protocol import GalleryBackend
+from gallery.settings import IndexSettings
+
+Backend = Literal["local", "milvus"]
+# Milvus index types a gallery collection may be built with. milvus-lite builds FLAT, IVF_FLAT, IVF_SQ8
+# and HNSW; the others need a Milvus server (GPU_* a GPU query node).
+MilvusIndexType = Literal[
+    "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW", "DISKANN", "AUTOINDEX", "GPU_CAGRA", "GPU_IVF_PQ"
+]
+Param = int | float | str
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class MilvusIndexSettings:
+    """The vector index of each new gallery collection (fixed at creation) and how it is searched.
+
+    FLAT is exact: the default, and right up to a few million sequences per query node. Larger galleries
+    take IVF_SQ8 / IVF_PQ or DISKANN (docs/gallery.md sizes them); `params` and `search_params` pass
+    through to Milvus (e.g. {"nlist": 4096} and {"nprobe": 64}), which validates them.
+    """
+
+    type: MilvusIndexType = "FLAT"
+    params: dict[str, Param] = Field(default_factory=dict)
+    search_params: dict[str, Param] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class MilvusSettings:
+    """Where the galleries live: a Milvus cluster URL, a milvus-lite server address, or a local
+    milvus-lite file (one process only), with an optional token, in one Milvus database."""
+
+    uri: str
+    token: str | None = None
+    db_name: str = Field("default", pattern=r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+    index: MilvusIndexSettings = Field(default_factory=MilvusIndexSettings)
+    timeout_s: float = Field(10.0, gt=0)  # per call; a server that does not answer is a 503, not a hang
+
+
+def open_backend(
+    backend: Backend,
+    *,
+    store_path: Path,
+    index: IndexSettings | None = None,
+    milvus: MilvusSettings | None = None,
+) -> GalleryBackend:
+    """The galleries to serve: the local store at `store_path`, or those on the Milvus server."""
+    if backend == "milvus":
+        if milvus is None:
+            raise InvalidInputError("the milvus gallery backend needs a Milvus URI (GAITLU_MILVUS_URI)")
+        from gallery.milvus import MilvusStore
+
+        return MilvusStore(milvus)
+    from gallery.store import GalleryStore
+
+    return GalleryStore(store_path, index_settings=index)

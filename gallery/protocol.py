@@ -1,0 +1,112 @@
+"""The gallery contract: what the engine, the CLI and the portable format need of a gallery backend.
+
+Two backends implement it: `gallery.store.GalleryStore` (`local`: SQLite + FAISS in this process, the
+default) and `gallery.milvus.MilvusStore` (`milvus`: a Milvus server or cluster that API replicas share).
+`tests/test_gallery_contract.py` runs one behavioural suite against both. Every method raises the domain
+errors of gallery/errors.py and nothing else meant for the user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from gaitlu.embedding import EmbeddingLayout
+from gallery.filters import SequenceFilter
+from gallery.records import GalleryInfo, GalleryStats, SequenceInfo, SubjectPage
+from gallery.search import SearchHit
+
+EXPORT_CHUNK = 1024  # sequences per chunk when a gallery is streamed out
+
+
+@dataclass(frozen=True)
+class SequenceRecord:
+    """One stored sequence with its embedding: what a gallery export carries."""
+
+    info: SequenceInfo
+    embedding: np.ndarray  # (D,) float32, each part unit-norm
+
+
+@runtime_checkable
+class GalleryBackend(Protocol):
+    """Galleries of enrolled subjects for one model each, searchable by embedding. Thread-safe."""
+
+    # ----- galleries
+    def create_gallery(
+        self, name: str, model_hash: str, layout: EmbeddingLayout, metadata: dict[str, Any] | None = None
+    ) -> GalleryInfo: ...
+
+    def get_gallery(self, name: str) -> GalleryInfo: ...
+
+    def list_galleries(self) -> list[GalleryInfo]: ...
+
+    def delete_gallery(self, name: str) -> None: ...
+
+    # ----- enrolment and removal
+    def enroll(
+        self,
+        name: str,
+        subject_id: str,
+        embeddings: np.ndarray,
+        model_hash: str,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+        sequence_ids: Sequence[str] | None = None,
+    ) -> list[SequenceInfo]:
+        """All or none; a sequence id held already for this subject with this embedding is a retry."""
+        ...
+
+    def delete_subject(self, name: str, subject_id: str) -> None: ...
+
+    def delete_sequence(self, name: str, sequence_id: str) -> None: ...
+
+    # ----- listing
+    def list_subjects(self, name: str, offset: int = 0, limit: int = 100) -> SubjectPage: ...
+
+    def list_sequences(self, name: str, subject_id: str) -> list[SequenceInfo]: ...
+
+    def get_sequence(self, name: str, sequence_id: str) -> SequenceInfo: ...
+
+    def iter_records(self, name: str, chunk: int = EXPORT_CHUNK) -> Iterator[list[SequenceRecord]]:
+        """Every sequence with its embedding, `chunk` at a time, in memory bounded by the chunk."""
+        ...
+
+    # ----- search
+    def search(
+        self,
+        name: str,
+        query: np.ndarray,
+        model_hash: str,
+        k: int = 5,
+        threshold: float | None = None,
+        top_m: int = 1,
+        filter: SequenceFilter | None = None,
+    ) -> list[SearchHit]: ...
+
+    def search_batch(
+        self,
+        name: str,
+        queries: np.ndarray,
+        model_hash: str,
+        k: int = 5,
+        threshold: float | None = None,
+        top_m: int = 1,
+        filter: SequenceFilter | None = None,
+    ) -> list[list[SearchHit]]: ...
+
+    # ----- health and lifecycle
+    def stats(self) -> list[GalleryStats]:
+        """Sizes per gallery, for metrics."""
+        ...
+
+    def check(self) -> None:
+        """Raise a GalleryError if the store cannot answer now (closed, or its server unreachable)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> GalleryBackend: ...
+
+    def __exit__(self, *exc: object) -> None: ...
