@@ -260,8 +260,8 @@ class MilvusStore:
                 timeout=self._timeout,
             )
         except Exception as exc:
-            if self._call("look up a gallery", lambda: client.has_collection(gallery.sequences)):
-                raise GalleryExistsError(f"gallery '{name}' already exists") from exc  # lost a race
+            if self._appears(gallery.sequences):  # lost a race with another creator
+                raise GalleryExistsError(f"gallery '{name}' already exists") from exc
             raise StoreUnavailableError(f"the Milvus gallery server could not create '{name}'") from exc
 
         def subjects() -> None:
@@ -548,6 +548,16 @@ class MilvusStore:
         except Exception as exc:
             logger.warning("Milvus failed to %s: %s", what, exc)
             raise StoreUnavailableError(f"the gallery server failed to {what}; try again") from exc
+
+    def _appears(self, name: str, wait_s: float = 2.0) -> bool:
+        """Whether collection `name` exists or shows up within `wait_s` (a racing creator that won may
+        still be finishing: milvus-lite refuses the loser before the winner's collection is listed)."""
+        deadline = time.monotonic() + wait_s
+        while not self._call("look up a gallery", lambda: self._client.has_collection(name)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def _query(self, name: str, expr: str, fields: list[str], limit: int = MAX_LIMIT) -> list[dict[str, Any]]:
         return self._call(

@@ -1,0 +1,235 @@
+"""The gallery contract under load and across processes' views, for both backends; then what only the
+Milvus backend does (filters pushed into the search, several stores on one server, collection names).
+
+tests/test_gallery_store.py holds the single-client semantics, run against both backends too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from gaitlu.embedding import EmbeddingLayout
+from gallery import GalleryExistsError, InvalidInputError, ModelMismatchError, SequenceIdConflictError
+from gallery.backends import MilvusSettings, open_backend
+from gallery.filters import SequenceFilter, attributes
+from gallery.milvus import SEQUENCES, collection, filter_expression, gallery_of
+from tests.support.embeddings import clustered_embeddings, unit_embeddings
+from tests.support.galleries import BACKENDS, open_store
+from tests.support.milvus import unique_db
+
+MODEL = hashlib.sha256(b"contract").hexdigest()
+OTHER = hashlib.sha256(b"another").hexdigest()
+LAYOUT = EmbeddingLayout(parts=4, channels=16)
+CLIENTS = 32
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_32_clients_enrolling_retrying_and_deleting_leave_exact_counts(backend, tmp_path, request):
+    """Each client enrols its sequences with client ids, sends every enrolment twice (a retry after a
+    lost answer), deletes a share, and searches for what it enrolled; at the end the counts are exact."""
+    store = open_store(backend, tmp_path, request)
+    store.create_gallery("g", MODEL, LAYOUT)
+    rounds, failures = 4, []
+
+    def client(worker: int) -> tuple[set[str], set[str]]:
+        rng = np.random.default_rng(worker)
+        kept, subjects = set(), set()
+        for step in range(rounds):
+            subject = f"c{worker}-s{step % 2}"
+            ids = [f"c{worker}-q{step}-{i}" for i in range(2)]
+            x = unit_embeddings(rng, 2, LAYOUT)
+            first = store.enroll("g", subject, x, MODEL, sequence_ids=ids)
+            again = store.enroll("g", subject, x, MODEL, sequence_ids=ids)  # the retry adds nothing
+            if [i.sequence_id for i in again] != ids or again != first:
+                failures.append(f"retry answered differently: {again} vs {first}")
+            (hit,) = store.search("g", x[1], MODEL, k=1)  # found at once, under its subject
+            if (hit.sequence_id, hit.subject_id) != (ids[1], subject) or hit.score < 0.999:
+                failures.append(f"own sequence not found first: {hit}")
+            if step == 1:
+                store.delete_sequence("g", ids[0])
+                kept.add(ids[1])
+            else:
+                kept.update(ids)
+            subjects.add(subject)
+        return kept, subjects
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        results = list(pool.map(client, range(CLIENTS)))
+    assert not failures, failures[:3]
+    kept = set().union(*(k for k, _ in results))
+    subjects = set().union(*(s for _, s in results))
+    info = store.get_gallery("g")
+    assert (info.sequence_count, info.subject_count) == (len(kept), len(subjects)) == (CLIENTS * 7, CLIENTS * 2)
+    page = store.list_subjects("g", 0, 10_000)
+    assert page.count == len(subjects) and {s.subject_id for s in page.data} == subjects
+    listed = Counter(q.sequence_id for s in page.data for q in store.list_sequences("g", s.subject_id))
+    assert set(listed) == kept and max(listed.values()) == 1  # nothing lost, nothing doubled
+    assert sum(s.sequence_count for s in page.data) == len(kept)
+    store.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_conflicting_enrolment_writes_nothing(backend, tmp_path, request):
+    with open_store(backend, tmp_path, request) as store:
+        store.create_gallery("g", MODEL, LAYOUT)
+        x = unit_embeddings(np.random.default_rng(1), 3, LAYOUT)
+        store.enroll("g", "alice", x[:1], MODEL, sequence_ids=["a"])
+        with pytest.raises(SequenceIdConflictError):
+            store.enroll("g", "bob", x, MODEL, sequence_ids=["b1", "b2", "a"])  # "a" is alice's
+        assert store.get_gallery("g").sequence_count == 1 and store.list_subjects("g").count == 1
+        with pytest.raises(ModelMismatchError):
+            store.enroll("g", "bob", x, OTHER)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_export_records_stream_every_sequence_with_its_embedding(backend, tmp_path, request):
+    with open_store(backend, tmp_path, request) as store:
+        store.create_gallery("g", MODEL, LAYOUT)
+        x = unit_embeddings(np.random.default_rng(2), 7, LAYOUT)
+        for i in range(7):
+            store.enroll("g", f"s{i % 3}", x[i : i + 1], MODEL, [{"i": i}], [f"q{i}"])
+        chunks = list(store.iter_records("g", chunk=3))
+        assert [len(c) for c in chunks] == [3, 3, 1]
+        records = {r.info.sequence_id: r for c in chunks for r in c}
+        for i in range(7):
+            record = records[f"q{i}"]
+            assert (record.info.subject_id, record.info.metadata) == (f"s{i % 3}", {"i": i})
+            np.testing.assert_allclose(record.embedding, x[i], atol=1e-6)
+
+
+def test_the_local_backend_refuses_filters_until_it_implements_them(tmp_path, request):
+    with open_store("local", tmp_path, request) as store:
+        store.create_gallery("g", MODEL, LAYOUT)
+        store.enroll("g", "s", unit_embeddings(np.random.default_rng(3), 1, LAYOUT), MODEL)
+        query = unit_embeddings(np.random.default_rng(4), 1, LAYOUT)[0]
+        assert store.search("g", query, MODEL, filter=SequenceFilter())  # the empty filter takes all
+        with pytest.raises(InvalidInputError, match="does not filter"):
+            store.search("g", query, MODEL, filter=SequenceFilter.build(camera=["c"]))
+
+
+# ----- the Milvus backend
+
+
+def milvus_store(uri: str, db: str):
+    return open_backend("milvus", store_path=None, milvus=MilvusSettings(uri=uri, db_name=db))  # type: ignore[arg-type]
+
+
+CAMERAS, SITES, TAGS = ["gate-1", 'odd "cam" \\ é', "gate-3"], ["lab", "yard"], ["day", "night", "rain", "x"]
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def random_metadata(rng: np.random.Generator) -> dict:
+    meta: dict = {}
+    if rng.random() < 0.8:
+        meta["camera"] = CAMERAS[rng.integers(len(CAMERAS))]
+    if rng.random() < 0.8:
+        meta["site"] = SITES[rng.integers(len(SITES))]
+    if rng.random() < 0.7:
+        meta["captured_at"] = (T0 + timedelta(hours=int(rng.integers(0, 96)))).isoformat()
+    meta["tags"] = sorted(set(rng.choice(TAGS, size=int(rng.integers(0, 3))).tolist()))
+    return meta
+
+
+def random_filter(rng: np.random.Generator) -> SequenceFilter:
+    pick = lambda values: sorted(set(rng.choice(values, size=int(rng.integers(1, 3))).tolist()))  # noqa: E731
+    kwargs: dict = {}
+    if rng.random() < 0.4:
+        kwargs["camera"] = pick(CAMERAS)
+    if rng.random() < 0.3:
+        kwargs["site"] = pick(SITES)
+    if rng.random() < 0.4:
+        start = int(rng.integers(0, 80))
+        kwargs["captured_from"] = (T0 + timedelta(hours=start)).isoformat()
+        if rng.random() < 0.5:
+            kwargs["captured_to"] = (T0 + timedelta(hours=start + int(rng.integers(1, 30)))).isoformat()
+    if rng.random() < 0.3:
+        kwargs["tags_all"] = pick(TAGS)
+    if rng.random() < 0.3:
+        kwargs["tags_any"] = pick(TAGS)
+    return SequenceFilter.build(**kwargs)
+
+
+def test_filters_run_inside_milvus_search_and_agree_with_the_reference_semantics(milvus_uri):
+    """Random attributes and random filters: Milvus returns exactly the subjects whose sequences match
+    (`SequenceFilter.matches`), best first, with the brute-force scores of the matching sequences."""
+    rng = np.random.default_rng(5)
+    x, labels = clustered_embeddings(60, 3, LAYOUT, noise=0.6, rng=rng)
+    metas = [random_metadata(rng) for _ in range(len(x))]
+    with milvus_store(milvus_uri, unique_db()) as store:
+        store.create_gallery("g", MODEL, LAYOUT)
+        for subject in range(60):
+            rows = np.flatnonzero(labels == subject)
+            store.enroll("g", f"s{subject:02d}", x[rows], MODEL, [metas[i] for i in rows])
+        checked = 0
+        for trial in range(25):
+            f = random_filter(rng) if trial else SequenceFilter()
+            match = np.array([f.matches(attributes(m)) for m in metas])
+            query = x[rng.integers(len(x))]
+            hits = store.search("g", query, MODEL, k=100, filter=f)
+            scores = x @ query / LAYOUT.parts
+            best: dict[str, float] = {}
+            for i in np.flatnonzero(match):
+                best[f"s{labels[i]:02d}"] = max(best.get(f"s{labels[i]:02d}", -2.0), float(scores[i]))
+            assert {h.subject_id for h in hits} == set(best), (f, filter_expression(f))
+            np.testing.assert_allclose([h.score for h in hits], sorted(best.values(), reverse=True), atol=1e-5)
+            for hit in hits:  # the best sequence named is a matching one
+                assert f.matches(attributes(store.get_sequence("g", hit.sequence_id).metadata))
+            checked += bool(best) and len(best) < 60
+        assert checked >= 5  # the random filters did select (neither nothing nor everything)
+        with pytest.raises(InvalidInputError, match="camera"):
+            store.enroll("g", "s00", x[:1], MODEL, [{"camera": ""}])  # attributes are validated
+
+
+def test_stores_on_one_server_see_each_others_writes_at_once(milvus_uri):
+    """Two stores are two replicas: an acknowledged change is visible to the other's next call (Strong)."""
+    db = unique_db()
+    with milvus_store(milvus_uri, db) as a, milvus_store(milvus_uri, db) as b:
+        a.create_gallery("shared.gallery-1", MODEL, LAYOUT)
+        x = unit_embeddings(np.random.default_rng(6), 20, LAYOUT)
+        for i in range(20):
+            a.enroll("shared.gallery-1", f"s{i}", x[i : i + 1], MODEL, sequence_ids=[f"q{i}"])
+            (hit,) = b.search("shared.gallery-1", x[i], MODEL, k=1)
+            assert hit.sequence_id == f"q{i}"
+            b.delete_sequence("shared.gallery-1", f"q{i}")
+            assert all(h.sequence_id != f"q{i}" for h in a.search("shared.gallery-1", x[i], MODEL, k=20))
+        assert [g.name for g in b.list_galleries()] == ["shared.gallery-1"]
+        assert b.get_gallery("shared.gallery-1").sequence_count == 0
+
+
+def test_concurrent_creations_of_one_gallery_let_exactly_one_win(milvus_uri):
+    db = unique_db()
+    stores = [milvus_store(milvus_uri, db) for _ in range(4)]
+    outcomes: list[str] = []
+    barrier = threading.Barrier(len(stores))
+
+    def create(store) -> None:
+        barrier.wait()
+        try:
+            store.create_gallery("race", MODEL, LAYOUT)
+            outcomes.append("created")
+        except GalleryExistsError:
+            outcomes.append("exists")
+
+    threads = [threading.Thread(target=create, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["created", "exists", "exists", "exists"]
+    for store in stores:
+        store.close()
+
+
+@pytest.mark.parametrize("name", ["a", "A.b-c_d", "x__y", "_d", "9-._"[:1] + "-._", "z" * 64])
+def test_gallery_names_map_to_collection_names_one_to_one(name):
+    encoded = collection(SEQUENCES, name)
+    assert encoded.replace("_", "").isalnum() and gallery_of(encoded) == name
+    assert gallery_of("someone_else") is None and gallery_of(SEQUENCES + "bad_x") is None
