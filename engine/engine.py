@@ -14,7 +14,8 @@ extracted in their own threads, at most `video_workers` at once; one more is ref
 rather than queued, since each costs seconds of CPU.
 
 Readiness: `start` warms the runtime and records a reference embedding of a fixed probe sequence.
-`probe()` embeds it again through the batcher; the engine is ready while the answer matches. A failed
+`probe()` embeds it again through the batcher and asks the galleries to answer (`check`: a Milvus server
+must be reachable); the engine is ready while both hold. A failed
 batch makes the engine not ready until a probe succeeds again.
 """
 
@@ -43,11 +44,12 @@ from gaitlu.embedding import Embedder, EmbeddingLayout, mean_part_cosine
 from gaitlu.errors import ConfigError, SequenceError
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import SequenceLimits, load_sequence, validate_sequence
+from gallery.backends import open_backend
 from gallery.errors import ModelMismatchError
 from gallery.previews import with_geis
+from gallery.protocol import GalleryBackend
 from gallery.records import GalleryInfo, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
-from gallery.store import GalleryStore
 from runtime import load_artifact_embedder
 from video import OnnxSegmenter
 
@@ -151,9 +153,12 @@ def _decode(item: SequenceInput, limits: SequenceLimits) -> Decoded:
     return Decoded(item.name, frames, (time.perf_counter() - started) * 1000)
 
 
-def open_store(settings: EngineSettings) -> GalleryStore:
-    """The galleries the engine serves: the one place that says which store (a local SQLite + FAISS one)."""
-    return GalleryStore(settings.store_path, index_settings=settings.index)
+def open_store(settings: EngineSettings) -> GalleryBackend:
+    """The galleries the engine serves: the one place that says which store (the local SQLite + FAISS
+    one, or the Milvus server that replicas share)."""
+    return open_backend(
+        settings.gallery_backend, store_path=settings.store_path, index=settings.index, milvus=settings.milvus
+    )
 
 
 class Engine:
@@ -173,7 +178,7 @@ class Engine:
         self._given_embedder = embedder
         self._embedder: Embedder | None = None
         self._batcher: Batcher | None = None
-        self._store: GalleryStore | None = None
+        self._store: GalleryBackend | None = None
         self._limits = settings.sequence_limits
         self._decoders = anyio.CapacityLimiter(settings.decode_workers)
         self._video_limits = settings.video_limits
@@ -216,7 +221,13 @@ class Engine:
             self._reference = reference[0]
             self._ready = True
             self.metrics.watch_galleries(store.stats)
-            logger.info("engine started: model %s, store %s", embedder.model_hash[:12], s.store_path)
+            where = s.milvus.uri if s.gallery_backend == "milvus" and s.milvus else s.store_path
+            logger.info(
+                "engine started: model %s, %s galleries at %s",
+                embedder.model_hash[:12],
+                s.gallery_backend,
+                where,
+            )
 
     async def stop(self) -> None:
         """Stop the batcher (queued work fails: ShuttingDown), then close the store. Safe to call twice."""
@@ -235,7 +246,7 @@ class Engine:
     def started(self) -> bool:
         return self._batcher is not None
 
-    def _parts(self) -> tuple[Embedder, Batcher, GalleryStore]:
+    def _parts(self) -> tuple[Embedder, Batcher, GalleryBackend]:
         if self._embedder is None or self._batcher is None or self._store is None:
             raise NotStarted()
         return self._embedder, self._batcher, self._store
@@ -251,7 +262,7 @@ class Engine:
         return self._parts()[0].layout
 
     @property
-    def store(self) -> GalleryStore:
+    def store(self) -> GalleryBackend:
         return self._parts()[2]
 
     # ----- readiness
@@ -282,6 +293,7 @@ class Engine:
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 [result] = await batcher.submit([self._probe], bypass_limit=True)
+                await run_sync(self._parts()[2].check)  # the galleries answer too (a Milvus server)
             self._ready = self._matches_reference(result.vector)
         except Exception as exc:  # any failure means "not ready"; the reason goes to the log
             logger.warning("readiness probe failed: %s", exc)
@@ -366,7 +378,7 @@ class Engine:
 
     # ----- galleries
 
-    async def _in_store(self, call: Callable[[GalleryStore], T]) -> T:
+    async def _in_store(self, call: Callable[[GalleryBackend], T]) -> T:
         """`call(store)` in a worker thread: store calls block (SQLite commits, FAISS searches)."""
         store = self.store
         return await run_sync(call, store)

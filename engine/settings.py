@@ -13,6 +13,7 @@ from pathlib import Path
 from engine.batcher import BatchSettings
 from gaitlu.manifest import VariantPrecision
 from gaitlu.sequence import DEFAULT_LIMITS, SequenceLimits
+from gallery.backends import Backend, MilvusSettings
 from gallery.settings import IndexSettings
 from runtime import BackendName
 from video import VideoLimits
@@ -33,4 +34,6 @@ class EngineSettings:
     video_workers: int = 2  # video extractions at once; one more is refused (Overloaded)
     video_limits: VideoLimits = field(default_factory=VideoLimits)
     segmentation_model: Path | None = None  # person-segmentation ONNX: enables the video method "onnx"
-    index: IndexSettings = field(default_factory=IndexSettings)  # how galleries are indexed
+    index: IndexSettings = field(default_factory=IndexSettings)  # how local galleries are indexed
+    gallery_backend: Backend = "local"  # "milvus": the galleries on `milvus` (shared by replicas)
+    milvus: MilvusSettings | None = None

@@ -43,6 +43,7 @@ from gallery.errors import (
     NotFoundError,
     SequenceIdConflictError,
     StoreClosedError,
+    StoreUnavailableError,
 )
 from service.context import request_id
 from service.metrics import Metrics
@@ -202,6 +203,7 @@ STATUSES: tuple[Status, ...] = (
     Status(NotFoundError, 404, "not_found"),
     Status(InvalidInputError, 422, "invalid_input"),
     Status(StoreClosedError, 503, "shutting_down"),
+    Status(StoreUnavailableError, 503, "gallery_unavailable", headers=lambda e: {"Retry-After": "1"}),
     # anything else meant for the user
     Status(GaitluError, 400, "bad_request"),
 )

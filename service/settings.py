@@ -20,6 +20,7 @@ from engine.batcher import BatchSettings
 from gaitlu.errors import ConfigError
 from gaitlu.manifest import VariantPrecision
 from gaitlu.sequence import SequenceLimits
+from gallery.backends import Backend, MilvusIndexSettings, MilvusSettings
 from gallery.settings import IndexSettings
 from runtime import BackendName
 from video import VideoLimits
@@ -108,6 +109,14 @@ class Settings(BaseSettings):
     # Gallery indexes (gallery/settings.py): GAITLU_INDEX__NPROBE=64, or GAITLU_INDEX as JSON.
     index: IndexSettings = IndexSettings()
 
+    # Where galleries live: "local" (DATA_DIR/galleries.db, one process) or "milvus" (a Milvus server or
+    # cluster that every replica shares; docs/gallery.md).
+    gallery_backend: Backend = "local"
+    milvus_uri: str | None = None  # http://milvus:19530, a milvus-lite server address, or a local .db file
+    milvus_token: SecretStr | None = None  # "user:password" or an API key, where the server wants one
+    milvus_db: str = Field("default", pattern=r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+    milvus_index: MilvusIndexSettings = MilvusIndexSettings()  # for galleries created from now on
+
     @field_validator("api_keys", "read_only_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -161,6 +170,8 @@ class Settings(BaseSettings):
             )
         if self.max_files > self.max_queue:
             raise ValueError("max_files must not exceed max_queue (such a request could never be queued)")
+        if self.gallery_backend == "milvus" and not self.milvus_uri:
+            raise ValueError("the milvus gallery backend needs GAITLU_MILVUS_URI (e.g. http://milvus:19530)")
         if self.max_body_bytes_in_flight < self.max_upload_bytes:
             raise ValueError(
                 "max_body_bytes_in_flight must be at least max_upload_bytes (else no large upload fits)"
@@ -218,6 +229,16 @@ class Settings(BaseSettings):
             video_limits=self.video_limits(),
             segmentation_model=self.segmentation_model,
             index=self.index,
+            gallery_backend=self.gallery_backend,
+            milvus=self.milvus_settings(),
+        )
+
+    def milvus_settings(self) -> MilvusSettings | None:
+        if self.gallery_backend != "milvus" or self.milvus_uri is None:
+            return None
+        token = self.milvus_token.get_secret_value() if self.milvus_token is not None else None
+        return MilvusSettings(
+            uri=self.milvus_uri, token=token, db_name=self.milvus_db, index=self.milvus_index
         )
 
 

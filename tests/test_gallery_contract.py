@@ -67,7 +67,9 @@ def test_32_clients_enrolling_retrying_and_deleting_leave_exact_counts(backend, 
     kept = set().union(*(k for k, _ in results))
     subjects = set().union(*(s for _, s in results))
     info = store.get_gallery("g")
-    assert (info.sequence_count, info.subject_count) == (len(kept), len(subjects)) == (CLIENTS * 7, CLIENTS * 2)
+    assert (
+        (info.sequence_count, info.subject_count) == (len(kept), len(subjects)) == (CLIENTS * 7, CLIENTS * 2)
+    )
     page = store.list_subjects("g", 0, 10_000)
     assert page.count == len(subjects) and {s.subject_id for s in page.data} == subjects
     listed = Counter(q.sequence_id for s in page.data for q in store.list_sequences("g", s.subject_id))
@@ -179,7 +181,9 @@ def test_filters_run_inside_milvus_search_and_agree_with_the_reference_semantics
             for i in np.flatnonzero(match):
                 best[f"s{labels[i]:02d}"] = max(best.get(f"s{labels[i]:02d}", -2.0), float(scores[i]))
             assert {h.subject_id for h in hits} == set(best), (f, filter_expression(f))
-            np.testing.assert_allclose([h.score for h in hits], sorted(best.values(), reverse=True), atol=1e-5)
+            np.testing.assert_allclose(
+                [h.score for h in hits], sorted(best.values(), reverse=True), atol=1e-5
+            )
             for hit in hits:  # the best sequence named is a matching one
                 assert f.matches(attributes(store.get_sequence("g", hit.sequence_id).metadata))
             checked += bool(best) and len(best) < 60

@@ -55,7 +55,9 @@ def milvus_lite_server(data_dir: Path, log: Path | None = None, **env: str) -> I
                 break
             except Exception:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"milvus-lite did not answer on {uri}:\n{log.read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"milvus-lite did not answer on {uri}:\n{log.read_text()[-3000:]}"
+                    ) from None
                 time.sleep(0.2)
         yield uri
     finally:
