@@ -169,11 +169,18 @@ def search(
     Console().print(table if result.data else "no subject scored above the threshold")
 
 
-@galleries_app.command()
+@galleries_app.callback(invoke_without_command=True)
 def galleries(
-    server: Server = DEFAULT_SERVER, api_key: ApiKey = None, retries: Retries = 5, as_json: AsJson = False
+    ctx: typer.Context,
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+    retries: Retries = 5,
+    as_json: AsJson = False,
 ) -> None:
-    """List the server's galleries with their sizes."""
+    """List the server's galleries with their sizes; `export` and `import` move one gallery to or from
+    a file."""
+    if ctx.invoked_subcommand is not None:
+        return
     with _client(server, api_key, retries) as client:
         found = client.list_galleries()
     if as_json:
@@ -188,3 +195,114 @@ def galleries(
         usable = "yes" if g.model_matches else "no: another model"
         table.add_row(g.name, str(g.subject_count), str(g.sequence_count), g.model_hash[:12], usable)
     Console().print(table)
+
+
+# Export and import open the store directly, as the service would (its GAITLU_* variables apply): the
+# local store only while no service holds it; a Milvus server at any time.
+BackendOption = Annotated[
+    str, typer.Option("--backend", envvar="GAITLU_GALLERY_BACKEND", help="Gallery backend: local or milvus.")
+]
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="GAITLU_DATA_DIR", help="local: the service's data folder."),
+]
+MilvusUri = Annotated[
+    str | None, typer.Option("--milvus-uri", envvar="GAITLU_MILVUS_URI", help="milvus: the server's URI.")
+]
+MilvusToken = Annotated[
+    str | None,
+    typer.Option("--milvus-token", envvar="GAITLU_MILVUS_TOKEN", help="milvus: token.", show_default=False),
+]
+MilvusDb = Annotated[str, typer.Option("--milvus-db", envvar="GAITLU_MILVUS_DB", help="milvus: database.")]
+
+
+@contextmanager
+def _store(backend: str, data_dir: Path | None, uri: str | None, token: str | None, db: str) -> Iterator[Any]:
+    from gallery.backends import STORE_FILE, MilvusSettings, open_backend
+
+    if backend == "local":
+        if data_dir is None or uri is not None:
+            raise ConfigError("the local backend needs --data-dir (GAITLU_DATA_DIR), and no --milvus-uri")
+        store = open_backend("local", store_path=data_dir / STORE_FILE)
+    elif backend == "milvus":
+        if uri is None:
+            raise ConfigError("the milvus backend needs --milvus-uri (GAITLU_MILVUS_URI)")
+        store = open_backend(
+            "milvus", store_path=Path(), milvus=MilvusSettings(uri=uri, token=token, db_name=db)
+        )
+    else:
+        raise ConfigError(f"unknown gallery backend {backend!r}: use local or milvus")
+    with store:
+        yield store
+
+
+@contextmanager
+def _bar(what: str, total: int | None, enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@galleries_app.command("export")
+def export(
+    name: Annotated[str, typer.Argument(help="Gallery to export.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="File to write (a gaitlu-gallery tar, docs/gallery.md).")
+    ],
+    backend: BackendOption = "local",
+    data_dir: DataDir = None,
+    milvus_uri: MilvusUri = None,
+    milvus_token: MilvusToken = None,
+    milvus_db: MilvusDb = "default",
+    as_json: AsJson = False,
+) -> None:
+    """Write one gallery (ids, subjects, metadata, embeddings, model hash) to a portable file."""
+    from gallery.portable import export_gallery
+
+    with _store(backend, data_dir, milvus_uri, milvus_token, milvus_db) as store:
+        total = store.get_gallery(name).sequence_count
+        with _bar("exporting", total, not as_json) as progress:
+            done = export_gallery(store, name, out, progress=progress)
+    _report(done, out, as_json, "exported")
+
+
+@galleries_app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="A file written by `gaitlu galleries export`.")],
+    as_name: Annotated[
+        str | None, typer.Option("--as", help="Gallery name (default: the exported one).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an import into the gallery that stopped.")] = False,
+    backend: BackendOption = "local",
+    data_dir: DataDir = None,
+    milvus_uri: MilvusUri = None,
+    milvus_token: MilvusToken = None,
+    milvus_db: MilvusDb = "default",
+    as_json: AsJson = False,
+) -> None:
+    """Create a gallery from a portable file (checked whole first), in either backend."""
+    from gallery.portable import check_file, import_gallery
+
+    if not file.is_file():
+        raise ConfigError(f"{file}: no such file")
+    with _bar("checking", None, not as_json) as checked:
+        manifest = check_file(file, checked)
+    with (
+        _store(backend, data_dir, milvus_uri, milvus_token, milvus_db) as store,
+        _bar("importing", manifest.sequences, not as_json) as progress,
+    ):
+        done = import_gallery(store, file, name=as_name, resume=resume, progress=progress, manifest=manifest)
+    _report(done, file, as_json, "imported")
+
+
+def _report(done: Any, file: Path, as_json: bool, verb: str) -> None:
+    if as_json:
+        _emit_json(
+            {"gallery": done.gallery, "sequences": done.sequences, "chunks": done.chunks, "file": str(file)}
+        )
+    else:
+        Console(stderr=True).print(f"{verb} {done.sequences} sequences of gallery '{done.gallery}' ({file})")

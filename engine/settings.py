@@ -13,12 +13,13 @@ from pathlib import Path
 from engine.batcher import BatchSettings
 from gaitlu.manifest import VariantPrecision
 from gaitlu.sequence import DEFAULT_LIMITS, SequenceLimits
-from gallery.backends import Backend, MilvusSettings
+from gallery.backends import STORE_FILE, Backend, MilvusSettings
 from gallery.settings import IndexSettings
 from runtime import BackendName
 from video import VideoLimits
 
-STORE_FILE = "galleries.db"  # the gallery store inside a data dir
+__all__ = ["STORE_FILE", "EngineSettings"]  # STORE_FILE: the local store inside a data dir
+
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from gallery.protocol import GalleryBackend
 from gallery.settings import IndexSettings
 
 Backend = Literal["local", "milvus"]
+STORE_FILE = "galleries.db"  # the local store inside a data dir
 # Milvus index types a gallery collection may be built with. milvus-lite builds FLAT, IVF_FLAT, IVF_SQ8
 # and HNSW; the others need a Milvus server (GPU_* a GPU query node).
 MilvusIndexType = Literal[
