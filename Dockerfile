@@ -13,6 +13,10 @@ RUN python -m venv /opt/venv
 # Dependencies first, from the lock alone, so this layer is reused until the lock changes.
 COPY deploy/requirements-serve.lock /tmp/requirements-serve.lock
 RUN /opt/venv/bin/pip install --no-deps -r /tmp/requirements-serve.lock
+# WITH_MILVUS=1 (the compose `scale` profile): pymilvus for galleries on a Milvus server.
+ARG WITH_MILVUS=0
+COPY deploy/requirements-milvus.lock /tmp/requirements-milvus.lock
+RUN if [ "$WITH_MILVUS" = 1 ]; then /opt/venv/bin/pip install --no-deps -r /tmp/requirements-milvus.lock; fi
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gaitlu gaitlu

@@ -74,7 +74,7 @@ def gpu_devices(service: dict) -> list[dict]:
     return service["deploy"]["resources"]["reservations"]["devices"]
 
 
-@pytest.mark.parametrize("profile", [None, "gpu", "train"])
+@pytest.mark.parametrize("profile", [None, "gpu", "train", "scale"])
 def test_compose_validates_under_every_profile(profile: str | None) -> None:
     services = resolved(profile)["services"]
     api = services["api"]
@@ -95,6 +95,20 @@ def test_compose_validates_under_every_profile(profile: str | None) -> None:
         assert train["profiles"] == ["train"]
         assert train["command"][:3] == ["torchrun", "--standalone", "--nproc_per_node=1"]
         assert gpu_devices(train)[0]["count"] in ("all", -1)  # compose v2 prints "all" as -1
+    if profile == "scale":
+        replicas = [services["api-a"], services["api-b"]]
+        for replica in replicas:
+            assert replica["profiles"] == ["scale"] and replica["build"]["args"]["WITH_MILVUS"] == "1"
+            env = replica["environment"]
+            assert (env["GAITLU_GALLERY_BACKEND"], env["GAITLU_MILVUS_URI"]) == ("milvus", "http://milvus:19530")
+            assert env["GAITLU_API_KEYS"] == KEY and "ports" not in replica  # reached through the proxy only
+            assert _volumes(replica) == ["artifacts:/artifacts:ro"]  # no gallery volume: Milvus holds them
+        assert set(services["proxy"]["depends_on"]) == {"api-a", "api-b"}
+        config = (ROOT / "deploy/nginx-scale.conf").read_text()
+        assert "server api-a:8000" in config and "server api-b:8000" in config
+        assert set(services["milvus"]["depends_on"]) == {"etcd", "minio"}
+        for name in ("milvus", "etcd", "minio"):
+            assert "ports" not in services[name]  # internal to compose's network
 
 
 def _volumes(service: dict) -> list[str]:
