@@ -12,6 +12,16 @@ GalleryStore.search does.
 
     python benchmarks/gallery_search.py --quick   # 1k (full dims) + 100k (256-d), <= 60 s
     python benchmarks/gallery_search.py           # adds 1M (256-d); minutes
+
+`--backends` compares the gallery BACKENDS end to end instead, through the store API the service calls:
+local exact, local approximate (the default codecs) and Milvus (a milvus-lite server process on
+loopback, FLAT index, Strong consistency) on the same 8 x 32 = 256-float clustered embeddings: enrolment
+throughput (one client, one subject of 10 sequences per call, every call durable), search latency
+p50/p99 at 1 and 8 client threads (k=10, top_m=1), recall@10 of subjects against local exact, and memory
+per sequence (local: its index; Milvus: the server process's resident growth).
+
+    python benchmarks/gallery_search.py --backends --quick   # 5k sequences, <= 60 s
+    python benchmarks/gallery_search.py --backends           # 10k and 100k; about 15 minutes here
 """
 
 from __future__ import annotations
@@ -171,13 +181,148 @@ def rank1_change(sequences: int, settings: IndexSettings, rng) -> tuple[float, f
     )
 
 
+@dataclass
+class BackendPoint:
+    size: int
+    backend: str
+    enrol_per_s: float
+    p50_1: float  # ms, one client
+    p99_1: float
+    p50_8: float  # ms, eight clients at once
+    p99_8: float
+    searches_per_s_8: float
+    recall10: float  # subjects, against local exact
+    bytes_per_seq: float
+
+
+def latencies(store, queries: np.ndarray, model: str, clients: int) -> tuple[float, float, float]:
+    """p50 and p99 latency (ms) of single-query searches from `clients` threads, and searches per s."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(query: np.ndarray) -> float:
+        start = time.perf_counter()
+        store.search("g", query, model, k=10)
+        return 1e3 * (time.perf_counter() - start)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        times = list(pool.map(one, queries))
+    wall = time.perf_counter() - start
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99)), len(queries) / wall
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure_backends(size: int, queries: int, folder: Path) -> list[BackendPoint]:
+    """The three backends on one gallery of `size` sequences (10 per subject) and the same probes."""
+    import hashlib
+
+    from gallery.backends import MilvusSettings, open_backend
+    from gallery.store import GalleryStore
+    from tests.support.milvus import milvus_lite_server
+
+    model = hashlib.sha256(b"benchmark").hexdigest()
+    layout = EmbeddingLayout(parts=8, channels=32)
+    x, labels, probes, _ = gallery_and_probes(size, layout.size, layout.parts, np.random.default_rng(size))
+    probes = probes[:queries]
+    subjects = int(labels.max()) + 1
+    points, truth = [], None
+
+    def run(name: str, store, bytes_per_seq) -> None:
+        nonlocal truth
+        store.create_gallery("g", model, layout)
+        start = time.perf_counter()
+        for s in range(subjects):
+            store.enroll("g", f"s{s}", x[labels == s], model)
+        if hasattr(store, "wait_for_index_builds"):
+            store.wait_for_index_builds()
+        enrol = len(x) / (time.perf_counter() - start)
+        logger.info("%d sequences, %s: enrolled at %.0f/s", len(x), name, enrol)
+        found = [[h.subject_id for h in hits] for hits in store.search_batch("g", probes, model, k=10)]
+        truth = truth or found
+        recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found, strict=True)])
+        one = latencies(store, probes, model, 1)
+        eight = latencies(store, np.concatenate([probes] * 2), model, 8)
+        points.append(
+            BackendPoint(
+                len(x),
+                name,
+                enrol,
+                one[0],
+                one[1],
+                eight[0],
+                eight[1],
+                eight[2],
+                float(recall),
+                bytes_per_seq(store),
+            )
+        )
+
+    def local_bytes(store) -> float:
+        return store.stats()[0].index_bytes / len(x)
+
+    with GalleryStore(folder / f"exact-{size}.db", index_settings=IndexSettings(exact_max=size + 1)) as store:
+        run("local exact", store, local_bytes)
+    with GalleryStore(folder / f"approx-{size}.db", index_settings=IndexSettings(exact_max=500)) as store:
+        run("local approximate", store, local_bytes)
+    # A small memtable: milvus-lite scans unflushed rows in Python, so they are flushed into indexed
+    # segments early (a server setting, not the store's).
+    env = {"MILVUS_LITE_MEMTABLE_MEMORY_LIMIT_BYTES": str(1 << 20)}
+    with milvus_lite_server(folder / f"milvus-{size}", **env) as server:
+        base = rss_bytes(server.pid)
+        settings = MilvusSettings(uri=server.uri, timeout_s=120)
+        with open_backend("milvus", store_path=folder, milvus=settings) as store:
+            run("milvus-lite FLAT", store, lambda _: (rss_bytes(server.pid) - base) / len(x))
+    return points
+
+
+def backends_main(quick: bool) -> None:
+    import tempfile
+
+    sizes = [5_000] if quick else [10_000, 100_000]
+    queries = 50 if quick else 200
+    points: list[BackendPoint] = []
+    with tempfile.TemporaryDirectory(prefix="gaitlu-backends-") as folder:
+        for size in sizes:
+            points += measure_backends(size, queries, Path(folder))
+    print(
+        "| sequences | backend | enrol seq/s | p50 ms (1) | p99 ms (1) | p50 ms (8) | p99 ms (8) "
+        "| searches/s (8) | recall@10 | bytes/seq |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for p in points:
+        print(
+            f"| {p.size} | {p.backend} | {p.enrol_per_s:.0f} | {p.p50_1:.2f} | {p.p99_1:.2f} | {p.p50_8:.2f} "
+            f"| {p.p99_8:.2f} | {p.searches_per_s_8:.0f} | {p.recall10:.3f} | {p.bytes_per_seq:.0f} |"
+        )
+    largest = [p for p in points if p.size == points[-1].size]
+    by = {p.backend: p for p in largest}
+    exact, approx, milvus = by["local exact"], by["local approximate"], by["milvus-lite FLAT"]
+    print(
+        f"largest={exact.size} local_exact_p50_ms={exact.p50_1:.2f} local_approx_p50_ms={approx.p50_1:.2f} "
+        f"milvus_p50_ms={milvus.p50_1:.2f} milvus_p99_8_ms={milvus.p99_8:.2f} "
+        f"approx_recall10={approx.recall10:.3f} milvus_recall10={milvus.recall10:.3f} "
+        f"local_enrol_per_s={exact.enrol_per_s:.0f} milvus_enrol_per_s={milvus.enrol_per_s:.0f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="1k and 100k only (<= 60 s)")
+    parser.add_argument("--backends", action="store_true", help="compare the gallery backends end to end")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.backends:
+        faiss.omp_set_num_threads(1)
+        backends_main(args.quick)
+        return
     # One OpenMP thread per search: the service searches from a thread pool, and on a shared 2-core host
     # FAISS's spinning OpenMP threads made single-query flat search ~6x slower.
     faiss.omp_set_num_threads(1)

@@ -45,7 +45,6 @@ from gaitlu.errors import ConfigError, SequenceError
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import SequenceLimits, load_sequence, validate_sequence
 from gallery.backends import open_backend
-from gallery.errors import ModelMismatchError
 from gallery.previews import with_geis
 from gallery.protocol import GalleryBackend
 from gallery.records import GalleryInfo, SequenceInfo, SubjectPage
@@ -405,9 +404,7 @@ class Engine:
         """The running model's hash, after checking the gallery exists and was built with that model
         (a cheap read, so a mismatch is refused before any decoding or inference)."""
         model_hash = self.model_hash
-        info = await self.get_gallery(gallery)
-        if info.model_hash != model_hash:
-            raise ModelMismatchError(gallery, info.model_hash, model_hash)
+        await self._in_store(lambda store: store.check_model(gallery, model_hash))
         return model_hash
 
     async def create_gallery(self, name: str, metadata: dict[str, Any] | None) -> GalleryInfo:

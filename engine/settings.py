@@ -21,7 +21,6 @@ from video import VideoLimits
 __all__ = ["STORE_FILE", "EngineSettings"]  # STORE_FILE: the local store inside a data dir
 
 
-
 @dataclass(frozen=True)
 class EngineSettings:
     artifact: Path  # export artifact folder (`gaitlu export ... --out DIR`)

@@ -96,6 +96,10 @@ class GalleryBackend(Protocol):
         filter: SequenceFilter | None = None,
     ) -> list[list[SearchHit]]: ...
 
+    def check_model(self, name: str, model_hash: str) -> None:
+        """Raise GalleryNotFoundError or ModelMismatchError, cheaply (before any inference is spent)."""
+        ...
+
     # ----- health and lifecycle
     def stats(self) -> list[GalleryStats]:
         """Sizes per gallery, for metrics."""

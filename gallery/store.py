@@ -441,6 +441,10 @@ class GalleryStore:
                 threshold,
             )
 
+    def check_model(self, name: str, model_hash: str) -> None:
+        """GalleryNotFoundError or ModelMismatchError, from memory."""
+        self._checked(name, model_hash)
+
     def stats(self) -> list[GalleryStats]:
         """Sizes for metrics, from memory."""
         stats = []

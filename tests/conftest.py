@@ -35,5 +35,5 @@ def milvus_uri(tmp_path_factory: pytest.TempPathFactory):
     """One milvus-lite server per test process (per xdist worker); tests keep apart by database."""
     from tests.support.milvus import milvus_lite_server
 
-    with milvus_lite_server(tmp_path_factory.mktemp("milvus") / "data") as uri:
-        yield uri
+    with milvus_lite_server(tmp_path_factory.mktemp("milvus") / "data") as server:
+        yield server.uri

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.ports import free_port
@@ -26,9 +27,16 @@ def unique_db() -> str:
     return f"t_{uuid.uuid4().hex}"
 
 
+@dataclass(frozen=True)
+class MilvusLite:
+    uri: str
+    pid: int
+
+
 @contextmanager
-def milvus_lite_server(data_dir: Path, log: Path | None = None, **env: str) -> Iterator[str]:
-    """`milvus-lite server` on 127.0.0.1 and a free port, as a child process; yields its URI."""
+def milvus_lite_server(data_dir: Path, log: Path | None = None, **env: str) -> Iterator[MilvusLite]:
+    """`milvus-lite server` on 127.0.0.1 and a free port, as a child process (`env`: its environment,
+    e.g. MILVUS_LITE_MEMTABLE_MEMORY_LIMIT_BYTES)."""
     try:
         import milvus_lite  # noqa: F401
         from pymilvus import MilvusClient
@@ -59,7 +67,7 @@ def milvus_lite_server(data_dir: Path, log: Path | None = None, **env: str) -> I
                         f"milvus-lite did not answer on {uri}:\n{log.read_text()[-3000:]}"
                     ) from None
                 time.sleep(0.2)
-        yield uri
+        yield MilvusLite(uri, proc.pid)
     finally:
         proc.terminate()
         try:
