@@ -100,7 +100,10 @@ def test_compose_validates_under_every_profile(profile: str | None) -> None:
         for replica in replicas:
             assert replica["profiles"] == ["scale"] and replica["build"]["args"]["WITH_MILVUS"] == "1"
             env = replica["environment"]
-            assert (env["GAITLU_GALLERY_BACKEND"], env["GAITLU_MILVUS_URI"]) == ("milvus", "http://milvus:19530")
+            assert (env["GAITLU_GALLERY_BACKEND"], env["GAITLU_MILVUS_URI"]) == (
+                "milvus",
+                "http://milvus:19530",
+            )
             assert env["GAITLU_API_KEYS"] == KEY and "ports" not in replica  # reached through the proxy only
             assert _volumes(replica) == ["artifacts:/artifacts:ro"]  # no gallery volume: Milvus holds them
         assert set(services["proxy"]["depends_on"]) == {"api-a", "api-b"}

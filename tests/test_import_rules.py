@@ -29,6 +29,8 @@ LAYER = {package: rank for rank, packages in enumerate(LAYERS) for package in pa
 NEEDS_TORCH = {"train", "export", "workflows"}  # workflows only inside its --checkpoint / train steps
 TORCH_FREE = sorted(set(LAYER) - NEEDS_TORCH)
 HTTP_SERVERS = {"fastapi", "starlette", "uvicorn"}
+# Optional backends: imported by one module each, which is imported only when that backend is chosen.
+OPTIONAL = {"pymilvus": "gallery/milvus.py", "milvus_lite": None}
 FACE = REPO / "gaitlu" / "cli.py"  # the command face: finds each package's commands by name
 
 
@@ -131,3 +133,25 @@ def test_only_the_command_face_imports_by_name_and_it_loads_no_stage() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_optional_backends_are_imported_by_their_module_only_and_only_when_chosen(tmp_path) -> None:
+    wrong = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for package in LAYER
+        for path in modules(package)
+        for line, name in imported(path)
+        if (top := name.split(".")[0]) in OPTIONAL and str(path.relative_to(REPO)) != OPTIONAL[top]
+    ]
+    assert wrong == []
+    # The whole service with the local backend open, and the CLI: no pymilvus loaded.
+    code = (
+        "import sys, pathlib, gallery, gallery.backends, engine, service.app, client.cli\n"
+        "store = gallery.backends.open_backend('local', store_path=pathlib.Path(sys.argv[1]) / 'g.db')\n"
+        "store.close()\n"
+        "sys.exit(sorted({'pymilvus', 'milvus_lite'} & set(sys.modules)) or 0)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
