@@ -197,6 +197,7 @@ class MilvusStore:
                         if settings.db_name not in self._client.list_databases(timeout=self._timeout):
                             raise
                 self._client.use_database(settings.db_name)
+            self._client.list_collections(timeout=self._timeout)  # a cached channel may hide a dead server
         except Exception as exc:
             raise StoreUnavailableError(
                 f"cannot reach the Milvus gallery server at {settings.uri}: {exc}"

@@ -7,7 +7,10 @@ tests/test_gallery_store.py holds the single-client semantics, run against both 
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -16,13 +19,20 @@ import numpy as np
 import pytest
 
 from gaitlu.embedding import EmbeddingLayout
-from gallery import GalleryExistsError, InvalidInputError, ModelMismatchError, SequenceIdConflictError
+from gallery import (
+    GalleryExistsError,
+    InvalidInputError,
+    ModelMismatchError,
+    SequenceIdConflictError,
+    StoreUnavailableError,
+)
 from gallery.backends import MilvusSettings, open_backend
 from gallery.filters import SequenceFilter, attributes
 from gallery.milvus import SEQUENCES, collection, filter_expression, gallery_of
+from service.errors import answer
 from tests.support.embeddings import clustered_embeddings, unit_embeddings
 from tests.support.galleries import BACKENDS, open_store
-from tests.support.milvus import unique_db
+from tests.support.milvus import milvus_lite_server, unique_db
 
 MODEL = hashlib.sha256(b"contract").hexdigest()
 OTHER = hashlib.sha256(b"another").hexdigest()
@@ -237,3 +247,24 @@ def test_gallery_names_map_to_collection_names_one_to_one(name):
     encoded = collection(SEQUENCES, name)
     assert encoded.replace("_", "").isalnum() and gallery_of(encoded) == name
     assert gallery_of("someone_else") is None and gallery_of(SEQUENCES + "bad_x") is None
+
+
+def test_a_milvus_server_that_is_gone_is_unavailable_at_once_not_a_hang(tmp_path):
+    with milvus_lite_server(tmp_path / "m") as server:
+        store = milvus_store(server.uri, "default")
+        store.create_gallery("g", MODEL, LAYOUT)
+        os.kill(server.pid, signal.SIGKILL)
+        started = time.monotonic()
+        for call in (lambda: store.get_gallery("g"), store.check, lambda: store.list_subjects("g")):
+            with pytest.raises(StoreUnavailableError):
+                call()
+        assert time.monotonic() - started < 30  # refused connections fail fast; a silent server times out
+        verdict = answer(StoreUnavailableError("x"))  # what the service answers: 503, come back soon
+        assert (verdict.status, verdict.code, verdict.headers) == (
+            503,
+            "gallery_unavailable",
+            {"Retry-After": "1"},
+        )
+        store.close()
+    with pytest.raises(StoreUnavailableError, match="cannot reach"):
+        milvus_store(server.uri, "default")
