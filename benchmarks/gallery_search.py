@@ -276,7 +276,7 @@ def measure_backends(size: int, queries: int, folder: Path) -> list[BackendPoint
     with milvus_lite_server(folder / f"milvus-{size}", **env) as server:
         base = rss_bytes(server.pid)
         settings = MilvusSettings(uri=server.uri, timeout_s=120)
-        with open_backend("milvus", store_path=folder, milvus=settings) as store:
+        with open_backend("milvus", milvus=settings) as store:
             run("milvus-lite FLAT", store, lambda _: (rss_bytes(server.pid) - base) / len(x))
     return points
 

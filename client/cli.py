@@ -221,15 +221,13 @@ def _store(backend: str, data_dir: Path | None, uri: str | None, token: str | No
     from gallery.backends import STORE_FILE, MilvusSettings, open_backend
 
     if backend == "local":
-        if data_dir is None or uri is not None:
-            raise ConfigError("the local backend needs --data-dir (GAITLU_DATA_DIR), and no --milvus-uri")
+        if data_dir is None:
+            raise ConfigError("the local backend needs --data-dir (GAITLU_DATA_DIR)")
         store = open_backend("local", store_path=data_dir / STORE_FILE)
     elif backend == "milvus":
         if uri is None:
             raise ConfigError("the milvus backend needs --milvus-uri (GAITLU_MILVUS_URI)")
-        store = open_backend(
-            "milvus", store_path=Path(), milvus=MilvusSettings(uri=uri, token=token, db_name=db)
-        )
+        store = open_backend("milvus", milvus=MilvusSettings(uri=uri, token=token, db_name=db))
     else:
         raise ConfigError(f"unknown gallery backend {backend!r}: use local or milvus")
     with store:

@@ -55,7 +55,7 @@ class MilvusSettings:
 def open_backend(
     backend: Backend,
     *,
-    store_path: Path,
+    store_path: Path | None = None,
     index: IndexSettings | None = None,
     milvus: MilvusSettings | None = None,
 ) -> GalleryBackend:
@@ -66,6 +66,8 @@ def open_backend(
         from gallery.milvus import MilvusStore
 
         return MilvusStore(milvus)
+    if store_path is None:
+        raise InvalidInputError("the local gallery backend needs the path of its database")
     from gallery.store import GalleryStore
 
     return GalleryStore(store_path, index_settings=index)

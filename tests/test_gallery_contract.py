@@ -131,7 +131,7 @@ def test_the_local_backend_refuses_filters_until_it_implements_them(tmp_path, re
 
 
 def milvus_store(uri: str, db: str):
-    return open_backend("milvus", store_path=None, milvus=MilvusSettings(uri=uri, db_name=db))  # type: ignore[arg-type]
+    return open_backend("milvus", milvus=MilvusSettings(uri=uri, db_name=db))
 
 
 CAMERAS, SITES, TAGS = ["gate-1", 'odd "cam" \\ é', "gate-3"], ["lab", "yard"], ["day", "night", "rain", "x"]
