@@ -360,14 +360,15 @@ class MilvusStore:
             infos.append(SequenceInfo(uid, gallery.name, subject_id, gallery.model_hash, stored, _time(now)))
         if rows:
             self._call("enrol", lambda: self._client.upsert(gallery.sequences, rows, timeout=self._timeout))
-            self._keep_subject(gallery, subject_id, now)
+        self._keep_subject(gallery, subject_id, now)  # also repairs one a crash left out (a full retry)
         return infos
 
     def delete_subject(self, name: str, subject_id: str) -> None:
         """Remove a subject and all its sequences."""
         gallery = self._gallery(name)
-        if not self._query(gallery.subjects, f"sid == {literal(subject_id)}", ["sid"]) and not self._count(
-            gallery.sequences, f"subject == {literal(subject_id)}"
+        if not _is_id(subject_id) or (
+            not self._query(gallery.subjects, f"sid == {literal(subject_id)}", ["sid"])
+            and not self._count(gallery.sequences, f"subject == {literal(subject_id)}")
         ):
             raise SubjectNotFoundError(f"gallery '{name}' has no subject '{subject_id}'")
         expr = f"subject == {literal(subject_id)}"
@@ -379,7 +380,11 @@ class MilvusStore:
     def delete_sequence(self, name: str, sequence_id: str) -> None:
         """Remove one sequence; a subject left with no sequences is removed too."""
         gallery = self._gallery(name)
-        rows = self._query(gallery.sequences, f"uid == {literal(sequence_id)}", ["subject"])
+        rows = (
+            self._query(gallery.sequences, f"uid == {literal(sequence_id)}", ["subject"])
+            if _is_id(sequence_id)
+            else []
+        )
         if not rows:
             raise SequenceNotFoundError(f"gallery '{name}' has no sequence '{sequence_id}'")
         self._call(
@@ -415,11 +420,12 @@ class MilvusStore:
     def list_sequences(self, name: str, subject_id: str) -> list[SequenceInfo]:
         gallery = self._gallery(name)
         expr = f"subject == {literal(subject_id)}"
-        rows = [
-            row
-            for batch in self._iterate(gallery.sequences, expr, ["uid", "subject", "metadata", "created"])
-            for row in batch
-        ]
+        fields = ["uid", "subject", "metadata", "created"]
+        rows = (
+            [row for batch in self._iterate(gallery.sequences, expr, fields) for row in batch]
+            if _is_id(subject_id)
+            else []
+        )
         if not rows:
             raise SubjectNotFoundError(f"gallery '{name}' has no subject '{subject_id}'")
         rows.sort(key=lambda row: (row["created"], row["uid"]))
@@ -427,8 +433,11 @@ class MilvusStore:
 
     def get_sequence(self, name: str, sequence_id: str) -> SequenceInfo:
         gallery = self._gallery(name)
-        rows = self._query(
-            gallery.sequences, f"uid == {literal(sequence_id)}", ["uid", "subject", "metadata", "created"]
+        fields = ["uid", "subject", "metadata", "created"]
+        rows = (
+            self._query(gallery.sequences, f"uid == {literal(sequence_id)}", fields)
+            if _is_id(sequence_id)
+            else []
         )
         if not rows:
             raise SequenceNotFoundError(f"gallery '{name}' has no sequence '{sequence_id}'")
@@ -726,6 +735,11 @@ class MilvusStore:
         schema.add_field("created", DataType.DOUBLE)
         schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=2)
         return schema
+
+
+def _is_id(value: str) -> bool:
+    """Whether `value` could name a subject or sequence at all (others are simply not found)."""
+    return isinstance(value, str) and validate.ID_RE.fullmatch(value) is not None
 
 
 def _attribute_fields(attrs: SequenceAttributes) -> dict[str, Any]:

@@ -23,12 +23,13 @@ from gallery import (
     GalleryExistsError,
     InvalidInputError,
     ModelMismatchError,
+    NotFoundError,
     SequenceIdConflictError,
     StoreUnavailableError,
 )
 from gallery.backends import MilvusSettings, open_backend
 from gallery.filters import SequenceFilter, attributes
-from gallery.milvus import SEQUENCES, collection, filter_expression, gallery_of
+from gallery.milvus import SEQUENCES, SUBJECTS, collection, filter_expression, gallery_of
 from service.errors import answer
 from tests.support.embeddings import clustered_embeddings, unit_embeddings
 from tests.support.galleries import BACKENDS, open_store
@@ -268,3 +269,35 @@ def test_a_milvus_server_that_is_gone_is_unavailable_at_once_not_a_hang(tmp_path
         store.close()
     with pytest.raises(StoreUnavailableError, match="cannot reach"):
         milvus_store(server.uri, "default")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ids_no_store_could_hold_are_simply_not_found(backend, tmp_path, request):
+    """Path segments reach the store unvalidated: quotes, backslashes, control characters are 404s."""
+    with open_store(backend, tmp_path, request) as store:
+        store.create_gallery("g", MODEL, LAYOUT)
+        store.enroll(
+            "g", "s", unit_embeddings(np.random.default_rng(7), 1, LAYOUT), MODEL, sequence_ids=["q"]
+        )
+        for bad in ['q" or uid != "', "q\\", "a\nb", "x" * 300, ""]:
+            with pytest.raises(NotFoundError):
+                store.get_sequence("g", bad)
+            with pytest.raises(NotFoundError):
+                store.delete_sequence("g", bad)
+            with pytest.raises(NotFoundError):
+                store.list_sequences("g", bad)
+            with pytest.raises(NotFoundError):
+                store.delete_subject("g", bad)
+        assert store.get_gallery("g").sequence_count == 1
+
+
+def test_a_retry_repairs_the_subject_row_a_crash_between_the_two_writes_left_out(milvus_uri):
+    with milvus_store(milvus_uri, unique_db()) as store:
+        store.create_gallery("g", MODEL, LAYOUT)
+        x = unit_embeddings(np.random.default_rng(8), 2, LAYOUT)
+        store.enroll("g", "s", x, MODEL, sequence_ids=["a", "b"])
+        store._client.delete(collection(SUBJECTS, "g"), ids=["s"])  # as if killed before the subject row
+        assert store.list_subjects("g").count == 0 and store.get_gallery("g").sequence_count == 2
+        store.enroll("g", "s", x, MODEL, sequence_ids=["a", "b"])  # the client's retry: nothing new
+        page = store.list_subjects("g")
+        assert [(s.subject_id, s.sequence_count) for s in page.data] == [("s", 2)]
