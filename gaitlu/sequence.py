@@ -23,7 +23,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ import cv2
 import numpy as np
 
 from gaitlu.errors import ConfigError, SequenceError
+from gaitlu.files import write_atomic
 from gaitlu.safepickle import dumps_array, loads_array
 
 logger = logging.getLogger(__name__)
@@ -487,8 +487,9 @@ def save_sequence(
 ) -> Path:
     """Validate `arr` and write it as `.pkl` (OpenGait's format) or `.npy`, chosen by the extension.
 
-    The write is atomic (temp file in the same folder + os.replace), so a reader never sees half a file;
-    parent folders are created. What is written is exactly what `load_sequence` will return.
+    The write is atomic (`gaitlu.files.write_atomic`, without fsync: sequences are written by the
+    thousand and can be made again), so a reader never sees half a file; parent folders are created.
+    What is written is exactly what `load_sequence` will return.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -502,15 +503,7 @@ def save_sequence(
         np.save(buffer, seq, allow_pickle=False)
         payload = buffer.getvalue()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomic(path, payload, durable=False)  # bulk, regenerable output: see gaitlu.files
     except OSError as exc:
         raise SequenceError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path

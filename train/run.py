@@ -46,6 +46,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from gaitlu.errors import ConfigError, GaitluError
+from gaitlu.files import write_atomic
 from train import checkpoint, distributed
 from train.config import (
     OptimizerConfig,
@@ -495,6 +496,4 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     if not path.is_file():
         return
     lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{ln}\n" for ln in lines))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(f"{ln}\n" for ln in lines))
