@@ -4,7 +4,7 @@ For each probe condition and each (probe view, gallery view) pair the gallery is
 view and each probe takes its nearest neighbour: Rank-1 (%), rounded to 2 decimals as OpenGait's
 evaluator rounds each cell before averaging, fills a V x V matrix. The headline is, per
 probe view, the mean over the other gallery views ("excluding identical view"), then the mean over probe
-views; the diagonal mean is reported too (realism.md compares it).
+views; the diagonal mean is reported too (docs/synthetic.md compares both with real CASIA-B).
 
 Gaps: a cell with no probes or no gallery sequence is NaN and left out of every mean, so a missing view
 lowers no figure (with full data the means equal OpenGait's, which has no such guard). A probe whose

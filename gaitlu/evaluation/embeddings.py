@@ -1,7 +1,7 @@
 """A labelled set of embeddings and its `.npz` file form.
 
 The file holds `emb` (N, D float32, the (N, P, C) embedding flattened part-major), `subject`, `cond`,
-`view` (N strings) as protocols.md specifies, plus `parts` (P) so per-part distances can be recomputed;
+`view` (N strings) as docs/evaluation.md specifies, plus `parts` (P) so per-part distances can be recomputed;
 a file without `parts` is read as one part.
 """
 
