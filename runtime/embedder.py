@@ -170,7 +170,7 @@ def load_artifact_embedder(
         model_hash = entry.sha256
         batch_bound = max_batch or manifest.input.max_batch
         providers = ort_provider_chain(
-            backend, batch_bound, manifest.input.max_frames, Path(cache_dir or folder / "trt-cache")
+            backend, manifest.input, batch_bound, Path(cache_dir or folder / "trt-cache")
         )
         chosen = OrtBackend(
             verified_path(folder, entry.file, entry.sha256),
