@@ -24,7 +24,7 @@ from gaitlu.errors import SequenceError
 from gaitlu.files import sha256_file
 from gaitlu.manifest import Evaluation
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
-from train.checkpoint import load_checkpoint
+from train.checkpoint import architecture_name, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def load_checkpoint_embedder(
     logger.info(
         "loaded %s (%s, %d x %d) on %s",
         path,
-        ckpt.get("architecture", "gaitssb"),
+        architecture_name(ckpt),
         embedder.layout.parts,
         embedder.layout.channels,
         device,
