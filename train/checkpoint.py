@@ -36,6 +36,7 @@ from torch import nn
 from gaitlu.errors import DataError
 from gaitlu.files import atomic_write
 from train.config import config_to_dict
+from train.network import GaitNetwork, NetworkConfig
 from train.zoo.registry import architecture_of, build_network
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,11 @@ def checkpoint_name(step: int) -> str:
 def bare_model(model: nn.Module) -> nn.Module:
     """The module under DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
     while True:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+        elif isinstance(inner, nn.Module):
+            model = inner
         else:
             return model
 
@@ -161,7 +163,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[GaitNetwork[NetworkConfig], dict[str, Any]]:
     """Rebuild the network a checkpoint holds (eval mode, on `map_location`) and return it with the dict."""
     ckpt = read_checkpoint(path, map_location)
     model = build_network(architecture_name(ckpt), ckpt["model_config"])
