@@ -111,7 +111,8 @@ class OrtBackend:
         self.name = f"onnxruntime/{self.session.get_providers()[0]}"
 
     def run(self, sils: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: sils})[0]
+        out: np.ndarray = self.session.run(None, {self.input_name: sils})[0]  # (N, D)
+        return out
 
 
 def trt_engine_usable() -> bool:
@@ -142,7 +143,7 @@ class TensorRTEngineBackend:
         self.input_name, self.output_name = input_name, output_name
         self.name = f"tensorrt/{trt.__version__}"
 
-    def _check(self, result: tuple) -> Any:
+    def _check(self, result: tuple[Any, ...]) -> Any:
         err, *values = result
         if err != self._cudart.cudaError_t.cudaSuccess:
             raise RuntimeError(f"CUDA error {err}")
