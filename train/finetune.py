@@ -261,7 +261,8 @@ def _run(inputs: FinetuneInputs, run_dir: Path, info: distributed.Dist) -> RunRe
     cfg, t, device = inputs.config, inputs.config.trainer, info.device
     model = inputs.model.to(device)
     if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format; torch's overloads of it leave the keyword out.
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     groups = param_groups(model, cfg.lr, cfg.optimizer.lr)
     state = TrainState.sgd(model, groups, cfg.optimizer, cfg.scheduler, t.precision, device)
     step = state.restore(inputs.resume_from) if inputs.resume_from is not None else 0

@@ -123,7 +123,7 @@ def effective_trainer(trainer: TrainerConfig, device: torch.device) -> TrainerCo
     """CPU runs fp32 without compile or channels_last (autocast and compile do not pay there)."""
     if device.type == "cuda":
         return trainer
-    changed = {
+    changed: dict[str, Any] = {
         k: v
         for k, v in (("precision", "fp32"), ("compile", False), ("channels_last", False))
         if getattr(trainer, k) != v
