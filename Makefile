@@ -20,14 +20,14 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/gaitlu demo --data-dir $(DATA)
 
+# Types: strict on every package ([tool.mypy] in pyproject.toml); about 1 min cold, seconds cached.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # System tools first (Chromium, a compose binary): installed via apt as root, else named and how to get them.
-test: system-deps $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: system-deps lint
 	# One thread per worker: two xdist workers already fill the two cores.
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
 

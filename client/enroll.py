@@ -261,7 +261,7 @@ class LocalTarget:
             raise ModelMismatchError(self.gallery, info.model_hash, engine.model_hash)
 
     def held(self, items: Sequence[DatasetItem]) -> set[str]:
-        held = set()
+        held: set[str] = set()
         for subject in {item.subject_id for item in items}:
             try:
                 listed = self.portal.call(self.engine.list_sequences, self.gallery, subject)

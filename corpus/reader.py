@@ -171,7 +171,7 @@ class ShardedCorpus(Corpus):
             raise DataError(f"{path}: cannot open shard ({exc.strerror}); run `gaitlu data verify`") from None
 
     def _fd(self, number: int) -> int:
-        fds = self.__dict__.setdefault("_fds", {})
+        fds: dict[int, int] = self.__dict__.setdefault("_fds", {})  # shard number -> open descriptor
         if number not in fds:
             path = self.root / self.shard_names[number]
             try:

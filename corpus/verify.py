@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from corpus.pack import INDEX_NAME, load_index
 from corpus.shard import load_footer, read_payload
-from gaitlu.errors import DataError
+from gaitlu.errors import DataError, listing
 from gaitlu.files import sha256_file
 
 
@@ -33,8 +33,7 @@ class ShardProblem:
 
     def describe(self) -> str:
         if self.affected_ids:
-            shown = ", ".join(self.affected_ids[:10]) + (" ..." if len(self.affected_ids) > 10 else "")
-            where = f"{self.affected_count} sequences: {shown}"
+            where = f"{self.affected_count} sequences: {listing(self.affected_ids)}"
         elif self.affected_range:
             where = (
                 f"all {self.affected_count} sequences {self.affected_range[0]} .. {self.affected_range[1]}"
@@ -62,7 +61,7 @@ class VerifyReport:
 def _whole_shard(listed: dict[str, Any], problem: str) -> ShardProblem:
     first, last = listed.get("first_id"), listed.get("last_id")
     return ShardProblem(
-        listed["name"], problem, listed["count"], affected_range=(first, last) if first else None
+        listed["name"], problem, listed["count"], affected_range=(first, last) if first and last else None
     )
 
 

@@ -199,15 +199,17 @@ class Engine:
             if self._batcher is not None:
                 return
             s = self.settings
-            embedder = self._given_embedder or await run_sync(
-                functools.partial(
-                    load_artifact_embedder,
-                    s.artifact,
-                    backend=s.backend,
-                    precision=s.precision,
-                    threads=s.threads,
+            embedder = self._given_embedder
+            if embedder is None:
+                embedder = await run_sync(
+                    functools.partial(
+                        load_artifact_embedder,
+                        s.artifact,
+                        backend=s.backend,
+                        precision=s.precision,
+                        threads=s.threads,
+                    )
                 )
-            )
             reference = await run_sync(embedder.embed, [self._probe])  # (1, P, C): the warm-up check
             if not np.isfinite(reference).all():
                 raise ConfigError(f"{s.artifact}: the model returns non-finite values for a probe sequence")

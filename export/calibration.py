@@ -24,7 +24,7 @@ from synth.render import render_sequence
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_SEQUENCES = 16  # stack.md: 16-100 real sequences calibrate well
+CALIBRATION_SEQUENCES = 16  # docs/stack.md: static int8 calibrated well on 16-100 sequences
 WINDOW_FRAMES = 30  # a window per sequence: ranges come from poses, not from sequence length
 WALKS_PER_SUBJECT = 4  # labelled set: two views x two walks each
 VIEWS = (36.0, 90.0)

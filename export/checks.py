@@ -15,7 +15,6 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 import torch
-from torch import nn
 
 from export.calibration import LabelledSet
 from export.errors import ParityError
@@ -24,6 +23,7 @@ from gaitlu.embedding import part_cosines
 from gaitlu.evaluation.distance import pairwise_distances
 from gaitlu.manifest import Parity, ParityCase, Quality
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
+from train.network import GaitNetwork, NetworkConfig
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def cpu_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
 
 def run_session(session: ort.InferenceSession, sils: np.ndarray, parts: int) -> np.ndarray:
     """(N, T, 64, 44) float32 -> (N, P, C) float32."""
-    flat = session.run(None, {INPUT_NAME: sils})[0]  # (N, P*C)
+    flat: np.ndarray = session.run(None, {INPUT_NAME: sils})[0]  # (N, P*C)
     return flat.reshape(len(sils), parts, -1).astype(np.float32)  # (N, P, C)
 
 
@@ -59,7 +59,7 @@ def noise_silhouettes(rng: np.random.Generator, batch: int, frames: int) -> np.n
 
 
 def check_parity(
-    model: nn.Module,
+    model: GaitNetwork[NetworkConfig],
     session: ort.InferenceSession,
     mode: ParityMode,
     threshold: float = PARITY_THRESHOLD,
@@ -69,7 +69,7 @@ def check_parity(
     `threshold` (worst per-part cosine). `cases` overrides the mode's grid (tests use small ones); frame
     counts below the model's `min_frames` are raised to it (the graph takes no fewer)."""
     rng = np.random.default_rng(0)
-    parts = model.config.parts
+    parts = model.config.layout.parts
     results = []
     for batch, wanted in cases or PARITY_GRIDS[mode]:
         frames = max(wanted, model.min_frames)

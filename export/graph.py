@@ -25,6 +25,7 @@ from torch.export import Dim
 
 from export.errors import ExportError
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
+from train.network import GaitNetwork, NetworkConfig
 
 logger = logging.getLogger(__name__)
 # torch's exporter warns once per torchvision op it cannot register; we use none of them.
@@ -42,7 +43,7 @@ INPUT_DTYPE_CHOICE = (
 class EmbeddingGraph(nn.Module):
     """The exported function: the model's forward, then (N, P, C) -> (N, P*C) part-major."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: GaitNetwork[NetworkConfig]) -> None:
         super().__init__()
         self.model = model
 
@@ -51,7 +52,9 @@ class EmbeddingGraph(nn.Module):
         return emb.reshape(emb.shape[0], -1)  # (N, P*C)
 
 
-def export_onnx(model: nn.Module, path: Path, opset: int, max_batch: int, max_frames: int) -> None:
+def export_onnx(
+    model: GaitNetwork[NetworkConfig], path: Path, opset: int, max_batch: int, max_frames: int
+) -> None:
     """Write the graph to `path` and check it with onnx.checker (full check, shapes inferred)."""
     if opset < MIN_OPSET:
         raise ExportError(f"--opset {opset} is below {MIN_OPSET}, the lowest the torch exporter writes")

@@ -16,10 +16,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from torch import nn
 
 from export import calibration, checks, graph, precision, tensorrt
 from export.errors import ExportError
@@ -36,12 +36,14 @@ from gaitlu.manifest import (
     Parity,
     Source,
     TensorRTInfo,
+    VariantPrecision,
     describe_file,
     write_manifest,
 )
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
 from train.checkpoint import load_checkpoint
 from train.config import config_to_dict
+from train.network import GaitNetwork, NetworkConfig
 from train.zoo.registry import architecture_of
 
 logger = logging.getLogger(__name__)
@@ -91,7 +93,7 @@ def library_versions() -> dict[str, str]:
 
 def _reduced_precision(
     options: ExportOptions, staging: Path, fp32: ort.InferenceSession, parts: int
-) -> dict[str, ModelFile]:
+) -> dict[VariantPrecision, ModelFile]:
     """The requested int8/fp16 variants, each measured against fp32 (cosine, and Rank-1 on synthetic
     people); int8 is calibrated on --calibration's even-indexed sequences, or on synthetic walks."""
     if not (options.int8 or options.fp16):
@@ -110,7 +112,7 @@ def _reduced_precision(
         f"synthetic sequences; Rank-1 (leave-one-out, cosine) over the synthetic ones "
         f"({options.quality_subjects} people x {calibration.WALKS_PER_SUBJECT} walks)"
     )
-    variants: dict[str, ModelFile] = {}
+    variants: dict[VariantPrecision, ModelFile] = {}
     if options.int8:
         precision.quantize_int8(staging / FP32_FILE, staging / INT8_FILE, calibrate)
         variants["int8"] = describe_file(staging, INT8_FILE, "int8")
@@ -136,11 +138,11 @@ def _publish(staging: Path, out: Path) -> None:
 
 
 def build_manifest(
-    model: nn.Module,
+    model: GaitNetwork[NetworkConfig],
     ckpt_path: Path,
-    ckpt: dict,
+    ckpt: dict[str, Any],
     options: ExportOptions,
-    variants: dict[str, ModelFile],
+    variants: dict[VariantPrecision, ModelFile],
     parity: Parity,
     trt_info: TensorRTInfo | None,
 ) -> Manifest:
@@ -188,7 +190,7 @@ def build_manifest(
 def export_artifact(checkpoint: Path, out: Path, options: ExportOptions) -> ExportResult:
     """Export `checkpoint` into the artifact folder `out`; ExportError (nothing written) on failure."""
     model, ckpt = load_checkpoint(checkpoint)
-    parts = model.config.parts
+    parts = model.config.layout.parts
     notes: list[str] = []
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
@@ -198,7 +200,7 @@ def export_artifact(checkpoint: Path, out: Path, options: ExportOptions) -> Expo
         parity = checks.check_parity(
             model, fp32, options.parity, options.parity_threshold, options.parity_cases
         )
-        variants = {"fp32": describe_file(staging, FP32_FILE, "fp32")}
+        variants: dict[VariantPrecision, ModelFile] = {"fp32": describe_file(staging, FP32_FILE, "fp32")}
         variants.update(_reduced_precision(options, staging, fp32, parts))
         trt_info = None
         if options.trt:

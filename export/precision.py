@@ -38,7 +38,7 @@ INT8_OPS = ("Conv", "Add", "Relu")
 FP16_KEEP_FP32 = ("ReduceL2", "Div", "Clip", "Expand")
 
 
-class _SequenceReader(CalibrationDataReader):
+class _SequenceReader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime is untyped (Any)
     """Feeds each calibration sequence as a batch of one (sequences differ in length)."""
 
     def __init__(self, sequences: list[np.ndarray]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -103,7 +104,7 @@ def build_engine(
     )
 
 
-def _run_engine(engine: object, sils: np.ndarray, parts: int) -> np.ndarray:
+def _run_engine(engine: Any, sils: np.ndarray, parts: int) -> np.ndarray:  # a tensorrt.ICudaEngine
     """(N, T, 64, 44) float32 -> (N, P, C) through the engine, with torch CUDA tensors as buffers."""
     context = engine.create_execution_context()
     inputs = torch.from_numpy(sils).cuda()

@@ -63,11 +63,21 @@ class EmbeddingLayout:
 
 
 class Embedder(Protocol):
-    """Anything that embeds model frames: the runtime over an artifact, or a training checkpoint."""
+    """Anything that embeds model frames: the runtime over an artifact, or a training checkpoint.
+    Its three facts are read-only here, so a plain attribute of a narrower type (`max_frames: int`) fits."""
 
-    model_hash: str  # sha256 of the file whose weights compute the vectors: the model's identity
-    layout: EmbeddingLayout
-    max_frames: int | None  # a longer sequence is cut to its first `max_frames` frames (None: never)
+    @property
+    def model_hash(self) -> str:
+        """sha256 of the file whose weights compute the vectors: the model's identity."""
+        ...
+
+    @property
+    def layout(self) -> EmbeddingLayout: ...
+
+    @property
+    def max_frames(self) -> int | None:
+        """A longer sequence is cut to its first `max_frames` frames (None: never)."""
+        ...
 
     def embed(self, batch: list[np.ndarray]) -> np.ndarray:
         """(T_i, 64, 44) uint8 model frames (`gaitlu.preprocess.to_model_frames`) -> (N, P, C) float32."""
@@ -76,22 +86,27 @@ class Embedder(Protocol):
 
 def part_norms(emb: np.ndarray) -> np.ndarray:
     """(..., P, C) -> (..., P): the L2 norm of every part (einsum: no (..., P, C) temporary)."""
-    return np.sqrt(np.einsum("...c,...c->...", emb, emb))
+    norms: np.ndarray = np.sqrt(np.einsum("...c,...c->...", emb, emb))
+    return norms
 
 
 def normalise_parts(emb: np.ndarray) -> np.ndarray:
     """(..., P, C) -> the same with every part L2-normalised; an all-zero part stays zero."""
     emb = np.asarray(emb)
-    return emb / np.maximum(part_norms(emb), ZERO_NORM)[..., None]
+    unit: np.ndarray = emb / np.maximum(part_norms(emb), ZERO_NORM)[..., None]
+    return unit
 
 
 def part_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(..., P, C) x (..., P, C) -> (..., P): the cosine of each pair of parts, in float64 and renormalised,
     so rounding of a stored norm (fp16, int8 models) does not count as disagreement."""
     a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return np.einsum("...c,...c->...", a64, b64) / np.maximum(part_norms(a64) * part_norms(b64), ZERO_NORM**2)
+    dots: np.ndarray = np.einsum("...c,...c->...", a64, b64)
+    cosines: np.ndarray = dots / np.maximum(part_norms(a64) * part_norms(b64), ZERO_NORM**2)
+    return cosines
 
 
 def mean_part_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(..., P, C) x (..., P, C) -> (...): the score of two embeddings, in [-1, 1]."""
-    return part_cosines(a, b).mean(axis=-1)
+    scores: np.ndarray = part_cosines(a, b).mean(axis=-1)
+    return scores

@@ -5,7 +5,11 @@ folder, is flushed and fsynced, then renamed over the target (`os.replace`), and
 that the rename is durable too. A reader sees the old file or the new one, never part of one, and after a
 crash or a power cut the target holds one of the two. This is the one fsync policy of the project: what
 is written this way (manifests, checkpoints, index snapshots, shards, reports, partitions) is written
-seldom and costly to lose, so two fsyncs per file are always worth it. Files get mode 0644, as a plain
+seldom and costly to lose, so two fsyncs per file are worth it. The one exception is bulk output that
+can be made again, many small files at a time (the sequence files of a synthetic set or of a video
+extraction, `gaitlu.sequence.save_sequence`): there the two fsyncs (about 25 ms per file measured on the
+development machine, 30x the write itself) would dominate, so `durable=False` skips them; a reader still
+never sees part of a file, but a power cut may lose the newest ones. Files get mode 0644, as a plain
 `open` under the usual umask would give them (`mkstemp` alone makes them 0600, which a service running
 as another user could not read).
 """
@@ -34,10 +38,16 @@ def fsync_folder(folder: str | os.PathLike[str]) -> None:
 
 @contextmanager
 def atomic_write(
-    path: str | os.PathLike[str], mode: str = "wb", *, encoding: str | None = None, newline: str | None = None
+    path: str | os.PathLike[str],
+    mode: str = "wb",
+    *,
+    encoding: str | None = None,
+    newline: str | None = None,
+    durable: bool = True,
 ) -> Iterator[IO[Any]]:
     """Open a temporary file beside `path` for writing; on a clean exit it replaces `path` (see the module
-    docstring), on an exception it is removed and `path` is left as it was. Parent folders are created."""
+    docstring), on an exception it is removed and `path` is left as it was. Parent folders are created.
+    `durable=False` skips the fsyncs (regenerable bulk output only, see the module docstring)."""
     if "w" not in mode:
         raise ValueError(f"atomic_write needs a write mode, not {mode!r}")
     path = Path(path)
@@ -46,23 +56,25 @@ def atomic_write(
     try:
         with os.fdopen(fd, mode, encoding=encoding, newline=newline) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_folder(path.parent)
+    if durable:
+        fsync_folder(path.parent)
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, durable: bool = True) -> Path:
     """Write `data` (bytes, or text as UTF-8) to `path` atomically; returns the path."""
     if isinstance(data, str):
-        with atomic_write(path, "w", encoding="utf-8") as f:
+        with atomic_write(path, "w", encoding="utf-8", durable=durable) as f:
             f.write(data)
     else:
-        with atomic_write(path) as f:
+        with atomic_write(path, durable=durable) as f:
             f.write(data)
     return Path(path)
 

@@ -18,10 +18,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from gaitlu.errors import ConfigError, DataError, SequenceError
+from gaitlu.errors import ConfigError, DataError, SequenceError, listing
 from gaitlu.sequence import SequenceLimits, load_sequence
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Partition:
     probe: tuple[str, ...] | None = None
 
 
-def _string_list(data: dict, key: str, path: Path) -> tuple[str, ...]:
+def _string_list(data: dict[str, Any], key: str, path: Path) -> tuple[str, ...]:
     values = data[key]
     if not isinstance(values, list):
         raise ConfigError(f"partition {path}: {key} must be a list of ids, got {type(values).__name__}")
@@ -117,7 +118,7 @@ def scan_labelled(root: str | Path, subjects: set[str] | None = None) -> list[La
                 "%d subject(s) listed in the partition are not in %s, skipped: %s",
                 len(absent),
                 root,
-                ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""),
+                listing(absent),
             )
         subject_dirs = [d for d in subject_dirs if d.name in subjects]
 
@@ -136,7 +137,7 @@ def scan_labelled(root: str | Path, subjects: set[str] | None = None) -> list[La
             "%d sequence folder(s) without a %s file skipped: %s",
             len(empty),
             SEQUENCE_SUFFIX,
-            ", ".join(empty[:10]) + (" ..." if len(empty) > 10 else ""),
+            listing(empty),
         )
     return found
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -25,7 +25,7 @@ from gaitlu.embedding import EmbeddingLayout, Normalisation
 from gaitlu.errors import DataError
 from gaitlu.files import sha256_file, write_atomic
 
-FORMAT = "gaitlu-artifact/1"
+FORMAT: Final = "gaitlu-artifact/1"
 MANIFEST_NAME = "manifest.json"
 VariantPrecision = Literal["fp32", "fp16", "int8"]  # the numbers of one model file of an artifact
 
@@ -202,7 +202,7 @@ class Manifest(_Strict):
                 f"this artifact has no {precision!r} model; it has {sorted(self.variants)} "
                 f"(re-export with --{precision} to add it)"
             )
-        return self.variants[precision]  # type: ignore[index]
+        return self.variants[precision]
 
 
 def describe_file(artifact_dir: str | os.PathLike[str], name: str, precision: VariantPrecision) -> ModelFile:

@@ -144,4 +144,5 @@ def to_float(seq: np.ndarray) -> np.ndarray:
     """uint8 frames (0..255) -> float32 in [0, 1], the network's input scale."""
     if not isinstance(seq, np.ndarray) or seq.dtype != np.uint8:
         raise SequenceError(f"to_float takes uint8 frames, got {getattr(seq, 'dtype', type(seq).__name__)}")
-    return np.divide(seq, 255, dtype=np.float32)
+    scaled: np.ndarray = np.divide(seq, 255, dtype=np.float32)
+    return scaled

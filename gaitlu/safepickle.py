@@ -38,7 +38,7 @@ import pickle
 import pickletools
 import re
 import struct
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -169,7 +169,8 @@ class _Walk:
         return start
 
     def number(self, fmt: str) -> int:
-        return struct.unpack_from(fmt, self.view, self.take(struct.calcsize(fmt)))[0]
+        (value,) = struct.unpack_from(fmt, self.view, self.take(struct.calcsize(fmt)))
+        return int(value)
 
     def push(self, value: str | None = None) -> None:
         self.recent = [*self.recent[-1:], value]
@@ -255,15 +256,16 @@ class _Walk:
 
     def refused(self, code: bytes) -> bool:
         """Note a refused opcode; step over its argument when its size is known (to find globals after it)."""
-        arg = _ARGS.get(code, False)
+        known = code in _ARGS
+        arg = _ARGS.get(code)
         if self.bad_opcode is None:
             opname = _OPCODE_NAMES.get(code, f"0x{code.hex()}")
             builds = next((what for part, what in _BUILDS.items() if part in opname), "an object")
             self.bad_opcode = f"{opname} (at byte {self.pos - 1}), which builds {builds}"
-        if arg is None:
+        if known and arg is None:
             self.push()
             return True
-        if arg is False or arg.n == pickletools.UP_TO_NEWLINE:
+        if arg is None or arg.n == pickletools.UP_TO_NEWLINE:
             return False  # an unknown byte, or a text argument of protocol 0: the rest cannot be walked
         if arg.n >= 0:
             self.take(min(arg.n, len(self.view) - self.pos))
@@ -335,12 +337,17 @@ class _Latin1Text:
         return len(self.text)
 
 
+ByteOrder = Literal["<", ">", "="]
+# numpy's byte-order characters: "=" native, "|" not applicable (one-byte types), as native.
+_BYTE_ORDERS: dict[str, ByteOrder] = {"<": "<", ">": ">", "=": "=", "|": "="}
+
+
 class _DtypeSpec:
     """What `numpy.dtype(code, align, copy)` + BUILD(state) describes, checked before numpy sees it."""
 
     def __init__(self, code: Any) -> None:
         self.code = code
-        self.byteorder = "="
+        self.byteorder: ByteOrder = "="
 
     def __setstate__(self, state: Any) -> None:
         # (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata])
@@ -348,7 +355,10 @@ class _DtypeSpec:
             raise UnsafePickleError(f"the pickle gives a dtype a state of type {type(state).__name__}")
         if any(part is not None for part in state[2:5]):
             raise UnsafePickleError("the pickle builds a structured or sub-array dtype, not a plain number")
-        self.byteorder = state[1]
+        order = _BYTE_ORDERS.get(state[1])
+        if order is None:
+            raise SequenceError(f"the pickle gives a dtype the unknown byte order {state[1]!r}")
+        self.byteorder = order
 
     def resolve(self) -> np.dtype:
         if not isinstance(self.code, str) or len(self.code) > MAX_NAME_BYTES:
@@ -361,7 +371,7 @@ class _DtypeSpec:
             raise UnsafePickleError("the pickle holds an object-dtype array (dtype('O')), which can run code")
         if dtype.kind not in _NUMERIC_KINDS:
             raise SequenceError(f"the pickled array has dtype {dtype}, not bool, int or float")
-        if self.byteorder in "<>":
+        if self.byteorder != "=":
             dtype = dtype.newbyteorder(self.byteorder)
         return dtype
 
@@ -388,7 +398,7 @@ def _build_array(budget: _Budget, raw: Any, dtype: np.dtype, shape: Any, fortran
     if nbytes != len(raw):
         raise SequenceError(f"the pickle's array data is {len(raw)} bytes, its shape and dtype need {nbytes}")
     budget.charge(nbytes)
-    order = "F" if fortran else "C"
+    order: Literal["C", "F"] = "F" if fortran else "C"
     out = np.empty(shape, dtype=dtype, order=order)
     flat = out.reshape(-1, order=order).view(np.uint8)  # (nbytes,) view of out's memory
     if isinstance(raw, _Latin1Text):
@@ -482,7 +492,8 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Resolves only `_ALLOWED`; everything else (os.system, builtins.eval, ...) is refused unresolved."""
 
     def __init__(self, file: _Reader, budget: _Budget) -> None:
-        super().__init__(file, encoding="latin1")  # Python 2 pickles: raw data arrives as latin-1 str
+        # The C unpickler takes any buffer from read(); typeshed says bytes. Views avoid a copy (_Reader).
+        super().__init__(file, encoding="latin1")  # type: ignore[arg-type]  # Python 2 pickles: latin-1 str
         self.budget = budget
 
     def find_class(self, module: str, name: str) -> Any:

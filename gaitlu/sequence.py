@@ -23,17 +23,18 @@ import math
 import os
 import re
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal, cast
 
 import cv2
 import numpy as np
 
 from gaitlu.errors import ConfigError, SequenceError
+from gaitlu.files import write_atomic
 from gaitlu.safepickle import dumps_array, loads_array
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,8 @@ def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
                 f"{name}: float frames must lie in [0, 1], found {lo:g}..{hi:g} "
                 "(divide 0..255 data by 255, or store it as uint8)"
             )
-        return np.rint(arr * 255).astype(np.uint8)
+        frames: np.ndarray = np.rint(arr * 255).astype(np.uint8)
+        return frames
     if kind in "iu":
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > 255:
@@ -280,13 +282,13 @@ def _read_npy(stream: io.BufferedIOBase, name: str, limits: SequenceLimits) -> n
         )
     if pixels > limits.max_pixels:
         raise SequenceError(f"{name}: the .npy declares {pixels} pixels, over the {limits.max_pixels} limit")
-    order = "F" if fortran else "C"
+    order: Literal["C", "F"] = "F" if fortran else "C"
     arr = np.empty(shape, dtype=dtype, order=order)
     flat = arr.reshape(-1, order=order).view(np.uint8)  # (nbytes,) view of arr's memory
     filled = 0
     try:
         while filled < len(flat):
-            got = stream.readinto(memoryview(flat[filled : filled + _NPY_CHUNK]))
+            got = stream.readinto(flat[filled : filled + _NPY_CHUNK].data)
             if not got:
                 raise SequenceError(f"{name}: truncated .npy ({filled} of {len(flat)} data bytes)")
             filled += got
@@ -461,7 +463,7 @@ def _open_member(
 ) -> zipfile.ZipExtFile:
     if info.file_size > limits.max_bytes:
         raise SequenceError(f"{name}: entry of {info.file_size} bytes is over the {limits.max_bytes} limit")
-    return zf.open(info)
+    return cast(zipfile.ZipExtFile, zf.open(info))  # what open() returns for reading (typeshed: IO[bytes])
 
 
 def _npz_member(members: list[str], name: str) -> str:
@@ -487,8 +489,9 @@ def save_sequence(
 ) -> Path:
     """Validate `arr` and write it as `.pkl` (OpenGait's format) or `.npy`, chosen by the extension.
 
-    The write is atomic (temp file in the same folder + os.replace), so a reader never sees half a file;
-    parent folders are created. What is written is exactly what `load_sequence` will return.
+    The write is atomic (`gaitlu.files.write_atomic`, without fsync: sequences are written by the
+    thousand and can be made again), so a reader never sees half a file; parent folders are created.
+    What is written is exactly what `load_sequence` will return.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -502,15 +505,7 @@ def save_sequence(
         np.save(buffer, seq, allow_pickle=False)
         payload = buffer.getvalue()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomic(path, payload, durable=False)  # bulk, regenerable output: see gaitlu.files
     except OSError as exc:
         raise SequenceError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path

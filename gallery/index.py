@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import faiss
 import numpy as np
@@ -74,7 +74,10 @@ def linear_transform(matrix: np.ndarray) -> faiss.LinearTransform:
     return transform
 
 
-def _owning(parent: faiss.Index, *children: Any) -> faiss.Index:
+Owner = TypeVar("Owner", faiss.IndexIVF, faiss.IndexIDMap2)  # the indexes that can own their parts
+
+
+def _owning(parent: Owner, *children: Any) -> Owner:
     """Hand the children's memory to the C++ parent, so it outlives the Python wrappers."""
     parent.own_fields = True
     for child in children:
@@ -106,6 +109,7 @@ def _ivf(dim: int, nlist: int, settings: IndexSettings, trainable: int) -> faiss
             logger.info("%d training vectors are too few for %s codes: using sq8", trainable, codec)
             codec = "sq8"
     quantizer = faiss.IndexFlatIP(dim)
+    index: faiss.IndexIVF
     if codec == "flat":
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, ip)
     elif codec == "pq":
@@ -121,6 +125,7 @@ def _refine_store(dim: int, settings: IndexSettings, train: np.ndarray) -> faiss
     """Id-keyed vectors that re-score IVF candidates: an IDMap2, since IndexRefine cannot remove ids."""
     if settings.refine == "none":
         return None
+    codes: faiss.Index
     if settings.refine == "flat":
         codes = faiss.IndexFlatIP(dim)
     else:
@@ -143,7 +148,7 @@ def train_approximate(sample: Sampler, dim: int, count: int, settings: IndexSett
     Training data is projected chunk by chunk: 65k full GaitSSB embeddings would be 4 GB, projected 64 MB.
     """
     matrix = None
-    if _projects(dim, settings):
+    if settings.pca_dim is not None and settings.pca_dim < dim:
         matrix = projection(np.concatenate(list(sample(settings.pca_train_size))), settings.pca_dim)  # (d, D)
         transform = linear_transform(matrix)
         chunks = sample(settings.train_size)
@@ -154,10 +159,6 @@ def train_approximate(sample: Sampler, dim: int, count: int, settings: IndexSett
     ivf.train(train)
     refine = _refine_store(train.shape[1], settings, train)
     return GalleryIndex(ivf, Built("approximate", count, "built"), settings, matrix, refine)
-
-
-def _projects(dim: int, settings: IndexSettings) -> bool:
-    return settings.pca_dim is not None and settings.pca_dim < dim
 
 
 def _try_gpu(settings: IndexSettings) -> Any:
@@ -250,9 +251,10 @@ class GalleryIndex:
 
     def remove(self, ids: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64)
-        self.index.remove_ids(ids)
+        # faiss's Python wrapper takes an id array here; its SWIG stubs only say IDSelector.
+        self.index.remove_ids(ids)  # type: ignore[arg-type]
         if self.refine is not None:
-            self.refine.remove_ids(ids)
+            self.refine.remove_ids(ids)  # type: ignore[arg-type]
         self._gpu_index = None
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -273,6 +275,7 @@ class GalleryIndex:
 
     def _rescore(self, reduced: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Candidates (q, c) -> the best k of them by inner product with their stored codes, best first."""
+        assert self.refine is not None, "re-scoring needs the refine codes"
         found = candidates >= 0
         vectors = self.refine.reconstruct_batch(candidates[found])  # (f, d), row-major over (q, c)
         query_rows = np.repeat(reduced, found.sum(axis=1), axis=0)  # (f, d)
@@ -317,7 +320,7 @@ class GalleryIndex:
         ivf = faiss.extract_index_ivf(self.index)
         total = self.ntotal * (ivf.code_size + 8) + ivf.nlist * ivf.d * 4
         if self.refine is not None:
-            total += self.ntotal * (faiss.downcast_index(self.refine.index).code_size + id_map)
+            total += self.ntotal * (self.refine.sa_code_size() + id_map)
         return total + (self.projection.nbytes if self.projection is not None else 0)
 
     def save(self, path: Path, tag: dict[str, Any]) -> None:

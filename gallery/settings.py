@@ -26,17 +26,20 @@ class IndexSettings:
     `k_factor` candidates per result (pqfs + fp16 at 256-d: ~0.6 KB per sequence).
     """
 
-    exact_max: int = Field(20_000, ge=1)  # sequences; above this the gallery switches to approximate
-    nlist: int | None = Field(None, ge=1)  # IVF lists; None: ~4 * sqrt(n), capped so each trains on >= 39
-    nprobe: int = Field(512, ge=1)  # lists visited per query: recall vs speed (benchmarks/RESULTS.md)
-    pca_dim: int | None = Field(256, ge=1)  # None, or >= the embedding size: IVF on the full vectors
+    exact_max: int = Field(default=20_000, ge=1)  # sequences; above this the gallery switches to approximate
+    # IVF lists; None: ~4 * sqrt(n), capped so each trains on >= 39
+    nlist: int | None = Field(default=None, ge=1)
+    nprobe: int = Field(default=512, ge=1)  # lists visited per query: recall vs speed (benchmarks/RESULTS.md)
+    pca_dim: int | None = Field(default=256, ge=1)  # None, or >= the embedding size: IVF on the full vectors
     codec: Codec = "pqfs"  # pqfs: 4-bit PQ fast-scan, several times cheaper to scan than sq8
-    pq_m: int | None = Field(None, ge=1)  # PQ sub-quantisers (must divide the indexed dim); None: 4-d
+    pq_m: int | None = Field(default=None, ge=1)  # PQ sub-quantisers (must divide the indexed dim); None: 4-d
     refine: Refine = "fp16"  # codes that re-score the IVF candidates; "none": IVF scores as they are
-    k_factor: int = Field(8, ge=1)  # with refine: IVF candidates per requested result
-    retrain_factor: float = Field(2.0, gt=1)  # retrain the approximate index when the gallery grows by this
-    train_size: int = Field(65_536, ge=1000)  # at most this many sequences train the IVF quantiser and codec
-    pca_train_size: int = Field(4_096, ge=1)  # at most this many sequences fit the projection
+    k_factor: int = Field(default=8, ge=1)  # with refine: IVF candidates per requested result
+    # retrain the approximate index when the gallery grows by this
+    retrain_factor: float = Field(default=2.0, gt=1)
+    # at most this many sequences train the IVF quantiser and codec
+    train_size: int = Field(default=65_536, ge=1000)
+    pca_train_size: int = Field(default=4_096, ge=1)  # at most this many sequences fit the projection
     gpu: Literal["auto", "off"] = "auto"  # "auto": mirror indexes on a GPU when faiss-gpu sees one
     snapshots: bool = True  # write index snapshots next to the database to speed up the next start
 

@@ -212,7 +212,7 @@ class GalleryStore:
                 )
             except sqlite3.IntegrityError as exc:
                 raise GalleryExistsError(f"gallery '{name}' already exists") from exc
-            self._live[name] = self._open_gallery(cursor.lastrowid, name, model_hash, layout)
+            self._live[name] = self._open_gallery(_inserted_id(cursor), name, model_hash, layout)
         return self.get_gallery(name)
 
     def get_gallery(self, name: str) -> GalleryInfo:
@@ -318,7 +318,7 @@ class GalleryStore:
                     "(SELECT 1 FROM sequences WHERE gallery_id = ? AND subject_id = ?)",
                     (live.id, row[1], live.id, row[1]),
                 )
-                return row[0]
+                return int(row[0])
 
             self._apply(live, remove=np.array([self._transaction(delete)], dtype=np.int64))
 
@@ -516,7 +516,7 @@ class GalleryStore:
         row = conn.execute("SELECT id FROM galleries WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise GalleryNotFoundError(f"no gallery named '{name}'")
-        return row[0]
+        return int(row[0])
 
     def _transaction(self, body: Callable[[], T]) -> T:
         """Run body() in one write transaction on the writer connection: commit, or roll back and re-raise."""
@@ -566,7 +566,7 @@ class GalleryStore:
                 "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (live.id, uid, subject_id, live.model_hash, metadata_json[i], blob, now),
             )
-            new_rows.append((cursor.lastrowid, i))
+            new_rows.append((_inserted_id(cursor), i))
             infos.append(
                 SequenceInfo(uid, live.name, subject_id, live.model_hash, _json(metadata_json[i]), _time(now))
             )
@@ -666,6 +666,7 @@ class GalleryStore:
     def _open_gallery(self, gallery_id: int, name: str, model_hash: str, layout: EmbeddingLayout) -> _Live:
         """A gallery's in-memory side: its snapshot if fresh, else built from SQLite (write lock held)."""
         tag = self._tag(gallery_id)
+        saved_tag: dict[str, Any] | None = tag  # the snapshot's, while the index is the snapshot
         index = (
             GalleryIndex.load(self._snapshot_file(gallery_id), tag, self.settings)
             if self.settings.snapshots
@@ -677,8 +678,8 @@ class GalleryStore:
             index = None
         if index is None:
             index, sequences, sizes = self._build(self._writer, gallery_id, layout.size, None)
-            tag = None
-        live = _Live(gallery_id, name, model_hash, layout, index, sequences, sizes, saved_tag=tag)
+            saved_tag = None
+        live = _Live(gallery_id, name, model_hash, layout, index, sequences, sizes, saved_tag=saved_tag)
         if index.needs_rebuild(len(sequences)):
             self._rebuild(live)
         return live
@@ -765,7 +766,13 @@ _GALLERY_INFO = (
 _SEQUENCE_INFO = "SELECT uid, subject_id, model_hash, metadata, created FROM sequences"
 
 
-def _gallery_info(row: tuple) -> GalleryInfo:
+def _inserted_id(cursor: sqlite3.Cursor) -> int:
+    """The rowid of the row an INSERT just made (typed `int | None`: None only before any insert)."""
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def _gallery_info(row: Sequence[Any]) -> GalleryInfo:
     name, model_hash, size, parts, settings, created, subjects, sequences = row
     layout = EmbeddingLayout.from_size(size, parts)
     return GalleryInfo(name, model_hash, layout, _json(settings), _time(created), subjects, sequences)

@@ -91,7 +91,7 @@ def embeddings(values: Any, layout: EmbeddingLayout) -> np.ndarray:
     return np.ascontiguousarray(layout.flatten(by_part / norms[..., None]), dtype=np.float32)
 
 
-def metadata(value: dict | None) -> str | None:
+def metadata(value: dict[str, Any] | None) -> str | None:
     """A JSON object (or None) -> its compact JSON text, bounded in size."""
     if value is None:
         return None

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gaitlu.errors import ConfigError
-from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
+from gaitlu.manifest import InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,23 @@ class Backend(Protocol):
         ...
 
 
+def tensorrt_profile(spec: InputSpec, max_batch: int) -> dict[str, str]:
+    """The TensorRT provider's shape profile for the graph input `spec`: batch 1..max_batch and frames
+    from the graph's `min_frames` (3 for GaitGL: fewer never reach the graph, the runtime tiles them) to
+    its `max_frames`, tuned at a GaitLU-1M-length batch."""
+    frame = "x".join(str(n) for n in spec.frame_size)
+    opt_batch = min(OPT_BATCH, max_batch)
+    opt_frames = max(spec.min_frames, min(OPT_FRAMES, spec.max_frames))
+    shapes = {
+        "min": f"1x{spec.min_frames}x{frame}",
+        "opt": f"{opt_batch}x{opt_frames}x{frame}",
+        "max": f"{max_batch}x{spec.max_frames}x{frame}",
+    }
+    return {f"trt_profile_{key}_shapes": f"{spec.name}:{shape}" for key, shape in shapes.items()}
+
+
 def ort_provider_chain(
-    backend: str, max_batch: int, max_frames: int, cache_dir: Path
+    backend: str, spec: InputSpec, max_batch: int, cache_dir: Path
 ) -> list[str | tuple[str, dict[str, Any]]]:
     """The onnxruntime providers for a backend name: 'auto' takes the best available, a named one must
     be available. CPU is always last as the fallback for ops a GPU provider does not take."""
@@ -58,15 +73,11 @@ def ort_provider_chain(
     chain: list[str | tuple[str, dict[str, Any]]] = []
     for name in wanted:
         if name == "tensorrt":
-            frame = f"{FRAME_HEIGHT}x{MODEL_WIDTH}"
-            opt = f"{min(OPT_BATCH, max_batch)}x{min(OPT_FRAMES, max_frames)}"
-            options = {
+            options: dict[str, Any] = {
                 "trt_fp16_enable": True,
                 "trt_engine_cache_enable": True,  # the first start builds the engine; later starts reuse it
                 "trt_engine_cache_path": str(cache_dir),
-                "trt_profile_min_shapes": f"silhouettes:1x1x{frame}",
-                "trt_profile_opt_shapes": f"silhouettes:{opt}x{frame}",
-                "trt_profile_max_shapes": f"silhouettes:{max_batch}x{max_frames}x{frame}",
+                **tensorrt_profile(spec, max_batch),
             }
             chain.append((PROVIDERS[name], options))
         else:
@@ -100,7 +111,8 @@ class OrtBackend:
         self.name = f"onnxruntime/{self.session.get_providers()[0]}"
 
     def run(self, sils: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: sils})[0]
+        out: np.ndarray = self.session.run(None, {self.input_name: sils})[0]  # (N, D)
+        return out
 
 
 def trt_engine_usable() -> bool:
@@ -131,7 +143,7 @@ class TensorRTEngineBackend:
         self.input_name, self.output_name = input_name, output_name
         self.name = f"tensorrt/{trt.__version__}"
 
-    def _check(self, result: tuple) -> Any:
+    def _check(self, result: tuple[Any, ...]) -> Any:
         err, *values = result
         if err != self._cudart.cudaError_t.cudaSuccess:
             raise RuntimeError(f"CUDA error {err}")

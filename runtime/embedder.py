@@ -28,6 +28,7 @@ import numpy as np
 from gaitlu.embedding import EmbeddingLayout, normalise_parts
 from gaitlu.errors import ConfigError, SequenceError
 from gaitlu.manifest import Evaluation, Manifest, read_manifest, verified_path
+from gaitlu.preprocess import to_float
 from runtime.backends import (
     BACKENDS,
     Backend,
@@ -85,7 +86,7 @@ class ArtifactEmbedder:
         if len(seq) < self.min_frames:  # the manifest's rule: tile the whole sequence, as OpenGait does
             seq = np.tile(seq, (-(-self.min_frames // len(seq)), 1, 1))
         if seq.dtype == np.uint8:
-            return np.divide(seq, 255, dtype=np.float32)
+            return to_float(seq)
         if seq.dtype == np.float32:
             if not (np.isfinite(seq).all() and seq.min() >= 0.0 and seq.max() <= 1.0):
                 raise SequenceError(f"sequence {i}: float32 frames must be finite and in [0, 1]")
@@ -170,7 +171,7 @@ def load_artifact_embedder(
         model_hash = entry.sha256
         batch_bound = max_batch or manifest.input.max_batch
         providers = ort_provider_chain(
-            backend, batch_bound, manifest.input.max_frames, Path(cache_dir or folder / "trt-cache")
+            backend, manifest.input, batch_bound, Path(cache_dir or folder / "trt-cache")
         )
         chosen = OrtBackend(
             verified_path(folder, entry.file, entry.sha256),

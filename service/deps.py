@@ -41,11 +41,13 @@ class KeyRing:
 
 
 def get_engine(request: Request) -> Engine:
-    return request.app.state.engine
+    engine: Engine = request.app.state.engine  # set by the lifespan (service/app.py)
+    return engine
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def _authorize(request: Request, key: str | None, needed: Scope) -> None:

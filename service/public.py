@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import overload
 
 from engine import SequenceEmbedding, VideoTrack
 from gaitlu.schemas import GalleryPublic, SearchHitPublic, SequencePublic, Timings, VideoTrackPublic
 from gallery.previews import split_gei
 from gallery.records import GalleryInfo, SequenceInfo
 from gallery.search import SearchHit
+
+
+@overload
+def track_public(video: VideoTrack) -> VideoTrackPublic: ...
+
+
+@overload
+def track_public(video: None) -> None: ...
 
 
 def track_public(video: VideoTrack | None) -> VideoTrackPublic | None:

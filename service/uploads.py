@@ -13,7 +13,7 @@ reads it.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -143,7 +143,7 @@ def video_options(form: FormData, *, thumbnails: bool = False) -> VideoOptions:
     return VideoOptions(params.method, params.track, params.strip, thumbnails)
 
 
-def json_uploads(sequences: list[SequenceJSON]) -> list[Upload]:
+def json_uploads(sequences: Sequence[SequenceJSON]) -> list[Upload]:
     """Base64 .npy entries -> uploads; the .npy format is forced whatever the name says."""
     uploads = []
     for i, entry in enumerate(sequences):

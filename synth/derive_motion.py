@@ -1,6 +1,6 @@
 """Derive the packaged motion basis (synth/data/motion.npz) from the CMU walking BVH files.
 
-    python -m synth.derive_motion /work/shared/data/mocap-cmu-walk --out synth/data/motion.npz
+    python -m synth.derive_motion BVH_DIR --out synth/data/motion.npz
 
 Only this compact derivative (segment angles of steady gait cycles on a phase grid) is committed, so the
 generator runs without the BVH folder.
@@ -15,6 +15,7 @@ import numpy as np
 import typer
 
 from gaitlu.errors import DataError
+from gaitlu.files import atomic_write
 from synth.mocap import SEGMENTS, extract_cycles
 
 log = logging.getLogger(__name__)
@@ -29,18 +30,16 @@ def derive_motion(bvh_dir: Path, out: Path, n_phases: int = N_PHASES) -> int:
     cycles = [c for f in files for c in extract_cycles(f, n_phases)]
     if not cycles:
         raise DataError(f"no steady walking cycles found in the BVH files under {bvh_dir}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.npz")
-    np.savez_compressed(
-        tmp,
-        angles=np.stack([c.angles for c in cycles]).astype(np.float16),  # (C, P, S, 2) radians
-        pelvis=np.stack([c.pelvis for c in cycles]).astype(np.float16),  # (C, P, 3) leg lengths
-        stride=np.array([c.stride for c in cycles], dtype=np.float32),
-        duration=np.array([c.duration for c in cycles], dtype=np.float32),
-        source=np.array([c.source for c in cycles]),
-        segments=np.array(list(SEGMENTS)),
-    )
-    tmp.replace(out)
+    with atomic_write(out) as f:
+        np.savez_compressed(
+            f,
+            angles=np.stack([c.angles for c in cycles]).astype(np.float16),  # (C, P, S, 2) radians
+            pelvis=np.stack([c.pelvis for c in cycles]).astype(np.float16),  # (C, P, 3) leg lengths
+            stride=np.array([c.stride for c in cycles], dtype=np.float32),
+            duration=np.array([c.duration for c in cycles], dtype=np.float32),
+            source=np.array([c.source for c in cycles]),
+            segments=np.array(list(SEGMENTS)),
+        )
     log.info("%d cycles from %d files -> %s", len(cycles), len(files), out)
     return len(cycles)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -89,7 +90,10 @@ def _gaitlu_subject(args: tuple[Path, int, int, int, int]) -> int:
     return k
 
 
-def _run(job: Callable[[tuple], int], tasks: list[tuple], workers: int, total: int, desc: str) -> int:
+Task = TypeVar("Task")  # one subject's arguments
+
+
+def _run(job: Callable[[Task], int], tasks: list[Task], workers: int, total: int, desc: str) -> int:
     """Run per-subject tasks on a process pool (in-process for one worker) with a progress bar."""
     done = 0
     with ExitStack() as stack:

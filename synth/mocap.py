@@ -58,6 +58,14 @@ class Bvh:
     frame_time: float
 
 
+def _motion_field(pattern: str, body: str, path: Path) -> str:
+    """The value of a MOTION header line ("Frames: 317"); DataError when the line is missing."""
+    found = re.search(pattern, body)
+    if found is None:
+        raise DataError(f"{path}: malformed BVH (no {pattern.split(':')[0]!r} line in the MOTION section)")
+    return found.group(1)
+
+
 def parse_bvh(path: Path) -> Bvh:
     """Parse a BVH file (any channel order per joint); raise DataError on a malformed file."""
     try:
@@ -99,11 +107,11 @@ def parse_bvh(path: Path) -> Bvh:
                 i += 2 + n
             else:
                 i += 1
-        n_frames = int(re.search(r"Frames:\s*(\d+)", body).group(1))
-        frame_time = float(re.search(r"Frame Time:\s*([0-9.eE+-]+)", body).group(1))
+        n_frames = int(_motion_field(r"Frames:\s*(\d+)", body, path))
+        frame_time = float(_motion_field(r"Frame Time:\s*([0-9.eE+-]+)", body, path))
         values = body.split("Frame Time:", 1)[1].split()[1:]
         motion = np.asarray(values, dtype=np.float64).reshape(n_frames, -1)
-    except (IndexError, ValueError, AttributeError) as exc:
+    except (IndexError, ValueError) as exc:
         raise DataError(f"{path}: malformed BVH ({exc})") from exc
     if motion.shape[1] != sum(len(c) for c in channels):
         raise DataError(f"{path}: {motion.shape[1]} values per frame, header declares another count")

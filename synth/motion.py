@@ -40,7 +40,7 @@ class MotionBasis:
 
     @property
     def n_phases(self) -> int:
-        return self.angles.shape[1]
+        return int(self.angles.shape[1])
 
 
 def _flatten(angles: np.ndarray, pelvis: np.ndarray) -> np.ndarray:
@@ -93,7 +93,9 @@ AMPLITUDE_GROUPS: dict[str, tuple[tuple[str, ...], float]] = {
 }
 
 
-def _pca_push(basis: MotionBasis, angles: np.ndarray, pelvis: np.ndarray, z: np.ndarray) -> tuple:
+def _pca_push(
+    basis: MotionBasis, angles: np.ndarray, pelvis: np.ndarray, z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Move a cycle by z standard deviations along each principal component."""
     delta = (z * basis.scales) @ basis.components  # (D,)
     n_ang = angles.size
@@ -177,4 +179,5 @@ def interpolate(table: np.ndarray, phases: np.ndarray) -> np.ndarray:
     pos = phases * len(table)
     i0 = np.floor(pos).astype(int) % len(table)
     frac = (pos - np.floor(pos)).reshape(-1, *([1] * (table.ndim - 1)))
-    return table[i0] * (1 - frac) + table[(i0 + 1) % len(table)] * frac
+    values: np.ndarray = table[i0] * (1 - frac) + table[(i0 + 1) % len(table)] * frac
+    return values

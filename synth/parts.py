@@ -47,7 +47,8 @@ Part = Capsule | Tube
 def flat_axis(axis: np.ndarray) -> np.ndarray:
     """(T, 3) axis -> its horizontal unit direction (tubes are stacks of horizontal ellipses)."""
     flat = axis - (axis @ UP)[:, None] * UP
-    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-6)
+    unit: np.ndarray = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-6)
+    return unit
 
 
 def leg_point(j: Joints, side: str, f: float) -> np.ndarray:

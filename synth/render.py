@@ -9,6 +9,7 @@ camera; `tracked=True` follows it like a person detector's crop (what the datase
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -27,6 +28,9 @@ ARC_POINTS = 6  # points per capsule end cap
 SHIFT = 3  # cv2 fixed-point bits: sub-pixel polygon vertices
 RAW_SIZE = (90, 72)  # dataset canvas (H, W); the person is about 72 px tall before alignment to 64
 NOISE_CELL = 6  # pixels per cell of the segmentation-noise field (divides RAW_SIZE)
+
+# (uv (T, 2) image coords, depth (T,), radius in metres) -> (pixels (T, 2), radius in pixels)
+ToPixels = Callable[[np.ndarray, np.ndarray, float | np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def _capsule_polygon(a: np.ndarray, b: np.ndarray, ra: np.ndarray, rb: np.ndarra
     return np.concatenate([pts_a, pts_b], axis=1)
 
 
-def _polygons(parts: list[Part], cam: Camera, to_px) -> list[np.ndarray]:
+def _polygons(parts: list[Part], cam: Camera, to_px: ToPixels) -> list[np.ndarray]:
     """Every part -> (T, V, 2) pixel polygons; `to_px(uv, depth, radius_m)` maps image coords to pixels."""
     out = []
     for part in parts:
@@ -114,8 +118,8 @@ def segmentation_noise(masks: np.ndarray, rng: np.random.Generator) -> np.ndarra
     soft = cv2.GaussianBlur(tall, (0, 0), height / 160)
     coarse = rng.normal(0.0, 25.0, size=(n_frames, height // cell, width // cell))  # (T, H/c, W/c)
     coarse += rng.normal(0.0, 20.0, size=(n_frames, 1, 1))  # whole-frame thickness jitter
-    threshold = np.clip(127.0 - coarse, 1, 254).astype(np.uint8).reshape(-1, width // cell)
-    threshold = cv2.resize(threshold, (width, n_frames * height), interpolation=cv2.INTER_LINEAR)
+    cells = np.clip(127.0 - coarse, 1, 254).astype(np.uint8).reshape(-1, width // cell)
+    threshold = cv2.resize(cells, (width, n_frames * height), interpolation=cv2.INTER_LINEAR)
     out = cv2.compare(soft, threshold, cv2.CMP_GT).reshape(n_frames, height, width)  # 0 / 255
     for t in np.flatnonzero(rng.random(n_frames) < 0.08):
         ys, xs = np.nonzero(out[t])
@@ -162,7 +166,9 @@ def render_raw(
         scale = 0.8 * height_px / body.height
         anchor = np.array([width_px / 2, height_px * (0.1 + 0.8 * (1 - 0.53))])
 
-        def to_px(uv, depth, radius):
+        def to_px(
+            uv: np.ndarray, depth: np.ndarray, radius: float | np.ndarray
+        ) -> tuple[np.ndarray, np.ndarray]:
             s = scale * depth0[:, None]
             return (uv - centre) * s + anchor, radius * scale * depth0 / depth
 
@@ -174,7 +180,9 @@ def render_raw(
         scale = 0.9 * min(width_px / (hi - lo)[0], height_px / (hi - lo)[1])
         offset = np.array([width_px, height_px]) / 2 - scale * (lo + hi) / 2
 
-        def to_px(uv, depth, radius):
+        def to_px(
+            uv: np.ndarray, depth: np.ndarray, radius: float | np.ndarray
+        ) -> tuple[np.ndarray, np.ndarray]:
             return uv * scale + offset, radius * scale / depth
 
     return _draw(_polygons(dressed_parts(outfit, body, joints), cam, to_px), size)

@@ -66,6 +66,14 @@ def test_scan_restricts_to_subjects_and_warns_about_absent_ones(tree: Path, capl
     assert "099" in caplog.text
 
 
+def test_a_long_list_of_absent_subjects_is_cut_after_ten(tree: Path, caplog) -> None:
+    absent = {f"{i:03d}" for i in range(100, 112)}
+    with caplog.at_level(logging.WARNING):
+        scan_labelled(tree, {"002", *absent})
+    assert "12 subject(s)" in caplog.text
+    assert "100, 101, 102, 103, 104, 105, 106, 107, 108, 109 ..." in caplog.text and "110" not in caplog.text
+
+
 def test_scan_of_missing_root_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         scan_labelled(tmp_path / "nope")

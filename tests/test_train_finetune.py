@@ -35,6 +35,8 @@ from train.losses import batch_all_triplet
 from train.model import GaitSSB, ModelConfig
 from train.run import with_max_steps
 from train.sampler import ClipRequest, LabelledClips, PKBatchSampler, sample_frames
+from train.zoo.gaitbase import GaitBaseConfig
+from train.zoo.registry import build_network
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -332,6 +334,25 @@ def test_bad_inputs_fail_before_work_with_a_clear_message(
     code, _, err = run_cli(capsys, *args)
     assert code == 2
     assert message in err and "Traceback" not in err
+    assert not list_checkpoints(tmp_path / "run")
+
+
+def test_an_init_of_another_architecture_is_refused_naming_what_init_takes(
+    tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An imported OpenGait zoo model (here GaitBase) is not a GaitSSB: say so, not "unknown keys"."""
+    gaitbase = build_network("gaitbase", GaitBaseConfig(channels=(4, 8, 8, 8), fc_dim=8))
+    init = atomic_save(build_checkpoint(gaitbase, {}, step=0), tmp_path / "gaitbase.pt")
+    config = tmp_path / "ft.yaml"
+    config.write_text(textwrap.dedent(TINY_FINETUNE))
+    code, _, err = run_cli(
+        capsys,
+        *("train", "finetune", "--config", str(config), "--init", str(init), "--dataset", str(dataset)),
+        *("--partition", str(dataset / "partition.json"), "--out", str(tmp_path / "run")),
+    )
+    assert code == 2
+    assert "holds a gaitbase model" in err and "starts from a GaitSSB checkpoint" in err
+    assert "import-opengait" in err and "unknown keys" not in err and "Traceback" not in err
     assert not list_checkpoints(tmp_path / "run")
 
 

@@ -152,6 +152,16 @@ def test_resume_modes_pick_the_newest_checkpoint_or_refuse(tmp_path: Path) -> No
         prepare_run_dir(used, "no")
 
 
+def test_a_crash_mid_save_leaves_a_folder_that_only_resume_if_exists_starts_afresh_in(tmp_path: Path) -> None:
+    """What `gaitlu demo` relies on: a killed first save leaves checkpoints/ holding a temp file only."""
+    folder = tmp_path / "run" / checkpoint.CHECKPOINT_DIR
+    folder.mkdir(parents=True)
+    (folder / ".step-00000004.pt.k3j2.tmp").write_bytes(b"half a checkpoint")
+    assert prepare_run_dir(tmp_path / "run", "if-exists") is None
+    with pytest.raises(ConfigError, match="--resume: no checkpoint in"):
+        prepare_run_dir(tmp_path / "run", "yes")
+
+
 def test_the_two_resume_flags_exclude_each_other() -> None:
     assert [resume_mode(False, False), resume_mode(True, False), resume_mode(False, True)] == [
         "no",

@@ -104,7 +104,8 @@ def sample_clip(seq: np.ndarray, rng: np.random.Generator, window: int, keep: in
     tiled = frames * math.ceil(window / frames)  # length after tiling, >= window
     start = int(rng.integers(0, tiled - window + 1))
     chosen = np.sort(rng.choice(window, size=keep, replace=False)) + start
-    return seq[chosen % frames]  # (keep, H, W)
+    clip: np.ndarray = seq[chosen % frames]  # (keep, H, W)
+    return clip
 
 
 def _random_affine(img: np.ndarray, rng: np.random.Generator, jitter: int) -> np.ndarray:
@@ -121,8 +122,8 @@ def _random_perspective(img: np.ndarray, rng: np.random.Generator, jitter: int) 
     """Map a quad whose corners sit up to `jitter` px inside the left/right edges onto the whole frame."""
     h, w = img.shape[:2]
     left_top, right_top, right_bottom, left_bottom = rng.integers(0, jitter, size=4)
-    src = np.float32([[left_top, 0], [w - right_top, 0], [w - right_bottom, h], [left_bottom, h]])
-    canvas = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    src = np.array([[left_top, 0], [w - right_top, 0], [w - right_bottom, h], [left_bottom, h]], np.float32)
+    canvas = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     matrix = cv2.getPerspectiveTransform(src, canvas)
     return cv2.warpPerspective(img, matrix, (w, h)).reshape(img.shape)
 

@@ -16,8 +16,9 @@ Format "gaitlu-checkpoint/1" (a `torch.save` dict):
     created        ISO-8601 UTC time of the save
     torch_version  torch.__version__ of the writer
 
-Files are written to a temp name in the same folder, fsynced, then `os.replace`d: a reader sees the old
-checkpoint or the new one, never half of one (a SIGTERM or a full disk mid-save loses nothing).
+Files are written with `gaitlu.files.atomic_write` (a temp name in the same folder, fsynced, renamed over
+the target): a reader sees the old checkpoint or the new one, never half of one (a SIGTERM or a full disk
+mid-save loses nothing).
 Loading uses `weights_only=True`, so a checkpoint from elsewhere cannot run code.
 """
 
@@ -25,9 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,9 @@ import torch
 from torch import nn
 
 from gaitlu.errors import DataError
+from gaitlu.files import atomic_write
 from train.config import config_to_dict
+from train.network import GaitNetwork, NetworkConfig
 from train.zoo.registry import architecture_of, build_network
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,11 @@ def checkpoint_name(step: int) -> str:
 def bare_model(model: nn.Module) -> nn.Module:
     """The module under DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
     while True:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+        elif isinstance(inner, nn.Module):
+            model = inner
         else:
             return model
 
@@ -74,6 +76,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"][0])
+
+
+def architecture_name(ckpt: dict[str, Any]) -> str:
+    """The architecture a checkpoint dict records ("gaitssb" in files written before there were others)."""
+    return str(ckpt.get("architecture", "gaitssb"))
 
 
 def build_checkpoint(
@@ -107,24 +114,10 @@ def build_checkpoint(
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """`torch.save` to a temp file beside `path`, fsync, `os.replace`, fsync the folder."""
+    """`torch.save` to `path` atomically (`gaitlu.files.atomic_write`: temp file, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
     return path
 
 
@@ -170,10 +163,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[GaitNetwork[NetworkConfig], dict[str, Any]]:
     """Rebuild the network a checkpoint holds (eval mode, on `map_location`) and return it with the dict."""
     ckpt = read_checkpoint(path, map_location)
-    model = build_network(ckpt.get("architecture", "gaitssb"), ckpt["model_config"])
+    model = build_network(architecture_name(ckpt), ckpt["model_config"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

@@ -64,7 +64,7 @@ class TrainerConfig:
 
 def _build(cls: Any, values: Any, where: str) -> Any:
     """Build `cls` (a dataclass, tuple, or scalar type) from YAML values, strictly."""
-    if dataclasses.is_dataclass(cls):
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         if values is None:
             values = {}
         if not isinstance(values, dict):
@@ -107,7 +107,8 @@ def _build(cls: Any, values: Any, where: str) -> Any:
 
 def build_config(cls: type[T], values: dict[str, Any]) -> T:
     """A config dataclass from a plain mapping (e.g. a checkpoint's saved config)."""
-    return _build(cls, values, "")
+    config: T = _build(cls, values, "")
+    return config
 
 
 def load_config(path: str | Path, cls: type[T]) -> T:
@@ -135,7 +136,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
             return {k: plain(v) for k, v in value.items()}
         return value
 
-    return plain(dataclasses.asdict(config))
+    values: dict[str, Any] = plain(dataclasses.asdict(config))
+    return values
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

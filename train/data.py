@@ -56,7 +56,7 @@ def steps_per_epoch(num_sequences: int, global_batch: int, world_size: int) -> i
     return (num_sequences // world_size) // per_rank
 
 
-class PretrainStream(IterableDataset):
+class PretrainStream(IterableDataset[PretrainBatch]):
     """Endless `PretrainBatch`es for one rank, starting at `start` (see the module docstring)."""
 
     def __init__(

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from gaitlu.errors import SequenceError
 from gaitlu.files import sha256_file
 from gaitlu.manifest import Evaluation
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
-from train.checkpoint import load_checkpoint
+from train.checkpoint import architecture_name, load_checkpoint
+from train.network import GaitNetwork, NetworkConfig
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ FRAME_BUDGET = 1024  # frames per forward call
 def _check(seq: np.ndarray, i: int) -> np.ndarray:
     """SequenceError unless `seq` is model input: (T >= 1, 64, 44) uint8."""
     shape = getattr(seq, "shape", None)
-    if not isinstance(seq, np.ndarray) or seq.dtype != np.uint8 or shape[1:] != (FRAME_HEIGHT, MODEL_WIDTH):
+    frames = (FRAME_HEIGHT, MODEL_WIDTH)
+    if not isinstance(seq, np.ndarray) or seq.dtype != np.uint8 or seq.shape[1:] != frames:
         raise SequenceError(
             f"sequence {i}: expected (T, {FRAME_HEIGHT}, {MODEL_WIDTH}) uint8 model frames, got "
             f"{getattr(seq, 'dtype', type(seq).__name__)} {shape} (see gaitlu.preprocess.to_model_frames)"
@@ -63,7 +64,7 @@ class CheckpointEmbedder:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: GaitNetwork[NetworkConfig],
         model_hash: str,
         device: torch.device,
         max_frames: int | None = MAX_FRAMES,
@@ -81,7 +82,8 @@ class CheckpointEmbedder:
     @torch.inference_mode()
     def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
         sils = torch.from_numpy(np.stack(batch)).to(self.device).float().div_(255)  # (n, T, 64, 44)
-        return self.model(sils).float().cpu().numpy()  # (n, P, C)
+        out: torch.Tensor = self.model(sils)  # (n, P, C)
+        return out.float().cpu().numpy()
 
     def embed(self, batch: list[np.ndarray]) -> np.ndarray:
         seqs = [_check(s, i)[: self.max_frames] for i, s in enumerate(batch)]
@@ -105,7 +107,7 @@ def load_checkpoint_embedder(
     logger.info(
         "loaded %s (%s, %d x %d) on %s",
         path,
-        ckpt.get("architecture", "gaitssb"),
+        architecture_name(ckpt),
         embedder.layout.parts,
         embedder.layout.channels,
         device,

@@ -7,8 +7,10 @@ its affine weights train; each backbone stage has its own learning rate (0 freez
 another, the head the optimizer's `lr`; SGD with momentum, MultiStepLR, and learning rates never below
 `lr.floor` (OpenGait's `maintain_non_zero_learning_rate`).
 
-The loss sees the head's output before the final L2 normalisation of `GaitSSB.forward` (as in OpenGait,
-whose margin is tuned for that scale); evaluation uses the normalised forward.
+The loss sees the head's output on the L2-normalised projection (as in OpenGait, whose margin is tuned
+for that scale), and so does evaluation: the fine-tuned `GaitSSB.forward` returns that raw head output
+(OpenGait's head0), and per-part normalisation for the service's index is a step the export manifest
+records (`indexing`), not part of the model.
 
 One process, one device: BN statistics are frozen, so nothing needs synchronising, and a 12k-step
 CASIA-B run fits one GPU. Data workers overlap the reading. Resume, checkpoints, SIGTERM, the fp16
@@ -24,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -125,8 +126,16 @@ def finetune_model(init: dict[str, Any]) -> GaitSSB:
     """A finetune-form GaitSSB with the encoder + projector of checkpoint dict `init`.
 
     The head is copied too when `init` already is a finetune checkpoint; otherwise it starts fresh.
-    The predictor of a pretrain checkpoint is dropped.
+    The predictor of a pretrain checkpoint is dropped. Any other architecture is refused: this is
+    GaitSSB's recipe (OpenGait's zoo models are imported for evaluation and serving, not fine-tuned here).
     """
+    arch = checkpoint.architecture_name(init)
+    if arch != "gaitssb":
+        raise DataError(
+            f"the init checkpoint holds a {arch} model; fine-tuning starts from a GaitSSB checkpoint: one "
+            "written by `gaitlu train pretrain` or `gaitlu train finetune`, or an OpenGait GaitSSB "
+            f"imported with `gaitlu train import-opengait` ({arch} can be evaluated and exported as it is)"
+        )
     source = build_config(ModelConfig, init["model_config"])
     model = GaitSSB(dataclasses.replace(source, form="finetune"))
     state = {k: v for k, v in init["model"].items() if not k.startswith("predictor.")}
@@ -168,10 +177,9 @@ def param_groups(model: GaitSSB, lrs: LearningRates, head_lr: float) -> list[dic
 
 
 def head_embeddings(model: GaitSSB, sils: torch.Tensor) -> torch.Tensor:
-    """(N, T, 64, 44) clips -> (N, C, P) head outputs, before the final L2 normalisation (the loss input)."""
+    """(N, T, 64, 44) clips -> (N, C, P) raw head outputs (the finetune-form forward): the loss input."""
     assert model.head is not None, "fine-tuning needs a finetune-form model"
-    z = model.projector(model.encode(sils))  # (N, C, P)
-    return model.head(F.normalize(z, dim=1))  # (N, C, P)
+    return model(sils).transpose(1, 2)  # (N, P, C) -> (N, C, P)
 
 
 def apply_lr_floor(optimizer: torch.optim.Optimizer, floor: float) -> None:
@@ -253,7 +261,8 @@ def _run(inputs: FinetuneInputs, run_dir: Path, info: distributed.Dist) -> RunRe
     cfg, t, device = inputs.config, inputs.config.trainer, info.device
     model = inputs.model.to(device)
     if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format; torch's overloads of it leave the keyword out.
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     groups = param_groups(model, cfg.lr, cfg.optimizer.lr)
     state = TrainState.sgd(model, groups, cfg.optimizer, cfg.scheduler, t.precision, device)
     step = state.restore(inputs.resume_from) if inputs.resume_from is not None else 0

@@ -18,6 +18,7 @@ from torch import nn
 
 from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
+from train.network import GaitNetwork
 
 Form = Literal["pretrain", "finetune"]
 
@@ -90,7 +91,8 @@ class Backbone(nn.Module):
         return F.relu(self.bn1(self.conv1(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.stem(x))
+        maps: torch.Tensor = self.layers(self.stem(x))
+        return maps
 
 
 class SeparateFC(nn.Module):
@@ -120,7 +122,8 @@ class PartBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, p = x.shape
-        return self.bn(x.reshape(n, c * p)).reshape(n, c, p)
+        flat: torch.Tensor = self.bn(x.reshape(n, c * p))  # (N, C*P)
+        return flat.reshape(n, c, p)
 
 
 def part_mlp(parts: int, dim: int, final_bn: bool) -> nn.Sequential:
@@ -155,7 +158,7 @@ def pyramid_pool(x: torch.Tensor, bins: tuple[int, ...]) -> torch.Tensor:
     return torch.cat(strips, dim=-1)
 
 
-class GaitSSB(nn.Module):
+class GaitSSB(GaitNetwork[ModelConfig]):
     """GaitSSB. `forward` maps silhouettes to the embedding; training code uses the pieces.
 
     Input: (N, T, 64, 44) float in [0, 1]; optional `lengths` (N,) for padded batches.
@@ -187,7 +190,8 @@ class GaitSSB(nn.Module):
     def forward(self, sils: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         z = self.projector(self.encode(sils, lengths))  # (N, C, P)
         if self.head is not None:
-            return self.head(F.normalize(z, dim=1)).transpose(1, 2)  # (N, P, C), raw
+            emb: torch.Tensor = self.head(F.normalize(z, dim=1))  # (N, C, P)
+            return emb.transpose(1, 2)  # (N, P, C), raw
         assert self.predictor is not None
         return F.normalize(self.predictor(z), dim=1).transpose(1, 2)  # (N, P, C), unit parts
 

@@ -22,11 +22,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import yaml
-from torch import nn
 
 from gaitlu.errors import ConfigError, DataError
 from gaitlu.files import sha256_file
@@ -34,13 +33,14 @@ from gaitlu.manifest import Evaluation
 from train.checkpoint import atomic_save, build_checkpoint
 from train.config import config_to_dict
 from train.model import ModelConfig
+from train.network import GaitNetwork, NetworkConfig
 from train.zoo.opengait_models import GAITSSB_FINETUNE, GAITSSB_PRETRAIN, OpenGaitModel, opengait_model
 from train.zoo.registry import build_network
 
 logger = logging.getLogger(__name__)
 
 FormChoice = Literal["auto", "pretrain", "finetune"]
-FORMS = ("auto", "pretrain", "finetune")
+FORMS: tuple[str, ...] = get_args(FormChoice)
 
 _PREFIXES = ("module.",)  # DistributedDataParallel's wrapper, possibly nested
 _STEM = "Backbone.forward_block.conv1.conv.weight"
@@ -210,7 +210,7 @@ def evaluation_settings(cfg: Mapping[str, Any], path: Path) -> Evaluation:
 
 def import_opengait(
     src: str | Path, out: str | Path, form: str = "auto", config: str | Path | None = None
-) -> nn.Module:
+) -> GaitNetwork[NetworkConfig]:
     """Convert `src` (with OpenGait YAML `config`, needed for every model but GaitSSB) and write a gaitlu
     checkpoint to `out` atomically; returns the loaded model in eval mode."""
     if form not in FORMS:
@@ -242,7 +242,7 @@ def import_opengait(
         }
     else:
         model_cfg = {}
-        spec, ours = _infer_gaitssb(state, form)  # type: ignore[arg-type]
+        spec, ours = _infer_gaitssb(state, form)  # type: ignore[arg-type]  # a FormChoice: checked above
         imported["model"] = f"GaitSSB_{ours.form.capitalize()} (inferred from the weights)"
     try:
         conversion = convert(state, spec, ours, model_cfg)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,13 +229,15 @@ def _run(
     torch.manual_seed(t.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = GaitSSB(config.model).to(device)
     if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format; torch's overloads of it leave the keyword out.
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     state = TrainState.sgd(model, model.parameters(), config.optimizer, config.scheduler, t.precision, device)
     step, position = 0, DataPosition()
     if ckpt is not None:
         step = state.restore(ckpt)
         position = DataPosition(**ckpt["data"])
 
+    forward: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
     forward = distributed.prepare_model(TwoViewStep(model), info)
     if t.compile:
         forward = torch.compile(forward)

@@ -46,6 +46,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from gaitlu.errors import ConfigError, GaitluError
+from gaitlu.files import write_atomic
 from train import checkpoint, distributed
 from train.config import (
     OptimizerConfig,
@@ -122,7 +123,7 @@ def effective_trainer(trainer: TrainerConfig, device: torch.device) -> TrainerCo
     """CPU runs fp32 without compile or channels_last (autocast and compile do not pay there)."""
     if device.type == "cuda":
         return trainer
-    changed = {
+    changed: dict[str, Any] = {
         k: v
         for k, v in (("precision", "fp32"), ("compile", False), ("channels_last", False))
         if getattr(trainer, k) != v
@@ -495,6 +496,4 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     if not path.is_file():
         return
     lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{ln}\n" for ln in lines))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(f"{ln}\n" for ln in lines))

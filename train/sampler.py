@@ -55,7 +55,7 @@ class PKBatchSampler:
     def batch(self, step: int) -> list[ClipRequest]:
         """The requests of batch number `step` (a pure function of seed and step)."""
         rng = np.random.default_rng([self.seed, step])
-        requests = []
+        requests: list[ClipRequest] = []
         for g in rng.choice(len(self.groups), size=self.p, replace=False):
             group = self.groups[g]
             chosen = rng.choice(group, size=self.k, replace=len(group) < self.k)
@@ -75,7 +75,7 @@ def sample_frames(num_frames: int, frames: int, rng: np.random.Generator) -> np.
     return np.sort(rng.choice(num_frames, size=frames, replace=num_frames < frames))
 
 
-class LabelledClips(torch.utils.data.Dataset):
+class LabelledClips(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     """Reads one sequence per `ClipRequest` and returns (clip (frames, 64, 44) float in [0, 1], label).
 
     Labels are the subjects' positions in `subject_ids`. Sequences are re-read on every request (the

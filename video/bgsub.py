@@ -73,7 +73,8 @@ class BackgroundSubtractor:
             if self.background.shape[:2] != (height, width):
                 return cv2.resize(self.background, (width, height), interpolation=cv2.INTER_AREA)
             return self.background
-        return np.median(np.stack(_spread(head)), axis=0).astype(np.uint8)  # (N, H, W, 3) -> (H, W, 3)
+        median: np.ndarray = np.median(np.stack(_spread(head)), axis=0)  # (N, H, W, 3) -> (H, W, 3)
+        return median.astype(np.uint8)
 
     def masks(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """(H, W, 3) uint8 BGR frames -> (H, W) uint8 masks, 255 = moving foreground, shadows removed."""
@@ -88,11 +89,13 @@ class BackgroundSubtractor:
             frame = self._normalised(frame, reference)
             diff = cv2.cvtColor(cv2.absdiff(frame, background), cv2.COLOR_BGR2GRAY)  # (H, W)
             clean = frame.copy()
-            cv2.copyTo(background, cv2.compare(diff, _PERSON_DIFF, cv2.CMP_GT), clean)  # person -> scene
+            # OpenCV takes a scalar as compare's src2; its generated stubs only say MatLike.
+            person = cv2.compare(diff, _PERSON_DIFF, cv2.CMP_GT)  # type: ignore[call-overload]
+            cv2.copyTo(background, person, clean)  # person -> scene
             subtractor.apply(clean, learningRate=1.0 / (i + 1))
         for frame in itertools.chain(head, stream):
             fg = subtractor.apply(self._normalised(frame, reference), learningRate=self.config.learning_rate)
-            yield cv2.compare(fg, FOREGROUND, cv2.CMP_EQ)  # shadows (127) and background -> 0
+            yield cv2.compare(fg, FOREGROUND, cv2.CMP_EQ)  # type: ignore[call-overload]  # scalar src2, as above
 
     def _normalised(self, frame: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """The frame with the global gain (lighting drift, flicker) relative to the background undone."""
@@ -110,4 +113,5 @@ def _spread(frames: list[np.ndarray]) -> list[np.ndarray]:
 
 def _gain_sample(frame: np.ndarray) -> np.ndarray:
     """A sparse grid of brightness values (about 1/64 of the pixels), floored to avoid dividing by 0."""
-    return frame[::_GAIN_STEP, ::_GAIN_STEP].sum(axis=2, dtype=np.float32) + 3.0  # (H/8, W/8)
+    sample: np.ndarray = frame[::_GAIN_STEP, ::_GAIN_STEP].sum(axis=2, dtype=np.float32) + 3.0  # (H/8, W/8)
+    return sample

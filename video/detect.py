@@ -54,7 +54,7 @@ def _belong_together(a: np.ndarray, b: np.ndarray) -> bool:
     if x_overlap > 0.25 * min(aw, bw) and y_gap < 0.25 * max(ah, bh):
         return True
     near = 0.1 * max(ah, bh)  # a limb broken off by a background of its colour stays this close
-    return x_overlap > -near and y_gap < near
+    return bool(x_overlap > -near and y_gap < near)
 
 
 def find_people(mask: np.ndarray, min_area: int) -> list[Detection]:

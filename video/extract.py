@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -73,10 +74,10 @@ class Track:
             canvas[t, y : y + h, x : x + w] = crop
         return canvas
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         return {"id": self.track_id, "frame_range": list(self.frame_range), "quality": self.quality.to_dict()}
 
-    def sidecar(self) -> dict:
+    def sidecar(self) -> dict[str, Any]:
         """summary() plus per-frame boxes and status (what tracks.json holds)."""
         return {
             **self.summary(),
@@ -117,7 +118,7 @@ class ExtractionResult:
             self,
         )
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         return {
             "video": self.video.to_dict(),
             "method": self.method,

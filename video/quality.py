@@ -9,6 +9,7 @@ gait, and move (a blob that never moves is a parked object or a lighting change,
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class TrackQuality:
     def accepted(self) -> bool:
         return not self.problems
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "problems": list(self.problems), "accepted": self.accepted}
 
 

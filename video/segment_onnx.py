@@ -14,6 +14,7 @@ Nothing is downloaded: the model is a local file. An ONNX Runtime session is thr
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def _fixed(dim: object) -> int | None:
 class OnnxSegmenter:
     """A loaded person-segmentation model: `masks(frames)` -> 0/255 person masks, one per frame."""
 
-    def __init__(self, model: str | Path, *, threads: int = 0) -> None:
+    def __init__(self, model: str | os.PathLike[str], *, threads: int = 0) -> None:
         try:
             import onnxruntime as ort
         except ModuleNotFoundError as exc:
@@ -87,7 +88,7 @@ class OnnxSegmenter:
             raise VideoError(
                 f"segmentation model {self.name}: produced shape {out.shape}, expected (1, 1, H, W)"
             )
-        scores = out.reshape(out.shape[-2:]).astype(np.float32)  # (1, 1, H', W') -> (H', W')
+        scores: np.ndarray = out.reshape(out.shape[-2:]).astype(np.float32)  # (1, 1, H', W') -> (H', W')
         kind = self.output_kind or ("logits" if scores.min() < 0 or scores.max() > 1 else "probability")
         if kind == "logits":
             scores = 1.0 / (1.0 + np.exp(-np.clip(scores, -50, 50)))

@@ -64,7 +64,7 @@ class TrackHistory:
 def _intersection(a: np.ndarray, b: np.ndarray) -> float:
     ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return ix * iy
+    return float(ix * iy)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -157,7 +157,7 @@ class Tracker:
 
     def _retire(self, frame: int) -> None:
         """End tracks unseen for too long; one hidden in another's blob may wait for twice the gap."""
-        live = []
+        live: list[TrackHistory] = []
         for track in self._live:
             allowed = self.config.max_gap * (2 if track.occluded_since is not None else 1)
             (live if frame - track.last_seen <= allowed else self._done).append(track)

@@ -80,7 +80,7 @@ def build_default_model(data_dir: Path, config: Path, steps: int, seed: int) -> 
         ["data", "pack", str(corpus / "silhouette_cut_pkl"), "--out", str(shards)],
     )
     _gaitlu("Verify shards", ["data", "verify", str(shards)])
-    resume = ["--resume"] if (run / "checkpoints").exists() else []
+    resume = ["--resume-if-exists"]  # continue a crashed run; checkpoints/ may hold only a temp file
     _once(
         done / "pretrain",
         "Self-supervised pretraining (tiny GaitSSB, CPU)",

@@ -41,10 +41,11 @@ from gaitlu.manifest import Evaluation
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 
 BASELINES = {"gei": gei_embed}
-# Enums give typer its choices (and --help lists them).
-ProtocolName = StrEnum("ProtocolName", {p: p for p in PROTOCOLS})
-MetricName = StrEnum("MetricName", {m: m for m in METRICS})
-BaselineName = StrEnum("BaselineName", {b: b for b in BASELINES})
+# Enums give typer its choices (and --help lists them). Their members are the names above, so mypy
+# (which needs literal members) sees enums of unknown members: the command takes their `.value`s.
+ProtocolName = StrEnum("ProtocolName", {p: p for p in PROTOCOLS})  # type: ignore[misc]
+MetricName = StrEnum("MetricName", {m: m for m in METRICS})  # type: ignore[misc]
+BaselineName = StrEnum("BaselineName", {b: b for b in BASELINES})  # type: ignore[misc]
 NEEDS = {
     "checkpoint": "the train stage (pip install 'gaitlu[train]')",
     "artifact": "the runtime (pip install 'gaitlu[serve]')",
@@ -80,8 +81,8 @@ def resolve_embed(
         raise ConfigError("give exactly one of --baseline gei, --checkpoint CKPT or --artifact DIR")
     if baseline is not None:
         return f"baseline:{baseline}", BASELINES[baseline], None
-    source = chosen[0]
-    path = Path(given[source])
+    source, path = ("checkpoint", checkpoint) if checkpoint is not None else ("artifact", artifact)
+    assert path is not None  # exactly one source was given
     return f"{source}:{path}", *load_source(source, path)
 
 
@@ -173,11 +174,11 @@ def eval_command(
     ] = Path("grew-submission.csv"),
 ) -> None:
     """Embed the test subjects of DATASET and score them under PROTOCOL."""
-    protocol = protocol.value
+    protocol_name = protocol.value
     if not dataset.is_dir():
         raise DataError(f"dataset folder not found: {dataset}")
-    split = resolve_partition(dataset, protocol, partition)
-    check_partition(protocol, split)
+    split = resolve_partition(dataset, protocol_name, partition)
+    check_partition(protocol_name, split)
     sequences = select_test_sequences(dataset, split)  # before loading a model: data errors come first
     source, embed, evaluation = resolve_embed(baseline and baseline.value, checkpoint, artifact)
     max_frames = evaluation.frames_limit if evaluation else MAX_FRAMES
@@ -185,17 +186,19 @@ def eval_command(
     if save_embeddings_to is not None:
         save_embeddings(run.data, save_embeddings_to)
     if metric is not None:
-        metric, metric_source = metric.value, "--metric"
+        distance, metric_source = metric.value, "--metric"
     elif evaluation is not None:
-        metric, metric_source = evaluation.metric, f"OpenGait: {evaluation.source}"
+        distance, metric_source = evaluation.metric, f"OpenGait: {evaluation.source}"
     else:
-        metric, metric_source = DEFAULT_METRIC[protocol], f"default for {protocol}"
-    notes = evaluation_notes(evaluation, protocol)
-    report = evaluate(run.data, protocol, metric, split, submission if protocol == "grew" else None)
+        distance, metric_source = DEFAULT_METRIC[protocol_name], f"default for {protocol_name}"
+    notes = evaluation_notes(evaluation, protocol_name)
+    report = evaluate(
+        run.data, protocol_name, distance, split, submission if protocol_name == "grew" else None
+    )
     if as_json:
         result = {
-            "protocol": protocol,
-            "metric": metric,
+            "protocol": protocol_name,
+            "metric": distance,
             "metric_source": metric_source,
             "frames_limit": max_frames,
             "evaluation": evaluation.model_dump() if evaluation else None,
@@ -213,7 +216,7 @@ def eval_command(
     console = Console()
     counts = f"{len(run.data)} sequences ({len(run.skipped)} skipped)"
     frames = f"first {max_frames} frames" if max_frames else "all frames"
-    console.print(f"{protocol} | {source} | metric {metric} ({metric_source}) | {frames} | {counts}")
+    console.print(f"{protocol_name} | {source} | metric {distance} ({metric_source}) | {frames} | {counts}")
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     print_report(report, console)

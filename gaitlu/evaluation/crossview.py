@@ -4,7 +4,7 @@ For each probe condition and each (probe view, gallery view) pair the gallery is
 view and each probe takes its nearest neighbour: Rank-1 (%), rounded to 2 decimals as OpenGait's
 evaluator rounds each cell before averaging, fills a V x V matrix. The headline is, per
 probe view, the mean over the other gallery views ("excluding identical view"), then the mean over probe
-views; the diagonal mean is reported too (realism.md compares it).
+views; the diagonal mean is reported too (docs/synthetic.md compares both with real CASIA-B).
 
 Gaps: a cell with no probes or no gallery sequence is NaN and left out of every mean, so a missing view
 lowers no figure (with full data the means equal OpenGait's, which has no such guard). A probe whose
@@ -15,8 +15,10 @@ Ties: the first nearest gallery sequence in gallery order wins (np.argmin), so r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
+from typing import Any
 
 import numpy as np
 
@@ -48,13 +50,13 @@ class ViewMatrix:
     @property
     def mean(self) -> float:
         """The headline figure: the mean of `per_view` over probe views."""
-        return float(nanmean(self.per_view))
+        return nanmean(self.per_view)
 
     @property
     def diagonal_mean(self) -> float:
-        return float(nanmean(np.diag(self.rank1)))
+        return nanmean(np.diag(self.rank1))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "mean": json_number(self.mean),
             "diagonal_mean": json_number(self.diagonal_mean),
@@ -73,7 +75,7 @@ class CrossViewReport:
     def headline(self) -> dict[str, float]:
         return {name: matrix.mean for name, matrix in self.conditions.items()}
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "headline": {name: json_number(x) for name, x in self.headline().items()},
             "conditions": {name: matrix.to_dict() for name, matrix in self.conditions.items()},
@@ -102,7 +104,10 @@ def cross_view_rank1(
 
 
 def condition_matrices(
-    data: EmbeddingSet, gallery_conds: tuple[str, ...], probe_conds: dict[str, tuple[str, ...]], metric: str
+    data: EmbeddingSet,
+    gallery_conds: tuple[str, ...],
+    probe_conds: Mapping[str, tuple[str, ...]],
+    metric: str,
 ) -> CrossViewReport:
     """Split `data` into gallery and per-condition probes and build each condition's ViewMatrix."""
     gallery = data.select(np.isin(data.cond, gallery_conds))

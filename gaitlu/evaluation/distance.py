@@ -11,7 +11,7 @@ N x N matrix or an N x N x P tensor.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -33,7 +33,8 @@ def as_parts(emb: np.ndarray) -> np.ndarray:
 
 def _inverse_part_norms(emb: np.ndarray) -> np.ndarray:
     """(N, P) 1 / |part|. An all-zero part gets a finite scale, so it stays zero (cosine 0 to everything)."""
-    return 1.0 / np.maximum(part_norms(emb), ZERO_NORM)
+    scale: np.ndarray = 1.0 / np.maximum(part_norms(emb), ZERO_NORM)
+    return scale
 
 
 def _check_metric(metric: str) -> None:
@@ -53,7 +54,8 @@ def _euclidean(block: np.ndarray, gallery: np.ndarray, gallery_sq: np.ndarray) -
         # gallery[:, p] is a strided (G, C) view that BLAS reads in place: the gallery is never copied.
         sq = block_sq[:, p, None] + gallery_sq[None, :, p] - 2.0 * (block[:, p] @ gallery[:, p].T)  # (B, G)
         total += np.sqrt(np.maximum(sq, 0.0))  # rounding can make exact matches slightly negative
-    return total / block.shape[1]
+    mean: np.ndarray = total / block.shape[1]
+    return mean
 
 
 def _cosine(block: np.ndarray, gallery: np.ndarray, gallery_scale: np.ndarray) -> np.ndarray:
@@ -61,7 +63,8 @@ def _cosine(block: np.ndarray, gallery: np.ndarray, gallery_scale: np.ndarray) -
     total = np.zeros((len(block), len(gallery)), dtype=np.float32)
     for p in range(block.shape[1]):
         total += (block[:, p] @ gallery[:, p].T) * block_scale[:, p, None] * gallery_scale[None, :, p]
-    return 1.0 - total / block.shape[1]
+    mean: np.ndarray = 1.0 - total / block.shape[1]
+    return mean
 
 
 def iter_distance_blocks(
@@ -75,6 +78,7 @@ def iter_distance_blocks(
     probe, gallery = as_parts(probe), as_parts(gallery)
     if probe.shape[1:] != gallery.shape[1:]:
         raise ValueError(f"probe parts {probe.shape[1:]} differ from gallery parts {gallery.shape[1:]}")
+    distance: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (block, gallery, gallery stat)
     if metric == "cos":
         distance, gallery_stat = _cosine, _inverse_part_norms(gallery)  # (G, P)
     else:

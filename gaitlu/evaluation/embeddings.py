@@ -1,7 +1,7 @@
 """A labelled set of embeddings and its `.npz` file form.
 
 The file holds `emb` (N, D float32, the (N, P, C) embedding flattened part-major), `subject`, `cond`,
-`view` (N strings) as protocols.md specifies, plus `parts` (P) so per-part distances can be recomputed;
+`view` (N strings) as docs/evaluation.md specifies, plus `parts` (P) so per-part distances can be recomputed;
 a file without `parts` is read as one part.
 """
 
@@ -53,8 +53,8 @@ def save_embeddings(data: EmbeddingSet, path: str | Path) -> None:
     """Write `data` to an .npz file atomically (gaitlu.files.atomic_write)."""
     flat = data.emb.reshape(len(data), -1)  # (N, P*C)
     with atomic_write(path) as f:
-        labels = {"subject": data.subject, "cond": data.cond, "view": data.view}
-        np.savez(f, emb=flat, parts=np.int64(data.emb.shape[1]), **labels)
+        parts = np.int64(data.emb.shape[1])
+        np.savez(f, emb=flat, parts=parts, subject=data.subject, cond=data.cond, view=data.view)
 
 
 def load_embeddings(path: str | Path) -> EmbeddingSet:

@@ -15,7 +15,8 @@ def gait_energy_image(frames: np.ndarray) -> np.ndarray:
     """(T, 64, 44) uint8 model frames -> (64, 44) float32 mean silhouette in [0, 1]."""
     if frames.ndim != 3 or frames.shape[1:] != GEI_FRAME_SHAPE or len(frames) == 0:
         raise ValueError(f"expected (T, 64, 44) model frames with T >= 1, got shape {frames.shape}")
-    return frames.mean(axis=0, dtype=np.float32) / 255.0
+    gei: np.ndarray = frames.mean(axis=0, dtype=np.float32) / 255.0
+    return gei
 
 
 def gei_embed(batch: list[np.ndarray]) -> np.ndarray:

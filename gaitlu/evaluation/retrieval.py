@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class RetrievalReport:
     def headline(self) -> dict[str, float]:
         return dict(self.metrics)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "headline": {name: json_number(x) for name, x in self.metrics.items()},
             "num_probes": self.num_probes,
@@ -146,7 +147,7 @@ class GrewReport:
     def headline(self) -> dict[str, float]:
         return self.local.headline() if self.local else {}
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "headline": self.local.to_dict()["headline"] if self.local else {},
             "local": self.local.to_dict() if self.local else None,

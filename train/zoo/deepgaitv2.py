@@ -21,6 +21,7 @@ from torch import nn
 
 from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
+from train.network import GaitNetwork
 from train.zoo.parts import (
     PartBatchNorm,
     SeparateFC,
@@ -97,7 +98,7 @@ def p3d_stage(in_ch: int, out_ch: int, blocks: int, stride: int) -> nn.Sequentia
     )
 
 
-class DeepGaitV2(nn.Module):
+class DeepGaitV2(GaitNetwork[DeepGaitV2Config]):
     """(N, T, 64, 44) float silhouettes -> (N, 16, channels[2]) embedding."""
 
     min_frames: ClassVar[int] = 1
@@ -125,7 +126,7 @@ class DeepGaitV2(nn.Module):
         else:
             volume = self.layer4(self.layer3(self.layer2(to_volume(x, n))))  # (N, C3, T, 16, 11)
             maps = volume.amax(dim=2)  # set pooling over time: (N, C3, 16, 11)
-        emb = self.fcs(pyramid_pool(maps, (PARTS,)))  # (N, C3, 16) -> (N, C2, 16)
+        emb: torch.Tensor = self.fcs(pyramid_pool(maps, (PARTS,)))  # (N, C3, 16) -> (N, C2, 16)
         if self.bnneck is not None:
             emb = normalise_parts(self.bnneck(emb))  # OpenGait's BNNeck feature
         return emb.transpose(1, 2)  # (N, 16, C2)

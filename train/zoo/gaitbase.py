@@ -15,6 +15,7 @@ from torch import nn
 
 from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
+from train.network import GaitNetwork
 from train.zoo.parts import SeparateFC, frames_of, pyramid_pool, resnet_stage, set_pool
 
 
@@ -67,10 +68,11 @@ class ResNet9(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))  # (N*T, C0, H, W)
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (N*T, C3, H/4, W/4)
+        maps: torch.Tensor = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (N*T, C3, H/4, W/4)
+        return maps
 
 
-class GaitBase(nn.Module):
+class GaitBase(GaitNetwork[GaitBaseConfig]):
     """(N, T, 64, 44) float silhouettes -> (N, P, C) embedding, raw (not normalised)."""
 
     min_frames: ClassVar[int] = 1
@@ -84,5 +86,5 @@ class GaitBase(nn.Module):
     def forward(self, sils: torch.Tensor) -> torch.Tensor:
         n = sils.shape[0]
         maps = set_pool(self.backbone(frames_of(sils)), n)  # (N*T, C, h, w) -> (N, C, h, w)
-        emb = self.fcs(pyramid_pool(maps, self.config.bins))  # (N, C, P) -> (N, C', P)
+        emb: torch.Tensor = self.fcs(pyramid_pool(maps, self.config.bins))  # (N, C, P) -> (N, C', P)
         return emb.transpose(1, 2)  # (N, P, C')

@@ -27,10 +27,12 @@ from torch import nn
 
 from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
+from train.network import GaitNetwork
 from train.zoo.parts import GeMPool, PartBatchNorm, SeparateFC, normalise_parts
 
 PARTS = 64  # GeM pooling keeps every row of the 64-row map
 MIN_FRAMES = 3  # the stride-3 temporal aggregation needs three frames
+GaitGLBranch = Literal["casia-b", "oumvlp-grew"]  # OpenGait builds the deeper one for OU-MVLP and GREW
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class GaitGLConfig:
     """Architecture arguments (OpenGait's `channels`, the dataset-chosen branch and the head)."""
 
     channels: tuple[int, ...] = (32, 64, 128)  # 3 widths (casia-b) or 4 (oumvlp-grew)
-    branch: Literal["casia-b", "oumvlp-grew"] = "casia-b"
+    branch: GaitGLBranch = "casia-b"
     head: Literal["bn", "bnneck"] = "bn"
     bnneck_norm: bool = True  # bnneck head: L2-normalise each part of the BNNeck feature
 
@@ -93,7 +95,7 @@ class GLConv(nn.Module):
         return F.leaky_relu(whole) + F.leaky_relu(local)
 
 
-class GaitGL(nn.Module):
+class GaitGL(GaitNetwork[GaitGLConfig]):
     """(N, T, 64, 44) float silhouettes -> (N, 64, channels[-1]) embedding."""
 
     min_frames: ClassVar[int] = MIN_FRAMES
@@ -127,7 +129,7 @@ class GaitGL(nn.Module):
         x = self.lta(self.conv3d(sils.unsqueeze(1)))  # (N, C0, T // 3, 64, 44)
         x = F.max_pool3d(self.gl_a0(x), (1, 2, 2))  # (N, C1, T', 32, 22)
         x = self.gl_b2(self.gl_a1(x))  # (N, C, T', 64, 22): the last GL conv stacks global over local
-        emb = self.head0(self.gem(x.amax(dim=2)))  # set pooling, then (N, C, 64)
+        emb: torch.Tensor = self.head0(self.gem(x.amax(dim=2)))  # set pooling, then (N, C, 64)
         if self.bn is not None:
             emb = self.bn(emb)
         elif self.bnneck is not None:

@@ -16,6 +16,7 @@ from torch import nn
 
 from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
+from train.network import GaitNetwork
 from train.zoo.parts import SeparateFC, frames_of, pyramid_pool, set_pool
 
 
@@ -56,7 +57,7 @@ def conv_block(in_ch: int, out_ch: int, first_kernel: int, pool: bool) -> nn.Seq
     return nn.Sequential(*layers)
 
 
-class GaitSet(nn.Module):
+class GaitSet(GaitNetwork[GaitSetConfig]):
     """(N, T, 64, 44) float silhouettes -> (N, 62, fc_dim) embedding, raw (not normalised)."""
 
     min_frames: ClassVar[int] = 1
@@ -81,4 +82,5 @@ class GaitSet(nn.Module):
         x = set_pool(self.set_block3(x), n)  # (N, C3, 16, 11)
         gl = gl + x
         feat = torch.cat([pyramid_pool(x, self.config.bins), pyramid_pool(gl, self.config.bins)], -1)
-        return self.head(feat).transpose(1, 2)  # (N, C3, 62) -> (N, fc_dim, 62) -> (N, 62, fc_dim)
+        emb: torch.Tensor = self.head(feat)  # (N, C3, 62) -> (N, fc_dim, 62)
+        return emb.transpose(1, 2)  # (N, 62, fc_dim)

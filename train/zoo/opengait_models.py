@@ -21,7 +21,7 @@ from train.zoo.deepgaitv2 import PARTS as DEEPGAITV2_PARTS
 from train.zoo.deepgaitv2 import DeepGaitV2Config
 from train.zoo.gaitbase import GaitBaseConfig
 from train.zoo.gaitgl import PARTS as GAITGL_PARTS
-from train.zoo.gaitgl import GaitGLConfig
+from train.zoo.gaitgl import GaitGLBranch, GaitGLConfig
 from train.zoo.gaitset import GaitSetConfig
 
 Shapes = dict[str, tuple[int, ...]]
@@ -49,7 +49,7 @@ class OpenGaitModel:
 
 def _section(
     cfg: Mapping[str, Any], where: str, allowed: set[str], required: set[str] | frozenset[str] = frozenset()
-) -> dict:
+) -> dict[str, Any]:
     """`cfg` as a dict, after checking it has no key outside `allowed` and every key in `required`."""
     label = f"model_cfg.{where}" if where else "model_cfg"
     if not isinstance(cfg, Mapping):
@@ -90,7 +90,7 @@ def _bnneck_shapes(prefix: str, parts: int, channels: int, classes: int, bn: boo
 BNNECK_KEYS = {"class_num", "in_channels", "parts_num", "norm", "parallel_BN1d"}
 
 
-def _bnneck(cfg: Mapping[str, Any], where: str, parts: int, channels: int) -> dict:
+def _bnneck(cfg: Mapping[str, Any], where: str, parts: int, channels: int) -> dict[str, Any]:
     """A SeparateBNNecks section checked against the features it receives (P parts of C channels)."""
     section = _section(cfg, where, BNNECK_KEYS, {"class_num"})
     _require(section.get("parts_num", parts) == parts, f"{where}.parts_num must be {parts}")
@@ -104,7 +104,7 @@ def _bnneck(cfg: Mapping[str, Any], where: str, parts: int, channels: int) -> di
 RESNET9_KEYS = {"type", "block", "channels", "layers", "strides", "maxpool", "in_channel"}
 
 
-def _resnet9(cfg: Mapping[str, Any]) -> dict:
+def _resnet9(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """backbone_cfg of a ResNet9 with OpenGait's ResNet9 defaults filled in."""
     section = _section(cfg, "backbone_cfg", RESNET9_KEYS, {"type", "block"})
     _require(
@@ -262,7 +262,7 @@ GAITGL_LARGE_DATASETS = ("OUMVLP", "GREW")  # OpenGait builds its deeper branch 
 
 def _gaitgl_config(cfg: Mapping[str, Any], dataset: str) -> GaitGLConfig:
     _section(cfg, "", {"model", "channels", "class_num", "SeparateBNNecks"}, {"channels", "class_num"})
-    branch = "oumvlp-grew" if dataset in GAITGL_LARGE_DATASETS else "casia-b"
+    branch: GaitGLBranch = "oumvlp-grew" if dataset in GAITGL_LARGE_DATASETS else "casia-b"
     channels = _ints(cfg["channels"], "channels")
     if "SeparateBNNecks" not in cfg:
         return GaitGLConfig(channels=channels, branch=branch, head="bn")

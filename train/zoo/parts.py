@@ -54,7 +54,7 @@ def to_volume(frames: torch.Tensor, n: int) -> torch.Tensor:
 def on_frames(layer: nn.Module, volume: torch.Tensor) -> torch.Tensor:
     """Apply a frame-wise (2-D) layer to every frame of a (N, C, T, H, W) volume."""
     n, c, t, h, w = volume.shape
-    out = layer(volume.transpose(1, 2).reshape(n * t, c, h, w))  # (N*T, C', H', W')
+    out: torch.Tensor = layer(volume.transpose(1, 2).reshape(n * t, c, h, w))  # (N*T, C', H', W')
     return out.reshape(n, t, *out.shape[1:]).transpose(1, 2)  # (N, C', T, H', W')
 
 

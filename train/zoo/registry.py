@@ -1,10 +1,9 @@
 """Our architectures by name: what checkpoints and artifact manifests record, and how to rebuild one.
 
-Every network here has a pure forward, (N, T, 64, 44) float silhouettes in [0, 1] -> (N, P, C) float32
-embedding, plus `config` (a frozen dataclass whose `layout` is the embedding's `EmbeddingLayout`: parts x
-channels, and its normalisation, "none" for raw features or "per-part-l2" where the model itself
-normalises each part) and `min_frames` (the shortest input it takes; shorter sequences are tiled by the
-network itself in torch and by the runtime for its ONNX graph).
+Every network here is a `train.network.GaitNetwork`: a pure forward, (N, T, 64, 44) float silhouettes in
+[0, 1] -> (N, P, C) float32 embedding, its `config` (whose `layout` says parts x channels and the
+normalisation: "none" for raw features, "per-part-l2" where the model itself normalises each part) and
+`min_frames`.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from torch import nn
 from gaitlu.errors import ConfigError
 from train.config import build_config
 from train.model import GaitSSB, ModelConfig
+from train.network import GaitNetwork, NetworkConfig
 from train.zoo.deepgaitv2 import DeepGaitV2, DeepGaitV2Config
 from train.zoo.gaitbase import GaitBase, GaitBaseConfig
 from train.zoo.gaitgl import GaitGL, GaitGLConfig
@@ -26,7 +26,7 @@ from train.zoo.gaitset import GaitSet, GaitSetConfig
 @dataclass(frozen=True)
 class Architecture:
     name: str  # recorded in checkpoints ("architecture") and manifests ("model.name")
-    network: type[nn.Module]
+    network: type[GaitNetwork[NetworkConfig]]
     config: type  # the frozen config dataclass the network takes
 
 
@@ -57,7 +57,7 @@ def architecture_of(model: nn.Module) -> Architecture:
     raise TypeError(f"{type(model).__name__} is not a registered architecture ({', '.join(ARCHITECTURES)})")
 
 
-def build_network(name: str, config: Any) -> nn.Module:
+def build_network(name: str, config: Any) -> GaitNetwork[NetworkConfig]:
     """A fresh network of architecture `name` from its config dataclass or a plain mapping of it."""
     arch = architecture(name)
     if isinstance(config, dict):
