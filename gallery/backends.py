@@ -7,7 +7,7 @@ local deployment never loads it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
@@ -47,9 +47,10 @@ class MilvusSettings:
 
     uri: str
     token: str | None = None
-    db_name: str = Field("default", pattern=r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+    db_name: Annotated[str, Field(pattern=r"[A-Za-z_][A-Za-z0-9_]{0,254}")] = "default"
     index: MilvusIndexSettings = Field(default_factory=MilvusIndexSettings)
-    timeout_s: float = Field(10.0, gt=0)  # per call; a server that does not answer is a 503, not a hang
+    # per call; a server that does not answer is a 503, not a hang
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
 
 
 def open_backend(

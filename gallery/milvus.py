@@ -42,7 +42,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
@@ -356,8 +356,11 @@ class MilvusStore:
                 continue
             row = {"uid": uid, "subject": subject_id, "metadata": metadata_json[i] or "", "created": now}
             rows.append(row | _attribute_fields(attrs[i]) | {"embedding": vectors[i]})
-            stored = json.loads(metadata_json[i]) if metadata_json[i] is not None else None
-            infos.append(SequenceInfo(uid, gallery.name, subject_id, gallery.model_hash, stored, _time(now)))
+            text = metadata_json[i]
+            given_metadata = json.loads(text) if text is not None else None
+            infos.append(
+                SequenceInfo(uid, gallery.name, subject_id, gallery.model_hash, given_metadata, _time(now))
+            )
         if rows:
             self._call("enrol", lambda: self._client.upsert(gallery.sequences, rows, timeout=self._timeout))
         self._keep_subject(gallery, subject_id, now)  # also repairs one a crash left out (a full retry)
@@ -549,7 +552,9 @@ class MilvusStore:
         stats = []
         for info in self.list_galleries():
             gallery = self._gallery(info.name)
-            kind = "exact" if gallery.index_type in EXACT_TYPES else "approximate"
+            kind: Literal["exact", "approximate"] = (
+                "exact" if gallery.index_type in EXACT_TYPES else "approximate"
+            )
             stats.append(GalleryStats(info.name, info.subject_count, info.sequence_count, kind, "server", 0))
         return stats
 
