@@ -1,13 +1,15 @@
 """Hostile input under load: what 4 attackers sending the worst cheap inputs cost 8 honest clients.
 
-A real `gaitlu serve` (uvicorn, child process, default settings but a 5 s body timeout so slow-body
-attacks end within a run) on 127.0.0.1 serves a gallery of 20 subjects. Three phases of equal length on
-the same server: 8 honest closed-loop clients alone (each alternates `/embed` and `/search` with a
-92-frame .npy); the same 8 while 4 attackers cycle through the attacks fixed in phase 1 of issue 12 as
-fast as they are answered; then with the two attacks left for phase 2 added (`PHASE_2`). Reported:
-honest throughput under attack against alone (target >= 0.8x), honest p50/p99, 5xx responses of either
-kind (target 0), the server's peak RSS per phase (its VmHWM, reset between phases) against a stated
-bound, and each attack's answers (every one must be a 4xx or 429).
+A real `gaitlu serve` (uvicorn, child process, default settings but 5 s body and header timeouts so
+slow-client attacks end within a run) on 127.0.0.1 serves a gallery of 20 subjects. 8 honest closed-loop
+clients (each alternates `/embed` and `/search` with a 92-frame .npy) run in windows that alternate
+between alone and with 4 attackers cycling through every attack of issue 12 as fast as they are
+answered: alone, attacked, alone, ... alone (`--rounds` attacked windows), so that the load other work
+puts on a shared machine, which drifts over a run, weighs on both sides alike. Reported: honest
+throughput under attack against alone (target >= 0.8x), honest p50/p99, 5xx responses of either kind
+(target 0), the server's peak RSS (its VmHWM, reset each window) against a stated bound, and each
+attack's answers (every one must be a 4xx or 429, or for a slow request head the server closing the
+connection).
 
 The attacks (tests/test_safepickle.py builds the pickles):
 - pickles: 8 MiB of EMPTY_DICT, a memo slot of 2**31, an 8 MiB string with one astral character,
@@ -16,10 +18,11 @@ The attacks (tests/test_safepickle.py builds the pickles):
   16 x 4096 band, a float64 (10, 32) array, a 210 KB .npz of 720 empty 480 x 640 frames (221 M
   pixels, over the limit), a 54 KB .npz of 720 empty 320 x 240 frames (55 M pixels: under the limit,
   the costliest decode and scan an upload can ask for);
-- JSON: a NaN embedding, a 2e19 embedding, `?offset=2**63`, 8 MiB of small JSON entries (parsed
-  and validated on the event loop until phase 2 of issue 12);
+- JSON: a NaN embedding, a 2e19 embedding, `?offset=2**63`, 12 MB of small JSON entries, a
+  400k-float embedding;
 - browsers: a cross-origin multipart enrolment, a rebinding Host header;
-- a slow body (headers, then nothing until the server's 408).
+- slow clients: a body that stops after its first bytes (the server's 408), a request head sent a byte
+  every 0.2 s (the server closes the connection).
 
 Model: the narrow GaitSSB of benchmarks/service.py (channels 8-64, random weights), exported once into
 the same cache folder.
@@ -60,7 +63,8 @@ SECTION = "## Hostile input under load"
 HONEST, ATTACKERS = 8, 4
 FRAMES = 92
 SUBJECTS = 20
-BODY_TIMEOUT_S = 5.0
+BODY_TIMEOUT_S = 5.0  # and the request-head timeout
+CLOSED = 0  # the "status" of an attack the server ended by closing the connection (a slow head)
 CUT_AFTER_S = 2.0  # attacks still unanswered this long after a phase ends are cut (and reported)
 MIB = 1024 * 1024
 # The stated bound on the server's peak RSS under attack: its own footprint with honest load (0.6-0.9 GiB
@@ -96,6 +100,7 @@ class Target:
     dim: int
     files: dict[str, bytes] = field(default_factory=dict)
     attacks: dict[str, Attack] = field(default_factory=dict)
+    cursors: list[int] = field(default_factory=list)  # each attacker's place in the plan, across windows
 
 
 def upload(name: str) -> Attack:
@@ -145,13 +150,29 @@ async def slow_body(c: httpx.AsyncClient, t: Target) -> int:
         writer.close()
 
 
-# Bounded, but left for phase 2 of issue 12: the JSON's entries are turned into uploads on the event loop
-# (the schemas cap no list), and a decode has no deadline nor a 429 when the decode pool is full.
-PHASE_2 = ("json: 12 MB of small entries", "npz: 55 M empty pixels")
+async def slow_head(c: httpx.AsyncClient, t: Target) -> int:
+    """Send a request head a byte every 0.2 s (never finishing it) until the server closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", t.port)
+    head = f"GET /galleries HTTP/1.1\r\nHost: 127.0.0.1:{t.port}\r\nX-Padding: {'x' * 1000}".encode()
+    try:
+        for i in range(len(head)):
+            writer.write(head[i : i + 1])
+            await writer.drain()
+            try:
+                if await asyncio.wait_for(reader.read(1), 0.2) == b"":
+                    return CLOSED
+            except TimeoutError:
+                continue
+        raise RuntimeError("the server waited for a request head of 1 KB at 5 bytes a second")
+    except (ConnectionResetError, BrokenPipeError):
+        return CLOSED
+    finally:
+        writer.close()
 
 
 def attacks(dim: int) -> dict[str, Attack]:
     many = json.dumps({"sequences": [{"npy_b64": "AAAA", "name": "x"}] * 400_000})  # ~12 MB of entries
+    floats = json.dumps({"gallery": "bench", "embedding": [0.5] * 400_000})
     return {
         "pickle: 8 MiB EMPTY_DICT": upload("bomb.pkl"),
         "pickle: memo slot 2**31": upload("memo.pkl"),
@@ -167,10 +188,12 @@ def attacks(dim: int) -> dict[str, Attack]:
             "/search", lambda t: json.dumps({"gallery": "bench", "embedding": [2e19] * t.dim})
         ),
         "json: 12 MB of small entries": raw_json("/embed", lambda t: many),
+        "json: 400k-float embedding": raw_json("/search", lambda t: floats),
         "offset 2**63": huge_offset,
         "cross-origin enrolment": cross_origin_enrol,
         "rebinding Host": rebinding_host,
         "slow body": slow_body,
+        "slow head": slow_head,
     }
 
 
@@ -223,7 +246,9 @@ class Phase:
         return sum(n for counter in statuses for s, n in counter.items() if s >= 500)
 
 
-async def run_phase(url: str, target: Target, seconds: float, plan: list[str], phase: Phase) -> None:
+async def run_window(
+    url: str, target: Target, seconds: float, plan: list[str], phase: Phase, warm_up: bool
+) -> None:
     queries = [walking_sequence(1000 + i, FRAMES) for i in range(HONEST)]
     timeout = httpx.Timeout(120)
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=httpx.Limits(max_connections=64)) as c:
@@ -245,9 +270,9 @@ async def run_phase(url: str, target: Target, seconds: float, plan: list[str], p
                 n += 1
 
         async def attacker(i: int, until: float) -> None:
-            n = i * len(plan) // ATTACKERS  # spread over the plan, so a short run still sends each
             while time.perf_counter() < until:
-                name = plan[n % len(plan)]
+                name = plan[target.cursors[i] % len(plan)]
+                target.cursors[i] += 1
                 started = time.perf_counter()
                 try:
                     status = await target.attacks[name](c, target)
@@ -257,21 +282,20 @@ async def run_phase(url: str, target: Target, seconds: float, plan: list[str], p
                 except (TimeoutError, httpx.HTTPError, OSError) as exc:
                     if time.perf_counter() - started >= BODY_TIMEOUT_S:  # the server's 408, then its close
                         phase.attack_late_resets[name] += 1  # reached the client as a reset mid-upload
-                        n += 1
                         continue
                     status = 599  # no answer: counted as a server failure
                     print(f"attack {name!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
                 phase.attack_status[name][status] += 1
                 phase.attack_ms[name].append((time.perf_counter() - started) * 1000)
-                n += 1
 
-        warm = time.perf_counter() + 1.0
-        await asyncio.gather(*(honest(i, warm, False) for i in range(HONEST)))
+        if warm_up:
+            warm = time.perf_counter() + 1.0
+            await asyncio.gather(*(honest(i, warm, False) for i in range(HONEST)))
         started = time.perf_counter()
         until = started + seconds
         attackers = [asyncio.create_task(attacker(i, until)) for i in range(ATTACKERS if plan else 0)]
         await asyncio.gather(*(honest(i, until, True) for i in range(HONEST)))
-        phase.seconds = time.perf_counter() - started
+        phase.seconds += time.perf_counter() - started
         _, running = await asyncio.wait(attackers, timeout=CUT_AFTER_S) if attackers else (set(), set())
         for task in running:
             task.cancel()
@@ -290,8 +314,10 @@ def reset_hwm(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # Linux: peak RSS := current RSS
 
 
-def measure(artifact: Path, seconds: float, work: Path) -> list[Phase]:
-    server = ServerProcess(artifact, work / "data", work / "server.log", body_timeout_s=str(BODY_TIMEOUT_S))
+def measure(artifact: Path, window: float, rounds: int, work: Path) -> list[Phase]:
+    """The two phases, measured in alternating windows: alone, attacked, alone, ..., alone."""
+    timeouts = {"body_timeout_s": str(BODY_TIMEOUT_S), "header_timeout_s": str(BODY_TIMEOUT_S)}
+    server = ServerProcess(artifact, work / "data", work / "server.log", **timeouts)
     server.start()
     try:
         with httpx.Client(base_url=server.url, timeout=60) as c:
@@ -301,65 +327,57 @@ def measure(artifact: Path, seconds: float, work: Path) -> list[Phase]:
                 c.post(f"/galleries/bench/subjects/s{s}/sequences", files=files).raise_for_status()
             dim = c.get("/galleries/bench").json()["dim"]
         target = Target(server.port, dim, attack_files(), attacks(dim))
+        plan = list(target.attacks)
+        target.cursors = [i * len(plan) // ATTACKERS for i in range(ATTACKERS)]  # spread over the plan
         assert server.proc is not None
-        phases = []
-        names = list(target.attacks)
-        plans = {
-            "honest only": [],
-            "phase-1 attacks": [n for n in names if n not in PHASE_2],
-            "all attacks": names,
-        }
-        for name, plan in plans.items():
-            phase = Phase(name)
+        alone, attacked = Phase("honest only"), Phase("all attacks")
+        for n, phase in enumerate([alone, attacked] * rounds + [alone]):
             reset_hwm(server.proc.pid)
-            asyncio.run(run_phase(server.url, target, seconds, plan, phase))
-            phase.peak_rss = vm_hwm(server.proc.pid)
+            sent = plan if phase is attacked else []
+            asyncio.run(run_window(server.url, target, window, sent, phase, warm_up=n == 0))
+            phase.peak_rss = max(phase.peak_rss, vm_hwm(server.proc.pid))
+        for phase in (alone, attacked):
             print(
-                f"{name:15}: honest {phase.throughput:5.1f} req/s  p50 {phase.percentile(50):6.1f} ms  "
+                f"{phase.name:15}: honest {phase.throughput:5.1f} req/s  p50 {phase.percentile(50):6.1f} ms  "
                 f"p99 {phase.percentile(99):6.1f} ms  5xx {phase.server_errors}  peak RSS "
                 f"{phase.peak_rss / MIB:.0f} MiB  attacks {phase.attacks_sent}",
                 flush=True,
             )
-            phases.append(phase)
-        return phases
+        return [alone, attacked]
     finally:
         server.stop()
 
 
 def refused(counter: Counter[int]) -> bool:
-    return bool(counter) and all(400 <= status < 500 for status in counter)
+    return bool(counter) and all(status == CLOSED or 400 <= status < 500 for status in counter)
 
 
-def table(attacked: list[Phase], names: list[str]) -> str:
-    """Each attack's answers over the attack phases, its median time to answer, and whether refused."""
+def table(attacked: Phase, names: list[str]) -> str:
+    """Each attack's answers, its median time to answer, and whether it was refused."""
     rows = []
     for name in names:
-        statuses = sum((p.attack_status.get(name, Counter()) for p in attacked), Counter())
-        ms = [t for p in attacked for t in p.attack_ms.get(name, [])]
-        cut = sum(p.attack_cut[name] for p in attacked)
-        answers = ", ".join(f"{s} x{n}" for s, n in sorted(statuses.items())) or "none"
+        statuses = attacked.attack_status.get(name, Counter())
+        ms = attacked.attack_ms.get(name, [])
+        cut = attacked.attack_cut[name]
+        shown = {"closed" if s == CLOSED else str(s): n for s, n in sorted(statuses.items())}
+        answers = ", ".join(f"{s} x{n}" for s, n in shown.items()) or "none"
         answers += f" (+{cut} cut at the end)" if cut else ""
-        resets = sum(p.attack_late_resets[name] for p in attacked)
+        resets = attacked.attack_late_resets[name]
         answers += (
             f", {resets} reset after the {BODY_TIMEOUT_S:g} s body timeout (a 408 mid-upload)"
             if resets
             else ""
         )
         median = f"{np.median(ms):.0f}" if ms else ""
-        group = 2 if name in PHASE_2 else 1
         verdict = "yes" if refused(statuses) else "no answer in time" if not statuses and cut else "**no**"
-        rows.append(f"| {name} | {group} | {answers} | {median} | {verdict} |")
-    header = ["| attack | fixed in phase | answers | median ms | refused (4xx) |", "|---|---|---|---|---|"]
+        rows.append(f"| {name} | {answers} | {median} | {verdict} |")
+    header = ["| attack | answers | median ms | refused |", "|---|---|---|---|"]
     return "\n".join([*header, *rows])
 
 
-def section(phases: list[Phase], names: list[str], seconds: float, quick: bool) -> str:
-    alone, first, everything = phases
-    every = (
-        "yes"
-        if all(refused(sum((p.attack_status.get(n, Counter()) for p in phases), Counter())) for n in names)
-        else "**no**"
-    )
+def section(phases: list[Phase], names: list[str], window: float, rounds: int, quick: bool, runs: str) -> str:
+    alone, attacked = phases
+    every = "yes" if all(refused(attacked.attack_status.get(n, Counter())) for n in names) else "**no**"
     errors = sum(p.server_errors for p in phases)
     command = f"python benchmarks/hostile.py{' --quick' if quick else ''}"
 
@@ -374,44 +392,42 @@ def section(phases: list[Phase], names: list[str], seconds: float, quick: bool) 
 
 `{command}` on the shared 2-core x86-64 CPU ({platform.machine()}), no GPU, other work running on
 the machine (absolute rates swing with it; the phases run back to back on one server): default
-settings but `GAITLU_BODY_TIMEOUT_S={BODY_TIMEOUT_S:g}`, narrow GaitSSB, a {SUBJECTS}-subject gallery.
-{HONEST} honest closed-loop clients alternate `/embed` and `/search` with a 92-frame .npy for
-{seconds:.0f} s alone, then {seconds:.0f} s while {ATTACKERS} attackers cycle through the attacks fixed in
-phase 1 of issue 12, then {seconds:.0f} s with the two left for phase 2 added. Clients and server share
-the 2 cores. Targets: honest throughput >= 0.8x, no 5xx, server peak RSS under {RSS_BOUND // MIB} MiB
-(its honest-load footprint + 256 MiB of bodies in flight + 4 decodes of <= 64 MiB), every attack refused.
+settings but `GAITLU_BODY_TIMEOUT_S={BODY_TIMEOUT_S:g}` and `GAITLU_HEADER_TIMEOUT_S={BODY_TIMEOUT_S:g}`,
+narrow GaitSSB, a {SUBJECTS}-subject gallery. {HONEST} honest closed-loop clients alternate `/embed` and
+`/search` with a 92-frame .npy in {2 * rounds + 1} windows of {window:.0f} s: alone, then with {ATTACKERS}
+attackers cycling through every attack of issue 12, alternately ({rounds} attacked, {rounds + 1} alone,
+so the other work's drifting load weighs on both). Clients and server share the 2 cores. Targets: honest
+throughput >= 0.8x, no 5xx, server peak RSS under {RSS_BOUND // MIB} MiB (its honest-load footprint +
+256 MiB of bodies in flight + 4 decodes of <= 64 MiB), every attack refused (a 4xx or 429; a slow
+request head: the connection closed).
 
 | phase | honest req/s | p50 ms | p99 ms | 5xx | server peak RSS |
 |---|---|---|---|---|---|
 {row(alone)}
-{row(first)}
-{row(everything)}
+{row(attacked)}
 
-{table([first, everything], names)}
+{table(attacked, names)}
 
-- Every attack answered with a 4xx: {every}; 5xx in all phases: {errors}.
-- The phase-1 ratio swings with the machine's other load: over five runs (30 s and `--quick`) while
-  other work kept the load average at 9-15 on the 2 cores it was 0.77-0.98. The attacks that remain
-  costly within phase 1 are the 8 MiB uploads: their multipart parsing (~80 ms of event loop per
-  upload) costs what any 8 MiB upload costs, however it ends.
-- Left for phase 2 (the last phase shows their cost): a JSON body of many small entries is validated
-  off the event loop now, but the route still turns every entry into an upload on the loop before it
-  counts them (~7 us each: 400k entries stall every route for seconds, and hold ~1 GB), because the
-  schemas cap no list; a 54 KB .npz of 55 M empty pixels is within the decode limit (64 MiB) and
-  costs a decode worker ~0.2 s of CPU alone, with no deadline and no 429 when the pool is full.
+- Every attack refused: {every}; 5xx in both phases: {errors}.
+{runs}
 """
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="6 s per phase, <= 60 s with a cached artifact")
-    parser.add_argument("--seconds", type=float, help="measured seconds per phase (default 6 quick, 30 full)")
+    parser.add_argument("--quick", action="store_true", help="3 windows of 6 s: <= 60 s, artifact cached")
+    parser.add_argument("--window", type=float, help="seconds per window (default 6 quick, 10 full)")
+    parser.add_argument("--rounds", type=int, help="attacked windows (default 1 quick, 3 full)")
     parser.add_argument(
         "--artifact", type=Path, help="export artifact (default: benchmarks/service.py's cache)"
     )
     parser.add_argument("--write-results", action="store_true", help=f"update the section in {RESULTS}")
+    parser.add_argument(
+        "--runs-note", type=Path, help="a Markdown file of notes (the spread over runs) for the section"
+    )
     args = parser.parse_args()
-    seconds = args.seconds or (6.0 if args.quick else 30.0)
+    window = args.window or (6.0 if args.quick else 10.0)
+    rounds = args.rounds or (1 if args.quick else 3)
     artifact = args.artifact
     if artifact is None:
         bench = _service_benchmark()
@@ -421,29 +437,26 @@ def main() -> None:
             bench.build_artifact(artifact)
             print(f"exported the benchmark model in {time.perf_counter() - started:.0f} s (cached)")
     with tempfile.TemporaryDirectory(prefix="gaitlu-bench-hostile-") as tmp:
-        phases = measure(artifact, seconds, Path(tmp))
-    alone, first, everything = phases
+        phases = measure(artifact, window, rounds, Path(tmp))
+    alone, attacked = phases
     names = list(attacks(1))
-    print(table([first, everything], names))
+    print(table(attacked, names))
     if args.write_results:
-        write_section(section(phases, names, seconds, args.quick))
-    answers = [p.attack_status.get(n, Counter()) for p in phases for n in names]
-    every_answer_4xx = all(400 <= status < 500 for counter in answers for status in counter)
-    unanswered = sum(sum(p.attack_cut.values()) for p in phases)
+        runs = args.runs_note.read_text().strip() if args.runs_note else ""
+        write_section(section(phases, names, window, rounds, args.quick, runs))
+    every_refused = all(refused(attacked.attack_status.get(n, Counter())) for n in names)
     pairs = [
-        f"honest_throughput_ratio_phase1={first.throughput / alone.throughput:.2f}",
-        f"honest_throughput_ratio_all={everything.throughput / alone.throughput:.2f}",
+        f"honest_throughput_ratio={attacked.throughput / alone.throughput:.2f}",
         f"honest_rps_alone={alone.throughput:.1f}",
         f"honest_p99_ms_alone={alone.percentile(99):.0f}",
-        f"honest_p99_ms_phase1={first.percentile(99):.0f}",
-        f"honest_p99_ms_all={everything.percentile(99):.0f}",
+        f"honest_p99_ms_attacked={attacked.percentile(99):.0f}",
         f"server_5xx={sum(p.server_errors for p in phases)}",
-        f"peak_rss_mib_phase1={first.peak_rss / MIB:.0f}",
-        f"peak_rss_mib_all={everything.peak_rss / MIB:.0f}",
-        f"rss_under_bound_phase1={int(first.peak_rss < RSS_BOUND)}",
-        f"attacks_sent={first.attacks_sent + everything.attacks_sent}",
-        f"every_answer_4xx={int(every_answer_4xx)}",
-        f"attacks_cut_unanswered={unanswered}",
+        f"peak_rss_mib_alone={alone.peak_rss / MIB:.0f}",
+        f"peak_rss_mib_attacked={attacked.peak_rss / MIB:.0f}",
+        f"rss_under_bound={int(attacked.peak_rss < RSS_BOUND)}",
+        f"attacks_sent={attacked.attacks_sent}",
+        f"every_attack_refused={int(every_refused)}",
+        f"attacks_cut_unanswered={sum(attacked.attack_cut.values())}",
     ]
     print(" ".join(pairs))
 

@@ -2,12 +2,12 @@
 
 Answers are parsed into the API's own models (gaitlu.schemas), the ones the service answers with.
 
-Transient failures are retried with exponential backoff and full jitter: 429 (after the server's
-Retry-After), 5xx, and connection failures. A request with side effects is retried after an ambiguous
-failure (a 500, a timeout, a dropped connection: it may have been applied) only when it is idempotent:
-enrolment with client sequence ids is, and so is gallery creation (a repeat answers 409
-`gallery_exists`). Without ids an enrolment is retried only when the server cannot have applied it
-(429, 503, or a connection that never opened).
+Transient failures are retried with exponential backoff and full jitter: 429 and 503 (after the
+server's Retry-After), other 5xx, and connection failures. Any of them may come after the request was
+applied (a proxy's 503 for an answer it lost, a dropped connection), so every request is idempotent by
+construction: an enrolment always carries sequence ids (the caller's, or fresh ones made here once per
+call), so a repeat is recognised by the server and adds nothing; a repeated gallery creation answers
+409 `gallery_exists`, a repeated delete 404.
 
 Every failure is a `ClientError` (a GaitluError, so the CLI prints one line): `ApiError` carries the
 server's `{"error": {"code", "message", "detail"}}`; `UnreachableError` means no answer after the retries.
@@ -20,6 +20,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -51,7 +52,7 @@ M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 API_KEY_HEADER = "X-API-Key"
-UNAPPLIED_STATUSES = frozenset({429, 503})  # the server refused before doing anything
+RETRY_AFTER_STATUSES = frozenset({429, 503})  # the server says when to come back
 PAGE_SIZE = 1000  # the server's largest subjects page
 
 # (file name, bytes): a file field of a multipart upload. The name's extension tells the server the format.
@@ -174,7 +175,7 @@ class GaitluClient:
 
     # ----- transport
 
-    def _request(self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send with retries (see the module docstring); a final error status raises ApiError."""
         policy = self.retry
         for attempt in range(policy.attempts):
@@ -182,8 +183,7 @@ class GaitluClient:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                # A refused connection never reached the server; anything later might have been applied.
-                if last or not (idempotent or isinstance(exc, httpx.ConnectError)):
+                if last:
                     raise UnreachableError(
                         f"no answer from {self.server} ({type(exc).__name__}: {exc or 'no details'}) "
                         f"after {attempt + 1} attempt(s)"
@@ -193,12 +193,11 @@ class GaitluClient:
                 self._sleep(delay)
                 continue
             status = response.status_code
-            transient = status == 429 or status >= 500
-            if not transient or last or not (idempotent or status in UNAPPLIED_STATUSES):
+            if not (status == 429 or status >= 500) or last:
                 if status >= 400:
                     raise _api_error(response)
                 return response
-            retry_after = _retry_after(response) if status in UNAPPLIED_STATUSES else None
+            retry_after = _retry_after(response) if status in RETRY_AFTER_STATUSES else None
             delay = (
                 policy.backoff(attempt, self._rng)
                 if retry_after is None
@@ -268,20 +267,18 @@ class GaitluClient:
         metadata: Sequence[dict[str, Any] | None] | None = None,
         sequence_ids: Sequence[str] | None = None,
     ) -> EnrollResponse:
-        """Enrol sequences of one subject, all or none. With `sequence_ids` (one per file) a retry is
-        idempotent, so only then are ambiguous failures retried."""
-        form: dict[str, Any] = {}
+        """Enrol sequences of one subject, all or none. Without `sequence_ids` (one per file) each file
+        gets a fresh random one, the same on every retry of this call, so a retry never enrols twice."""
+        ids = list(sequence_ids) if sequence_ids is not None else [uuid.uuid4().hex for _ in files]
+        form: dict[str, Any] = {"sequence_ids": ids}
         if metadata is not None:
             form["metadata"] = json.dumps(list(metadata))
-        if sequence_ids is not None:
-            form["sequence_ids"] = list(sequence_ids)
         return self._parsed(
             EnrollResponse,
             "POST",
             f"/galleries/{_seg(gallery)}/subjects/{_seg(subject_id)}/sequences",
             data=form,
             files=[("files", f) for f in files],
-            idempotent=sequence_ids is not None,
         )
 
     def list_subjects(self, gallery: str, offset: int = 0, limit: int = 100) -> SubjectsPublic:

@@ -73,15 +73,17 @@ def _summary_table(summary: EnrollSummary) -> Table:
     table.add_column("sequences", justify="right")
     table.add_row("enrolled", str(summary.enrolled))
     table.add_row("skipped (already held)", str(summary.skipped))
+    if summary.conflicts:
+        table.add_row("conflict (held with other content)", str(len(summary.conflicts)))
     table.add_row("failed", str(len(summary.failed)))
     if summary.not_done:
         table.add_row("not done (the run stopped)", str(summary.not_done))
     return table
 
 
-def _print_failures(console: Console, failed: list[tuple[str, str]]) -> None:
+def _print_failures(console: Console, failed: list[tuple[str, str]], label: str = "failed") -> None:
     for path, reason in failed[:MAX_FAILED_SHOWN]:
-        console.print(f"[red]failed[/red] {path}: {reason}", highlight=False, markup=True)
+        console.print(f"[red]{label}[/red] {path}: {reason}", highlight=False, markup=True)
     if len(failed) > MAX_FAILED_SHOWN:
         console.print(f"... and {len(failed) - MAX_FAILED_SHOWN} more (--json lists them all)")
 
@@ -133,6 +135,7 @@ def enroll(
     else:
         console = Console()
         console.print(_summary_table(summary))
+        _print_failures(console, summary.conflicts, "conflict")
         _print_failures(console, summary.failed)
     if summary.fatal is not None:
         raise summary.fatal

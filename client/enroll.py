@@ -9,7 +9,9 @@ engine extracts it here. A video without a usable person is a failed item.
 
 Every sequence gets a deterministic id, the sha1 of its path relative to the dataset root, so a re-run
 on the same root is resumable: what the gallery already holds is listed first and skipped, and a
-retried upload that the server had applied is recognised by its id. Bad files are reported and skipped;
+retried upload that the server had applied is recognised by its id. An id the gallery holds with other
+content (the file at that path changed after another run enrolled it) is a conflict, reported as one
+and left as it is in the gallery. Bad files are reported and skipped;
 only a failure that dooms every remaining item (server unreachable, wrong API key, missing gallery,
 another model's gallery) stops the run, and is returned as `EnrollSummary.fatal`.
 """
@@ -34,7 +36,13 @@ from gaitlu.errors import DataError, GaitluError
 from gaitlu.labelled import DATASET_LIMITS, LabelledSequence, read_labelled, scan_labelled
 from gaitlu.sequence import iter_sequence_files, load_sequence, natural_key
 from gallery import validate
-from gallery.errors import GalleryExistsError, GalleryNotFoundError, ModelMismatchError, NotFoundError
+from gallery.errors import (
+    GalleryExistsError,
+    GalleryNotFoundError,
+    ModelMismatchError,
+    NotFoundError,
+    SequenceIdConflictError,
+)
 from video.decode import VIDEO_SUFFIXES
 
 if TYPE_CHECKING:
@@ -58,6 +66,7 @@ class Layout(StrEnum):
 class Outcome(StrEnum):
     enrolled = "enrolled"
     skipped = "skipped"  # the gallery already held it
+    conflict = "conflict"  # the gallery holds its id with other content
     failed = "failed"
 
 
@@ -99,18 +108,20 @@ class EnrollSummary:
     enrolled: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
+    conflicts: list[tuple[str, str]] = field(default_factory=list)  # (relpath, the server's message)
     fatal: GaitluError | None = None  # what stopped the run early
     not_done: int = 0  # items the run did not finish because a fatal failure stopped it
 
     @property
     def exit_code(self) -> int:
-        """0 all done, 1 some items failed, 2 the run could not go on."""
-        return 2 if self.fatal is not None else 1 if self.failed else 0
+        """0 all done, 1 some items failed or conflict, 2 the run could not go on."""
+        return 2 if self.fatal is not None else 1 if self.failed or self.conflicts else 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "enrolled": self.enrolled,
             "skipped": self.skipped,
+            "conflicts": [{"path": path, "reason": reason} for path, reason in self.conflicts],
             "failed": [{"path": path, "reason": reason} for path, reason in self.failed],
             "not_done": self.not_done,
             "fatal": None if self.fatal is None else str(self.fatal),
@@ -160,7 +171,7 @@ class Target(Protocol):
         ...
 
     def enroll(self, item: DatasetItem, frames: np.ndarray) -> Outcome:
-        """Enroll one loaded sequence; `skipped` when it turns out to be held already."""
+        """Enroll one loaded sequence; a `Conflict` when its id is held with other content."""
         ...
 
     def enroll_video(self, item: DatasetItem) -> Outcome:
@@ -223,10 +234,10 @@ class RemoteTarget:
                 sequence_ids=[item.sequence_id],
             )
         except ApiError as exc:
-            # The id is derived from the path, which names the subject: a conflict means this sequence
-            # was enrolled before (its embedding may differ in the last bits when batched differently).
+            # The id is derived from the path, which names the subject, and a repeat of the same content
+            # is idempotent (the server allows batching noise): a conflict is other content at this path.
             if exc.code == "sequence_id_conflict":
-                return Outcome.skipped
+                raise Conflict(exc.message) from None
             raise
         return Outcome.enrolled
 
@@ -282,13 +293,25 @@ class LocalTarget:
         return self._send(item, LocalFile(item.relpath, item.path))
 
     def _send(self, item: DatasetItem, sequence: SequenceInput) -> Outcome:
-        self.portal.call(
-            self.engine.enroll, self.gallery, item.subject_id, [sequence], [item.metadata], [item.sequence_id]
-        )
+        try:
+            self.portal.call(
+                self.engine.enroll,
+                self.gallery,
+                item.subject_id,
+                [sequence],
+                [item.metadata],
+                [item.sequence_id],
+            )
+        except SequenceIdConflictError as exc:
+            raise Conflict(str(exc)) from None
         return Outcome.enrolled
 
     def is_fatal(self, exc: GaitluError) -> bool:
         return isinstance(exc, ModelMismatchError | GalleryNotFoundError)
+
+
+class Conflict(GaitluError):
+    """The gallery holds the item's sequence id with other content: it is left as it is."""
 
 
 def _attempt(target: Target, item: DatasetItem) -> Outcome:
@@ -331,6 +354,10 @@ def enroll_items(
                 item = pending.pop(future)
                 try:
                     outcome = future.result()
+                except Conflict as exc:
+                    logger.info("%s: %s", item.relpath, exc)
+                    summary.conflicts.append((item.relpath, str(exc)))
+                    outcome = Outcome.conflict
                 except GaitluError as exc:
                     if target.is_fatal(exc):
                         summary.fatal = summary.fatal or exc
@@ -347,6 +374,7 @@ def enroll_items(
                     pending.update((pool.submit(_attempt, target, i), i) for i in itertools.islice(queue, 1))
     summary.not_done += sum(1 for _ in queue)
     summary.failed.sort()
+    summary.conflicts.sort()
     return summary
 
 

@@ -17,6 +17,7 @@ from engine.engine import (
     safe_name,
 )
 from engine.errors import (
+    DecodeTimeout,
     EngineError,
     InferenceFailed,
     InferenceTimeout,
@@ -33,6 +34,7 @@ from engine.videos import VideoOptions, VideoTrack
 
 __all__ = [
     "STORE_FILE",
+    "DecodeTimeout",
     "Decoded",
     "Engine",
     "EngineError",

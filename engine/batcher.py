@@ -9,7 +9,8 @@ runtime never pads (it groups sequences of equal length).
 
 The queue is bounded: a request whose sequences do not all fit is refused at once (`Overloaded`, all or
 none, so a multi-file request is never half-served). A failed runtime call fails only its batch
-(`InferenceFailed`).
+(`InferenceFailed`). The readiness probe has a lane of its own (`priority`): it joins the next batch
+whatever waits, so it measures whether the model answers, not how long the queue is.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Batcher:
         self._metrics = metrics
         self._on_failure = on_failure
         self._pending: deque[_Job] = deque()
+        self._priority: deque[_Job] = deque()  # the readiness probe's lane: taken first, never refused
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -94,10 +96,11 @@ class Batcher:
     async def stop(self) -> None:
         """Refuse new work, fail what is queued, let a running batch finish, release the thread."""
         self._closed = True
-        while self._pending:
-            job = self._pending.popleft()
-            if not job.future.done():
-                job.future.set_exception(ShuttingDown())
+        for queue in (self._priority, self._pending):
+            while queue:
+                job = queue.popleft()
+                if not job.future.done():
+                    job.future.set_exception(ShuttingDown())
         self._metrics.queue_depth.set(0)
         if self._worker is not None:
             self._worker.cancel()
@@ -108,19 +111,19 @@ class Batcher:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def submit(self, sequences: list[np.ndarray], *, bypass_limit: bool = False) -> list[Embedded]:
+    async def submit(self, sequences: list[np.ndarray], *, priority: bool = False) -> list[Embedded]:
         """Embed (T_i, 64, 44) sequences; `Overloaded` if they do not all fit in the queue.
 
-        `bypass_limit` admits them even when the queue is full (the readiness probe: an overloaded
-        server is busy, not broken)."""
+        `priority` puts them ahead of the queue, admitted even when it is full (the readiness probe: an
+        overloaded server is busy, not broken, and its probe must not wait for the whole queue)."""
         if self._closed or self._worker is None:
             raise ShuttingDown()
-        if not bypass_limit and len(self._pending) + len(sequences) > self.settings.max_queue:
+        if not priority and len(self._pending) + len(sequences) > self.settings.max_queue:
             raise Overloaded(self._retry_after())
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         jobs = [_Job(frames, loop.create_future(), now) for frames in sequences]
-        self._pending.extend(jobs)
+        (self._priority if priority else self._pending).extend(jobs)
         self._metrics.queue_depth.set(len(self._pending))
         self._arrived.set()
         try:
@@ -145,11 +148,15 @@ class Batcher:
     async def _next_batch(self) -> list[_Job]:
         """Wait for work, then up to max_wait for the batch to fill; skip abandoned jobs."""
         while True:
-            while not self._pending:
+            while not self._pending and not self._priority:
                 self._arrived.clear()
                 await self._arrived.wait()
-            deadline = self._pending[0].enqueued + self.settings.max_wait_ms / 1000
-            while self._last_batch_size > 1 and len(self._pending) < self.settings.max_batch:
+            deadline = (self._priority or self._pending)[0].enqueued + self.settings.max_wait_ms / 1000
+            while (
+                self._last_batch_size > 1
+                and not self._priority
+                and len(self._pending) < self.settings.max_batch
+            ):
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -166,12 +173,13 @@ class Batcher:
                 return batch
 
     def _take(self) -> list[_Job]:
-        """Up to max_batch live jobs in arrival order."""
+        """Up to max_batch live jobs: the priority lane's first, then the queue's in arrival order."""
         batch: list[_Job] = []
-        while self._pending and len(batch) < self.settings.max_batch:
-            job = self._pending.popleft()
-            if not job.future.done():
-                batch.append(job)
+        for queue in (self._priority, self._pending):
+            while queue and len(batch) < self.settings.max_batch:
+                job = queue.popleft()
+                if not job.future.done():
+                    batch.append(job)
         return batch
 
     async def _run(self) -> None:

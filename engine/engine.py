@@ -7,15 +7,18 @@
     [result] = await engine.embed([Upload("walk.pkl", data)])
     await engine.stop()
 
-Blocking work never runs on the event loop: decoding and preprocessing run in worker threads (at most
-`decode_workers` at once, which bounds their memory), inference in the batcher's thread, gallery calls
-(SQLite commits, FAISS searches) in the default thread pool. Video uploads (engine/videos.py) are
-extracted in their own threads, at most `video_workers` at once; one more is refused (`Overloaded`)
-rather than queued, since each costs seconds of CPU.
+Blocking work never runs on the event loop: decoding and preprocessing run in decode threads (at most
+`decode_workers` at once, which bounds their memory; a short wait list, then `Overloaded`; a deadline:
+engine/decoding.py), inference in the batcher's thread, gallery calls (SQLite commits, FAISS searches)
+in the default thread pool, writes at most `STORE_WRITERS` at once: they queue on one store lock, and
+threads parked there would leave none for reads. Video uploads (engine/videos.py) are extracted in
+their own threads, at most `video_workers` at once; one more is refused (`Overloaded`) rather than
+queued, since each costs seconds of CPU.
 
 Readiness: `start` warms the runtime and records a reference embedding of a fixed probe sequence.
-`probe()` embeds it again through the batcher and asks the galleries to answer (`check`: a Milvus server
-must be reachable); the engine is ready while both hold. A failed
+`probe()` embeds it again through the batcher, ahead of its queue (a busy server is not a broken one),
+and asks the galleries to answer (`check`: a Milvus server must be reachable); the engine is ready while
+the answer matches, the galleries answer and some decode worker is free of overdue work. A failed
 batch makes the engine not ready until a probe succeeds again.
 """
 
@@ -36,6 +39,7 @@ import numpy as np
 from anyio.to_thread import run_sync
 
 from engine.batcher import Batcher, Embedded
+from engine.decoding import DecodeSlots
 from engine.errors import MethodUnavailable, NotStarted, Overloaded, VideoTooLarge
 from engine.metrics import EngineMetrics
 from engine.settings import EngineSettings
@@ -59,6 +63,7 @@ PROBE_FRAMES = 4
 PROBE_MIN_COSINE = 0.999  # a probe in another batch may differ by float rounding, never by more
 PROBE_TIMEOUT_S = 10.0
 MAX_NAME = 128
+STORE_WRITERS = 2  # threads for gallery writes: one commits, one waits for the store lock
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,8 @@ class Engine:
         self._batcher: Batcher | None = None
         self._store: GalleryBackend | None = None
         self._limits = settings.sequence_limits
-        self._decoders = anyio.CapacityLimiter(settings.decode_workers)
+        self._decodes = DecodeSlots(settings.decode_workers, settings.decode_queue, settings.decode_timeout_s)
+        self._store_writers = anyio.CapacityLimiter(STORE_WRITERS)
         self._video_limits = settings.video_limits
         self._video_threads = anyio.CapacityLimiter(settings.video_workers)
         self._videos_busy = 0  # extractions running; checked and changed on the event loop only
@@ -241,6 +247,7 @@ class Engine:
                 self.metrics.watch_galleries(None)
                 await run_sync(self._store.close)
                 self._store = None
+            self._decodes.close()
             self._embedder = None
 
     @property
@@ -280,20 +287,29 @@ class Engine:
             return False
         return float(mean_part_cosine(self._reference, vector)) >= PROBE_MIN_COSINE  # (P, C) each
 
-    async def probe(self) -> bool:
-        """Embed the probe sequence through the batcher; ready = it answers as at start. Concurrent
-        callers share one probe."""
+    async def probe(self) -> str | None:
+        """Why the engine cannot serve now, or None when it can: the probe sequence, embedded ahead of the
+        batch queue, must answer as at start, and not every decode worker may be stuck past its deadline.
+        Concurrent callers share one probe."""
         if not self.started:
-            return False
+            return "the engine is not started"
+        if self._decodes.stuck:
+            logger.warning("readiness: every decode worker is busy past the decode deadline")
+            return (
+                f"all {self._decodes.workers} decode workers have been busy past the "
+                f"{self._decodes.timeout_s:g} s decode deadline"
+            )
         if self._probing is None or self._probing.done():
             self._probing = asyncio.create_task(self._run_probe())
-        return await asyncio.shield(self._probing)
+        if not await asyncio.shield(self._probing):
+            return "the model does not answer the readiness probe (see the logs)"
+        return None
 
     async def _run_probe(self) -> bool:
         _, batcher, _ = self._parts()
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
-                [result] = await batcher.submit([self._probe], bypass_limit=True)
+                [result] = await batcher.submit([self._probe], priority=True)
                 await run_sync(self._parts()[2].check)  # the galleries answer too (a Milvus server)
             self._ready = self._matches_reference(result.vector)
         except Exception as exc:  # any failure means "not ready"; the reason goes to the log
@@ -313,7 +329,7 @@ class Engine:
             if _is_video(upload):
                 item = await self._extract(upload, options)
             else:
-                item = await run_sync(_decode, upload, self._limits, limiter=self._decoders)
+                item = await self._decodes.run(_decode, upload, self._limits)
             self.metrics.decode.observe(item.decode_ms / 1000)
             decoded.append(item)
         return decoded
@@ -379,10 +395,11 @@ class Engine:
 
     # ----- galleries
 
-    async def _in_store(self, call: Callable[[GalleryBackend], T]) -> T:
-        """`call(store)` in a worker thread: store calls block (SQLite commits, FAISS searches)."""
+    async def _in_store(self, call: Callable[[GalleryBackend], T], *, write: bool = False) -> T:
+        """`call(store)` in a worker thread: store calls block (SQLite commits, FAISS searches). Writes
+        take one of the few writer threads, so writes stalled on the store lock never fill the pool."""
         store = self.store
-        return await run_sync(call, store)
+        return await run_sync(call, store, limiter=self._store_writers if write else None)
 
     async def search(
         self,
@@ -411,7 +428,9 @@ class Engine:
 
     async def create_gallery(self, name: str, metadata: dict[str, Any] | None) -> GalleryInfo:
         model_hash, layout = self.model_hash, self.layout
-        return await self._in_store(lambda store: store.create_gallery(name, model_hash, layout, metadata))
+        return await self._in_store(
+            lambda store: store.create_gallery(name, model_hash, layout, metadata), write=True
+        )
 
     async def list_galleries(self) -> list[GalleryInfo]:
         return await self._in_store(lambda store: store.list_galleries())
@@ -420,7 +439,7 @@ class Engine:
         return await self._in_store(lambda store: store.get_gallery(name))
 
     async def delete_gallery(self, name: str) -> None:
-        await self._in_store(lambda store: store.delete_gallery(name))
+        await self._in_store(lambda store: store.delete_gallery(name), write=True)
 
     async def enroll(
         self,
@@ -441,7 +460,8 @@ class Engine:
         vectors = np.stack([e.vector for e in embedded])  # n x (P*C,) -> (n, P*C)
         metadata = await run_sync(with_geis, metadata, [d.frames for d in decoded])  # pictures for people
         infos = await self._in_store(
-            lambda store: store.enroll(gallery, subject_id, vectors, model_hash, metadata, sequence_ids)
+            lambda store: store.enroll(gallery, subject_id, vectors, model_hash, metadata, sequence_ids),
+            write=True,
         )
         return infos, embedded
 
@@ -455,7 +475,7 @@ class Engine:
         return await self._in_store(lambda store: store.get_sequence(gallery, sequence_id))
 
     async def delete_subject(self, gallery: str, subject_id: str) -> None:
-        await self._in_store(lambda store: store.delete_subject(gallery, subject_id))
+        await self._in_store(lambda store: store.delete_subject(gallery, subject_id), write=True)
 
     async def delete_sequence(self, gallery: str, sequence_id: str) -> None:
-        await self._in_store(lambda store: store.delete_sequence(gallery, sequence_id))
+        await self._in_store(lambda store: store.delete_sequence(gallery, sequence_id), write=True)

@@ -44,10 +44,11 @@ class ShuttingDown(EngineError):
 
 
 class NotReady(EngineError):
-    """The model does not answer the readiness probe as it did at start."""
+    """The engine cannot serve now: its model does not answer the readiness probe as it did at start, or
+    every decode worker is stuck; `Engine.probe` says which."""
 
-    def __init__(self) -> None:
-        super().__init__("the model does not answer the readiness probe (see the logs)")
+    def __init__(self, reason: str = "the model does not answer the readiness probe (see the logs)") -> None:
+        super().__init__(reason)
 
 
 class InferenceFailed(EngineError):
@@ -64,6 +65,15 @@ class InferenceTimeout(EngineError):
 
     def __init__(self) -> None:
         super().__init__("inference took too long; retry later")
+
+
+class DecodeTimeout(EngineError):
+    """An upload was not decoded within the decode deadline (waiting for a worker included): the server
+    is too busy now. Nothing was done with it; retry later."""
+
+    def __init__(self, timeout_s: float, retry_after_s: int = 1) -> None:
+        super().__init__(f"the upload was not decoded within {timeout_s:g} s; retry later")
+        self.retry_after_s = retry_after_s
 
 
 class VideoTooLarge(VideoLimitError):

@@ -30,6 +30,8 @@ class EngineSettings:
     threads: int | None = None  # onnxruntime intra-op threads (None: its default)
     batch: BatchSettings = field(default_factory=BatchSettings)
     decode_workers: int = 4  # sequence uploads decoded at once (bounds decode memory and CPU)
+    decode_queue: int = 16  # uploads waiting for a decode worker; one more is refused (Overloaded)
+    decode_timeout_s: float | None = None  # from asking to decoded, waiting included (None: no deadline)
     sequence_limits: SequenceLimits = DEFAULT_LIMITS  # what one sequence may cost to read
     video_workers: int = 2  # video extractions at once; one more is refused (Overloaded)
     video_limits: VideoLimits = field(default_factory=VideoLimits)

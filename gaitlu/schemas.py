@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic_core import PydanticCustomError
 
 
 def _strict_base64(value: Any) -> bytes:
@@ -34,10 +35,29 @@ Base64File = Annotated[
 
 
 MAX_K = 1000  # the most subjects one search returns (the galleries refuse more too)
+MAX_SEQUENCES = 1024  # the most sequences one request carries (the service's GAITLU_MAX_FILES may say fewer)
+MAX_EMBEDDING_FLOATS = 65536  # the longest embedding a search takes (models here give 4-16k)
+
+
+def _at_most(limit: int) -> BeforeValidator:
+    """A list's length checked before its items are: pydantic's own `max_length` is checked after
+    validating every item, so 400k entries would each cost their validation before being refused."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > limit:
+            raise PydanticCustomError(
+                "too_long",
+                "List should have at most {max_length} items, not {actual_length}",
+                {"max_length": limit, "actual_length": len(value)},
+            )
+        return value
+
+    return BeforeValidator(check)
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+    # A misspelt field is an error, not silently ignored; NaN and infinities mean nothing in any field.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ErrorInfo(BaseModel):
@@ -97,7 +117,9 @@ class SequenceJSON(_In):
 
 
 class EmbedRequest(_In):
-    sequences: list[SequenceJSON] = Field(min_length=1)
+    sequences: Annotated[list[SequenceJSON], _at_most(MAX_SEQUENCES)] = Field(
+        min_length=1, max_length=MAX_SEQUENCES
+    )
 
 
 class EmbeddingPublic(BaseModel):
@@ -129,7 +151,9 @@ class SearchParams(_In):
 class SearchRequest(SearchParams):
     """JSON search: by a precomputed embedding, or by a base64 .npy sequence (exactly one)."""
 
-    embedding: list[float] | None = Field(None, description="`dim` floats from this service's model.")
+    embedding: Annotated[list[float], _at_most(MAX_EMBEDDING_FLOATS)] | None = Field(
+        None, max_length=MAX_EMBEDDING_FLOATS, description="`dim` floats from this service's model."
+    )
     sequence: SequenceJSON | None = None
 
     @model_validator(mode="after")
@@ -221,7 +245,9 @@ class EnrollSequenceJSON(SequenceJSON):
 
 
 class EnrollRequest(_In):
-    sequences: list[EnrollSequenceJSON] = Field(min_length=1)
+    sequences: Annotated[list[EnrollSequenceJSON], _at_most(MAX_SEQUENCES)] = Field(
+        min_length=1, max_length=MAX_SEQUENCES
+    )
 
 
 class EnrollResponse(BaseModel):

@@ -446,20 +446,23 @@ class GalleryStore:
         self._checked(name, model_hash)
 
     def stats(self) -> list[GalleryStats]:
-        """Sizes for metrics, from memory."""
+        """Sizes for metrics, from memory and without the galleries' locks: metrics are read on the
+        service's event loop and must never wait for a search or a write. Each figure is one read that
+        the GIL keeps whole (a length, an attribute, an index's size), so it is a recent value, if not
+        the same instant's for all."""
         stats = []
         for live in list(self._live.values()):
-            with live.lock.read():
-                stats.append(
-                    GalleryStats(
-                        name=live.name,
-                        subjects=len(live.subject_sizes),
-                        sequences=len(live.sequences),
-                        index_kind=live.index.built.kind,
-                        index_source=live.index.built.source,
-                        index_bytes=live.index.memory_estimate(),
-                    )
+            index = live.index  # a rebuild swaps in another: keep to one
+            stats.append(
+                GalleryStats(
+                    name=live.name,
+                    subjects=len(live.subject_sizes),
+                    sequences=len(live.sequences),
+                    index_kind=index.built.kind,
+                    index_source=index.built.source,
+                    index_bytes=index.memory_estimate(),
                 )
+            )
         return stats
 
     def check(self) -> None:

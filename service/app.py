@@ -26,7 +26,7 @@ from service.routes import ROUTERS
 from service.settings import Settings
 
 # Bodies read by hand (routes that take multipart or JSON): listed so the schema can reference them.
-_MANUAL_BODIES = (schemas.EmbedRequest, schemas.SearchRequest, schemas.EnrollRequest)
+_MANUAL_BODIES = (schemas.EmbedRequest, schemas.SearchRequest, schemas.EnrollRequest, schemas.GalleryCreate)
 _EXPOSED = ["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-After"]
 
 

@@ -14,6 +14,7 @@ import typer
 import uvicorn
 
 from service.app import create_app
+from service.connections import head_deadline_protocol
 from service.logs import configure_logging
 from service.settings import Settings, load_settings
 
@@ -56,6 +57,7 @@ async def _serve(settings: Settings, log_level: str) -> None:
         server_header=False,
         timeout_graceful_shutdown=10,
         limit_concurrency=settings.max_connections,  # connections beyond get uvicorn's own 503
+        http=head_deadline_protocol(settings.header_timeout_s),  # slow request heads are cut
     )
     try:
         await uvicorn.Server(config).serve()

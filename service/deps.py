@@ -3,6 +3,9 @@
 With no API keys configured every request is allowed (the settings only permit that on loopback or
 with --insecure). Otherwise `X-API-Key` must hold a full key, or a read-only key for read access:
 missing or unknown -> Unauthorized, a read-only key on a write -> Forbidden (service/errors.py).
+
+Every dependency is `async def`: FastAPI runs a plain `def` one in the thread pool, where it would wait
+behind whatever fills the pool (gallery calls stalled on a lock), and every route would hang with it.
 """
 
 from __future__ import annotations
@@ -40,12 +43,12 @@ class KeyRing:
         return "write" if full else "read" if read_only else None
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine  # set by the lifespan (service/app.py)
     return engine
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -63,11 +66,11 @@ def _authorize(request: Request, key: str | None, needed: Scope) -> None:
         raise Forbidden("this API key is read-only: it may embed, search and read")
 
 
-def read_access(request: Request, key: Annotated[str | None, Security(_api_key)]) -> None:
+async def read_access(request: Request, key: Annotated[str | None, Security(_api_key)]) -> None:
     _authorize(request, key, "read")
 
 
-def write_access(request: Request, key: Annotated[str | None, Security(_api_key)]) -> None:
+async def write_access(request: Request, key: Annotated[str | None, Security(_api_key)]) -> None:
     _authorize(request, key, "write")
 
 

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from engine.errors import (
+    DecodeTimeout,
     InferenceFailed,
     InferenceTimeout,
     InvalidTrack,
@@ -155,7 +156,7 @@ def _tracks(exc: NothingToEmbedError | InvalidTrack) -> Any:
 CLOSE = {"Connection": "close"}  # the rest of the body will not be read
 
 
-def _retry_after(exc: Overloaded) -> dict[str, str]:
+def _retry_after(exc: Overloaded | DecodeTimeout) -> dict[str, str]:
     return {"Retry-After": str(exc.retry_after_s)}
 
 
@@ -185,6 +186,7 @@ STATUSES: tuple[Status, ...] = (
     Status(NotReady, 503, "not_ready"),
     Status(InferenceFailed, 503, "inference_failed", lambda e: {"error": e.cause}),
     Status(InferenceTimeout, 504, "inference_timeout"),
+    Status(DecodeTimeout, 503, "decode_timeout", lambda e: {"retry_after_s": e.retry_after_s}, _retry_after),
     Status(VideoTooLarge, 413, "video_too_large", lambda e: {"limit_bytes": e.limit_bytes}),
     Status(MethodUnavailable, 422, "method_unavailable"),
     Status(InvalidTrack, 422, "invalid_track", _tracks),

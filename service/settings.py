@@ -19,6 +19,7 @@ from engine import STORE_FILE, EngineSettings
 from engine.batcher import BatchSettings
 from gaitlu.errors import ConfigError
 from gaitlu.manifest import VariantPrecision
+from gaitlu.schemas import MAX_SEQUENCES
 from gaitlu.sequence import SequenceLimits
 from gallery.backends import Backend, MilvusIndexSettings, MilvusSettings
 from gallery.settings import IndexSettings
@@ -76,6 +77,7 @@ class Settings(BaseSettings):
     max_requests_in_flight: int = Field(64, ge=1)  # requests being read or served (probes exempt)
     max_body_bytes_in_flight: int = Field(256 * MIB, ge=1024)  # their bodies (chunked: max_upload_bytes)
     body_timeout_s: float = Field(30.0, gt=0)  # a body must arrive within this (slowloris): else 408
+    header_timeout_s: float = Field(10.0, gt=0)  # a request's head too (from connecting): else closed
 
     # Input bounds.
     max_upload_bytes: int = Field(32 * MIB, ge=1024)  # the whole request body; uvicorn sets no limit
@@ -83,8 +85,10 @@ class Settings(BaseSettings):
     # (larger raw masks: align them client-side with gaitlu.preprocess, or upload the video).
     max_decoded_bytes: int = Field(64 * MIB, ge=1024)
     max_frames: int = Field(720, ge=1)  # frames per uploaded sequence (OpenGait's test-time length)
-    max_files: int = Field(32, ge=1)  # sequences per request
+    max_files: int = Field(32, ge=1, le=MAX_SEQUENCES)  # sequences per request
     decode_workers: int = Field(4, ge=1)  # uploads decoded at once (bounds decode memory and CPU)
+    decode_queue: int = Field(16, ge=0)  # uploads waiting for a decode worker; one more gets 429
+    decode_timeout_s: float = Field(30.0, gt=0)  # an upload's wait + decode: else 503 with Retry-After
 
     # Video uploads (mp4/avi/mkv/mov/webm): silhouettes are extracted server-side, seconds of CPU each.
     max_video_bytes: int = Field(32 * MIB, ge=1024)  # one video file (the body limit applies as well)
@@ -224,6 +228,8 @@ class Settings(BaseSettings):
             threads=self.threads,
             batch=BatchSettings(self.max_batch, self.max_wait_ms, self.max_queue, self.inference_timeout_s),
             decode_workers=self.decode_workers,
+            decode_queue=self.decode_queue,
+            decode_timeout_s=self.decode_timeout_s,
             sequence_limits=self.sequence_limits(),
             video_workers=self.video_workers,
             video_limits=self.video_limits(),

@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
-from client.api import ApiError, GaitluClient, RetryPolicy, UnreachableError
-from client.enroll import Layout, Outcome, enroll_items, scan_dataset
+from client.api import ApiError, GaitluClient, RetryPolicy, UnreachableError, sequence_npz
+from client.enroll import Layout, Outcome, RemoteTarget, enroll_items, scan_dataset
 from engine import STORE_FILE
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import load_sequence, save_sequence
@@ -321,22 +321,78 @@ ENROLLED = httpx.Response(
 )
 
 
-def test_enrollment_without_ids_is_not_retried_after_an_ambiguous_failure() -> None:
-    files = [("a.npz", b"data")]
-    client, _ = scripted(Script(error(500, "internal_error")))
-    with pytest.raises(ApiError, match="internal_error"):
-        client.enroll("g", "s", files)  # it may have been applied: a retry could enrol it twice
+def _sequence_ids(request: httpx.Request) -> list[bytes]:
+    """The `sequence_ids` fields of a multipart enrolment, as sent."""
+    body = request.read()
+    return [part.split(b"\r\n\r\n", 1)[1].split(b"\r\n", 1)[0]
+            for part in body.split(b'name="sequence_ids"')[1:]]  # fmt: skip
 
-    client, _ = scripted(Script(httpx.ReadTimeout("slow")))
-    with pytest.raises(UnreachableError):
-        client.enroll("g", "s", files)
 
-    script = Script(error(429, "overloaded", {"Retry-After": "0"}), ENROLLED)  # refused: safe to retry
+def test_enrollment_is_retried_after_any_transient_failure_with_the_same_ids() -> None:
+    files = [("a.npz", b"data"), ("b.npz", b"data")]
+    for failure in (error(500, "internal_error"), error(503, "inference_failed"), httpx.ReadTimeout("slow")):
+        script = Script(failure, ENROLLED)
+        client, _ = scripted(script)
+        client.enroll("g", "s", files)  # no ids given: the client makes them, once
+        first, second = (_sequence_ids(r) for r in script.requests)
+        assert first == second and len(set(first)) == 2
+    script = Script(error(500, "internal_error"), ENROLLED)
     client, _ = scripted(script)
-    assert [s.sequence_id for s in client.enroll("g", "s", files).data] == ["x"]
+    client.enroll("g", "s", files[:1], sequence_ids=["x"])
+    assert [_sequence_ids(r) for r in script.requests] == [[b"x"], [b"x"]]
 
-    script = Script(error(500, "internal_error"), ENROLLED)  # with ids it is idempotent
-    client, _ = scripted(script)
-    client.enroll("g", "s", files, sequence_ids=["x"])
-    assert len(script.requests) == 2
-    assert b'name="sequence_ids"' in script.requests[1].read()
+
+class LosingProxy:
+    """A transport in front of a real server that loses the server's answer to the first POST (a 503
+    in its place, or a dropped connection) after the server has applied it."""
+
+    def __init__(self, upstream: httpx.Client, loss: httpx.Response | Exception) -> None:
+        self.upstream = upstream
+        self.losses = [loss]
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        headers = {k: v for k, v in request.headers.items() if k != "host"}  # the upstream's own Host
+        sent = self.upstream.build_request(
+            request.method, request.url.path, content=request.read(), headers=headers
+        )
+        answer = self.upstream.send(sent)
+        if self.losses and request.method == "POST":
+            loss = self.losses.pop()
+            if isinstance(loss, Exception):
+                raise loss
+            return loss
+        return httpx.Response(answer.status_code, content=answer.content, headers=answer.headers)
+
+
+def test_a_retried_enrolment_whose_first_answer_was_lost_is_enrolled_once(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
+    losses = [httpx.Response(503, json={"error": {"code": "lost", "message": "lost"}}), httpx.ReadError("x")]
+    with served_in_thread(tiny_artifact, tmp_path / "data") as url, httpx.Client(base_url=url) as upstream:
+        upstream.post("/galleries", json={"name": "g"}).raise_for_status()
+        for i, loss in enumerate(losses):
+            proxy = httpx.MockTransport(LosingProxy(upstream, loss))
+            with GaitluClient("http://proxy.test", transport=proxy, sleep=lambda s: None) as client:
+                client.enroll("g", "walker", [("a.npz", sequence_npz(walking_sequence(40 + i)))])
+        assert upstream.get("/galleries/g").json()["sequence_count"] == len(losses)  # each once, no copy
+
+
+def test_a_changed_file_at_an_enrolled_path_is_a_conflict_not_skipped(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, server: str
+) -> None:
+    root = tmp_path / "flat"
+    save_sequence(walker(0, 0), root / "001" / "a.npy")
+    save_sequence(walker(1, 0), root / "001" / "b.npy")
+    code, first = enroll(capsys, root, "changed", server, "--layout", "flat", "--create")
+    assert (code, first["enrolled"]) == (0, 2)
+    save_sequence(walker(2, 1), root / "001" / "a.npy")  # other content at the same path
+
+    class Unlisted(RemoteTarget):  # as when another run enrolled the path after this one listed
+        def held(self, items) -> set[str]:
+            return set()
+
+    with GaitluClient(server, KEY) as client:
+        summary = enroll_items(scan_dataset(root, Layout.flat), Unlisted(client, "changed"))
+    assert (summary.enrolled, summary.skipped, summary.failed) == (1, 0, [])  # b: an idempotent repeat
+    [(path, reason)] = summary.conflicts
+    assert path == "001/a.npy" and "different embedding" in reason and summary.exit_code == 1

@@ -7,10 +7,10 @@ socket matters (slow bodies, connections held open, Host headers as a browser se
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
+import math
 import pickle
 import socket
 import subprocess
@@ -19,13 +19,15 @@ from collections.abc import Iterator
 
 import httpx
 import numpy as np
+import pydantic_core
 import pytest
-from starlette.requests import Request
+from pydantic import ValidationError
 
 from gaitlu.errors import ConfigError
-from gaitlu.schemas import EmbedRequest
+from gaitlu.schemas import MAX_EMBEDDING_FLOATS, MAX_SEQUENCES, SearchParams, SearchRequest
+from service.errors import InvalidRequest
 from service.settings import load_settings
-from service.uploads import read_json
+from service.uploads import load_json
 from tests.support.cli import gaitlu_argv
 from tests.support.servers import REPO, ServerProcess, client, error_code, npy_bytes
 from tests.support.walkers import walking_sequence
@@ -88,9 +90,11 @@ def test_a_two_dimensional_array_is_not_a_sequence(api) -> None:
         assert "shaped (T, H, W)" in response.json()["error"]["message"]
 
 
-def test_listing_offsets_past_sqlites_integers_are_422(api) -> None:
+def test_listing_offsets_past_sqlites_integers_are_refused_by_the_route(api) -> None:
     for offset in ("9223372036854775808", "99999999999999999999999"):
-        assert error_code(api.get("/galleries/g/subjects", params={"offset": offset}), 422) == "invalid_input"
+        response = api.get("/galleries/g/subjects", params={"offset": offset})
+        assert error_code(response, 422) == "validation_error"  # the route's own bound, not the store's
+        assert response.json()["error"]["detail"][0]["loc"] == ["query", "offset"]
     assert api.get("/galleries/g/subjects", params={"offset": "9223372036854775807"}).json()["data"] == []
 
 
@@ -122,36 +126,75 @@ def test_json_bodies_with_nan_or_infinity_are_422(api, token: str) -> None:
     assert api.get("/galleries/h").status_code == 404
 
 
-def test_a_big_json_body_is_validated_off_the_event_loop() -> None:
-    body = json.dumps({"sequences": [{"npy_b64": "AAAA", "name": "x"}] * 200_000}).encode()  # ~1 s of checks
+def test_json_with_more_values_than_any_request_needs_is_refused_before_it_is_parsed(api) -> None:
+    dim = api.get("/galleries/g").json()["dim"]
+    entries = [{"npy_b64": "AAAA", "name": "x"}] * 400_000  # 13 MB: ~0.6 s of GIL to parse, ~1 GB held
+    bodies = {
+        "/embed": {"sequences": entries},
+        "/galleries/g/subjects/s9/sequences": {"sequences": entries},
+        "/search": {"gallery": "g", "embedding": [0.5] * 400_000},
+        "/galleries": {"name": "h", "metadata": {"x": [[]] * 10_000}},
+    }
+    for path, body in bodies.items():
+        response = api.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
+        assert error_code(response, 422) == "json_too_complex", path
+    form = {"metadata": json.dumps({"x": [{}] * 10_000})}
+    files = {"files": ("a.npy", npy_bytes(walking_sequence(5)))}
+    response = api.post("/galleries/g/subjects/s9/sequences", data=form, files=files)
+    assert error_code(response, 422) == "json_too_complex"  # the multipart metadata field too
+    assert api.get("/galleries/g").json()["sequence_count"] == 1
+    assert api.get("/galleries/h").status_code == 404
 
-    async def receive() -> dict:
-        return {"type": "http.request", "body": body, "more_body": False}
+    # Refused at a small fraction of what parsing would cost (measured here, on this machine's load).
+    text = json.dumps(bodies["/embed"]).encode()
+    started = time.perf_counter()
+    with pytest.raises(InvalidRequest):
+        load_json(text)
+    refused = time.perf_counter() - started
+    started = time.perf_counter()
+    pydantic_core.from_json(text)
+    parsed = time.perf_counter() - started
+    assert refused < parsed / 4, (refused, parsed)
 
-    async def main() -> tuple[float, float]:
-        request = Request({"type": "http", "method": "POST", "headers": []}, receive)
-        gaps, done = [0.0], asyncio.Event()
+    # The longest embedding a search takes is within the bounds: refused by the gallery, not the scan.
+    response = api.post("/search", json={"gallery": "g", "embedding": [0.5] * MAX_EMBEDDING_FLOATS})
+    assert error_code(response, 422) == "invalid_input" and f"D = {dim}" in response.text
 
-        async def ticker() -> None:  # what every other request sees: how long the loop was away
-            while not done.is_set():
-                tick = time.monotonic()
-                await asyncio.sleep(0.01)
-                gaps.append(time.monotonic() - tick)
 
-        ticking = asyncio.create_task(ticker())
-        await asyncio.sleep(0.05)  # the ticker is running
-        started = time.monotonic()
-        parsed = await read_json(request, EmbedRequest)
-        took = time.monotonic() - started
-        done.set()
-        await ticking
-        assert len(parsed.sequences) == 200_000
-        return max(gaps), took
+def _arrays(schema: dict, path: str = "") -> Iterator[tuple[str, dict]]:
+    """Every array node of a JSON schema, with where it is."""
+    if schema.get("type") == "array":
+        yield path, schema
+    for key, value in schema.items():
+        children = value if isinstance(value, list) else [value]
+        for child in children:
+            if isinstance(child, dict):
+                yield from _arrays(child, f"{path}/{key}")
 
-    longest, took = asyncio.run(main())
-    # On the loop, one gap would be the whole parse; off it, the longest is the JSON tokenizer's own
-    # stretch holding the GIL (~1/5 of the time) plus whatever a loaded machine adds.
-    assert longest < took * 0.6, (longest, took)
+
+def test_every_list_a_request_body_carries_is_bounded_before_its_items_are_validated(api) -> None:
+    components = api.get("/openapi.json").json()["components"]["schemas"]
+    requests = [name for name in components if name.endswith(("Request", "Create"))]
+    assert {"EmbedRequest", "SearchRequest", "EnrollRequest", "GalleryCreate"} <= set(requests)
+    for name in requests:
+        for where, array in _arrays(components[name]):
+            assert "maxItems" in array, f"{name}{where} is a list without a bound"
+
+    npy = base64.b64encode(npy_bytes(walking_sequence(6))).decode()
+    over = {"sequences": [{"npy_b64": npy}] * (MAX_SEQUENCES + 1)}
+    response = api.post("/embed", json=over)
+    assert error_code(response, 422) == "validation_error"
+    assert response.json()["error"]["detail"][0]["type"] == "too_long"
+    response = api.post("/embed", json={"sequences": [{"npy_b64": npy}] * 33})  # GAITLU_MAX_FILES is 32
+    assert error_code(response, 422) == "too_many_sequences"
+
+
+def test_request_schemas_refuse_nan_and_infinity_from_python_callers_too() -> None:
+    for value in (math.nan, math.inf):
+        with pytest.raises(ValidationError, match="finite number"):
+            SearchRequest(gallery="g", embedding=[0.5, value])
+        with pytest.raises(ValidationError, match="finite number"):
+            SearchParams(gallery="g", threshold=value)
 
 
 # ----- browsers on other sites

@@ -9,6 +9,7 @@ from engine import Upload, VideoOptions
 from gaitlu.schemas import EmbeddingPublic, EmbedRequest, EmbedResponse
 from service.deps import EngineDep, ReadAccess, SettingsDep
 from service.public import timings_public, track_public
+from service.settings import Settings
 from service.uploads import (
     VIDEO_FIELDS,
     check_count,
@@ -25,8 +26,8 @@ router = APIRouter(tags=["embed"], dependencies=[ReadAccess])
 _BODY = request_body(EmbedRequest, multipart_schema("files", VIDEO_FIELDS, ["files"]))
 
 
-def _from_json(body: EmbedRequest) -> tuple[list[Upload], VideoOptions]:
-    return json_uploads(body.sequences), VideoOptions()
+def _from_json(body: EmbedRequest, settings: Settings) -> tuple[list[Upload], VideoOptions]:
+    return json_uploads(body.sequences, settings), VideoOptions()
 
 
 async def _from_form(form: FormData) -> tuple[list[Upload], VideoOptions]:

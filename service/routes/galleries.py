@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from starlette.datastructures import FormData
 
 from engine import Upload, VideoOptions
@@ -24,9 +24,11 @@ from gaitlu.schemas import (
     SubjectPublic,
     SubjectsPublic,
 )
+from gallery.store import MAX_OFFSET  # SQLite's largest integer: a larger offset cannot be bound
 from service.deps import EngineDep, ReadAccess, SettingsDep, WriteAccess
 from service.errors import InvalidRequest
 from service.public import gallery_public, sequence_public, timings_public, track_public
+from service.settings import Settings
 from service.uploads import (
     JSON,
     VIDEO_FIELDS,
@@ -37,6 +39,7 @@ from service.uploads import (
     json_uploads,
     multipart_schema,
     read_body,
+    read_json,
     request_body,
     require_media_type,
     video_options,
@@ -57,20 +60,21 @@ _ENROLL_FIELDS = {
     **VIDEO_FIELDS,
 }
 _ENROLL_BODY = request_body(EnrollRequest, multipart_schema("files", _ENROLL_FIELDS, ["files"]))
-
-
-def _json_body(request: Request) -> None:
-    require_media_type(request, JSON)
+_CREATE_BODY = request_body(GalleryCreate)
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=GalleryPublic,
-    dependencies=[WriteAccess, Depends(_json_body)],
+    dependencies=[WriteAccess],
+    openapi_extra=_CREATE_BODY,
 )
-async def create_gallery(body: GalleryCreate, engine: EngineDep) -> GalleryPublic:
-    """Create an empty gallery bound to the running model."""
+async def create_gallery(request: Request, engine: EngineDep) -> GalleryPublic:
+    """Create an empty gallery bound to the running model. The body is read by hand, after the key check
+    (FastAPI would parse a body parameter before the dependencies run)."""
+    require_media_type(request, JSON)
+    body = await read_json(request, GalleryCreate)
     info = await engine.create_gallery(body.name, body.metadata)
     return gallery_public(info, engine.model_hash)
 
@@ -111,12 +115,13 @@ def _per_file(metadata: Any, n: int) -> list[dict[str, Any] | None] | None:
 Enrollment = tuple[list[Upload], list[dict[str, Any] | None] | None, list[str] | None, VideoOptions]
 
 
-def _from_json(body: EnrollRequest) -> Enrollment:
+def _from_json(body: EnrollRequest, settings: Settings) -> Enrollment:
+    uploads = json_uploads(body.sequences, settings)
     given = [s.sequence_id for s in body.sequences if s.sequence_id is not None]
     if given and len(given) != len(body.sequences):
         raise InvalidRequest("invalid_sequence_ids", "give a sequence_id for every sequence or for none")
     metadata = [s.metadata for s in body.sequences]
-    return json_uploads(body.sequences), metadata, given or None, VideoOptions()
+    return uploads, metadata, given or None, VideoOptions()
 
 
 async def _from_form(form: FormData) -> Enrollment:
@@ -158,7 +163,7 @@ async def enroll(
 async def list_subjects(
     name: str,
     engine: EngineDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> SubjectsPublic:
     """One page of the gallery's subjects, ordered by subject id; `count` is the total."""

@@ -20,14 +20,17 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness)
 async def readyz(engine: EngineDep) -> Readiness:
-    """Ready: a probe sequence goes through the batcher and the runtime and comes back as at start-up.
-    Not ready otherwise (NotReady), also after an inference failure until a probe succeeds again."""
-    if not await engine.probe():
-        raise NotReady()
+    """Ready: a probe sequence goes through the batcher (ahead of its queue) and the runtime and comes
+    back as at start-up, and the decode workers are not all stuck. Not ready otherwise (NotReady, saying
+    why), also after an inference failure until a probe succeeds again."""
+    problem = await engine.probe()
+    if problem is not None:
+        raise NotReady(problem)
     return Readiness(model_hash=engine.model_hash)
 
 
 @router.get("/metrics", dependencies=[ReadAccess], response_class=Response)
 async def metrics(request: Request) -> Response:
-    """Prometheus text format. Needs read access when API keys are configured (it names galleries)."""
+    """Prometheus text format. Needs read access when API keys are configured (it names galleries).
+    Rendered on the event loop from figures in memory: it takes no lock and no thread."""
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

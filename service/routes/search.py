@@ -12,6 +12,7 @@ from gaitlu.schemas import SearchParams, SearchRequest, SearchResponse
 from service.deps import EngineDep, ReadAccess, SettingsDep
 from service.errors import InvalidRequest
 from service.public import hit_public, timings_public, track_public
+from service.settings import Settings
 from service.uploads import (
     VIDEO_FIELDS,
     form_files,
@@ -36,9 +37,9 @@ _BODY = request_body(SearchRequest, multipart_schema("file", _FIELDS, ["file", "
 Query = tuple[SearchParams, Upload | np.ndarray, VideoOptions]
 
 
-def _from_json(body: SearchRequest) -> Query:
+def _from_json(body: SearchRequest, settings: Settings) -> Query:
     if body.sequence is not None:
-        return body, json_uploads([body.sequence])[0], VideoOptions()
+        return body, json_uploads([body.sequence], settings)[0], VideoOptions()
     return body, np.asarray(body.embedding, dtype=np.float32), VideoOptions()
 
 
