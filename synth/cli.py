@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from synth.layout import OPENGAIT_SEQUENCES, generate_gaitlu, generate_opengait
+from synth.render import CASIA_B, Capture
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 
@@ -40,12 +41,21 @@ def synth_command(
     workers: Annotated[
         int, typer.Option("--workers", help="Worker processes (output does not depend on it).")
     ] = 1,
+    fps: Annotated[float, typer.Option("--fps", help="Frame rate of the walks (CASIA-B: 25).")] = CASIA_B.fps,
+    elevation: Annotated[
+        tuple[float, float],
+        typer.Option("--elevation", help="Camera elevation range, degrees above the horizontal (LOW HIGH)."),
+    ] = CASIA_B.elevation,
+    person_px: Annotated[
+        int, typer.Option("--person-px", help="Person height in pixels before alignment to 64 rows.")
+    ] = CASIA_B.person_px,
 ) -> None:
     """Generate a synthetic walking-silhouette corpus driven by real CMU motion capture."""
     k = sequences_per_subject or DEFAULT_K[layout]
+    capture = Capture(fps=fps, elevation=elevation, person_px=person_px)
     generate = generate_opengait if layout is Layout.opengait else generate_gaitlu
     start = time.perf_counter()
-    written = generate(out, subjects, seed=seed, sequences_per_subject=k, workers=workers)
+    written = generate(out, subjects, seed=seed, sequences_per_subject=k, workers=workers, capture=capture)
     elapsed = time.perf_counter() - start
     rate = written / elapsed
     typer.echo(

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -22,7 +21,7 @@ from gaitlu.files import write_atomic
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import save_sequence
 from synth.identity import identity_for, sequence_rng
-from synth.render import render_sequence
+from synth.render import CASIA_B, Capture, render_sequence
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +57,18 @@ def partition(names: list[str]) -> dict[str, list[str]]:
     return {"TRAIN_SET": names[:n_train], "TEST_SET": names[n_train:]}
 
 
-def _opengait_subject(args: tuple[Path, int, int, int, int]) -> int:
-    out, seed, subject, n_subjects, k = args
+Task = tuple[Path, int, int, int, int, Capture]
+
+
+def _opengait_subject(args: Task) -> int:
+    out, seed, subject, n_subjects, k, capture = args
     identity = identity_for(seed, subject)
     name = subject_name(subject, n_subjects)
     picks = opengait_selection(seed, subject, k)
     for index in picks:
         cond, view = OPENGAIT_SEQUENCES[index]
         rng = sequence_rng(seed, subject, index)
-        frames = render_sequence(identity, view, cond[:2], n_frames(rng), rng)
+        frames = render_sequence(identity, view, cond[:2], n_frames(rng), rng, capture)
         save_sequence(frames, out / name / cond / f"{view:03d}" / f"{view:03d}.pkl")
     return len(picks)
 
@@ -78,19 +80,18 @@ def gaitlu_path(out: Path, index: int) -> Path:
     return out / "silhouette_cut_pkl" / f"{a:03d}" / f"{b:03d}" / f"{c:03d}" / f"{stem}.pkl"
 
 
-def _gaitlu_subject(args: tuple[Path, int, int, int, int]) -> int:
-    out, seed, subject, _, k = args
+def _gaitlu_subject(args: Task) -> int:
+    out, seed, subject, _, k, capture = args
     identity = identity_for(seed, subject)
     for index in range(k):
         rng = sequence_rng(seed, subject, index)
         view = float(rng.uniform(0.0, 360.0))
         cond = str(rng.choice(GAITLU_CONDITIONS, p=GAITLU_CONDITION_P))
-        frames = to_model_frames(render_sequence(identity, view, cond, n_frames(rng), rng))  # (T, 64, 44)
+        frames = to_model_frames(
+            render_sequence(identity, view, cond, n_frames(rng), rng, capture)
+        )  # (T, 64, 44)
         save_sequence(frames, gaitlu_path(out, (subject - 1) * k + index))
     return k
-
-
-Task = TypeVar("Task")  # one subject's arguments
 
 
 def _run(job: Callable[[Task], int], tasks: list[Task], workers: int, total: int, desc: str) -> int:
@@ -119,7 +120,12 @@ def _check(subjects: int, sequences_per_subject: int, workers: int) -> None:
 
 
 def generate_opengait(
-    out: Path, subjects: int, seed: int = 0, sequences_per_subject: int = 110, workers: int = 1
+    out: Path,
+    subjects: int,
+    seed: int = 0,
+    sequences_per_subject: int = 110,
+    workers: int = 1,
+    capture: Capture = CASIA_B,
 ) -> int:
     """Write a labelled CASIA-B-like set `<out>/<subject>/<cond-nn>/<view>/<view>.pkl` (64x64 frames)
     plus `<out>/partition.json`; returns the number of sequences written."""
@@ -128,7 +134,7 @@ def generate_opengait(
         raise ConfigError("the opengait layout needs at least 2 subjects (one train, one test)")
     out = Path(out)
     k = min(sequences_per_subject, len(OPENGAIT_SEQUENCES))
-    tasks = [(out, seed, s, subjects, k) for s in range(1, subjects + 1)]
+    tasks = [(out, seed, s, subjects, k, capture) for s in range(1, subjects + 1)]
     written = _run(_opengait_subject, tasks, workers, subjects * k, "synth opengait")
     names = [subject_name(s, subjects) for s in range(1, subjects + 1)]
     out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +144,12 @@ def generate_opengait(
 
 
 def generate_gaitlu(
-    out: Path, subjects: int, seed: int = 0, sequences_per_subject: int = 4, workers: int = 1
+    out: Path,
+    subjects: int,
+    seed: int = 0,
+    sequences_per_subject: int = 4,
+    workers: int = 1,
+    capture: Capture = CASIA_B,
 ) -> int:
     """Write an unlabelled GaitLU-1M-like tree `<out>/silhouette_cut_pkl/...` (64x44 frames, random views
     and conditions, no labels anywhere); returns the number of sequences written."""
@@ -147,7 +158,7 @@ def generate_gaitlu(
     k = sequences_per_subject
     if subjects * k > 1_000_000_000:
         raise ConfigError("the GaitLU tree numbers at most 10^9 sequences (3 x 3 digits)")
-    tasks = [(out, seed, s, subjects, k) for s in range(1, subjects + 1)]
+    tasks = [(out, seed, s, subjects, k, capture) for s in range(1, subjects + 1)]
     written = _run(_gaitlu_subject, tasks, workers, subjects * k, "synth gaitlu")
     log.info("wrote %d unlabelled sequences (%d identities) to %s", written, subjects, out)
     return written

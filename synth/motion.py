@@ -18,12 +18,16 @@ from gaitlu.errors import DataError
 from synth.mocap import SEGMENTS
 
 SEG = {name: i for i, name in enumerate(SEGMENTS)}
+ARM_SEGMENTS = [SEG[s] for s in ("l_upper_arm", "r_upper_arm", "l_forearm", "r_forearm")]
 MOTION_FILE = Path(__file__).parent / "data" / "motion.npz"  # packaged (pyproject package-data)
 UPPER_ARM_RANGE = (-45.0, 40.0)  # degrees of swing back/forward from vertical
 ELBOW_MAX_FLEX = 70.0  # degrees
 ARM_SWING_MAX = 60.0  # degrees, upper-arm range over a cycle
 AMPLITUDE_LIMITS = (0.6, 1.5)  # the largest change of a person's swing amplitude from the real cycles
 N_PCA = 8  # components used for style perturbation; the 31 real cycles support about this many
+KNEE_MIN_FLEX = 2.0  # degrees: the straightest a knee gets in a cycle (calibrates CMU skeletons' knee zero)
+STANCE_KNEE_RANGE = (0.4, 0.75)  # a person's stance-phase knee flexion, as a fraction of the mocap's
+ARM_FORWARD = 5.0  # degrees: the mocap arms swing mostly backwards (-23..+12); CASIA-B walkers' less so
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ def load_basis() -> MotionBasis:
         ) from exc
     if list(raw["segments"]) != list(SEGMENTS):
         raise DataError("synth/data/motion.npz was built for another segment list; rebuild it")
-    angles = raw["angles"].astype(np.float32)
+    angles = calibrate_knees(raw["angles"].astype(np.float32))
     pelvis = raw["pelvis"].astype(np.float32)
     flat = _flatten(angles, pelvis)  # (C, D)
     _, sing, vt = np.linalg.svd(flat - flat.mean(axis=0), full_matrices=False)
@@ -72,6 +76,50 @@ def load_basis() -> MotionBasis:
         components=vt[:N_PCA],
         scales=sing[:N_PCA] / np.sqrt(len(flat) - 1),
     )
+
+
+def knee_flexion(angles: np.ndarray, side: str) -> np.ndarray:
+    """(..., S, 2) angles -> (...) sagittal knee flexion in radians (thigh swing minus shank swing)."""
+    return np.asarray(angles[..., SEG[f"{side}_thigh"], 0] - angles[..., SEG[f"{side}_shank"], 0])
+
+
+def _set_knee(angles: np.ndarray, side: str, flexion: np.ndarray) -> None:
+    angles[..., SEG[f"{side}_shank"], 0] = angles[..., SEG[f"{side}_thigh"], 0] - flexion
+
+
+def calibrate_knees(angles: np.ndarray) -> np.ndarray:
+    """(C, P, S, 2) cycles with every knee's straightest moment at KNEE_MIN_FLEX degrees.
+
+    Several CMU skeletons never extend the knee below 7-20 degrees (their calibrated knee zero sits
+    bent); real legs straighten in terminal stance. Only such offsets are removed; a knee that already
+    straightens is left alone.
+    """
+    out = angles.copy()
+    for side in "lr":
+        knee = knee_flexion(out, side)  # (C, P)
+        excess = np.maximum(knee.min(axis=1, keepdims=True) - np.deg2rad(KNEE_MIN_FLEX), 0.0)
+        _set_knee(out, side, knee - excess)
+    return out
+
+
+def stance_window(phases: np.ndarray) -> np.ndarray:
+    """1 around loading response (phase 0.15 of a leg's own cycle), 0 from toe-off through swing."""
+    d = (phases - 0.15 + 0.5) % 1.0 - 0.5  # signed phase distance to 0.15, in [-0.5, 0.5)
+    return np.where(np.abs(d) < 0.45, np.cos(np.pi * d / 0.9) ** 2, 0.0)
+
+
+def straighten_stance(angles: np.ndarray, factor: float) -> np.ndarray:
+    """(P, S, 2) cycle (phase 0 = left heel strike) with stance knee flexion scaled by `factor`.
+
+    Mocap stance knees flex 25-40 degrees in loading response, real walkers in CASIA-B about 15 (their
+    legs straighten at heel strike): this is what turned a crouched walk into an upright one.
+    """
+    out = angles.copy()
+    phases = np.arange(len(angles)) / len(angles)
+    for side, shift in (("l", 0.0), ("r", 0.5)):  # the right heel strikes half a cycle later
+        knee = knee_flexion(out, side)
+        _set_knee(out, side, knee * (1.0 - (1.0 - factor) * stance_window(phases - shift)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -91,6 +139,9 @@ AMPLITUDE_GROUPS: dict[str, tuple[tuple[str, ...], float]] = {
     "arms": (("l_upper_arm", "r_upper_arm", "l_forearm", "r_forearm"), 0.25),
     "trunk": (("trunk_low", "trunk_up", "head", "hip_line", "shoulder_line"), 0.35),
 }
+# CASIA-B's walkers swing their arms less than the CMU subjects: at the mocap's swing the torso band of
+# side-view silhouettes is 3 px wider than real (docs/realism-log.md); 0.6 of it matches.
+ARM_SWING_SCALE = 0.6
 
 
 def _pca_push(
@@ -134,9 +185,9 @@ def sample_gait(rng: np.random.Generator, basis: MotionBasis | None = None) -> G
     angles = np.einsum("c,cpsk->psk", w, basis.angles[pick])
     pelvis = np.einsum("c,cpk->pk", w, basis.pelvis[pick])
     angles, pelvis = _pca_push(basis, angles, pelvis, rng.normal(0.0, 0.6, N_PCA))
-    for segments, sigma in AMPLITUDE_GROUPS.values():
+    for group, (segments, sigma) in AMPLITUDE_GROUPS.items():
         factor = float(np.clip(rng.lognormal(0.0, sigma), *AMPLITUDE_LIMITS))
-        angles = _scale_amplitude(angles, segments, factor)
+        angles = _scale_amplitude(angles, segments, factor * (ARM_SWING_SCALE if group == "arms" else 1.0))
     # Posture: trunk lean, head carriage, arm abduction (arms held out) and toe-out, in radians.
     angles[:, [SEG["trunk_low"], SEG["trunk_up"]], 0] += rng.normal(0.0, np.deg2rad(3.0))
     angles[:, SEG["head"], 0] += rng.normal(0.0, np.deg2rad(6.0))
@@ -145,6 +196,8 @@ def sample_gait(rng: np.random.Generator, basis: MotionBasis | None = None) -> G
     angles[:, SEG["r_upper_arm"], 1] -= abduct
     elbow = rng.normal(0.0, np.deg2rad(8.0))  # habitual elbow bend
     angles[:, [SEG["l_forearm"], SEG["r_forearm"]], 0] += elbow
+    angles[:, ARM_SEGMENTS, 0] += np.deg2rad(ARM_FORWARD)
+    angles = straighten_stance(angles, float(rng.uniform(*STANCE_KNEE_RANGE)))
     return Gait(
         angles=_human_limits(angles).astype(np.float32),
         pelvis=pelvis.astype(np.float32),

@@ -102,7 +102,7 @@ def limbs(body: Body, j: Joints, sleeve: float = 1.0, leg_cover: float = 0.0) ->
         parts += [
             Capsule(j[f"{s}_hip"], j[f"{s}_knee"], body.thigh_r + leg_cover, 0.85 * body.calf_r + leg_cover),
             Capsule(j[f"{s}_knee"], j[f"{s}_ankle"], body.calf_r + leg_cover, ankle_r),
-            Capsule(j[f"{s}_heel"], j[f"{s}_toe"], 0.55 * body.ankle_h, 0.4 * body.ankle_h),
+            Capsule(j[f"{s}_heel"], j[f"{s}_toe"], 0.45 * body.ankle_h, 0.33 * body.ankle_h),
             Capsule(j[f"{s}_shoulder"], j[f"{s}_elbow"], 1.1 * ar, 0.85 * ar),
             Capsule(j[f"{s}_elbow"], j[f"{s}_wrist"], 0.85 * ar, 0.65 * ar),
             Capsule(j[f"{s}_wrist"], j[f"{s}_hand"], 0.75 * body.arm_r, 0.5 * body.arm_r),

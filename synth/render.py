@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from gaitlu.errors import ConfigError
 from gaitlu.preprocess import align_sequence
 from synth.body import pose
+from synth.defects import segmentation_noise
 from synth.identity import Identity
 from synth.mocap import FWD, LEFT, UP
 from synth.motion import interpolate, sample_phases, vary_gait
@@ -27,7 +29,37 @@ FPS = 25.0  # CASIA-B's frame rate
 ARC_POINTS = 6  # points per capsule end cap
 SHIFT = 3  # cv2 fixed-point bits: sub-pixel polygon vertices
 RAW_SIZE = (90, 72)  # dataset canvas (H, W); the person is about 72 px tall before alignment to 64
-NOISE_CELL = 6  # pixels per cell of the segmentation-noise field (divides RAW_SIZE)
+
+
+@dataclass(frozen=True)
+class Capture:
+    """How a walk is filmed: frame rate, camera elevation and the person's size in pixels.
+
+    The default is CASIA-B's set-up (25 fps, cameras near hip height, the person about 72 px tall
+    before the alignment to 64 rows); other values render the same people as another dataset would,
+    to test whether a model's gain travels (docs/training.md).
+    """
+
+    fps: float = FPS
+    elevation: tuple[float, float] = (2.0, 14.0)  # degrees above the horizontal, drawn per walk
+    person_px: int = 72  # person height on the tracked canvas, pixels
+
+    def __post_init__(self) -> None:
+        lo, hi = self.elevation
+        if not (self.fps > 0 and 0 <= lo <= hi < 80 and 16 <= self.person_px <= 1000):
+            raise ConfigError(
+                f"capture needs fps > 0, 0 <= elevation low <= high < 80 degrees and a person 16-1000 px "
+                f"tall; got fps {self.fps}, elevation {self.elevation}, person {self.person_px} px"
+            )
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The tracked canvas (H, W): the person fills 80 % of its height, as on RAW_SIZE."""
+        height = round(self.person_px / 0.8)
+        return height, round(height * RAW_SIZE[1] / RAW_SIZE[0])
+
+
+CASIA_B = Capture()
 
 # (uv (T, 2) image coords, depth (T,), radius in metres) -> (pixels (T, 2), radius in pixels)
 ToPixels = Callable[[np.ndarray, np.ndarray, float | np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -106,32 +138,6 @@ def _draw(polys: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     return canvas
 
 
-def segmentation_noise(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Imperfect background subtraction: ragged edges, per-frame thickness jitter, holes and blobs.
-
-    The edge is where a blurred mask crosses a threshold; the threshold wanders smoothly over the image
-    (ragged edges) and from frame to frame (the silhouette grows and shrinks by about a pixel).
-    """
-    n_frames, height, width = masks.shape
-    cell = NOISE_CELL
-    tall = masks.reshape(n_frames * height, width)  # (T*H, W): one image, frames stacked vertically
-    soft = cv2.GaussianBlur(tall, (0, 0), height / 160)
-    coarse = rng.normal(0.0, 25.0, size=(n_frames, height // cell, width // cell))  # (T, H/c, W/c)
-    coarse += rng.normal(0.0, 20.0, size=(n_frames, 1, 1))  # whole-frame thickness jitter
-    cells = np.clip(127.0 - coarse, 1, 254).astype(np.uint8).reshape(-1, width // cell)
-    threshold = cv2.resize(cells, (width, n_frames * height), interpolation=cv2.INTER_LINEAR)
-    out = cv2.compare(soft, threshold, cv2.CMP_GT).reshape(n_frames, height, width)  # 0 / 255
-    for t in np.flatnonzero(rng.random(n_frames) < 0.08):
-        ys, xs = np.nonzero(out[t])
-        if len(ys) == 0:
-            continue
-        i = rng.integers(len(ys))
-        axes = (int(rng.integers(1, height // 24 + 2)), int(rng.integers(1, height // 24 + 2)))
-        colour = 0 if rng.random() < 0.5 else 255  # a hole in the body or a blob stuck to it
-        cv2.ellipse(out[t], (int(xs[i]), int(ys[i])), axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
-    return out
-
-
 def render_raw(
     identity: Identity,
     view_deg: float,
@@ -141,24 +147,25 @@ def render_raw(
     size: tuple[int, int] = RAW_SIZE,
     *,
     tracked: bool = False,
+    capture: Capture = CASIA_B,
 ) -> np.ndarray:
     """Ground-truth (T, H, W) uint8 masks (0/255) of one walk at any canvas size, no segmentation noise.
 
     The per-walk variation (speed, style drift, bag or coat, start phase, camera distance, elevation and
-    path offset) is drawn from rng.
+    path offset) is drawn from rng; frame rate and elevation range come from `capture`.
     """
     body = identity.body
     gait = vary_gait(identity.gait, rng)
     outfit = sample_outfit(condition, rng)
-    phases = sample_phases(gait, n_frames, FPS, rng)
+    phases = sample_phases(gait, n_frames, capture.fps, rng)
     angles = adjust_angles(outfit, interpolate(gait.angles, phases))  # (T, S, 2)
     joints = pose(body, angles, interpolate(gait.pelvis, phases))
     speed = gait.stride * body.leg / gait.cycle_s
-    travel = speed * np.arange(n_frames) / FPS
+    travel = speed * np.arange(n_frames) / capture.fps
     path = (travel - travel.mean() + rng.uniform(-1.0, 1.0))[:, None] * FWD  # (T, 3)
     joints = {k: v if k.endswith("_axis") else v + path for k, v in joints.items()}
     distance = max(rng.uniform(4.0, 8.0), 0.5 * travel[-1] + 2.0)
-    cam = look_from(view_deg, distance, rng.uniform(2.0, 14.0), 0.55 * body.height * UP)
+    cam = look_from(view_deg, distance, rng.uniform(*capture.elevation), 0.55 * body.height * UP)
     height_px, width_px = size
     if tracked:
         # Follow the pelvis and undo its distance, like a detector crop: only the body's shape is left.
@@ -189,8 +196,15 @@ def render_raw(
 
 
 def render_sequence(
-    identity: Identity, view_deg: float, condition: str, n_frames: int, rng: np.random.Generator
+    identity: Identity,
+    view_deg: float,
+    condition: str,
+    n_frames: int,
+    rng: np.random.Generator,
+    capture: Capture = CASIA_B,
 ) -> np.ndarray:
     """One dataset sequence: tracked render + segmentation noise + OpenGait alignment -> (T, 64, 64) uint8."""
-    raw = render_raw(identity, view_deg, condition, n_frames, rng, RAW_SIZE, tracked=True)
+    raw = render_raw(
+        identity, view_deg, condition, n_frames, rng, capture.size, tracked=True, capture=capture
+    )
     return align_sequence(segmentation_noise(raw, rng))

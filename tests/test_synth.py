@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gaitlu.errors import DataError
+from gaitlu.errors import ConfigError, DataError
 from gaitlu.evaluation.crossview import casia_b
 from gaitlu.evaluation.embeddings import EmbeddingSet
 from gaitlu.evaluation.gei import gei_embed
@@ -27,6 +27,7 @@ from synth.derive_motion import derive_motion
 from synth.layout import OPENGAIT_SEQUENCES, gaitlu_path, subject_name
 from synth.mocap import extract_cycles, parse_bvh
 from synth.motion import MOTION_FILE
+from synth.render import Capture
 from tests.support.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +98,32 @@ def test_render_raw_any_canvas_size(size):
     assert raw.shape == (6, *size) and raw.dtype == np.uint8
     assert set(np.unique(raw)) == {0, 255}
     assert not raw[:, [0, -1]].any() and not raw[:, :, [0, -1]].any()  # the walker stays in the frame
+
+
+def step_period(seq: np.ndarray) -> int:
+    """Frames per step (half a gait cycle): the first autocorrelation peak of the silhouette width."""
+    width = (to_model_frames(seq) > 127).any(axis=1).sum(axis=1).astype(float)
+    width -= width.mean()
+    ac = np.correlate(width, width, "full")[len(width) - 1 :]
+    first_negative = int(np.argmax(ac < 0))
+    return first_negative + int(np.argmax(ac[first_negative : len(width) // 2]))
+
+
+def test_capture_sets_frame_rate_resolution_and_checks_its_values():
+    person = identity_for(0, 4)
+    walk = {
+        fps: render_sequence(person, 90, "nm", 100, sequence_rng(0, 4, 0), Capture(fps=fps))
+        for fps in (25, 12.5)
+    }
+    assert step_period(walk[12.5]) == pytest.approx(
+        step_period(walk[25]) / 2, abs=1
+    )  # half the frames per step
+    small = render_sequence(person, 90, "nm", 20, sequence_rng(0, 4, 0), Capture(person_px=32))
+    assert small.shape[1:] == (64, 64)  # aligned like any other walk, from a 32-px person
+    assert Capture(person_px=144).size == (180, 144)
+    for bad in ({"fps": 0.0}, {"elevation": (30.0, 10.0)}, {"person_px": 4}):
+        with pytest.raises(ConfigError, match="capture needs"):
+            Capture(**bad)
 
 
 def test_views_change_the_silhouette_and_conditions_change_the_body():
@@ -195,6 +222,17 @@ def test_cli_rejects_bad_input_with_exit_2(tmp_path, capsys):
     code, _, err = run_cli(capsys, "synth", "--out", str(tmp_path), "--subjects", "0")
     assert code == 2
     assert "error: --subjects must be at least 1" in err
+    code, _, err = run_cli(capsys, "synth", "--out", str(tmp_path), "--subjects", "2", "--fps", "-1")
+    assert code == 2 and "capture needs fps > 0" in err
+
+
+def test_cli_capture_options_change_the_files(tmp_path, capsys):
+    args = ["--subjects", "2", "--sequences-per-subject", "1", "--seed", "2"]
+    run_cli(capsys, "synth", "--out", str(tmp_path / "a"), *args)
+    shifted = ["--fps", "15", "--elevation", "20", "30", "--person-px", "40"]
+    code, _, _ = run_cli(capsys, "synth", "--out", str(tmp_path / "b"), *args, *shifted)
+    a, b = tree_bytes(tmp_path / "a"), tree_bytes(tmp_path / "b")
+    assert code == 0 and a.keys() == b.keys() and a != b
 
 
 @pytest.mark.slow
