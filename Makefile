@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= .data
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv demo clean system-deps
+.PHONY: run test lint venv demo clean system-deps default-model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,11 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/gaitlu demo --data-dir $(DATA)
+
+# Rebuild models/default from scratch with the project's own commands, from synthetic walkers only
+# (hours on 2 CPU cores; models/default/build.json records the commands and the time of each stage).
+default-model: $(STAMP)
+	$(BIN)/gaitlu demo --rebuild --no-serve --data-dir $(DATA)
 
 # Types: strict on every package ([tool.mypy] in pyproject.toml); about 1 min cold, seconds cached.
 lint: $(STAMP)

@@ -1,15 +1,22 @@
 """`gaitlu demo`: the README main job, composed from the public commands a user would type.
 
-From nothing to a running service: build the embedded default model (a tiny GaitSSB pretrained on a
-generated synthetic corpus, exported to ONNX), enrol a demo gallery of synthetic subjects, then serve on
-127.0.0.1 with an API key. Everything lands under the data dir; every finished step is skipped on a rerun,
+From nothing to a running service: take the default model (models/default: a tiny GaitSSB trained only
+on synthetic walkers, committed as an ONNX artifact by `make default-model`; built from scratch by the
+same commands where it is missing), enrol a demo gallery of synthetic subjects, then serve on 127.0.0.1
+with an API key. Everything else lands under the data dir; every finished step is skipped on a rerun,
 so a warm start is seconds.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import secrets
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -17,11 +24,18 @@ import typer
 from rich.console import Console
 
 from gaitlu.errors import GaitluError
+from gaitlu.files import sha256_file
+from gaitlu.manifest import MANIFEST_NAME, ArtifactError, read_manifest, verified_path
 
 app = typer.Typer(add_completion=False)
 console = Console(stderr=True)
 
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPO = Path(__file__).resolve().parents[1]
+REPO_CONFIGS = REPO / "configs"
+DEFAULT_MODEL = REPO / "models" / "default"
+CHECKPOINT_FILE = "checkpoint.pt"  # the default model's weights, to fine-tune from
+BUILD_RECORD = "build.json"
+MAX_DEFAULT_MODEL_BYTES = 25 * 2**20  # what issue 11 allows the repository to carry
 DEMO_GALLERY = "demo"
 
 
@@ -36,80 +50,185 @@ def _gaitlu(title: str, args: list[str]) -> None:
         raise GaitluError(f"'gaitlu {args[0]}' failed (exit {code}); the demo stops here")
 
 
-def _once(marker: Path, title: str, args: list[str]) -> None:
-    """Run a step unless its marker says it finished before; the marker is written after success."""
+def _once(marker: Path, title: str, args: list[str]) -> float:
+    """Run a step unless its marker says it finished before; the marker, written after success, holds
+    the step's wall time in seconds, which is returned (also when the step was done before)."""
     if marker.exists():
         console.print(f"[dim]- {title}: done before[/dim]")
-        return
+        return float(marker.read_text() or 0)
+    start = time.perf_counter()
     _gaitlu(title, args)
+    elapsed = time.perf_counter() - start
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    marker.write_text(f"{elapsed:.1f}")
+    return elapsed
 
 
-def build_default_model(data_dir: Path, config: Path, steps: int, seed: int) -> Path:
-    """Synthetic corpus -> shards -> tiny GaitSSB pretraining -> ONNX artifact (cached in data_dir)."""
-    artifact = data_dir / "artifact"
-    if (artifact / "manifest.json").exists():
-        console.print(f"[dim]- default model: cached at {artifact}[/dim]")
-        return artifact
-    build = data_dir / "build"
+def _args(*parts: object) -> list[str]:
+    return [str(p) for p in parts]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the default model is built from nothing (docs/realism-log.md says why each number)."""
+
+    seed: int = 99  # the unlabelled corpus; the labelled identities use seed + 1
+    ssl_identities: int = 200  # unlabelled synthetic people, 4 walks each
+    ssl_config: Path = REPO_CONFIGS / "gaitssb_tiny.yaml"
+    ssl_steps: int = 100  # pretraining steps (BatchNorm statistics and a start)
+    identities: int = 1500  # labelled synthetic people (60 % train the supervised stage)
+    walks: int = 16  # walks per labelled person, each at a random CASIA-B view and condition
+    supervised_config: Path = REPO_CONFIGS / "default_supervised.yaml"
+    supervised_steps: int = 1000
+
+    def key(self) -> str:
+        """Names the recipe's build folder: a changed recipe (a number or a config file's content) never
+        resumes another recipe's stages."""
+        values = {
+            k: sha256_file(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()
+        }
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_default_model(model_dir: Path, builds: Path, recipe: Recipe) -> Path:
+    """Synthetic data only -> SSL pretraining -> supervised training on synthetic identities -> ONNX.
+
+    Every stage is a `gaitlu` command, cached under `builds/<recipe key>` (a rerun of the same recipe
+    resumes where it stopped); the result is published to `model_dir`: the artifact, the weights-only
+    checkpoint (to fine-tune from) and build.json (the recipe, its commands and their wall times).
+    """
+    build = builds / recipe.key()
     done = build / ".done"
-    corpus, shards, run = build / "corpus", build / "shards", build / "pretrain"
-    _once(
-        done / "corpus",
-        "Synthetic unlabelled corpus (GaitLU-1M layout)",
-        [
-            "synth",
-            "--out",
-            str(corpus),
-            "--subjects",
-            "200",
-            "--sequences-per-subject",
-            "4",
-            "--seed",
-            str(seed),
-            "--layout",
-            "gaitlu",
-            "--workers",
-            "2",
-        ],
-    )
-    _once(
-        done / "shards",
-        "Pack into shards",
-        ["data", "pack", str(corpus / "silhouette_cut_pkl"), "--out", str(shards)],
-    )
-    _gaitlu("Verify shards", ["data", "verify", str(shards)])
-    resume = ["--resume-if-exists"]  # continue a crashed run; checkpoints/ may hold only a temp file
-    _once(
-        done / "pretrain",
-        "Self-supervised pretraining (tiny GaitSSB, CPU)",
-        [
+    corpus, shards, pretrain = build / "corpus", build / "shards", build / "pretrain"
+    labelled, supervised = build / "labelled", build / "supervised"
+    clock: dict[str, float] = {}
+    commands: dict[str, list[str]] = {
+        "corpus": _args("synth", "--out", corpus, "--subjects", recipe.ssl_identities)
+        + _args("--sequences-per-subject", 4, "--seed", recipe.seed, "--layout", "gaitlu", "--workers", 2),
+        "shards": _args("data", "pack", corpus / "silhouette_cut_pkl", "--out", shards),
+        "pretrain": _args("train", "pretrain", "--config", recipe.ssl_config, "--data", shards, "--out")
+        + _args(pretrain, "--max-steps", recipe.ssl_steps, "--device", "cpu", "--resume-if-exists"),
+        "labelled": _args("synth", "--out", labelled, "--subjects", recipe.identities)
+        + _args("--sequences-per-subject", recipe.walks, "--seed", recipe.seed + 1, "--layout", "opengait")
+        + _args("--workers", 2),
+    }
+    titles = {
+        "corpus": "Synthetic unlabelled corpus (GaitLU-1M layout)",
+        "shards": "Pack into shards",
+        "pretrain": "Self-supervised pretraining (tiny GaitSSB, CPU)",
+        "labelled": "Synthetic labelled identities (CASIA-B layout)",
+    }
+    for stage, args in commands.items():
+        clock[stage] = _once(done / stage, titles[stage], args)
+        if stage == "shards":
+            _gaitlu("Verify shards", ["data", "verify", str(shards)])
+
+    from train.checkpoint import atomic_save, latest_checkpoint, read_checkpoint
+
+    pretrained = latest_checkpoint(pretrain)
+    if pretrained is None:
+        raise GaitluError(f"pretraining left no checkpoint in {pretrain}")
+    commands["supervised"] = (
+        _args(
             "train",
-            "pretrain",
+            "finetune",
             "--config",
-            str(config),
-            "--data",
-            str(shards),
-            "--out",
-            str(run),
-            "--max-steps",
-            str(steps),
-            "--device",
-            "cpu",
-            *resume,
-        ],
+            recipe.supervised_config,
+            "--init",
+            pretrained,
+            "--dataset",
+            labelled,
+        )
+        + _args("--partition", labelled / "partition.json", "--out", supervised, "--max-steps")
+        + _args(recipe.supervised_steps, "--device", "cpu", "--resume-if-exists")
     )
-    from train.checkpoint import latest_checkpoint
+    clock["supervised"] = _once(
+        done / "supervised",
+        "Supervised training on synthetic identities (triplet, CPU)",
+        commands["supervised"],
+    )
+    final = latest_checkpoint(supervised)
+    if final is None:
+        raise GaitluError(f"supervised training left no checkpoint in {supervised}")
 
-    checkpoint = latest_checkpoint(run)
-    if checkpoint is None:
-        raise typer.BadParameter(f"pretraining left no checkpoint in {run}")
-    _gaitlu("Export to ONNX", ["export", str(checkpoint), "--out", str(artifact)])
-    return artifact
+    staging = build / "publish"
+    shutil.rmtree(staging, ignore_errors=True)
+    commands["export"] = ["export", str(final), "--out", str(staging)]
+    start = time.perf_counter()
+    _gaitlu("Export to ONNX", commands["export"])
+    clock["export"] = time.perf_counter() - start
+    weights = read_checkpoint(final)
+    slim = {**weights, "optimizer": None, "scheduler": None, "scaler": None}  # weights only: 4x smaller
+    atomic_save(slim, staging / CHECKPOINT_FILE)
+    record = {
+        "recipe": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(recipe).items()},
+        "commands": {k: "gaitlu " + " ".join(v) for k, v in commands.items()},
+        "wall_s": {k: round(v, 1) for k, v in clock.items()},
+        "checkpoint_sha256": sha256_file(staging / CHECKPOINT_FILE),
+        "note": "trained only on synthetic walkers (gaitlu synth); no real silhouette was used",
+    }
+    (staging / BUILD_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    check_default_model(staging)
+    publish(staging, model_dir)
+    return model_dir
 
 
-def enroll_demo_gallery(data_dir: Path, artifact: Path, subjects: int, seed: int) -> Path:
+def check_default_model(model_dir: Path) -> None:
+    """Every file the manifest and build.json list is there with its recorded size and sha256, and the
+    folder fits the repository's budget; otherwise ArtifactError saying which file is wrong."""
+    manifest = read_manifest(model_dir)
+    for variant in manifest.variants.values():
+        path = verified_path(model_dir, variant.file, variant.sha256)
+        if path.stat().st_size != variant.bytes:
+            raise ArtifactError(f"{path} has {path.stat().st_size} bytes; its manifest says {variant.bytes}")
+    record = model_dir / BUILD_RECORD
+    try:
+        checkpoint_sha256 = json.loads(record.read_text())["checkpoint_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{record}: missing or not a build record ({exc})") from None
+    verified_path(model_dir, CHECKPOINT_FILE, checkpoint_sha256)
+    size = sum(p.stat().st_size for p in model_dir.iterdir() if p.is_file())
+    if size > MAX_DEFAULT_MODEL_BYTES:
+        raise ArtifactError(
+            f"{model_dir} holds {size / 2**20:.1f} MiB; a committed default model is at most 25 MiB"
+        )
+
+
+def publish(staging: Path, model_dir: Path) -> None:
+    """Move the finished folder into place by renames: never a half-copied default model."""
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    incoming, old = (model_dir.with_name(f".{model_dir.name}.{tag}") for tag in ("new", "old"))
+    for stale in (incoming, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    shutil.copytree(staging, incoming)
+    if model_dir.exists():
+        os.replace(model_dir, old)
+    os.replace(incoming, model_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def default_model(model_dir: Path, builds: Path, recipe: Recipe, rebuild: bool) -> Path:
+    """The committed default model when it is there (checked against its hashes, then served at once),
+    else built from scratch."""
+    if (model_dir / MANIFEST_NAME).exists() and not rebuild:
+        try:
+            check_default_model(model_dir)
+        except ArtifactError as exc:
+            raise GaitluError(
+                f"the default model is damaged: {exc}. Restore it (`git checkout -- {model_dir}`) or "
+                "rebuild it (`make default-model`)"
+            ) from None
+        console.print(f"[dim]- default model: {model_dir} (built by `make default-model`)[/dim]")
+        return model_dir
+    console.print(
+        f"[yellow]Building the default model from scratch into {model_dir}: hours on 2 CPU cores "
+        f"(stages cached under {builds / recipe.key()}; models/default/build.json holds measured "
+        "stage times).[/yellow]"
+    )
+    return build_default_model(model_dir, builds, recipe)
+
+
+def enroll_demo_gallery(data_dir: Path, artifact: Path, service_dir: Path, subjects: int, seed: int) -> Path:
     """Enrol a labelled synthetic set offline as gallery 'demo'; return a probe: a new walk of subject 3."""
     demo = data_dir / "demo"
     labelled = demo / "gallery-set"
@@ -131,7 +250,7 @@ def enroll_demo_gallery(data_dir: Path, artifact: Path, subjects: int, seed: int
         ],
     )
     _once(
-        demo / ".done" / "enrolled",
+        service_dir / ".demo-enrolled",
         f"Enrol gallery '{DEMO_GALLERY}' (offline, same store as the server)",
         [
             "enroll",
@@ -141,7 +260,7 @@ def enroll_demo_gallery(data_dir: Path, artifact: Path, subjects: int, seed: int
             "--create",
             "--offline",
             "--data-dir",
-            str(data_dir / "service"),
+            str(service_dir),
             "--artifact",
             str(artifact),
         ],
@@ -170,22 +289,37 @@ def _api_key(data_dir: Path) -> str:
 
 @app.command()
 def demo(
-    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its model, gallery and data.")] = Path(
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its gallery, data and builds.")] = Path(
         ".data"
     ),
     host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
-    config: Annotated[Path, typer.Option(help="Pretraining config of the default model.")] = REPO_CONFIGS
-    / "gaitssb_tiny.yaml",
-    steps: Annotated[int, typer.Option(help="Pretraining steps of the default model.")] = 200,
+    model_dir: Annotated[Path, typer.Option(help="The default model's artifact folder.")] = DEFAULT_MODEL,
+    rebuild: Annotated[
+        bool, typer.Option(help="Build the default model from scratch even if model-dir holds one.")
+    ] = False,
+    config: Annotated[
+        Path, typer.Option(help="Self-supervised pretraining config of a build.")
+    ] = Recipe.ssl_config,
+    steps: Annotated[
+        int, typer.Option(help="Self-supervised pretraining steps of a build.")
+    ] = Recipe.ssl_steps,
+    supervised_steps: Annotated[
+        int, typer.Option(help="Supervised steps (synthetic identities) of a build.")
+    ] = Recipe.supervised_steps,
     subjects: Annotated[int, typer.Option(help="Subjects in the demo gallery.")] = 30,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the demo gallery's synthetic people.")] = 0,
     serve: Annotated[bool, typer.Option(help="Start the server at the end.")] = True,
 ) -> None:
-    """Build the default model and a demo gallery (cached under --data-dir), then serve them."""
+    """Take (or build) the default model, enrol a demo gallery (cached under --data-dir), then serve."""
     data_dir = data_dir.resolve()
-    artifact = build_default_model(data_dir, config, steps, seed)
-    probe = enroll_demo_gallery(data_dir, artifact, subjects, seed)
+    recipe = Recipe(ssl_config=config.resolve(), ssl_steps=steps, supervised_steps=supervised_steps)
+    artifact = default_model(model_dir.resolve(), data_dir / "default-model", recipe, rebuild)
+    if not serve and rebuild:
+        return  # `make default-model`: the model is built and published, nothing to demo
+    # One service folder per model: a gallery is only searchable with the model that enrolled it.
+    service_dir = data_dir / "service" / read_manifest(artifact).model_sha256[:12]
+    probe = enroll_demo_gallery(data_dir, artifact, service_dir, subjects, seed)
     key = _api_key(data_dir)
     url = f"http://{host}:{port}"
     console.rule("[bold green]gaitlu is ready[/bold green]")
@@ -206,7 +340,7 @@ def demo(
                 "--artifact",
                 str(artifact),
                 "--data-dir",
-                str(data_dir / "service"),
+                str(service_dir),
                 "--host",
                 host,
                 "--port",
