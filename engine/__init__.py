@@ -6,11 +6,14 @@ a bounded queue and an inference thread) -> the runtime (runtime/, an export art
 and the galleries (gallery/).
 """
 
+from engine.decisions import Decision, Verification
 from engine.engine import (
     Decoded,
     Engine,
     Frames,
     LocalFile,
+    Probe,
+    ProbeResult,
     SequenceEmbedding,
     SequenceInput,
     Upload,
@@ -22,6 +25,7 @@ from engine.errors import (
     InferenceTimeout,
     InvalidTrack,
     MethodUnavailable,
+    NotCalibrated,
     NotReady,
     NotStarted,
     Overloaded,
@@ -33,6 +37,7 @@ from engine.videos import VideoOptions, VideoTrack
 
 __all__ = [
     "STORE_FILE",
+    "Decision",
     "Decoded",
     "Engine",
     "EngineError",
@@ -43,13 +48,17 @@ __all__ = [
     "InvalidTrack",
     "LocalFile",
     "MethodUnavailable",
+    "NotCalibrated",
     "NotReady",
     "NotStarted",
     "Overloaded",
+    "Probe",
+    "ProbeResult",
     "SequenceEmbedding",
     "SequenceInput",
     "ShuttingDown",
     "Upload",
+    "Verification",
     "VideoOptions",
     "VideoTooLarge",
     "VideoTrack",
