@@ -33,10 +33,10 @@ from service.public import hit_public, timings_public, track_public
 from service.uploads import (
     VIDEO_FIELDS,
     check_count,
-    form_files,
     form_json,
     json_uploads,
     multipart_schema,
+    probe_files,
     read_body,
     request_body,
     validate_model,
@@ -87,7 +87,7 @@ async def _search_form(form: FormData) -> tuple[SearchParams, list[Probe], Video
     fields = _fields(form, ["gallery", "k", "top_m", "threshold", "max_far"])
     if "filter" in form:
         fields["filter"] = form_json(form, "filter")
-    return validate_model(SearchParams, fields), list(await form_files(form, "files")), video_options(form)
+    return validate_model(SearchParams, fields), list(await probe_files(form)), video_options(form)
 
 
 def _search_json(body: SearchRequest) -> tuple[SearchParams, list[Probe], VideoOptions]:
@@ -163,7 +163,7 @@ async def search(request: Request, engine: EngineDep, settings: SettingsDep) -> 
 async def _verify_form(form: FormData) -> tuple[VerifyParams, list[Probe], VideoOptions]:
     names = ["gallery", "subject_id", "sequence_id", "top_m", "threshold", "max_far"]
     params = validate_model(VerifyParams, _fields(form, names))
-    return params, list(await form_files(form, "files")), video_options(form)
+    return params, list(await probe_files(form)), video_options(form)
 
 
 def _verify_json(body: VerifyRequest) -> tuple[VerifyParams, list[Probe], VideoOptions]:
