@@ -28,3 +28,20 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ckpt = write_checkpoint(shared / "tiny-artifact.pt", GaitSSB(TINY).eval())
             export_artifact(ckpt, out, ExportOptions(max_batch=16, max_frames=256, parity_cases=SMALL_PARITY))
     return out
+
+
+@pytest.fixture(scope="session")
+def calibrated_artifact(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny artifact calibrated by `gaitlu calibrate` on 12 synthetic walkers (centred), in a copy."""
+    import shutil
+
+    from synth.layout import generate_opengait
+    from tests.support.cli import run_cli
+
+    base = tmp_path_factory.mktemp("calibrated")
+    art = base / "artifact"
+    shutil.copytree(tiny_artifact, art)
+    generate_opengait(base / "walkers", 12, seed=21, sequences_per_subject=6)
+    result = run_cli(None, "calibrate", "--artifact", art, "--dataset", base / "walkers", "--centring", "on")
+    assert result.code == 0
+    return art

@@ -140,7 +140,9 @@ def test_enroll_search_list_delete(api):
     assert api.delete("/galleries/people/subjects/s04").status_code == 204
     assert_error(api.delete("/galleries/people/subjects/s04"), 404, "not_found")
     assert_error(api.delete("/galleries/people/sequences/s02-a"), 404, "not_found")
-    after = api.post("/search", json={"gallery": "people", "k": 1, "embeddings": [vector["embedding"]]}).json()
+    after = api.post(
+        "/search", json={"gallery": "people", "k": 1, "embeddings": [vector["embedding"]]}
+    ).json()
     assert after["data"][0]["data"][0]["sequence_id"] == "s02-b"  # the other sequence now matches best
     gallery = api.get("/galleries/people").json()
     assert (gallery["subject_count"], gallery["sequence_count"]) == (4, 7)
