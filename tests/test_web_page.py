@@ -335,3 +335,79 @@ def test_the_page_shows_a_videos_frames_beside_its_silhouettes_and_searches_with
     assert "invalid_video" in error.inner_text() and page.locator("#viewer").is_hidden()
     api.delete(f"/galleries/{GALLERY}/subjects/alice").raise_for_status()
     assert page.errors == []
+
+
+@pytest.fixture(scope="module")
+def calibrated_server(calibrated_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A served calibrated model with gallery `lab` of ENROLLED subjects (camera "s{i}"); its URL."""
+    folder = tmp_path_factory.mktemp("web-calibrated")
+    proc = ServerProcess(
+        calibrated_artifact, folder / "data", folder / "server.log", api_keys=FULL_KEY
+    ).start()
+    try:
+        with httpx.Client(base_url=proc.url, headers={"X-API-Key": FULL_KEY}, timeout=60) as api:
+            api.post("/galleries", json={"name": GALLERY}).raise_for_status()
+            for s in range(ENROLLED):
+                files = [("files", (f"s{s}.pkl", pkl_bytes(walking_sequence(s))))]
+                form = {"sequence_ids": f"s{s}-a", "metadata": f'{{"camera": "cam-{s}"}}'}
+                api.post(
+                    f"/galleries/{GALLERY}/subjects/s{s}/sequences", files=files, data=form
+                ).raise_for_status()
+        yield proc.url
+    finally:
+        proc.stop()
+
+
+@pytest.mark.slow
+def test_the_page_answers_match_or_no_match_with_the_far_in_words(
+    browser_page, calibrated_server: str
+) -> None:
+    page = browser_page
+    page.goto(calibrated_server)
+    page.get_by_label("API key").fill(FULL_KEY)
+    page.get_by_role("button", name="Use key").click()
+    page.locator("#galleries-table tbody tr", has_text=GALLERY).wait_for()
+    decide = page.get_by_label("Decide at")
+    page.wait_for_function("() => !document.getElementById('max-far').disabled")  # calibrated: enabled
+    assert "calibrated on walkers" in page.locator("#far-help").inner_text()
+    decide.select_option("0.01")
+    page.get_by_label("Search in").select_option(GALLERY)
+    probe = {
+        "name": "probe.pkl",
+        "mimeType": "application/octet-stream",
+        "buffer": pkl_bytes(walking_sequence(1)),
+    }
+    page.get_by_label("Upload a sequence").set_input_files(probe)
+
+    answer = page.locator("#answer")
+    answer.wait_for()
+    assert re.fullmatch(
+        r"Match: s1 \(FAR at most 1 in 100; fewer than 1 in [\d,]+ people who are not s1 .*",
+        answer.inner_text(),
+    )
+    assert "people who are not" in page.locator("#results .far").first.inner_text()
+    assert "(cam-1)" in page.locator("#results .sequence").first.inner_text()  # the hit's attributes
+
+    page.get_by_label("Is the probe this subject?").fill("s1")
+    page.get_by_role("button", name="Verify").click()
+    verified = page.locator("#verify-result")
+    verified.filter(has_text="Verified: this is s1").wait_for()
+
+    page.get_by_label("Only cameras").fill("cam-0, cam-2")  # the probe's own subject filtered out
+    page.get_by_role("button", name="Search").click()
+    answer.filter(has_text="No match").wait_for()
+    assert f"nobody in {GALLERY} passes at FAR 1 in 100" in answer.inner_text()
+    assert page.errors == []
+
+
+@pytest.mark.slow
+def test_the_api_reference_renders_from_this_server_alone(browser_page, server: str) -> None:
+    page = browser_page
+    elsewhere: list[str] = []
+    page.on(
+        "request", lambda r: r.url.startswith(server) or r.url.startswith("data:") or elsewhere.append(r.url)
+    )
+    page.goto(f"{server}/docs")
+    page.locator(".swagger-ui .info .title", has_text="gaitlu").wait_for()
+    page.locator(".opblock-summary-path", has_text="/search").first.wait_for()  # the schema rendered
+    assert elsewhere == [] and page.errors == []
