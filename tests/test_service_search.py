@@ -315,3 +315,15 @@ def test_json_probes_may_be_base64_sequences(plain):
     }
     [probe] = plain.post("/search", json=body).json()["data"]
     assert probe["name"] == "sequence.npy" and probe["data"][0]["subject_id"] == "s4"
+
+
+def test_the_cli_sends_a_video_as_it_is_and_a_sequence_checked(tmp_path):
+    from client.api import file_upload
+
+    video = tmp_path / "walk.MP4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42 any container bytes")
+    assert file_upload(video) == ("walk.MP4", video.read_bytes())  # the server extracts the person
+    frames = tmp_path / "walk.npy"
+    np.save(frames, sequence(1))
+    name, data = file_upload(frames)
+    assert name == "walk.npz" and data.startswith(b"PK")  # loaded here first, sent compressed
