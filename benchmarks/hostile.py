@@ -172,7 +172,7 @@ async def slow_head(c: httpx.AsyncClient, t: Target) -> int:
 
 def attacks(dim: int) -> dict[str, Attack]:
     many = json.dumps({"sequences": [{"npy_b64": "AAAA", "name": "x"}] * 400_000})  # ~12 MB of entries
-    floats = json.dumps({"gallery": "bench", "embedding": [0.5] * 400_000})
+    floats = json.dumps({"gallery": "bench", "embeddings": [[0.5] * 400_000]})
     return {
         "pickle: 8 MiB EMPTY_DICT": upload("bomb.pkl"),
         "pickle: memo slot 2**31": upload("memo.pkl"),
@@ -183,9 +183,9 @@ def attacks(dim: int) -> dict[str, Attack]:
         "npy: float64 (10, 32)": upload("flat.npy"),
         "npz: 221 M empty pixels": upload("huge.npz"),
         "npz: 55 M empty pixels": upload("empty.npz"),
-        "json: NaN embedding": raw_json("/search", lambda t: '{"gallery": "bench", "embedding": [NaN]}'),
+        "json: NaN embedding": raw_json("/search", lambda t: '{"gallery": "bench", "embeddings": [[NaN]]}'),
         "json: 2e19 embedding": raw_json(
-            "/search", lambda t: json.dumps({"gallery": "bench", "embedding": [2e19] * t.dim})
+            "/search", lambda t: json.dumps({"gallery": "bench", "embeddings": [[2e19] * t.dim]})
         ),
         "json: 12 MB of small entries": raw_json("/embed", lambda t: many),
         "json: 400k-float embedding": raw_json("/search", lambda t: floats),

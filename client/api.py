@@ -38,13 +38,17 @@ from gaitlu.schemas import (
     EnrollResponse,
     GalleriesPublic,
     GalleryPublic,
+    ModelPublic,
     SearchResponse,
+    SequenceEmbeddingPublic,
     SequencePublic,
     SubjectDetail,
     SubjectPublic,
     SubjectsPublic,
+    VerifyResponse,
 )
 from gaitlu.sequence import load_sequence
+from video.decode import VIDEO_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +134,11 @@ def sequence_npz(frames: np.ndarray) -> bytes:
 
 def file_upload(path: str | Path, name: str | None = None) -> FileUpload:
     """Any sequence the loader reads (a file, or a folder of PNG frames), checked here and sent as .npz,
-    so a bad file is reported before it costs a request."""
+    so a bad file is reported before it costs a request; a video is sent as it is (the server extracts
+    its walking person, as for `gaitlu enroll`)."""
     path = Path(path)
+    if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
+        return name or path.name, path.read_bytes()
     frames = load_sequence(path)  # (T, H, W) uint8
     return f"{name or path.stem}.npz", sequence_npz(frames)
 
@@ -227,20 +234,51 @@ class GaitluClient:
     def search(
         self,
         gallery: str,
-        query: FileUpload | np.ndarray,
+        queries: FileUpload | Sequence[FileUpload] | np.ndarray,
         k: int = 5,
         threshold: float | None = None,
+        *,
+        max_far: float | None = None,
+        top_m: int = 1,
+        filter: dict[str, Any] | None = None,
     ) -> SearchResponse:
-        """Rank the gallery's subjects against a sequence file or a flat embedding, best first."""
-        if isinstance(query, np.ndarray):
-            payload: dict[str, Any] = {"gallery": gallery, "k": k, "embedding": query.ravel().tolist()}
-            if threshold is not None:
-                payload["threshold"] = threshold
+        """Rank the gallery's subjects against sequence files (one, or several in one call) or embeddings
+        ((D,) or (n, D)), best first; one result per probe, in order."""
+        options: dict[str, Any] = {"gallery": gallery, "k": k, "top_m": top_m}
+        extra = {"threshold": threshold, "max_far": max_far, "filter": filter}
+        options |= {key: value for key, value in extra.items() if value is not None}
+        if isinstance(queries, np.ndarray):
+            payload = {**options, "embeddings": np.atleast_2d(queries).tolist()}
             return self._parsed(SearchResponse, "POST", "/search", json=payload)
-        form = {"gallery": gallery, "k": str(k)}
-        if threshold is not None:
-            form["threshold"] = str(threshold)
-        return self._parsed(SearchResponse, "POST", "/search", data=form, files=[("file", query)])
+        files = [queries] if isinstance(queries, tuple) else list(queries)
+        form = {key: json.dumps(value) if key == "filter" else str(value) for key, value in options.items()}
+        return self._parsed(SearchResponse, "POST", "/search", data=form, files=[("files", f) for f in files])
+
+    def verify(
+        self,
+        probes: FileUpload | Sequence[FileUpload] | np.ndarray,
+        *,
+        gallery: str | None = None,
+        subject_id: str | None = None,
+        sequence_id: str | None = None,
+        max_far: float | None = None,
+        threshold: float | None = None,
+        top_m: int = 1,
+    ) -> VerifyResponse:
+        """A probe against a gallery's subject or sequence, or two probes (no gallery) against each other."""
+        fields = {"gallery": gallery, "subject_id": subject_id, "sequence_id": sequence_id,
+                  "max_far": max_far, "threshold": threshold, "top_m": top_m}  # fmt: skip
+        options = {key: value for key, value in fields.items() if value is not None}
+        if isinstance(probes, np.ndarray):
+            payload = {**options, "embeddings": np.atleast_2d(probes).tolist()}
+            return self._parsed(VerifyResponse, "POST", "/verify", json=payload)
+        files = [probes] if isinstance(probes, tuple) else list(probes)
+        form = {key: str(value) for key, value in options.items()}
+        return self._parsed(VerifyResponse, "POST", "/verify", data=form, files=[("files", f) for f in files])
+
+    def model(self) -> ModelPublic:
+        """The running model: its hash, layout and score calibration (None: scores have no FAR)."""
+        return self._parsed(ModelPublic, "GET", "/model")
 
     # ----- galleries
 
@@ -280,6 +318,35 @@ class GaitluClient:
             data=form,
             files=[("files", f) for f in files],
         )
+
+    def enroll_embeddings(
+        self,
+        gallery: str,
+        subject_id: str,
+        embeddings: np.ndarray,
+        model_hash: str,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+        sequence_ids: Sequence[str] | None = None,
+    ) -> EnrollResponse:
+        """Enrol precomputed embeddings (n, D) of one subject, computed by `model_hash` (the gallery's)."""
+        rows = np.atleast_2d(embeddings)
+        items: list[dict[str, Any]] = [{"embedding": row.tolist()} for row in rows]
+        for i, item in enumerate(items):
+            if metadata is not None:
+                item["metadata"] = metadata[i]
+            if sequence_ids is not None:
+                item["sequence_id"] = sequence_ids[i]
+        return self._parsed(
+            EnrollResponse,
+            "POST",
+            f"/galleries/{_seg(gallery)}/subjects/{_seg(subject_id)}/sequences",
+            json={"model_hash": model_hash, "embeddings": items},
+            idempotent=sequence_ids is not None,
+        )
+
+    def sequence_embedding(self, gallery: str, sequence_id: str) -> SequenceEmbeddingPublic:
+        path = f"/galleries/{_seg(gallery)}/sequences/{_seg(sequence_id)}/embedding"
+        return self._parsed(SequenceEmbeddingPublic, "GET", path)
 
     def list_subjects(self, gallery: str, offset: int = 0, limit: int = 100) -> SubjectsPublic:
         page = {"offset": offset, "limit": limit}

@@ -29,7 +29,7 @@ from client.enroll import (
     scan_dataset,
 )
 from gaitlu.errors import ConfigError
-from gaitlu.schemas import MAX_K
+from gaitlu.schemas import MAX_K, MAX_TOP_M, GalleriesPublic
 
 MAX_FAILED_SHOWN = 20
 
@@ -142,34 +142,77 @@ def enroll(
     raise typer.Exit(summary.exit_code)
 
 
+def _filter_option(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--filter must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError('--filter must be a JSON object, e.g. \'{"camera": "gate-2"}\'')
+    return value
+
+
 @search_app.command()
 def search(
-    file: Annotated[Path, typer.Argument(help="Query sequence: .pkl, .npy, .npz, .zip or a PNG folder.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Probes: sequences (.pkl, .npy, .npz, .zip, a PNG folder) or videos, in one call."
+        ),
+    ],
     gallery: Annotated[str, typer.Option(help="Gallery to search.")],
     server: Server = DEFAULT_SERVER,
     api_key: ApiKey = None,
     retries: Retries = 5,
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=MAX_K, help="Subjects to return.")] = 5,
     threshold: Annotated[
-        float | None, typer.Option(min=-1.0, max=1.0, help="Drop subjects scoring below this.")
+        float | None, typer.Option(min=-1.0, max=1.0, help="Accept scores >= this (leave out the others).")
+    ] = None,
+    max_far: Annotated[
+        float | None,
+        typer.Option(help="Accept scores whose false accept rate is at most this (a calibrated model)."),
+    ] = None,
+    top_m: Annotated[
+        int, typer.Option(min=1, max=MAX_TOP_M, help="A subject scores the mean of its best top_m sequences.")
+    ] = 1,
+    filter_json: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help='Only sequences matching, JSON: \'{"camera": ["c1", "c2"], "tags_any": ["day"]}\'.',
+        ),
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Rank a gallery's subjects against one sequence, best first."""
-    upload = file_upload(file)
+    """Rank a gallery's subjects against one or more sequences or videos, best first. With --max-far (or
+    --threshold) each probe gets an answer: its match, or "no match" (not in the gallery)."""
+    uploads = [file_upload(file) for file in files]
     with _client(server, api_key, retries) as client:
-        result = client.search(gallery, upload, k, threshold)
-    if as_json:
-        hits = [{"rank": i, "subject_id": h.subject_id, "score": h.score, "sequence_id": h.sequence_id}
-                for i, h in enumerate(result.data, 1)]  # fmt: skip
-        _emit_json({"gallery": result.gallery, "model_hash": result.model_hash, "hits": hits})
+        result = client.search(
+            gallery, uploads, k, threshold, max_far=max_far, top_m=top_m, filter=_filter_option(filter_json)
+        )
+    if as_json:  # the API's own response, key for key
+        _emit_json(result.model_dump(mode="json"))
         return
-    table = Table(title=f"{file.name} in gallery '{gallery}'")
-    for column in ("rank", "subject", "score", "best sequence"):
-        table.add_column(column, justify="right" if column in ("rank", "score") else "left")
-    for i, hit in enumerate(result.data, 1):
-        table.add_row(str(i), hit.subject_id, f"{hit.score:.4f}", hit.sequence_id)
-    Console().print(table if result.data else "no subject scored above the threshold")
+    console = Console()
+    for file, probe in zip(files, result.data, strict=True):
+        if probe.error is not None:
+            console.print(
+                f"[red]{file.name}: {probe.error.code}[/red]: {probe.error.message}", highlight=False
+            )
+            continue
+        table = Table(title=f"{file.name} in gallery '{gallery}'")
+        for column in ("rank", "subject", "score", "FAR", "best sequence"):
+            table.add_column(column, justify="right" if column in ("rank", "score", "FAR") else "left")
+        for i, hit in enumerate(probe.data, 1):
+            far = "-" if hit.far is None else f"{hit.far:.2g}"
+            table.add_row(str(i), hit.subject_id, f"{hit.score:.4f}", far, hit.sequence_id)
+        console.print(table if probe.data else f"{file.name}: no subject scored above the threshold")
+        if probe.unknown is not None:
+            verdict = f"match: {probe.match.subject_id}" if probe.match else "no match: not in the gallery"
+            console.print(f"{file.name}: {verdict} (threshold {result.threshold:.4f})")
 
 
 @galleries_app.callback(invoke_without_command=True)
@@ -186,10 +229,8 @@ def galleries(
         return
     with _client(server, api_key, retries) as client:
         found = client.list_galleries()
-    if as_json:
-        rows = [{"name": g.name, "subjects": g.subject_count, "sequences": g.sequence_count,
-                 "model_hash": g.model_hash, "model_matches": g.model_matches} for g in found]  # fmt: skip
-        _emit_json({"galleries": rows})
+    if as_json:  # the API's own listing, key for key
+        _emit_json(GalleriesPublic(data=found, count=len(found)).model_dump(mode="json"))
         return
     table = Table(title=f"Galleries on {server}")
     for column in ("name", "subjects", "sequences", "model", "usable"):

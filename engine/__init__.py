@@ -6,11 +6,14 @@ a bounded queue and an inference thread) -> the runtime (runtime/, an export art
 and the galleries (gallery/).
 """
 
+from engine.decisions import Decision, Verification
 from engine.engine import (
     Decoded,
     Engine,
     Frames,
     LocalFile,
+    Probe,
+    ProbeResult,
     SequenceEmbedding,
     SequenceInput,
     Upload,
@@ -23,6 +26,7 @@ from engine.errors import (
     InferenceTimeout,
     InvalidTrack,
     MethodUnavailable,
+    NotCalibrated,
     NotReady,
     NotStarted,
     Overloaded,
@@ -34,6 +38,7 @@ from engine.videos import VideoOptions, VideoTrack
 
 __all__ = [
     "STORE_FILE",
+    "Decision",
     "DecodeTimeout",
     "Decoded",
     "Engine",
@@ -45,13 +50,17 @@ __all__ = [
     "InvalidTrack",
     "LocalFile",
     "MethodUnavailable",
+    "NotCalibrated",
     "NotReady",
     "NotStarted",
     "Overloaded",
+    "Probe",
+    "ProbeResult",
     "SequenceEmbedding",
     "SequenceInput",
     "ShuttingDown",
     "Upload",
+    "Verification",
     "VideoOptions",
     "VideoTooLarge",
     "VideoTrack",

@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 
@@ -39,21 +39,27 @@ import numpy as np
 from anyio.to_thread import run_sync
 
 from engine.batcher import Batcher, Embedded
+from engine.decisions import Decision, Verification, decision, far_of, scores, subject_score
 from engine.decoding import DecodeSlots
 from engine.errors import MethodUnavailable, NotStarted, Overloaded, VideoTooLarge
 from engine.metrics import EngineMetrics
 from engine.settings import EngineSettings
 from engine.videos import VideoOptions, VideoTrack, extract_video, is_video
 from gaitlu.embedding import Embedder, EmbeddingLayout, mean_part_cosine
-from gaitlu.errors import ConfigError, SequenceError
+from gaitlu.errors import ConfigError, GaitluError, SequenceError
+from gaitlu.evaluation.calibration import decode_centre
+from gaitlu.manifest import Calibration, Comparison
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import SequenceLimits, load_sequence, validate_sequence
+from gallery import validate
 from gallery.backends import open_backend
+from gallery.errors import InvalidInputError
+from gallery.filters import SequenceFilter
 from gallery.previews import with_geis
 from gallery.protocol import GalleryBackend
 from gallery.records import GalleryInfo, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
-from runtime import load_artifact_embedder
+from runtime import ArtifactEmbedder, load_artifact_embedder
 from video import OnnxSegmenter
 
 logger = logging.getLogger(__name__)
@@ -117,6 +123,26 @@ class SequenceEmbedding:
     video: VideoTrack | None = None
 
 
+Probe = Upload | np.ndarray  # a sequence or video to embed, or a (P*C,) embedding of the running model
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe of a search: its hits, or the error that made it unsearchable (the others go on)."""
+
+    name: str
+    hits: list[SearchHit]
+    embedded: SequenceEmbedding | None = None  # for a sequence or video probe
+    error: GaitluError | None = None
+
+
+PROBE_ERRORS = (SequenceError, InvalidInputError)  # a bad probe fails alone; anything else, the request
+
+
+def _probe_name(query: Probe, index: int) -> str:
+    return query.name if isinstance(query, Upload) else f"embedding-{index}"
+
+
 def safe_name(name: str | None, index: int) -> str:
     """A client file name reduced to its last component: it only names the data and hints its format."""
     base = Path((name or "").replace("\\", "/")).name[:MAX_NAME]
@@ -157,12 +183,25 @@ def _decode(item: SequenceInput, limits: SequenceLimits) -> Decoded:
     return Decoded(item.name, frames, (time.perf_counter() - started) * 1000)
 
 
-def open_store(settings: EngineSettings) -> GalleryBackend:
+def open_store(settings: EngineSettings, centres: dict[str, np.ndarray] | None = None) -> GalleryBackend:
     """The galleries the engine serves: the one place that says which store (the local SQLite + FAISS
-    one, or the Milvus server that replicas share)."""
+    one, or the Milvus server that replicas share). `centres`: the running model's calibrated centring,
+    by model hash (its galleries index centred)."""
     return open_backend(
-        settings.gallery_backend, store_path=settings.store_path, index=settings.index, milvus=settings.milvus
+        settings.gallery_backend,
+        store_path=settings.store_path,
+        index=settings.index,
+        milvus=settings.milvus,
+        centres=centres,
     )
+
+
+def _manifest_parts(embedder: Embedder) -> tuple[Calibration | None, np.ndarray | None]:
+    """An artifact's calibration and centring (a given embedder of another kind has neither)."""
+    if not isinstance(embedder, ArtifactEmbedder):
+        return None, None
+    centring = embedder.manifest.indexing.centring
+    return embedder.manifest.calibration, None if centring is None else decode_centre(centring)
 
 
 class Engine:
@@ -193,6 +232,8 @@ class Engine:
         self._segmenter: OnnxSegmenter | None = None
         self._probe = probe_sequence()
         self._reference: np.ndarray | None = None  # (P, C) probe embedding at start
+        self._calibration: Calibration | None = None
+        self._centre: np.ndarray | None = None  # (P, C): the model's centring, applied by the index
         self._ready = False
         self._probing: asyncio.Task[bool] | None = None
         self._lifecycle = asyncio.Lock()
@@ -221,10 +262,13 @@ class Engine:
                 raise ConfigError(f"{s.artifact}: the model returns non-finite values for a probe sequence")
             if s.segmentation_model is not None:
                 self._segmenter = await run_sync(OnnxSegmenter, s.segmentation_model)
-            store = await run_sync(open_store, s)
+            calibration, centre = _manifest_parts(embedder)
+            centres = None if centre is None else {embedder.model_hash: centre}
+            store = await run_sync(open_store, s, centres)
             batcher = Batcher(embedder.embed, s.batch, self.metrics, on_failure=self._inference_failed)
             await batcher.start()
             self._embedder, self._store, self._batcher = embedder, store, batcher
+            self._calibration, self._centre = calibration, centre
             self._reference = reference[0]
             self._ready = True
             self.metrics.watch_galleries(store.stats)
@@ -272,6 +316,20 @@ class Engine:
     @property
     def store(self) -> GalleryBackend:
         return self._parts()[2]
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The running model's score calibration (`gaitlu calibrate`); None: scores have no FAR."""
+        self._parts()
+        return self._calibration
+
+    def decision(self, comparison: Comparison, threshold: float | None, max_far: float | None) -> Decision:
+        """The score threshold of a request (from a score or a FAR); NotCalibrated for a FAR without one."""
+        return decision(self.calibration, comparison, threshold, max_far)
+
+    def far(self, comparison: Comparison, score: float) -> float | None:
+        """The estimated FAR of a score (None: an uncalibrated model)."""
+        return far_of(self.calibration, comparison, score)
 
     # ----- readiness
 
@@ -324,15 +382,16 @@ class Engine:
     ) -> list[Decoded]:
         """Raw uploads (or sequences read already) -> model frames, in worker threads; the first bad one
         fails the call. A video becomes the frames of one of its tracks (`options`)."""
-        decoded = []
-        for upload in uploads:  # sequential per request: the limiter spreads work across requests
-            if _is_video(upload):
-                item = await self._extract(upload, options)
-            else:
-                item = await self._decodes.run(_decode, upload, self._limits)
-            self.metrics.decode.observe(item.decode_ms / 1000)
-            decoded.append(item)
-        return decoded
+        # sequential per request: the limiter spreads work across requests
+        return [await self._decode_one(upload, options) for upload in uploads]
+
+    async def _decode_one(self, upload: SequenceInput, options: VideoOptions) -> Decoded:
+        if _is_video(upload):
+            item = await self._extract(upload, options)
+        else:
+            item = await self._decodes.run(_decode, upload, self._limits)
+        self.metrics.decode.observe(item.decode_ms / 1000)
+        return item
 
     @property
     def videos_busy(self) -> int:
@@ -408,16 +467,116 @@ class Engine:
         k: int,
         threshold: float | None,
         options: VideoOptions = VideoOptions(),
+        top_m: int = 1,
+        filter: SequenceFilter | None = None,
     ) -> tuple[list[SearchHit], SequenceEmbedding | None]:
         """Rank a gallery's subjects against a sequence or video (embedded first) or a given embedding."""
+        [result] = await self.search_batch(gallery, [query], k, threshold, options, top_m, filter)
+        if result.error is not None:
+            raise result.error
+        return result.hits, result.embedded
+
+    async def search_batch(
+        self,
+        gallery: str,
+        queries: Sequence[Probe],
+        k: int,
+        threshold: float | None,
+        options: VideoOptions = VideoOptions(),
+        top_m: int = 1,
+        filter: SequenceFilter | None = None,
+    ) -> list[ProbeResult]:
+        """Rank a gallery's subjects against several probes, answered in order: sequences and videos are
+        decoded one by one and embedded together (one batcher submission), then every searchable probe
+        goes to the gallery in one batched index search. A probe that cannot be read or is not an
+        embedding of this model gets its error in its result; the others are answered."""
         await self._check_model(gallery)
-        embedded = None
-        if isinstance(query, Upload):
-            [embedded] = await self.embed([query], options)
-            query = embedded.vector
-        model_hash = self.model_hash
-        hits = await self._in_store(lambda store: store.search(gallery, query, model_hash, k, threshold))
-        return hits, embedded
+        layout = self.layout
+        outcomes: list[Decoded | np.ndarray | GaitluError] = []
+        for i, query in enumerate(queries):
+            try:
+                if isinstance(query, Upload):
+                    outcomes.append(await self._decode_one(query, options))
+                else:
+                    outcomes.append(validate.embeddings(query, layout)[0])  # (D,)
+            except PROBE_ERRORS as exc:
+                outcomes.append(exc)
+            if isinstance(outcomes[-1], GaitluError):
+                logger.info("search probe %d refused: %s", i, outcomes[-1])
+        decoded = [o for o in outcomes if isinstance(o, Decoded)]
+        embedded = iter(await self._embed_decoded(decoded) if decoded else [])
+        vectors: list[np.ndarray] = []
+        results: list[ProbeResult] = []
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, GaitluError):
+                results.append(ProbeResult(_probe_name(queries[i], i), [], error=outcome))
+                continue
+            if isinstance(outcome, Decoded):
+                item = next(embedded)
+                vectors.append(item.vector)
+                results.append(ProbeResult(_probe_name(queries[i], i), [], item))
+            else:
+                vectors.append(outcome)
+                results.append(ProbeResult(_probe_name(queries[i], i), [], None))
+        if vectors:
+            model_hash, stacked = self.model_hash, np.stack(vectors)  # (q, D)
+            found = iter(
+                await self._in_store(
+                    lambda store: store.search_batch(
+                        gallery, stacked, model_hash, k, threshold, top_m=top_m, filter=filter
+                    )
+                )
+            )
+            results = [r if r.error is not None else replace(r, hits=next(found)) for r in results]
+        return results
+
+    async def verify(
+        self,
+        probe: Probe,
+        *,
+        gallery: str | None = None,
+        subject_id: str | None = None,
+        sequence_id: str | None = None,
+        other: Probe | None = None,
+        top_m: int = 1,
+        threshold: float | None = None,
+        max_far: float | None = None,
+        options: VideoOptions = VideoOptions(),
+    ) -> tuple[Verification, list[SequenceEmbedding]]:
+        """One probe against a gallery's subject (its best `top_m` sequences, as /search scores it), one
+        stored sequence, or a second probe: the score, its FAR and the decision at the threshold."""
+        targets = [subject_id is not None, sequence_id is not None, other is not None]
+        if sum(targets) != 1 or (gallery is None) != (other is not None):
+            raise InvalidInputError(
+                "verify a probe against a gallery's subject_id or sequence_id, or against a second probe"
+            )
+        comparison: Comparison = "subject" if subject_id is not None else "sequence"
+        chosen = self.decision(comparison, threshold, max_far)  # before any work: a bad max_far costs none
+        if gallery is not None:
+            await self._check_model(gallery)
+        uploads = [p for p in (probe, other) if isinstance(p, Upload)]
+        embedded = await self.embed(uploads, options) if uploads else []
+        vectors = iter(e.vector for e in embedded)
+        layout = self.layout
+
+        def vector_of(given: Probe) -> np.ndarray:
+            return validate.embeddings(given, layout)[0] if isinstance(given, np.ndarray) else next(vectors)
+
+        query = vector_of(probe)
+        second = None if other is None else vector_of(other)
+        best_id: str | None = None
+        if gallery is not None and subject_id is not None:
+            ids, stored = await self._in_store(lambda store: store.subject_embeddings(gallery, subject_id))
+            score, best = subject_score(scores(query, stored, layout, self._centre), top_m)
+            best_id = ids[best]
+        elif gallery is not None and sequence_id is not None:
+            stored = await self._in_store(lambda store: store.get_embedding(gallery, sequence_id))
+            score, best_id = float(scores(query, stored[None], layout, self._centre)[0]), sequence_id
+        else:
+            assert second is not None  # checked above: exactly one target
+            score = float(scores(query, second[None], layout, self._centre)[0])
+        result = Verification(comparison, score, self.far(comparison, score), chosen, best_id)
+        return result, embedded
 
     async def _check_model(self, gallery: str) -> str:
         """The running model's hash, after checking the gallery exists and was built with that model
@@ -464,6 +623,28 @@ class Engine:
             write=True,
         )
         return infos, embedded
+
+    async def enroll_embeddings(
+        self,
+        gallery: str,
+        subject_id: str,
+        vectors: np.ndarray,
+        model_hash: str,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+        sequence_ids: Sequence[str] | None = None,
+    ) -> list[SequenceInfo]:
+        """Enrol precomputed embeddings (n, D) of one subject, all or none. `model_hash` says which model
+        computed them: unless it is the gallery's (and the running model's), ModelMismatchError."""
+        await self._check_model(gallery)
+        return await self._in_store(
+            lambda store: store.enroll(gallery, subject_id, vectors, model_hash, metadata, sequence_ids),
+            write=True,
+        )
+
+    async def get_embedding(self, gallery: str, sequence_id: str) -> tuple[SequenceInfo, np.ndarray]:
+        """A stored sequence and its embedding (D,), as enrolled (uncentred)."""
+        info = await self.get_sequence(gallery, sequence_id)
+        return info, await self._in_store(lambda store: store.get_embedding(gallery, sequence_id))
 
     async def list_subjects(self, gallery: str, offset: int, limit: int) -> SubjectPage:
         return await self._in_store(lambda store: store.list_subjects(gallery, offset, limit))

@@ -94,3 +94,15 @@ class InvalidTrack(SequenceError):
     def __init__(self, message: str, result: ExtractionResult) -> None:
         super().__init__(message)
         self.result = result
+
+
+class NotCalibrated(EngineError):
+    """A decision at a false accept rate was asked of a model without a calibration in its manifest."""
+
+    REMEDY = (
+        "calibrate the model on labelled people it was not trained on: "
+        "`gaitlu calibrate --artifact DIR --dataset LABELLED_DIR`, then restart the service"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(f"this model is not calibrated, so there is no threshold for a FAR; {self.REMEDY}")

@@ -110,3 +110,9 @@ def mean_part_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(..., P, C) x (..., P, C) -> (...): the score of two embeddings, in [-1, 1]."""
     scores: np.ndarray = part_cosines(a, b).mean(axis=-1)
     return scores
+
+
+def centre_parts(emb: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """(..., P, C) -> every part L2-normalised, minus the (P, C) `centre`, normalised again: the scores of
+    centred embeddings spread over [-1, 1] instead of crowding near 1 (the direction they all share)."""
+    return normalise_parts(normalise_parts(emb) - centre)

@@ -14,7 +14,11 @@ Core module (numpy-free, torch-free): the export stage writes it, the service re
 
 from __future__ import annotations
 
+import base64
+import binascii
+import bisect
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -135,15 +139,139 @@ class TensorRTInfo(_Strict):
     min_cosine_vs_onnx: float
 
 
+class Centring(_Strict):
+    """A reference mean subtracted from every per-part-normalised embedding before it is normalised again:
+    it removes the direction all embeddings of a model share, so scores spread over more of [-1, 1]."""
+
+    mean_b64: str  # (parts, channels) float32, little-endian, part-major, base64
+    parts: int
+    channels: int
+    reference: str  # what the mean was computed on (a data set's name)
+    sequences: int  # how many sequences it averages
+
+    @model_validator(mode="after")
+    def _size(self) -> Centring:
+        try:
+            size = len(base64.b64decode(self.mean_b64, validate=True))
+        except binascii.Error as exc:
+            raise ValueError(f"centring.mean_b64 is not base64: {exc}") from None
+        if size != 4 * self.parts * self.channels:
+            raise ValueError(f"centring.mean_b64 holds {size} bytes, not 4 x {self.parts} x {self.channels}")
+        return self
+
+
 class Indexing(_Strict):
     """What the service does to the model's output before /embed answers, enrolment and search.
 
     A step after the model, recorded here rather than folded into the graph: the artifact's output
     stays exactly the model's embedding (what `gaitlu eval --artifact` scores, as OpenGait would).
-    Per-part L2 makes inner product / parts the mean per-part cosine, which galleries index.
+    Per-part L2 makes inner product / parts the mean per-part cosine, which galleries index; with
+    `centring` (written by `gaitlu calibrate` when it helps), the reference mean is subtracted from the
+    normalised parts and they are normalised again.
     """
 
     normalisation: Literal["per-part-l2"] = "per-part-l2"
+    centring: Centring | None = None
+
+
+Comparison = Literal["sequence", "subject"]
+
+
+class Threshold(_Strict):
+    """Accept a comparison when its score is >= `score`: at most `far` of impostor comparisons pass."""
+
+    far: float  # the nominal false accept rate asked for
+    score: float
+    observed_far: float  # share of the calibration set's impostor comparisons at or above `score`
+    tar: float  # share of its genuine comparisons at or above `score`
+    supported: bool  # >= 10 impostor comparisons lie above it; false: extrapolated from too few
+
+
+class FarTable(_Strict):
+    """Estimated FAR of a score of one comparison: the share of impostor comparisons (two different
+    people) of the calibration set that score at least as high; log-linear between the points."""
+
+    comparison: Comparison
+    genuine: int  # genuine comparisons measured
+    impostors: int  # impostor comparisons measured: FARs below 1 / impostors are not resolved
+    eer: float  # equal error rate, %
+    scores: list[float]  # ascending
+    fars: list[float]  # at each score; non-increasing
+    thresholds: list[Threshold]
+
+    @model_validator(mode="after")
+    def _monotone(self) -> FarTable:
+        if not self.scores or len(self.scores) != len(self.fars):
+            raise ValueError("a FAR table needs as many FARs as scores, and at least one")
+        if any(b <= a for a, b in zip(self.scores, self.scores[1:], strict=False)):
+            raise ValueError("FAR table scores must be strictly ascending")
+        if any(b > a for a, b in zip(self.fars, self.fars[1:], strict=False)) or not all(
+            0 < f <= 1 for f in self.fars
+        ):
+            raise ValueError("FAR table FARs must lie in (0, 1] and not increase with the score")
+        return self
+
+    @property
+    def far_floor(self) -> float:
+        """The smallest FAR this table resolves: one impostor comparison in all of them."""
+        return 1.0 / self.impostors
+
+    def far(self, score: float) -> float:
+        """The estimated FAR of `score`; at the ends, the first point's FAR or the floor (an upper bound:
+        no impostor comparison of the calibration set scored that high)."""
+        i = bisect.bisect_right(self.scores, score)
+        if i == 0:
+            return self.fars[0]
+        if i == len(self.scores):
+            return self.fars[-1] if score == self.scores[-1] else self.far_floor
+        s0, s1, f0, f1 = self.scores[i - 1], self.scores[i], self.fars[i - 1], self.fars[i]
+        w = (score - s0) / (s1 - s0)
+        return 10 ** ((1 - w) * math.log10(f0) + w * math.log10(f1))
+
+    def threshold(self, max_far: float) -> float:
+        """The score at which the estimated FAR falls to `max_far` (accept: score >= it): a calibrated
+        threshold where one was measured at `max_far`, else interpolated in the table."""
+        for entry in self.thresholds:
+            if math.isclose(entry.far, max_far, rel_tol=1e-9):
+                return entry.score
+        if max_far >= self.fars[0]:
+            return self.scores[0]
+        if max_far < self.fars[-1]:
+            return math.nextafter(self.scores[-1], math.inf)  # beyond every impostor measured
+        i = next(j for j, f in enumerate(self.fars) if f <= max_far)  # the first point at or below
+        if self.fars[i] == max_far:
+            return self.scores[i]
+        s0, s1, f0, f1 = self.scores[i - 1], self.scores[i], self.fars[i - 1], self.fars[i]
+        w = (math.log10(max_far) - math.log10(f0)) / (math.log10(f1) - math.log10(f0))
+        return s0 + w * (s1 - s0)
+
+
+class Calibration(_Strict):
+    """Score -> FAR tables of the service's scores, measured on a labelled data set (`gaitlu calibrate`).
+
+    `sequence`: one sequence against another. `subject`: a probe against one enrolled subject of about
+    `enrolled_per_subject` sequences, scored by its best one: the per-subject score /search reports.
+    A FAR is per comparison; in a gallery of N people the chance that any one impostor passes is about
+    N x FAR.
+    """
+
+    dataset: str  # the data set's name
+    subjects: int
+    sequences: int
+    enrolled_per_subject: int
+    centred: bool  # scores measured after the indexing step's centring
+    calibrated_at: str  # ISO 8601, UTC
+    sequence: FarTable
+    subject: FarTable
+
+    @model_validator(mode="after")
+    def _kinds(self) -> Calibration:
+        if self.sequence.comparison != "sequence" or self.subject.comparison != "subject":
+            raise ValueError("calibration.sequence and .subject must be tables of those comparisons")
+        return self
+
+    def table(self, comparison: Comparison) -> FarTable:
+        return self.sequence if comparison == "sequence" else self.subject
 
 
 class Evaluation(_Strict):
@@ -182,6 +310,7 @@ class Manifest(_Strict):
     versions: dict[str, str]
     indexing: Indexing = Indexing()
     evaluation: Evaluation | None = None  # imported OpenGait models; None: the protocols' defaults
+    calibration: Calibration | None = None  # `gaitlu calibrate`: score -> FAR; None: scores only
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -193,6 +322,14 @@ class Manifest(_Strict):
                 raise ValueError(f"variants.{key} has precision {entry.precision!r}")
             if Path(entry.file).name != entry.file:
                 raise ValueError(f"variants.{key}.file must be a plain file name, got {entry.file!r}")
+        centring = self.indexing.centring
+        if centring is not None and (centring.parts, centring.channels) != (
+            self.output.parts,
+            self.output.channels,
+        ):
+            raise ValueError("indexing.centring does not have the output's parts x channels")
+        if self.calibration is not None and self.calibration.centred != (centring is not None):
+            raise ValueError("calibration.centred must say whether indexing.centring is set")
         return self
 
     def variant(self, precision: str) -> ModelFile:

@@ -15,7 +15,15 @@ import binascii
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 
@@ -37,6 +45,8 @@ Base64File = Annotated[
 MAX_K = 1000  # the most subjects one search returns (the galleries refuse more too)
 MAX_SEQUENCES = 1024  # the most sequences one request carries (the service's GAITLU_MAX_FILES may say fewer)
 MAX_EMBEDDING_FLOATS = 65536  # the longest embedding a search takes (models here give 4-16k)
+MAX_TOP_M = 64  # the most sequences a subject's score may average
+MAX_FAR = 0.5  # a larger false accept rate decides nothing
 
 
 def _at_most(limit: int) -> BeforeValidator:
@@ -53,6 +63,10 @@ def _at_most(limit: int) -> BeforeValidator:
         return value
 
     return BeforeValidator(check)
+
+
+# An embedding on the wire: its length checked before its floats are.
+Embedding = Annotated[list[float], _at_most(MAX_EMBEDDING_FLOATS), Field(max_length=MAX_EMBEDDING_FLOATS)]
 
 
 class _In(BaseModel):
@@ -139,45 +153,245 @@ class EmbedResponse(BaseModel):
     count: int
 
 
-# ----- search
+# ----- search and verification
 
 
-class SearchParams(_In):
+def _one_or_many(value: Any) -> Any:
+    """A filter set given as one string means a set of one (equality)."""
+    return [value] if isinstance(value, str) else value
+
+
+Value = Annotated[str, Field(min_length=1, max_length=64)]
+ValueSet = Annotated[list[Value], BeforeValidator(_one_or_many), Field(min_length=1, max_length=256)]
+
+
+class SequenceFilterParams(_In):
+    """Which enrolled sequences a search may return: every condition given must hold. The attributes are
+    the reserved metadata keys set at enrolment (`camera`, `site`, `captured_at`, `tags`); a sequence
+    without an attribute never matches a condition on it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"camera": ["gate-1", "gate-2"], "captured_from": "2026-05-01T00:00:00Z", "tags_any": ["day"]}
+            ]
+        },
+    )
+
+    camera: ValueSet | None = Field(None, description="One camera (equality) or a list (any of them).")
+    site: ValueSet | None = Field(None, description="One site or a list.")
+    captured_from: AwareDatetime | None = Field(None, description="Captured at or after (with a UTC offset).")
+    captured_to: AwareDatetime | None = Field(None, description="Captured before (exclusive).")
+    tags_all: ValueSet | None = Field(None, description="Tags that must all be present.")
+    tags_any: ValueSet | None = Field(None, description="Tags of which at least one must be present.")
+
+
+class Decided(_In):
+    """A decision threshold, as a score or (for a calibrated model) as a false accept rate."""
+
+    threshold: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Accept scores >= this (a mean per-part cosine)."
+    )
+    max_far: float | None = Field(
+        None,
+        gt=0.0,
+        le=MAX_FAR,
+        description="Accept scores whose false accept rate is at most this (e.g. 0.001), through the "
+        "model's calibration; an uncalibrated model answers 409 `not_calibrated`.",
+    )
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> Decided:
+        if self.threshold is not None and self.max_far is not None:
+            raise ValueError("give `threshold` or `max_far`, not both")
+        return self
+
+
+class SearchParams(Decided):
     gallery: str = Field(max_length=64)
     k: int = Field(5, ge=1, le=MAX_K)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0, description="Drop subjects scoring below this.")
+    top_m: int = Field(
+        1, ge=1, le=MAX_TOP_M, description="A subject scores the mean of its best top_m sequences."
+    )
+    filter: SequenceFilterParams | None = None
 
 
 class SearchRequest(SearchParams):
-    """JSON search: by a precomputed embedding, or by a base64 .npy sequence (exactly one)."""
+    """JSON search: precomputed embeddings or base64 .npy sequences (exactly one of the two), each a probe
+    answered in order."""
 
-    embedding: Annotated[list[float], _at_most(MAX_EMBEDDING_FLOATS)] | None = Field(
-        None, max_length=MAX_EMBEDDING_FLOATS, description="`dim` floats from this service's model."
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"gallery": "lab", "k": 5, "max_far": 0.001, "embeddings": [[0.0123, -0.0456, 0.0789]]},
+                {"gallery": "lab", "k": 3, "top_m": 2, "filter": {"camera": "gate-2"},
+                 "sequences": [{"name": "walk", "npy_b64": "k05VTVBZAQB2AHsnZGVzY3InOi..."}]},
+            ]
+        },
+    )  # fmt: skip
+
+    embeddings: Annotated[list[Embedding], _at_most(MAX_SEQUENCES)] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SEQUENCES,
+        description="`dim` floats each, from this service's model.",
     )
-    sequence: SequenceJSON | None = None
+    sequences: Annotated[list[SequenceJSON], _at_most(MAX_SEQUENCES)] | None = Field(
+        None, min_length=1, max_length=MAX_SEQUENCES
+    )
 
     @model_validator(mode="after")
-    def _one_query(self) -> SearchRequest:
-        if (self.embedding is None) == (self.sequence is None):
-            raise ValueError("give exactly one of `embedding` and `sequence`")
+    def _one_kind(self) -> SearchRequest:
+        if (self.embeddings is None) == (self.sequences is None):
+            raise ValueError("give exactly one of `embeddings` and `sequences`")
         return self
+
+
+class SequenceAttributesPublic(BaseModel):
+    """A sequence's filterable attributes (the reserved metadata keys), as the filters see them."""
+
+    camera: str | None = None
+    site: str | None = None
+    captured_at: datetime | None = Field(None, description="In UTC.")
+    tags: list[str] = Field(default_factory=list)
 
 
 class SearchHitPublic(BaseModel):
     subject_id: str
-    score: float = Field(description="Mean per-part cosine of the subject's best sequence, in [-1, 1].")
+    score: float = Field(
+        description="Mean per-part cosine of the subject's best top_m sequences, in [-1, 1]."
+    )
+    far: float | None = Field(
+        description="Estimated false accept rate of this score: the share of comparisons of a probe with a "
+        "subject who is not that person that score at least this high (the model's calibration; at its "
+        "floor, no such comparison scored as high). Null: the model is not calibrated."
+    )
     sequence_id: str = Field(description="The subject's best-matching sequence.")
+    attributes: SequenceAttributesPublic = Field(description="That sequence's filterable attributes.")
+
+
+class ProbeResultPublic(BaseModel):
+    """One probe's answer: its hits best first, and whether someone in the gallery passes the threshold."""
+
+    name: str = Field(description="The probe's file name, or `embedding-N` for the Nth embedding.")
+    match: SearchHitPublic | None = Field(
+        description="The best subject passing the threshold (`max_far` or `threshold`); null when none "
+        "passes or none was given."
+    )
+    unknown: bool | None = Field(
+        description="True: a threshold was given and no gallery subject passes it (the person is not "
+        "known); null: no threshold was given."
+    )
+    data: list[SearchHitPublic] = Field(description="Up to k subjects passing the threshold, best first.")
+    count: int
+    error: ErrorInfo | None = Field(None, description="Why this probe was not searched (the others were).")
+    timings: Timings
+    track: VideoTrackPublic | None = Field(None, description="For a video probe: the track searched with.")
 
 
 class SearchResponse(BaseModel):
     gallery: str
     model_hash: str
     k: int
-    threshold: float | None
-    data: list[SearchHitPublic]
+    top_m: int
+    threshold: float | None = Field(description="The score threshold applied (from `max_far` if given).")
+    max_far: float | None
+    filter: SequenceFilterParams | None
+    data: list[ProbeResultPublic] = Field(description="One result per probe, in the order given.")
     count: int
+    timings: Timings = Field(description="The whole request's.")
+
+
+class VerifyParams(Decided):
+    """A probe against a gallery's `subject_id` (scored like /search: its best top_m sequences) or one
+    stored `sequence_id`; without a gallery, against a second probe."""
+
+    gallery: str | None = Field(None, max_length=64)
+    subject_id: str | None = Field(None, max_length=128)
+    sequence_id: str | None = Field(None, max_length=128)
+    top_m: int = Field(1, ge=1, le=MAX_TOP_M)
+
+
+class VerifyRequest(VerifyParams):
+    """JSON verification: one probe (two without a gallery), as embeddings or base64 .npy sequences."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "gallery": "lab",
+                    "subject_id": "alice",
+                    "max_far": 0.001,
+                    "embeddings": [[0.0123, -0.0456, 0.0789]],
+                },
+                {"max_far": 0.01, "embeddings": [[0.0123, -0.0456, 0.0789], [0.0456, 0.0211, -0.0032]]},
+            ]
+        },
+    )
+
+    embeddings: Annotated[list[Embedding], _at_most(2)] | None = Field(None, min_length=1, max_length=2)
+    sequences: Annotated[list[SequenceJSON], _at_most(2)] | None = Field(None, min_length=1, max_length=2)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> VerifyRequest:
+        if (self.embeddings is None) == (self.sequences is None):
+            raise ValueError("give exactly one of `embeddings` and `sequences`")
+        return self
+
+
+class VerifyResponse(BaseModel):
+    model_hash: str
+    comparison: Literal["subject", "sequence"] = Field(
+        description="subject: a probe against an enrolled subject; sequence: against one sequence."
+    )
+    gallery: str | None
+    subject_id: str | None
+    sequence_id: str | None = Field(description="The stored sequence compared (a subject's best).")
+    score: float = Field(description="Mean per-part cosine, in [-1, 1].")
+    far: float | None = Field(description="Estimated false accept rate of the score (null: uncalibrated).")
+    threshold: float | None = Field(description="The score threshold applied (from `max_far` if given).")
+    max_far: float | None
+    match: bool | None = Field(description="score >= threshold; null when no threshold was given.")
     timings: Timings
-    track: VideoTrackPublic | None = Field(None, description="For a video query: the track searched with.")
+
+
+class ThresholdPublic(BaseModel):
+    far: float
+    score: float = Field(description="Accept scores >= this.")
+    tar: float = Field(description="Share of the calibration set's genuine comparisons accepted.")
+    supported: bool = Field(description="False: too few impostor comparisons lie above; extrapolated.")
+
+
+class ComparisonCalibrationPublic(BaseModel):
+    comparison: Literal["subject", "sequence"]
+    eer: float = Field(description="Equal error rate on the calibration set, %.")
+    genuine: int
+    impostors: int = Field(description="Impostor comparisons measured.")
+    far_floor: float = Field(description="The smallest FAR resolved: 1 / impostors.")
+    thresholds: list[ThresholdPublic]
+
+
+class CalibrationPublic(BaseModel):
+    dataset: str
+    subjects: int
+    sequences: int
+    enrolled_per_subject: int = Field(description="Sequences per subject the subject FARs assume.")
+    centred: bool
+    calibrated_at: str
+    comparisons: list[ComparisonCalibrationPublic]
+
+
+class ModelPublic(BaseModel):
+    model_hash: str
+    parts: int
+    channels: int
+    dim: int
+    calibration: CalibrationPublic | None = Field(
+        description="Null: scores have no FAR (`gaitlu calibrate`)."
+    )
 
 
 # ----- galleries
@@ -230,6 +444,17 @@ class SequencePublic(BaseModel):
     created: datetime
 
 
+class SequenceEmbeddingPublic(BaseModel):
+    gallery: str
+    sequence_id: str
+    subject_id: str
+    model_hash: str
+    parts: int
+    channels: int
+    dim: int
+    embedding: list[float] = Field(description="`dim` floats as enrolled: part-major, each part unit-norm.")
+
+
 class SubjectDetail(BaseModel):
     gallery: str
     subject_id: str
@@ -244,10 +469,46 @@ class EnrollSequenceJSON(SequenceJSON):
     metadata: dict[str, Any] | None = None
 
 
-class EnrollRequest(_In):
-    sequences: Annotated[list[EnrollSequenceJSON], _at_most(MAX_SEQUENCES)] = Field(
-        min_length=1, max_length=MAX_SEQUENCES
+class EnrollEmbeddingJSON(_In):
+    embedding: Embedding = Field(description="`dim` floats, as /embed answers them.")
+    sequence_id: str | None = Field(
+        None, max_length=128, description="Client id: retrying with the same id and data adds nothing."
     )
+    metadata: dict[str, Any] | None = None
+
+
+class EnrollRequest(_In):
+    """Sequences to embed, or embeddings computed already (by `model_hash`, which must be the gallery's)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"sequences": [{"npy_b64": "k05VTVBZAQB2AHsnZGVzY3InOi...", "sequence_id": "alice-a",
+                                "metadata": {"camera": "gate-2", "captured_at": "2026-05-01T12:00:00Z"}}]},
+                {"model_hash": "c3d2e4...", "embeddings": [{"embedding": [0.0123, -0.0456, 0.0789],
+                                                            "sequence_id": "alice-b"}]},
+            ]
+        },
+    )  # fmt: skip
+
+    sequences: Annotated[list[EnrollSequenceJSON], _at_most(MAX_SEQUENCES)] | None = Field(
+        None, min_length=1, max_length=MAX_SEQUENCES
+    )
+    embeddings: Annotated[list[EnrollEmbeddingJSON], _at_most(MAX_SEQUENCES)] | None = Field(
+        None, min_length=1, max_length=MAX_SEQUENCES
+    )
+    model_hash: str | None = Field(
+        None, max_length=64, description="With `embeddings`: sha256 of the model that computed them."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> EnrollRequest:
+        if (self.embeddings is None) == (self.sequences is None):
+            raise ValueError("give exactly one of `sequences` and `embeddings`")
+        if (self.embeddings is None) != (self.model_hash is None):
+            raise ValueError("`model_hash` goes with `embeddings` (the model that computed them), and only")
+        return self
 
 
 class EnrollResponse(BaseModel):

@@ -6,9 +6,11 @@ local deployment never loads it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
@@ -59,11 +61,22 @@ def open_backend(
     store_path: Path | None = None,
     index: IndexSettings | None = None,
     milvus: MilvusSettings | None = None,
+    centres: Mapping[str, np.ndarray] | None = None,
 ) -> GalleryBackend:
-    """The galleries to serve: the local store at `store_path`, or those on the Milvus server."""
+    """The galleries to serve: the local store at `store_path`, or those on the Milvus server.
+
+    `centres` (model hash -> (parts, channels) centre: a calibrated model's centring) only the local
+    store applies: its index is a cache rebuilt from the vectors as enrolled, while a Milvus server
+    indexes what it is given, so a centred model there would need its galleries re-enrolled whenever the
+    centre changed. Refused rather than served with scores its calibration does not describe."""
     if backend == "milvus":
         if milvus is None:
             raise InvalidInputError("the milvus gallery backend needs a Milvus URI (GAITLU_MILVUS_URI)")
+        if centres:
+            raise InvalidInputError(
+                "the milvus gallery backend does not apply a model's calibrated centring: serve an artifact "
+                "calibrated with `gaitlu calibrate --centring off` (or use the local backend)"
+            )
         from gallery.milvus import MilvusStore
 
         return MilvusStore(milvus)
@@ -71,4 +84,4 @@ def open_backend(
         raise InvalidInputError("the local gallery backend needs the path of its database")
     from gallery.store import GalleryStore
 
-    return GalleryStore(store_path, index_settings=index)
+    return GalleryStore(store_path, index_settings=index, centres=centres)

@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 import faiss
 import numpy as np
 
+from gaitlu.embedding import centre_parts
 from gaitlu.files import atomic_write
 from gallery.settings import IndexSettings
 
@@ -142,23 +143,35 @@ def new_exact(dim: int) -> faiss.Index:
 Sampler = Callable[[int], Iterable[np.ndarray]]  # n -> chunks of up to n random gallery vectors (rows, D)
 
 
-def train_approximate(sample: Sampler, dim: int, count: int, settings: IndexSettings) -> GalleryIndex:
+def centred(vectors: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
+    """(n, D) flattened embeddings -> centred (`gaitlu.embedding.centre_parts`) with a (P, C) centre."""
+    if centre is None:
+        return vectors
+    parts, channels = centre.shape
+    by_part = np.asarray(vectors, np.float32).reshape(-1, parts, channels)  # (n, P, C)
+    return np.ascontiguousarray(centre_parts(by_part, centre).reshape(len(by_part), -1), dtype=np.float32)
+
+
+def train_approximate(
+    sample: Sampler, dim: int, count: int, settings: IndexSettings, centre: np.ndarray | None = None
+) -> GalleryIndex:
     """An empty, trained approximate index for a gallery of about `count` sequences.
 
     Training data is projected chunk by chunk: 65k full GaitSSB embeddings would be 4 GB, projected 64 MB.
     """
     matrix = None
     if settings.pca_dim is not None and settings.pca_dim < dim:
-        matrix = projection(np.concatenate(list(sample(settings.pca_train_size))), settings.pca_dim)  # (d, D)
+        first = [centred(chunk, centre) for chunk in sample(settings.pca_train_size)]
+        matrix = projection(np.concatenate(first), settings.pca_dim)  # (d, D)
         transform = linear_transform(matrix)
         chunks = sample(settings.train_size)
-        train = np.concatenate([transform.apply(np.ascontiguousarray(chunk)) for chunk in chunks])  # (n, d)
+        train = np.concatenate([transform.apply(centred(chunk, centre)) for chunk in chunks])  # (n, d)
     else:
-        train = np.concatenate(list(sample(settings.train_size)))  # (n, D)
+        train = np.concatenate([centred(chunk, centre) for chunk in sample(settings.train_size)])  # (n, D)
     ivf = _ivf(train.shape[1], list_count(count, settings), settings, len(train))
     ivf.train(train)
     refine = _refine_store(train.shape[1], settings, train)
-    return GalleryIndex(ivf, Built("approximate", count, "built"), settings, matrix, refine)
+    return GalleryIndex(ivf, Built("approximate", count, "built"), settings, matrix, refine, centre)
 
 
 def _try_gpu(settings: IndexSettings) -> Any:
@@ -176,11 +189,23 @@ class Built:
     source: Literal["built", "snapshot"]
 
 
+P = TypeVar("P", faiss.SearchParameters, faiss.SearchParametersIVF)
+
+
+def _parameters(params: P, selector: faiss.IDSelector, nprobe: int | None = None) -> P:
+    """Search parameters restricted to `selector` (and, for an IVF, probing `nprobe` lists)."""
+    params.sel = selector
+    if isinstance(params, faiss.SearchParametersIVF) and nprobe is not None:
+        params.nprobe = nprobe
+    return params
+
+
 class GalleryIndex:
     """A FAISS index plus what the store needs to know about it. Not thread-safe: the store locks.
 
     Approximate: `index` is the IVF over projected vectors (`projection` (d, D), or None: no projection)
-    and `refine` the same vectors as codes keyed by id, which re-score the IVF's candidates.
+    and `refine` the same vectors as codes keyed by id, which re-score the IVF's candidates. With a
+    (P, C) `centre` (the model's calibrated centring), vectors and queries are centred on the way in.
     """
 
     def __init__(
@@ -190,12 +215,14 @@ class GalleryIndex:
         settings: IndexSettings,
         projection: np.ndarray | None = None,
         refine: faiss.Index | None = None,
+        centre: np.ndarray | None = None,
     ) -> None:
         self.index = index
         self.built = built
         self.settings = settings
         self.projection = projection
         self.refine = refine
+        self.centre = centre
         self._transform = None if projection is None else linear_transform(projection)
         if built.kind == "approximate":
             faiss.extract_index_ivf(index).nprobe = settings.nprobe
@@ -212,13 +239,14 @@ class GalleryIndex:
         sample: Sampler,
         chunks: Iterable[tuple[np.ndarray, np.ndarray]],
         current: Kind | None = None,
+        centre: np.ndarray | None = None,
     ) -> GalleryIndex:
         """Build from scratch: `sample` gives training vectors, `chunks` yields (ids (n,), vectors (n, D))."""
         kind = wanted_kind(count, settings, current)
         if kind == "approximate":
-            gallery_index = train_approximate(sample, dim, count, settings)
+            gallery_index = train_approximate(sample, dim, count, settings, centre)
         else:
-            gallery_index = cls(new_exact(dim), Built("exact", 0, "built"), settings)
+            gallery_index = cls(new_exact(dim), Built("exact", 0, "built"), settings, centre=centre)
         for ids, vectors in chunks:
             gallery_index.add(ids, vectors)
         logger.info("built %s index of %d sequences", kind, gallery_index.ntotal)
@@ -237,8 +265,8 @@ class GalleryIndex:
         )
 
     def _reduce(self, vectors: np.ndarray) -> np.ndarray:
-        """(n, D) -> (n, d): the indexed space."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        """(n, D) -> (n, d): the indexed space (centred, then projected)."""
+        vectors = centred(np.ascontiguousarray(vectors, dtype=np.float32), self.centre)
         return vectors if self._transform is None else self._transform.apply(vectors)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -257,12 +285,17 @@ class GalleryIndex:
             self.refine.remove_ids(ids)  # type: ignore[arg-type]
         self._gpu_index = None
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(q, D) -> inner products (q, k) and ids (q, k); id -1 pads rows with fewer results.
 
         With refine, the IVF proposes k * k_factor candidates and the stored codes re-score them; when
         that is a large share of the gallery, scanning the stored codes outright is exact and no slower.
+        `ids` (a filter's matching index ids) restricts the search to them, inside FAISS (`_search_among`).
         """
+        if ids is not None:
+            return self._search_among(queries, k, np.ascontiguousarray(ids, dtype=np.int64))
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         reduced = self._reduce(queries)  # (q, d)
         if self.refine is None:
@@ -272,6 +305,37 @@ class GalleryIndex:
             return self.refine.search(reduced, k)
         _, candidates = self._searcher().search(reduced, wanted)  # (q, wanted), -1 padded
         return self._rescore(reduced, candidates, k)
+
+    def _search_among(self, queries: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The search restricted to `ids` by an id selector: the index only ever scores matching vectors, so
+        k results come back whenever k match. Approximate: when the probed IVF lists cannot hold enough
+        matching candidates (a selective filter), or did not for some query, the matching vectors' stored
+        codes are scanned instead (exact over them). The CPU index serves it (GPU indexes take no
+        selectors)."""
+        k = max(1, min(k, len(ids)))
+        reduced = self._reduce(queries)  # (q, d)
+        selector = faiss.IDSelectorBatch(ids)  # referenced here for as long as the parameters are used
+        scan = _parameters(faiss.SearchParameters(), selector)
+        if self.built.kind == "exact":
+            return self.index.search(reduced, k, params=scan)
+        ivf = faiss.extract_index_ivf(self.index)
+        probed = _parameters(faiss.SearchParametersIVF(), selector, ivf.nprobe)
+        if self.refine is None:
+            scores, found = self.index.search(reduced, k, params=probed)
+            every: faiss.SearchParameters = _parameters(faiss.SearchParametersIVF(), selector, ivf.nlist)
+            exhaustive = self.index
+        else:
+            wanted = min(len(ids), k * self.settings.k_factor)
+            in_reach = len(ids) * min(1.0, ivf.nprobe / ivf.nlist)  # matching vectors in the probed lists
+            if wanted * EXHAUSTIVE_SHARE >= len(ids) or in_reach < wanted * EXHAUSTIVE_SHARE:
+                return self.refine.search(reduced, k, params=scan)
+            _, candidates = self.index.search(reduced, wanted, params=probed)  # (q, wanted)
+            scores, found = self._rescore(reduced, candidates, k)
+            every, exhaustive = scan, self.refine
+        short = (found < 0).any(axis=1) & ((found >= 0).sum(axis=1) < len(ids))
+        if short.any():  # matching vectors the probed lists did not hold: scan every matching one
+            scores[short], found[short] = exhaustive.search(reduced[short], k, params=every)
+        return scores, found
 
     def _rescore(self, reduced: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Candidates (q, c) -> the best k of them by inner product with their stored codes, best first."""
@@ -341,7 +405,9 @@ class GalleryIndex:
                 f.write(data)
 
     @classmethod
-    def load(cls, path: Path, tag: dict[str, Any], settings: IndexSettings) -> GalleryIndex | None:
+    def load(
+        cls, path: Path, tag: dict[str, Any], settings: IndexSettings, centre: np.ndarray | None = None
+    ) -> GalleryIndex | None:
         """The snapshot if it exists, reads cleanly and its tag equals `tag`; otherwise None."""
         try:
             data = path.read_bytes()
@@ -372,4 +438,4 @@ class GalleryIndex:
             logger.warning("ignoring unreadable index snapshot %s: %s", path, exc)
             return None
         built = Built(header["kind"], header["trained_for"], "snapshot")
-        return cls(index, built, settings, matrix, refine)
+        return cls(index, built, settings, matrix, refine, centre)

@@ -40,7 +40,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -458,6 +458,37 @@ class MilvusStore:
                 for row in batch
             ]
 
+    def get_embedding(self, name: str, sequence_id: str) -> np.ndarray:
+        gallery = self._gallery(name)
+        rows = (
+            self._query(gallery.sequences, f"uid == {literal(sequence_id)}", ["uid", "embedding"])
+            if _is_id(sequence_id)
+            else []
+        )
+        if not rows:
+            raise SequenceNotFoundError(f"gallery '{name}' has no sequence '{sequence_id}'")
+        return np.asarray(rows[0]["embedding"], dtype=np.float32)
+
+    def subject_embeddings(self, name: str, subject_id: str) -> tuple[list[str], np.ndarray]:
+        """A subject's sequence ids and embeddings (n, D), in enrolment order (time, then id)."""
+        gallery = self._gallery(name)
+        expr = f"subject == {literal(subject_id)}"
+        fields = ["uid", "created", "embedding"]
+        rows = (
+            [row for batch in self._iterate(gallery.sequences, expr, fields) for row in batch]
+            if _is_id(subject_id)
+            else []
+        )
+        if not rows:
+            raise SubjectNotFoundError(f"gallery '{name}' has no subject '{subject_id}'")
+        rows.sort(key=lambda row: (row["created"], row["uid"]))
+        vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)  # (n, D)
+        return [row["uid"] for row in rows], vectors
+
+    def centre(self, model_hash: str) -> np.ndarray | None:
+        """None: a Milvus gallery scores vectors as enrolled (gallery.backends refuses centred models)."""
+        return None
+
     # ----- search
 
     def search(
@@ -504,6 +535,7 @@ class MilvusStore:
         sizes = _Sizes(max(1, round(MAX_LIMIT / self._per_subject(gallery))))
         sequences: dict[int, tuple[str, str]] = {}  # a per-call id for each neighbour seen
         keys: dict[str, int] = {}
+        found_attributes: dict[str, SequenceAttributes] = {}  # by sequence id, for the hits
         search_params = {"metric_type": "IP", "params": dict(self.settings.index.search_params)}
 
         def neighbours(batch: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
@@ -515,7 +547,7 @@ class MilvusStore:
                     data=list(batch),
                     limit=limit,
                     filter=expr,
-                    output_fields=["subject"],
+                    output_fields=["subject", *ATTRIBUTE_FIELDS],
                     anns_field="embedding",
                     search_params=search_params,
                     consistency_level="Strong",
@@ -530,6 +562,7 @@ class MilvusStore:
                 per_subject: Counter[str] = Counter()
                 for col, hit in enumerate(hits):
                     uid, subject = str(hit["uid"]), hit["entity"]["subject"]
+                    found_attributes.setdefault(uid, _attributes_of(hit["entity"]))
                     key = keys.setdefault(uid, len(keys))
                     sequences[key] = (subject, uid)
                     scores[row, col], ids[row, col] = hit["distance"], key
@@ -539,9 +572,10 @@ class MilvusStore:
                 sizes.known.update(self._subject_sizes(gallery, list(short), expr))
             return scores, ids
 
-        return search_subjects(
+        found = search_subjects(
             neighbours, vectors, MAX_LIMIT, gallery.layout.parts, sequences, sizes, k, top_m, threshold
         )
+        return [[replace(h, attributes=found_attributes[h.sequence_id]) for h in hits] for hits in found]
 
     def check_model(self, name: str, model_hash: str) -> None:
         """GalleryNotFoundError or ModelMismatchError, from the gallery's description alone (no counting)."""
@@ -745,6 +779,20 @@ class MilvusStore:
 def _is_id(value: str) -> bool:
     """Whether `value` could name a subject or sequence at all (others are simply not found)."""
     return isinstance(value, str) and validate.ID_RE.fullmatch(value) is not None
+
+
+ATTRIBUTE_FIELDS = ("camera", "site", "captured_ts", "tags")
+
+
+def _attributes_of(entity: Mapping[str, Any]) -> SequenceAttributes:
+    """A row's attribute fields (`_attribute_fields`) back as the filter contract's attributes."""
+    ts = entity.get("captured_ts")
+    return SequenceAttributes(
+        camera=entity.get("camera") or None,
+        site=entity.get("site") or None,
+        captured_at=None if ts is None else datetime.fromtimestamp(ts, UTC),
+        tags=frozenset(entity.get("tags") or ()),
+    )
 
 
 def _attribute_fields(attrs: SequenceAttributes) -> dict[str, Any]:

@@ -73,6 +73,14 @@ class GalleryBackend(Protocol):
         """Every sequence with its embedding, `chunk` at a time, in memory bounded by the chunk."""
         ...
 
+    def get_embedding(self, name: str, sequence_id: str) -> np.ndarray:
+        """A stored sequence's embedding (D,) float32, per-part normalised, as enrolled."""
+        ...
+
+    def subject_embeddings(self, name: str, subject_id: str) -> tuple[list[str], np.ndarray]:
+        """A subject's sequence ids and their embeddings (n, D), in enrolment order."""
+        ...
+
     # ----- search
     def search(
         self,
@@ -95,6 +103,10 @@ class GalleryBackend(Protocol):
         top_m: int = 1,
         filter: SequenceFilter | None = None,
     ) -> list[list[SearchHit]]: ...
+
+    def centre(self, model_hash: str) -> np.ndarray | None:
+        """The (parts, channels) centre the galleries of `model_hash` are scored with, if any."""
+        ...
 
     def check_model(self, name: str, model_hash: str) -> None:
         """Raise GalleryNotFoundError or ModelMismatchError, cheaply (before any inference is spent)."""

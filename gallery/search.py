@@ -9,18 +9,22 @@ can beat the k-th complete subject (or pass the threshold), or the index has not
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from gallery.filters import SequenceAttributes
 
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One matching subject: score = mean per-part cosine in [-1, 1]; sequence_id = its best sequence."""
+    """One matching subject: score = mean per-part cosine in [-1, 1]; sequence_id = its best sequence;
+    `attributes`: that sequence's filterable metadata (gallery.filters)."""
 
     subject_id: str
     score: float
     sequence_id: str
+    attributes: SequenceAttributes = field(default_factory=SequenceAttributes)
 
 
 def aggregate(

@@ -16,6 +16,7 @@ One process owns a store (an exclusive lock file): several processes would each 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import sqlite3
@@ -23,9 +24,9 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ import numpy as np
 from gaitlu.embedding import EmbeddingLayout
 from gaitlu.schemas import MAX_K
 from gallery import validate
+from gallery.attributes import AttributeTable
 from gallery.errors import (
     GalleryExistsError,
     GalleryNotFoundError,
@@ -45,7 +47,7 @@ from gallery.errors import (
     StoreLockedError,
     SubjectNotFoundError,
 )
-from gallery.filters import SequenceFilter
+from gallery.filters import SequenceAttributes, SequenceFilter, attributes
 from gallery.index import GalleryIndex, Kind
 from gallery.protocol import EXPORT_CHUNK, SequenceRecord
 from gallery.records import GalleryInfo, GalleryStats, SequenceInfo, SubjectInfo, SubjectPage
@@ -76,6 +78,8 @@ class _Live:
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     # While an index is rebuilt aside: the changes committed since its snapshot, to replay onto it.
     pending: list[_Change] | None = None
+    # What filters select on (gallery.attributes), kept in step with SQLite by `_apply` like the map.
+    attributes: AttributeTable = field(default_factory=AttributeTable)
 
 
 @dataclass(frozen=True)
@@ -122,9 +126,16 @@ class GalleryStore:
         *,
         index_settings: IndexSettings | None = None,
         synchronous: Synchronous = "FULL",
+        centres: Mapping[str, np.ndarray] | None = None,
     ) -> None:
+        """`centres`: model hash -> the (parts, channels) centre of that model's calibrated centring
+        (gaitlu.embedding.centre_parts): its galleries index and search centred vectors. SQLite keeps
+        the vectors as enrolled, so a new centre only rebuilds the index (a cache)."""
         self.path = Path(path)
         self.settings = index_settings or IndexSettings()
+        self._centres = {
+            validate.model_hash(h): np.asarray(c, np.float32) for h, c in (centres or {}).items()
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.path.with_name(self.path.name + ".lock"), "a+")  # noqa: SIM115
         try:
@@ -255,6 +266,8 @@ class GalleryStore:
         vectors = validate.embeddings(embeddings, live.layout)  # (n, D)
         n = len(vectors)
         metadata_json = [validate.metadata(m) for m in (metadata if metadata is not None else [None] * n)]
+        for m in metadata or []:
+            attributes(m)  # the filterable keys must be well-formed (InvalidInputError names the key)
         uids = (
             [validate.item_id(u, "sequence id") for u in sequence_ids] if sequence_ids is not None else None
         )
@@ -419,17 +432,19 @@ class GalleryStore:
 
         A subject scores the mean of its best `top_m` sequence scores (1: its best sequence); scores are
         mean per-part cosines in [-1, 1] (estimates on an approximate index); `threshold` drops lower ones.
+        `filter` keeps only the sequences it matches, inside the index search (`_filtered`): subjects
+        score, and count their sequences, among those only.
         """
         if not 1 <= k <= MAX_K or top_m < 1:
             raise InvalidInputError(f"k must be between 1 and {MAX_K} and top_m >= 1")
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise InvalidInputError("threshold must be between -1 and 1")
-        if filter is not None and not filter.is_empty:
-            raise InvalidInputError("the local gallery backend does not filter searches yet")
         live = self._checked(name, model_hash)
         vectors = validate.embeddings(queries, live.layout)  # (q, D)
         with live.lock.read():
-            return search_subjects(
+            if filter is not None and not filter.is_empty:
+                return self._filtered(live, vectors, k, top_m, threshold, filter)
+            found = search_subjects(
                 live.index.search,
                 vectors,
                 live.index.ntotal,
@@ -440,6 +455,61 @@ class GalleryStore:
                 top_m,
                 threshold,
             )
+            return [_with_attributes(live, hits) for hits in found]
+
+    def _filtered(
+        self,
+        live: _Live,
+        vectors: np.ndarray,
+        k: int,
+        top_m: int,
+        threshold: float | None,
+        where: SequenceFilter,
+    ) -> list[list[SearchHit]]:
+        """Search among the sequences `where` keeps (read lock held): the index searches only their ids
+        (gallery.index `_search_among`), and the aggregation counts only them, so its "enough
+        neighbours" loop stops exactly when the matching sequences are exhausted."""
+        ids, sizes = live.attributes.select(where)
+        found = search_subjects(
+            lambda queries, n: live.index.search(queries, n, ids),
+            vectors,
+            len(ids),
+            live.layout.parts,
+            live.sequences,
+            sizes,
+            k,
+            top_m,
+            threshold,
+        )
+        return [_with_attributes(live, hits) for hits in found]
+
+    def get_embedding(self, name: str, sequence_id: str) -> np.ndarray:
+        """A stored sequence's embedding (D,) float32, per-part normalised, as enrolled."""
+        with self._reading() as conn:
+            gallery_id = self._gallery_id(conn, name)
+            row = conn.execute(
+                "SELECT embedding FROM sequences WHERE gallery_id = ? AND uid = ?", (gallery_id, sequence_id)
+            ).fetchone()
+        if row is None:
+            raise SequenceNotFoundError(f"gallery '{name}' has no sequence '{sequence_id}'")
+        return np.frombuffer(row[0], dtype="<f4").astype(np.float32)
+
+    def subject_embeddings(self, name: str, subject_id: str) -> tuple[list[str], np.ndarray]:
+        """A subject's sequence ids and their embeddings (n, D), in enrolment order."""
+        with self._reading() as conn:
+            gallery_id = self._gallery_id(conn, name)
+            rows = conn.execute(
+                "SELECT uid, embedding FROM sequences WHERE gallery_id = ? AND subject_id = ? ORDER BY id",
+                (gallery_id, subject_id),
+            ).fetchall()
+        if not rows:
+            raise SubjectNotFoundError(f"gallery '{name}' has no subject '{subject_id}'")
+        vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4").reshape(len(rows), -1)
+        return [row[0] for row in rows], vectors.astype(np.float32)
+
+    def centre(self, model_hash: str) -> np.ndarray | None:
+        """The (parts, channels) centre this store's galleries of `model_hash` are scored with, if any."""
+        return self._centres.get(validate.model_hash(model_hash))
 
     def check_model(self, name: str, model_hash: str) -> None:
         """GalleryNotFoundError or ModelMismatchError, from memory."""
@@ -593,6 +663,7 @@ class GalleryStore:
         try:
             with live.lock.write():
                 change.apply(live.index, live.sequences, live.subject_sizes)
+                _update_attributes(live.attributes, change)
         except Exception:
             logger.exception(
                 "index update of gallery '%s' failed: rebuilding it from the database", live.name
@@ -604,9 +675,13 @@ class GalleryStore:
 
     def _rebuild(self, live: _Live) -> None:
         """Rebuild index and map from SQLite (write lock held), then swap them in; searches go on."""
-        index, sequences, sizes = self._build(self._writer, live.id, live.layout.size, live.index.built.kind)
+        index, sequences, sizes = self._build(
+            self._writer, live.id, live.layout.size, live.index.built.kind, centre=self._centre(live)
+        )
+        table = self._load_attributes(self._writer, live.id)
         with live.lock.write():
             live.index, live.sequences, live.subject_sizes = index, sequences, sizes
+            live.attributes = table
         if self.settings.snapshots and index.built.kind == "approximate":
             self._save_snapshot(live)  # training is the slow part of a start: keep its result
 
@@ -632,7 +707,7 @@ class GalleryStore:
                 kind = live.index.built.kind
             try:
                 index, sequences, sizes = self._build(
-                    conn, live.id, live.layout.size, kind, lambda: self._abandon(live)
+                    conn, live.id, live.layout.size, kind, lambda: self._abandon(live), self._centre(live)
                 )
             finally:
                 conn.execute("COMMIT")
@@ -662,6 +737,23 @@ class GalleryStore:
                 if self._builders.get(live.id) is threading.current_thread():
                     del self._builders[live.id]
 
+    def _centre(self, live: _Live) -> np.ndarray | None:
+        return self._centres.get(live.model_hash)
+
+    @staticmethod
+    def _load_attributes(conn: sqlite3.Connection, gallery_id: int) -> AttributeTable:
+        """The gallery's filterable attributes from SQLite (the reserved keys only, extracted by SQLite).
+        A sequence enrolled before attributes were validated keeps those it has well-formed."""
+        table = AttributeTable()
+        rows = conn.execute(
+            "SELECT id, subject_id, uid, json_extract(metadata, '$.camera', '$.site', '$.captured_at', "
+            "'$.tags') FROM sequences WHERE gallery_id = ?",
+            (gallery_id,),
+        )
+        for row_id, subject_id, uid, extracted in rows:
+            table.add([row_id], subject_id, [uid], [_stored_attributes(extracted, uid)])
+        return table
+
     def _abandon(self, live: _Live) -> None:
         if self._closing or self._closed or self._live.get(live.name) is not live:
             raise _Abandoned
@@ -670,8 +762,9 @@ class GalleryStore:
         """A gallery's in-memory side: its snapshot if fresh, else built from SQLite (write lock held)."""
         tag = self._tag(gallery_id)
         saved_tag: dict[str, Any] | None = tag  # the snapshot's, while the index is the snapshot
+        centre = self._centres.get(model_hash)
         index = (
-            GalleryIndex.load(self._snapshot_file(gallery_id), tag, self.settings)
+            GalleryIndex.load(self._snapshot_file(gallery_id), tag, self.settings, centre)
             if self.settings.snapshots
             else None
         )
@@ -680,9 +773,10 @@ class GalleryStore:
             logger.warning("index snapshot of gallery '%s' disagrees with the database: rebuilding", name)
             index = None
         if index is None:
-            index, sequences, sizes = self._build(self._writer, gallery_id, layout.size, None)
+            index, sequences, sizes = self._build(self._writer, gallery_id, layout.size, None, centre=centre)
             saved_tag = None
         live = _Live(gallery_id, name, model_hash, layout, index, sequences, sizes, saved_tag=saved_tag)
+        live.attributes = self._load_attributes(self._writer, gallery_id)
         if index.needs_rebuild(len(sequences)):
             self._rebuild(live)
         return live
@@ -694,6 +788,7 @@ class GalleryStore:
         size: int,
         current: Kind | None,
         check: Callable[[], None] = lambda: None,
+        centre: np.ndarray | None = None,
     ) -> tuple[GalleryIndex, dict[int, tuple[str, str]], Counter[str]]:
         """A new index and map of the gallery as `conn` sees it; `check` runs per chunk and may raise."""
         sequences, sizes = self._load_map(conn, gallery_id)
@@ -720,7 +815,7 @@ class GalleryStore:
                 )
                 yield ids, vectors
 
-        index = GalleryIndex.build(size, len(sequences), self.settings, sample, chunks(), current)
+        index = GalleryIndex.build(size, len(sequences), self.settings, sample, chunks(), current, centre)
         return index, sequences, sizes
 
     @staticmethod
@@ -735,9 +830,9 @@ class GalleryStore:
 
     def _tag(self, gallery_id: int) -> dict[str, Any]:
         """What a snapshot must match: the gallery's change counter, size and last row, and index settings."""
-        version = self._writer.execute(
-            "SELECT version FROM galleries WHERE id = ?", (gallery_id,)
-        ).fetchone()[0]
+        version, model_hash = self._writer.execute(
+            "SELECT version, model_hash FROM galleries WHERE id = ?", (gallery_id,)
+        ).fetchone()
         count, max_id = self._writer.execute(
             "SELECT count(*), coalesce(max(id), 0) FROM sequences WHERE gallery_id = ?", (gallery_id,)
         ).fetchone()
@@ -747,6 +842,7 @@ class GalleryStore:
             "count": count,
             "max_id": max_id,
             "index": self.settings.fingerprint(),
+            **_centre_tag(self._centres.get(model_hash)),
         }
 
     def _snapshot_file(self, gallery_id: int) -> Path:
@@ -759,6 +855,42 @@ class GalleryStore:
         with live.lock.read():
             live.index.save(self._snapshot_file(live.id), tag)
         live.saved_tag = tag
+
+
+def _update_attributes(table: AttributeTable, change: _Change) -> None:
+    """Apply a committed change to a gallery's attribute table (as `_Change.apply` does to its map)."""
+    if change.add is not None:
+        ids, _, subject_id, infos = change.add
+        found = [attributes(info.metadata) for info in infos]  # validated at enrolment
+        table.add(ids.tolist(), subject_id, [info.sequence_id for info in infos], found)
+    if change.remove is not None and len(change.remove):
+        table.remove(change.remove.tolist())
+
+
+def _stored_attributes(extracted: str | None, uid: str) -> SequenceAttributes:
+    """Attributes from SQLite's json_extract of the four keys (a JSON array of their values; None for a
+    sequence without metadata)."""
+    if extracted is None:
+        return SequenceAttributes()
+    values = dict(zip(("camera", "site", "captured_at", "tags"), json.loads(extracted), strict=True))
+    try:
+        return attributes({key: value for key, value in values.items() if value is not None})
+    except InvalidInputError as exc:
+        logger.warning("sequence '%s' has malformed attributes, not filterable: %s", uid, exc)
+        return SequenceAttributes()
+
+
+def _with_attributes(live: _Live, hits: list[SearchHit]) -> list[SearchHit]:
+    """Hits with their best sequence's attributes, from memory (read lock held)."""
+    table = live.attributes
+    return [replace(hit, attributes=table.get(hit.sequence_id) or SequenceAttributes()) for hit in hits]
+
+
+def _centre_tag(centre: np.ndarray | None) -> dict[str, str]:
+    """The snapshot tag's record of the centre its vectors were indexed with (nothing when uncentred)."""
+    if centre is None:
+        return {}
+    return {"centre": hashlib.sha256(np.ascontiguousarray(centre, "<f4").tobytes()).hexdigest()}
 
 
 _GALLERY_INFO = (

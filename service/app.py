@@ -26,7 +26,13 @@ from service.routes import ROUTERS
 from service.settings import Settings
 
 # Bodies read by hand (routes that take multipart or JSON): listed so the schema can reference them.
-_MANUAL_BODIES = (schemas.EmbedRequest, schemas.SearchRequest, schemas.EnrollRequest, schemas.GalleryCreate)
+_MANUAL_BODIES = (
+    schemas.EmbedRequest,
+    schemas.SearchRequest,
+    schemas.VerifyRequest,
+    schemas.EnrollRequest,
+    schemas.GalleryCreate,
+)
 _EXPOSED = ["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-After"]
 
 
@@ -43,8 +49,14 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
         finally:
             await engine.stop()
 
-    app = FastAPI(title="gaitlu", summary="Gait embeddings and gallery search", lifespan=lifespan,
-                  responses=ERROR_RESPONSES)  # fmt: skip
+    app = FastAPI(
+        title="gaitlu",
+        summary="Gait embeddings and gallery search",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+        docs_url=None,
+        redoc_url=None,
+    )  # fmt: skip  /docs: routes/docs.py
     app.state.settings, app.state.engine, app.state.metrics = settings, engine, metrics
     app.state.keys = KeyRing(settings)
     install_error_handlers(app)

@@ -28,6 +28,7 @@ from engine.errors import (
     InferenceTimeout,
     InvalidTrack,
     MethodUnavailable,
+    NotCalibrated,
     NotReady,
     NotStarted,
     Overloaded,
@@ -190,6 +191,7 @@ STATUSES: tuple[Status, ...] = (
     Status(VideoTooLarge, 413, "video_too_large", lambda e: {"limit_bytes": e.limit_bytes}),
     Status(MethodUnavailable, 422, "method_unavailable"),
     Status(InvalidTrack, 422, "invalid_track", _tracks),
+    Status(NotCalibrated, 409, "not_calibrated", lambda e: {"remedy": NotCalibrated.REMEDY}),
     # the input stages
     Status(UnsafePickleError, 422, "unsafe_pickle"),
     Status(NoPersonError, 422, "no_person", _tracks),

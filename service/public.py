@@ -6,7 +6,19 @@ from collections.abc import Sequence
 from typing import overload
 
 from engine import SequenceEmbedding, VideoTrack
-from gaitlu.schemas import GalleryPublic, SearchHitPublic, SequencePublic, Timings, VideoTrackPublic
+from gaitlu.manifest import Calibration
+from gaitlu.schemas import (
+    CalibrationPublic,
+    ComparisonCalibrationPublic,
+    GalleryPublic,
+    SearchHitPublic,
+    SequenceAttributesPublic,
+    SequencePublic,
+    ThresholdPublic,
+    Timings,
+    VideoTrackPublic,
+)
+from gallery.filters import SequenceAttributes
 from gallery.previews import split_gei
 from gallery.records import GalleryInfo, SequenceInfo
 from gallery.search import SearchHit
@@ -60,5 +72,43 @@ def sequence_public(info: SequenceInfo) -> SequencePublic:
     )
 
 
-def hit_public(hit: SearchHit) -> SearchHitPublic:
-    return SearchHitPublic(subject_id=hit.subject_id, score=hit.score, sequence_id=hit.sequence_id)
+def attributes_public(attrs: SequenceAttributes) -> SequenceAttributesPublic:
+    return SequenceAttributesPublic(
+        camera=attrs.camera, site=attrs.site, captured_at=attrs.captured_at, tags=sorted(attrs.tags)
+    )
+
+
+def hit_public(hit: SearchHit, far: float | None) -> SearchHitPublic:
+    return SearchHitPublic(
+        subject_id=hit.subject_id,
+        score=hit.score,
+        far=far,
+        sequence_id=hit.sequence_id,
+        attributes=attributes_public(hit.attributes),
+    )
+
+
+def calibration_public(calibration: Calibration) -> CalibrationPublic:
+    comparisons = [
+        ComparisonCalibrationPublic(
+            comparison=table.comparison,
+            eer=table.eer,
+            genuine=table.genuine,
+            impostors=table.impostors,
+            far_floor=table.far_floor,
+            thresholds=[
+                ThresholdPublic(far=t.far, score=t.score, tar=t.tar, supported=t.supported)
+                for t in table.thresholds
+            ],
+        )
+        for table in (calibration.subject, calibration.sequence)
+    ]
+    return CalibrationPublic(
+        dataset=calibration.dataset,
+        subjects=calibration.subjects,
+        sequences=calibration.sequences,
+        enrolled_per_subject=calibration.enrolled_per_subject,
+        centred=calibration.centred,
+        calibrated_at=calibration.calibrated_at,
+        comparisons=comparisons,
+    )

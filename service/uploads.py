@@ -156,6 +156,12 @@ async def form_files(form: FormData, field: str, *, required: bool = True) -> li
     return uploads
 
 
+async def probe_files(form: FormData) -> list[Upload]:
+    """The probes of a search or verification: the field `files`, as on every route; the field `file`
+    (its name before searches took several probes) is still read, after them."""
+    return await form_files(form, "files", required=False) + await form_files(form, "file", required=False)
+
+
 VIDEO_FIELDS: dict[str, Any] = {
     name: {**schema, "description": VideoParams.model_fields[name].description}
     for name, schema in (

@@ -37,3 +37,20 @@ def milvus_uri(tmp_path_factory: pytest.TempPathFactory):
 
     with milvus_lite_server(tmp_path_factory.mktemp("milvus") / "data") as server:
         yield server.uri
+
+
+@pytest.fixture(scope="session")
+def calibrated_artifact(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny artifact calibrated by `gaitlu calibrate` on 12 synthetic walkers (centred), in a copy."""
+    import shutil
+
+    from synth.layout import generate_opengait
+    from tests.support.cli import run_cli
+
+    base = tmp_path_factory.mktemp("calibrated")
+    art = base / "artifact"
+    shutil.copytree(tiny_artifact, art)
+    generate_opengait(base / "walkers", 12, seed=21, sequences_per_subject=6)
+    result = run_cli(None, "calibrate", "--artifact", art, "--dataset", base / "walkers", "--centring", "on")
+    assert result.code == 0
+    return art

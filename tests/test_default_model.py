@@ -20,8 +20,17 @@ from gaitlu.preprocess import to_model_frames
 from synth import identity_for, render_sequence, sequence_rng
 from workflows import demo
 
-# 8 unlabelled people x 4 walks: one SSL batch; 14 labelled people, 8 train: one P8 x K4 batch.
-SMALL = demo.Recipe(ssl_identities=8, ssl_steps=2, identities=14, walks=4, supervised_steps=2)
+# 8 unlabelled people x 4 walks: one SSL batch; 14 labelled people, 8 train: one P8 x K4 batch; 2 steps
+# each; 4 held-out people x 12 walks calibrate (10 enrolled, 2 probes each).
+SMALL = demo.Recipe(
+    ssl_identities=8,
+    ssl_steps=2,
+    identities=14,
+    walks=4,
+    supervised_steps=2,
+    calibration_identities=4,
+    calibration_walks=12,
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +107,8 @@ def test_a_present_model_is_served_and_a_rebuild_reuses_finished_stages(
     assert demo.default_model(served, builds, SMALL, rebuild=False) == served
     assert commands == []  # served as it is: nothing built
     assert demo.default_model(served, builds, SMALL, rebuild=True) == served
-    assert commands == ["data", "export"]  # the cached stages are not run again: only verify and export
+    assert commands == ["data", "export", "calibrate"]  # cached stages do not run again; the fresh export
+    # is calibrated again on the cached held-out set
     demo.check_default_model(served)
     record = json.loads((served / demo.BUILD_RECORD).read_text())
     assert (

@@ -111,19 +111,27 @@ def test_search_prints_a_ranked_table_and_json(capsys, opengait_tree: Path, serv
     code, out, _ = run_cli(capsys, *base)
     assert code == 0 and "rank" in out and "002" in out
 
-    code, out, _ = run_cli(capsys, *base, "--json")
-    hits = json.loads(out)["hits"]
-    assert code == 0 and len(hits) == 3
+    other = opengait_tree / "003" / "nm-01" / VIEW / f"003-nm-01-{VIEW}.pkl"
+    code, out, _ = run_cli(capsys, *base, str(other), "--json")  # two probes, one call
+    answer = json.loads(out)  # the API's SearchResponse, key for key
+    assert code == 0 and answer["count"] == 2 and answer["gallery"] == "searchable"
+    hits = answer["data"][0]["data"]
+    assert len(hits) == 3 and answer["data"][1]["data"][0]["subject_id"] == "003"
     assert hits[0]["subject_id"] == "002" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
-    assert [h["rank"] for h in hits] == [1, 2, 3]
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    assert hits[0]["far"] is None and answer["data"][0]["unknown"] is None  # uncalibrated, no threshold
+
+    code, _, err = run_cli(capsys, *base, "--max-far", "0.001")
+    assert code == 2 and "not_calibrated" in err and "gaitlu calibrate" in err
 
 
 def test_galleries_lists_sizes(capsys, opengait_tree: Path, server: str) -> None:
     enroll(capsys, opengait_tree, "listed", server, "--create")
     code, out, _ = run_cli(capsys, "galleries", "--server", server, "--api-key", KEY, "--json")
-    rows = {g["name"]: g for g in json.loads(out)["galleries"]}
-    assert code == 0 and (rows["listed"]["subjects"], rows["listed"]["sequences"]) == (3, 6)
+    listing = json.loads(out)  # the API's GalleriesPublic, key for key
+    rows = {g["name"]: g for g in listing["data"]}
+    assert code == 0 and listing["count"] == len(rows)
+    assert (rows["listed"]["subject_count"], rows["listed"]["sequence_count"]) == (3, 6)
     code, out, _ = run_cli(capsys, "galleries", "--server", server, "--api-key", KEY)
     assert code == 0 and "listed" in out
 
@@ -173,8 +181,8 @@ def test_offline_builds_the_same_gallery(
     with GaitluClient(server, KEY) as client:
         [embedded] = client.embed([("q.pkl", query.read_bytes())]).data
         np.testing.assert_allclose(embedded.embedding, vector, atol=1e-5)  # same preprocessing, same model
-        remote = client.search("online", ("q.pkl", query.read_bytes()), k=3).data
-        assert client.search("online", vector, k=3).data[0].subject_id == "003"  # by embedding (JSON)
+        remote = client.search("online", ("q.pkl", query.read_bytes()), k=3).data[0].data
+        assert client.search("online", vector, k=3).data[0].data[0].subject_id == "003"  # by embedding
         remote_ids = {
             s.sequence_id for subject in SUBJECTS for s in client.subject_sequences("online", subject)
         }

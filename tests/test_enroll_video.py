@@ -82,7 +82,7 @@ def test_online_and_offline_enrollment_of_videos_agree(
 
     query = (dataset / "bob" / "walk1.mp4").read_bytes()
     with GaitluClient(server, KEY) as client:
-        remote = client.search("walks", ("q.mp4", query), k=2).data
+        remote = client.search("walks", ("q.mp4", query), k=2).data[0].data
         vector = np.asarray(client.embed([("q.mp4", query)]).data[0].embedding, np.float32)
     with GalleryStore(tmp_path / STORE_FILE) as store:
         local = store.search("walks", vector, store.get_gallery("walks").model_hash, k=2)

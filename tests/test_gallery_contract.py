@@ -118,14 +118,40 @@ def test_export_records_stream_every_sequence_with_its_embedding(backend, tmp_pa
             np.testing.assert_allclose(record.embedding, x[i], atol=1e-6)
 
 
-def test_the_local_backend_refuses_filters_until_it_implements_them(tmp_path, request):
-    with open_store("local", tmp_path, request) as store:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hits_carry_their_sequence_attributes_and_embeddings_read_back_as_enrolled(
+    backend, tmp_path, request
+):
+    x = unit_embeddings(np.random.default_rng(3), 3, LAYOUT)
+    meta = {"camera": "gate-2", "site": "lab", "captured_at": "2026-05-01T12:00:00+02:00", "tags": ["a", "b"]}
+    with open_store(backend, tmp_path, request) as store:
         store.create_gallery("g", MODEL, LAYOUT)
-        store.enroll("g", "s", unit_embeddings(np.random.default_rng(3), 1, LAYOUT), MODEL)
-        query = unit_embeddings(np.random.default_rng(4), 1, LAYOUT)[0]
-        assert store.search("g", query, MODEL, filter=SequenceFilter())  # the empty filter takes all
-        with pytest.raises(InvalidInputError, match="does not filter"):
-            store.search("g", query, MODEL, filter=SequenceFilter.build(camera=["c"]))
+        store.enroll("g", "alice", x[:2], MODEL, [meta, None], ["q0", "q1"])
+        store.enroll("g", "bob", x[2:], MODEL, sequence_ids=["q2"])
+        [hit] = store.search("g", x[0], MODEL, k=1)
+        assert hit.sequence_id == "q0" and hit.attributes == attributes(meta)
+        assert hit.attributes.captured_at == datetime(2026, 5, 1, 10, tzinfo=UTC)
+        [hit] = store.search("g", x[2], MODEL, k=1)
+        assert hit.sequence_id == "q2" and hit.attributes == attributes(None)
+        ids, vectors = store.subject_embeddings("g", "alice")
+        assert ids == ["q0", "q1"]
+        np.testing.assert_allclose(vectors, x[:2], atol=1e-6)
+        np.testing.assert_allclose(store.get_embedding("g", "q2"), x[2], atol=1e-6)
+        assert store.centre(MODEL) is None
+        with pytest.raises(NotFoundError):
+            store.get_embedding("g", "q9")
+        with pytest.raises(NotFoundError):
+            store.subject_embeddings("g", "carol")
+
+
+def test_a_centred_model_is_served_by_the_local_backend_only(tmp_path, milvus_uri):
+    centre = np.full((LAYOUT.parts, LAYOUT.channels), 0.1, np.float32)
+    with open_backend("local", store_path=tmp_path / "g.db", centres={MODEL: centre}) as store:
+        np.testing.assert_array_equal(store.centre(MODEL), centre)
+        assert store.centre(OTHER) is None
+    settings = MilvusSettings(uri=milvus_uri, db_name=unique_db())
+    with pytest.raises(InvalidInputError, match="--centring off"):
+        open_backend("milvus", milvus=settings, centres={MODEL: centre})
 
 
 # ----- the Milvus backend

@@ -32,10 +32,11 @@ def enrol(url: str, sequence_id: str, subject: str, seed: int) -> httpx.Response
 
 
 def best(url: str, seed: int) -> dict:
-    query = {"file": ("q.npy", npy_bytes(walking_sequence(seed, 4)))}
+    query = {"files": ("q.npy", npy_bytes(walking_sequence(seed, 4)))}
     found = httpx.post(f"{url}/search", files=query, data={"gallery": "g", "k": "1"}, timeout=30)
     assert found.status_code == 200, found.text
-    return found.json()["data"][0] if found.json()["data"] else {}
+    [probe] = found.json()["data"]
+    return probe["data"][0] if probe["data"] else {}
 
 
 @pytest.mark.slow

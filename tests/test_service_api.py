@@ -116,11 +116,12 @@ def test_enroll_search_list_delete(api):
 
     found = api.post(
         "/search",
-        files={"file": ("q.npy", npy_bytes(sequences["s02"]))},
+        files={"files": ("q.npy", npy_bytes(sequences["s02"]))},
         data={"gallery": "people", "k": "3"},
     )
     assert found.status_code == 200, found.text
-    hits = found.json()["data"]
+    [probe] = found.json()["data"]
+    hits = probe["data"]
     assert len(hits) == 3 and hits[0]["subject_id"] == "s02" and hits[0]["sequence_id"] == "s02-a"
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
@@ -128,19 +129,21 @@ def test_enroll_search_list_delete(api):
 
     # Search by embedding (JSON): the same ranking as by sequence.
     vector = api.post("/embed", files={"files": ("q.npy", npy_bytes(sequences["s02"]))}).json()["data"][0]
-    by_vector = api.post("/search", json={"gallery": "people", "k": 3, "embedding": vector["embedding"]})
-    assert [h["subject_id"] for h in by_vector.json()["data"]] == [h["subject_id"] for h in hits]
+    by_vector = api.post("/search", json={"gallery": "people", "k": 3, "embeddings": [vector["embedding"]]})
+    assert [h["subject_id"] for h in by_vector.json()["data"][0]["data"]] == [h["subject_id"] for h in hits]
     high = api.post(
-        "/search", json={"gallery": "people", "k": 5, "threshold": 0.999, "embedding": vector["embedding"]}
+        "/search", json={"gallery": "people", "k": 5, "threshold": 0.999, "embeddings": [vector["embedding"]]}
     )
-    assert [h["subject_id"] for h in high.json()["data"]] == ["s02"]
+    assert [h["subject_id"] for h in high.json()["data"][0]["data"]] == ["s02"]
 
     assert api.delete("/galleries/people/sequences/s02-a").status_code == 204
     assert api.delete("/galleries/people/subjects/s04").status_code == 204
     assert_error(api.delete("/galleries/people/subjects/s04"), 404, "not_found")
     assert_error(api.delete("/galleries/people/sequences/s02-a"), 404, "not_found")
-    after = api.post("/search", json={"gallery": "people", "k": 1, "embedding": vector["embedding"]}).json()
-    assert after["data"][0]["sequence_id"] == "s02-b"  # the subject's other sequence now matches best
+    after = api.post(
+        "/search", json={"gallery": "people", "k": 1, "embeddings": [vector["embedding"]]}
+    ).json()
+    assert after["data"][0]["data"][0]["sequence_id"] == "s02-b"  # the other sequence now matches best
     gallery = api.get("/galleries/people").json()
     assert (gallery["subject_count"], gallery["sequence_count"]) == (4, 7)
 
@@ -180,7 +183,7 @@ def test_gallery_of_another_model_is_409_with_the_remedy(api):
     seq = npy_bytes(walking_sequence(9))
     for response in (
         api.post("/galleries/old/subjects/x/sequences", files={"files": ("x.npy", seq)}),
-        api.post("/search", files={"file": ("x.npy", seq)}, data={"gallery": "old"}),
+        api.post("/search", files={"files": ("x.npy", seq)}, data={"gallery": "old"}),
     ):
         error = assert_error(response, 409, "model_mismatch")
         assert "gaitlu enroll" in error["message"] and "gaitlu enroll" in error["detail"]["remedy"]
@@ -195,9 +198,8 @@ def test_request_shape_errors(api):
     assert_error(api.post("/embed", json={"sequences": []}), 422, "validation_error")
     assert_error(api.post("/embed", json={"sequences": [{"npy_b64": "%%%"}]}), 422, "validation_error")
     assert_error(api.post("/search", json={"gallery": "shapes", "k": 1}), 422, "validation_error")
-    assert_error(
-        api.post("/search", json={"gallery": "shapes", "embedding": [0.1, 0.2]}), 422, "invalid_input"
-    )
+    wrong_size = api.post("/search", json={"gallery": "shapes", "embeddings": [[0.1, 0.2]]})
+    assert wrong_size.status_code == 200 and wrong_size.json()["data"][0]["error"]["code"] == "invalid_input"
     assert_error(api.post("/embed", files={"other": ("a.npy", b"x")}), 422, "missing_file")
     assert_error(api.post("/embed", files={"files": (None, "text")}), 422, "not_a_file")
     assert_error(api.post("/embed", data={"files": "urlencoded"}), 415, "unsupported_media_type")

@@ -106,7 +106,7 @@ async def _enroll_loop(
         elif response.status_code == 429:
             await asyncio.sleep(0.05)  # then retry the same id
         if search:
-            found = await c.post("/search", files={"file": ("q.npy", data)}, data={"gallery": "g", "k": "3"})
+            found = await c.post("/search", files={"files": ("q.npy", data)}, data={"gallery": "g", "k": "3"})
             statuses[found.status_code] += 1
     return statuses
 
@@ -188,9 +188,9 @@ def test_kill_9_keeps_every_acknowledged_enrolment(tiny_artifact, tmp_path):
             client_id, n = (int(x) for x in sequence_id[1:].split("-"))
             query = npy_bytes(walking_sequence(client_id * 10_000 + n, 4))
             found = httpx.post(
-                f"{url}/search", files={"file": ("q.npy", query)}, data={"gallery": "g", "k": "1"}
+                f"{url}/search", files={"files": ("q.npy", query)}, data={"gallery": "g", "k": "1"}
             )
-            [hit] = found.json()["data"]
+            [hit] = found.json()["data"][0]["data"]
             assert (hit["subject_id"], hit["sequence_id"]) == (subject, sequence_id)
             assert hit["score"] == pytest.approx(1.0, abs=1e-4)
     finally:

@@ -97,14 +97,14 @@ def test_videos_enroll_through_the_route_and_search_finds_them(api: TestClient, 
         np.testing.assert_array_equal(image(stored["gei_png"]), gei)  # the GEI of the track embedded
 
     form = {"gallery": GALLERY, "k": "2"}
-    found = api.post("/search", files=video_file(videos, "alice-1", "file"), data=form).json()
+    [found] = api.post("/search", files=video_file(videos, "alice-1", "files"), data=form).json()["data"]
     assert [h["subject_id"] for h in found["data"]] == ["alice", "bob"]
     assert found["data"][0]["sequence_id"] == "alice-video" and found["data"][0]["score"] > 0.99
     assert found["track"]["index"] == 0 and found["track"]["strip"] is None
 
 
 def test_the_preview_pairs_video_frames_with_their_silhouettes(api: TestClient, videos: Videos) -> None:
-    response = api.post("/sequences/preview", files=video_file(videos, "bob-2", "file"))
+    response = api.post("/sequences/preview", files=video_file(videos, "bob-2", "files"))
     assert response.status_code == 200, response.text
     body = response.json()
     expected = model_frames(videos, "bob-2")

@@ -77,7 +77,7 @@ def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             api.post("/galleries", json={"name": GALLERY}).raise_for_status()
             for s in range(ENROLLED):
                 files = [("files", (f"s{s}.pkl", pkl_bytes(walking_sequence(s))))]
-                form = {"sequence_ids": f"s{s}-a", "metadata": f'{{"camera": {s}}}'}
+                form = {"sequence_ids": f"s{s}-a", "metadata": f'{{"camera": "{s}"}}'}
                 api.post(
                     f"/galleries/{GALLERY}/subjects/s{s}/sequences", files=files, data=form
                 ).raise_for_status()
@@ -113,7 +113,7 @@ def test_the_page_and_its_assets_need_no_key_but_the_data_does(server: str) -> N
 
 def test_preview_returns_the_model_frames_and_their_gei(api: httpx.Client) -> None:
     sequence = walking_sequence(7, frames=6)  # (6, 64, 44): model frames already
-    response = api.post("/sequences/preview", files={"file": ("walk.pkl", pkl_bytes(sequence))})
+    response = api.post("/sequences/preview", files={"files": ("walk.pkl", pkl_bytes(sequence))})
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["name"], body["frames"], body["height"], body["width"]) == ("walk.pkl", 6, 64, 44)
@@ -128,7 +128,7 @@ def test_preview_aligns_raw_masks_from_a_zip_of_pngs(api: httpx.Client) -> None:
     with zipfile.ZipFile(archive, "w") as zf:
         for i, frame in enumerate(raw):
             zf.writestr(f"{i:03d}.png", cv2.imencode(".png", frame)[1].tobytes())
-    response = api.post("/sequences/preview", files={"file": ("walk.zip", archive.getvalue())})
+    response = api.post("/sequences/preview", files={"files": ("walk.zip", archive.getvalue())})
     assert response.status_code == 200, response.text
     body = response.json()
     frames = np.stack([png_image(uri) for uri in body["data"]])
@@ -138,10 +138,10 @@ def test_preview_aligns_raw_masks_from_a_zip_of_pngs(api: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("files", "status", "code"),
     [
-        ({"file": ("notes.txt", b"not a sequence")}, 422, "invalid_sequence"),
-        ({"file": ("evil.pkl", pickle.dumps(_RunsCode()))}, 422, "unsafe_pickle"),
+        ({"files": ("notes.txt", b"not a sequence")}, 422, "invalid_sequence"),
+        ({"files": ("evil.pkl", pickle.dumps(_RunsCode()))}, 422, "unsafe_pickle"),
         ({"other": ("walk.pkl", b"x")}, 422, "missing_file"),
-        ([("file", ("a.pkl", b"x")), ("file", ("b.pkl", b"y"))], 422, "one_file"),
+        ([("files", ("a.pkl", b"x")), ("files", ("b.pkl", b"y"))], 422, "one_file"),
     ],
     ids=["not-a-sequence", "unsafe-pickle", "no-file", "two-files"],
 )
@@ -151,7 +151,7 @@ def test_preview_rejects_bad_uploads(api: httpx.Client, files, status: int, code
 
 def test_preview_takes_multipart_only_and_needs_a_key(api: httpx.Client, server: str) -> None:
     assert error_code(api.post("/sequences/preview", json={}), 415) == "unsupported_media_type"
-    files = {"file": ("walk.pkl", pkl_bytes(walking_sequence(1, frames=2)))}
+    files = {"files": ("walk.pkl", pkl_bytes(walking_sequence(1, frames=2)))}
     assert error_code(httpx.post(f"{server}/sequences/preview", files=files), 401) == "unauthorized"
 
 
@@ -185,7 +185,7 @@ def test_demo_folder_keeps_an_operators_own_files(tmp_path: Path) -> None:
 
 def test_enrollment_stores_the_gei_beside_the_callers_metadata(api: httpx.Client) -> None:
     stored = api.get(f"/galleries/{GALLERY}/sequences/s1-a").json()
-    assert stored["metadata"] == {"camera": 1}  # the caller's, exactly
+    assert stored["metadata"] == {"camera": "1"}  # the caller's, exactly
     np.testing.assert_array_equal(png_image(stored["gei_png"]), expected_gei(walking_sequence(1)))
 
     files = [("files", ("x.pkl", pkl_bytes(walking_sequence(50))))]
@@ -335,3 +335,79 @@ def test_the_page_shows_a_videos_frames_beside_its_silhouettes_and_searches_with
     assert "invalid_video" in error.inner_text() and page.locator("#viewer").is_hidden()
     api.delete(f"/galleries/{GALLERY}/subjects/alice").raise_for_status()
     assert page.errors == []
+
+
+@pytest.fixture(scope="module")
+def calibrated_server(calibrated_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A served calibrated model with gallery `lab` of ENROLLED subjects (camera "s{i}"); its URL."""
+    folder = tmp_path_factory.mktemp("web-calibrated")
+    proc = ServerProcess(
+        calibrated_artifact, folder / "data", folder / "server.log", api_keys=FULL_KEY
+    ).start()
+    try:
+        with httpx.Client(base_url=proc.url, headers={"X-API-Key": FULL_KEY}, timeout=60) as api:
+            api.post("/galleries", json={"name": GALLERY}).raise_for_status()
+            for s in range(ENROLLED):
+                files = [("files", (f"s{s}.pkl", pkl_bytes(walking_sequence(s))))]
+                form = {"sequence_ids": f"s{s}-a", "metadata": f'{{"camera": "cam-{s}"}}'}
+                api.post(
+                    f"/galleries/{GALLERY}/subjects/s{s}/sequences", files=files, data=form
+                ).raise_for_status()
+        yield proc.url
+    finally:
+        proc.stop()
+
+
+@pytest.mark.slow
+def test_the_page_answers_match_or_no_match_with_the_far_in_words(
+    browser_page, calibrated_server: str
+) -> None:
+    page = browser_page
+    page.goto(calibrated_server)
+    page.get_by_label("API key").fill(FULL_KEY)
+    page.get_by_role("button", name="Use key").click()
+    page.locator("#galleries-table tbody tr", has_text=GALLERY).wait_for()
+    decide = page.get_by_label("Decide at")
+    page.wait_for_function("() => !document.getElementById('max-far').disabled")  # calibrated: enabled
+    assert "calibrated on walkers" in page.locator("#far-help").inner_text()
+    decide.select_option("0.01")
+    page.get_by_label("Search in").select_option(GALLERY)
+    probe = {
+        "name": "probe.pkl",
+        "mimeType": "application/octet-stream",
+        "buffer": pkl_bytes(walking_sequence(1)),
+    }
+    page.get_by_label("Upload a sequence").set_input_files(probe)
+
+    answer = page.locator("#answer")
+    answer.wait_for()
+    assert re.fullmatch(
+        r"Match: s1 \(FAR at most 1 in 100; fewer than 1 in [\d,]+ people who are not s1 .*",
+        answer.inner_text(),
+    )
+    assert "people who are not" in page.locator("#results .far").first.inner_text()
+    assert "(cam-1)" in page.locator("#results .sequence").first.inner_text()  # the hit's attributes
+
+    page.get_by_label("Is the probe this subject?").fill("s1")
+    page.get_by_role("button", name="Verify").click()
+    verified = page.locator("#verify-result")
+    verified.filter(has_text="Verified: this is s1").wait_for()
+
+    page.get_by_label("Only cameras").fill("cam-0, cam-2")  # the probe's own subject filtered out
+    page.get_by_role("button", name="Search").click()
+    answer.filter(has_text="No match").wait_for()
+    assert f"nobody in {GALLERY} passes at FAR 1 in 100" in answer.inner_text()
+    assert page.errors == []
+
+
+@pytest.mark.slow
+def test_the_api_reference_renders_from_this_server_alone(browser_page, server: str) -> None:
+    page = browser_page
+    elsewhere: list[str] = []
+    page.on(
+        "request", lambda r: r.url.startswith(server) or r.url.startswith("data:") or elsewhere.append(r.url)
+    )
+    page.goto(f"{server}/docs")
+    page.locator(".swagger-ui .info .title", has_text="gaitlu").wait_for()
+    page.locator(".opblock-summary-path", has_text="/search").first.wait_for()  # the schema rendered
+    assert elsewhere == [] and page.errors == []

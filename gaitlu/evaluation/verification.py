@@ -4,7 +4,9 @@ Rank-1 says whether the right person comes first in a gallery; a deployment that
 one claimed identity needs a threshold instead, and these figures say how well one threshold separates
 same-person pairs from different-person pairs. Pairs are every probe against every gallery sequence of
 another view (CASIA-B's cross-view setting: identical views are left out, as in the Rank-1 headline).
-Scores are similarities (higher = more alike): the negative of the protocol's distance.
+Scores are similarities (higher = more alike): the negative of the protocol's distance. `Rates` is the
+one place where genuine/impostor scores become FARs and thresholds; the calibration tables that the
+service decides with (gaitlu.evaluation.calibration) are built on it too.
 """
 
 from __future__ import annotations
@@ -46,20 +48,52 @@ def pair_scores(
     return scores
 
 
-def _rates(scores: PairScores) -> tuple[np.ndarray, np.ndarray]:
-    """(FAR, FRR) at every distinct threshold `accept if score >= t`, thresholds descending."""
-    thresholds = np.unique(np.concatenate([scores.genuine, scores.impostor]))[::-1]  # (K,)
-    impostor = np.sort(scores.impostor)
-    genuine = np.sort(scores.genuine)
-    # Pairs at or above each threshold are accepted.
-    far = (len(impostor) - np.searchsorted(impostor, thresholds, side="left")) / len(impostor)
-    frr = np.searchsorted(genuine, thresholds, side="left") / len(genuine)
-    return far, frr
+class Rates:
+    """What accepting `score >= t` does on one set of genuine and impostor scores (sorted once): the
+    false accept rate (share of impostor scores accepted), the true accept rate, and the threshold
+    that holds a FAR. Every FAR and threshold figure of the project comes from here (the manifest's
+    calibration tables, EER, TAR@FAR)."""
+
+    def __init__(self, scores: PairScores) -> None:
+        self.genuine = np.sort(np.asarray(scores.genuine, np.float64))  # ascending
+        self.impostor = np.sort(np.asarray(scores.impostor, np.float64))
+
+    def far(self, threshold: np.ndarray | float) -> np.ndarray:
+        """Share of impostor scores >= threshold (elementwise for an array of thresholds)."""
+        return _share_at_least(self.impostor, threshold)
+
+    def tar(self, threshold: np.ndarray | float) -> np.ndarray:
+        """Share of genuine scores >= threshold."""
+        return _share_at_least(self.genuine, threshold)
+
+    def threshold(self, far: float) -> float:
+        """The lowest threshold (6 decimals) that accepts at most far x n impostor scores: halfway
+        between the last impostor score it may accept and the next one down; with none allowed, just
+        above the highest impostor score."""
+        n = len(self.impostor)
+        allowed = int(np.floor(far * n))  # impostor scores that may be >= the threshold
+        if allowed >= n:
+            score = float(self.impostor[0])
+        elif allowed == 0:
+            score = float(np.nextafter(self.impostor[-1], np.inf))
+        else:
+            above, below = self.impostor[n - allowed], self.impostor[n - allowed - 1]
+            score = float((above + below) / 2) if above > below else float(np.nextafter(above, np.inf))
+        score = round(score, 6)
+        while float(self.far(score)) > far:  # rounding may not let one more impostor in
+            score = round(float(np.nextafter(score, np.inf)) + 1e-6, 6)
+        return score
+
+
+def _share_at_least(ascending: np.ndarray, threshold: np.ndarray | float) -> np.ndarray:
+    return (len(ascending) - np.searchsorted(ascending, threshold, side="left")) / len(ascending)
 
 
 def equal_error_rate(scores: PairScores) -> float:
     """The error rate where false accepts and false rejects are equal (linear interpolation), in %."""
-    far, frr = _rates(scores)  # far rises, frr falls as the threshold drops
+    rates = Rates(scores)
+    thresholds = np.unique(np.concatenate([rates.genuine, rates.impostor]))[::-1]  # (K,) descending
+    far, frr = rates.far(thresholds), 1.0 - rates.tar(thresholds)  # far rises, frr falls as t drops
     diff = far - frr
     i = int(np.searchsorted(diff, 0.0))  # first threshold where FAR >= FRR
     if i == 0:
@@ -71,14 +105,11 @@ def equal_error_rate(scores: PairScores) -> float:
 
 
 def tar_at_far(scores: PairScores, far_target: float) -> float:
-    """True accept rate (%) at the loosest threshold whose false accept rate is at most `far_target`."""
+    """True accept rate (%) at the threshold that holds the false accept rate at most `far_target`."""
     if not 0 < far_target < 1:
         raise ValueError(f"far_target must be in (0, 1), got {far_target}")
-    far, frr = _rates(scores)
-    allowed = np.flatnonzero(far <= far_target)
-    if len(allowed) == 0:
-        return 0.0
-    return 100.0 * float(1.0 - frr[allowed[-1]])
+    rates = Rates(scores)
+    return 100.0 * float(rates.tar(rates.threshold(far_target)))
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
 """One router per resource; `ROUTERS` is what the app includes."""
 
-from service.routes import demo, embed, galleries, health, preview, search, web
+from service.routes import demo, docs, embed, galleries, health, model, preview, search, web
 
 ROUTERS = (
     health.router,
     embed.router,
     search.router,
+    model.router,
     galleries.router,
     preview.router,
     demo.router,
     web.router,
+    docs.router,
 )

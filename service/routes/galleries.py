@@ -9,20 +9,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Query, Request, Response, status
 from starlette.datastructures import FormData
 
-from engine import Upload, VideoOptions
+from engine import SequenceEmbedding, Upload, VideoOptions
 from gaitlu.schemas import (
     EnrollRequest,
     EnrollResponse,
     GalleriesPublic,
     GalleryCreate,
     GalleryPublic,
+    SequenceEmbeddingPublic,
     SequencePublic,
     SubjectDetail,
     SubjectPublic,
     SubjectsPublic,
+    VideoTrackPublic,
 )
 from gallery.store import MAX_OFFSET  # SQLite's largest integer: a larger offset cannot be bound
 from service.deps import EngineDep, ReadAccess, SettingsDep, WriteAccess
@@ -112,16 +115,28 @@ def _per_file(metadata: Any, n: int) -> list[dict[str, Any] | None] | None:
     )
 
 
-Enrollment = tuple[list[Upload], list[dict[str, Any] | None] | None, list[str] | None, VideoOptions]
+Enrollment = tuple[
+    list[Upload] | np.ndarray,  # sequences to embed, or (n, D) precomputed embeddings
+    list[dict[str, Any] | None] | None,
+    list[str] | None,
+    VideoOptions,
+    str | None,  # the model that computed the embeddings
+]
 
 
 def _from_json(body: EnrollRequest, settings: Settings) -> Enrollment:
-    uploads = json_uploads(body.sequences, settings)
-    given = [s.sequence_id for s in body.sequences if s.sequence_id is not None]
-    if given and len(given) != len(body.sequences):
+    items = body.sequences if body.sequences is not None else body.embeddings or []
+    given = [s.sequence_id for s in items if s.sequence_id is not None]
+    if given and len(given) != len(items):
         raise InvalidRequest("invalid_sequence_ids", "give a sequence_id for every sequence or for none")
-    metadata = [s.metadata for s in body.sequences]
-    return uploads, metadata, given or None, VideoOptions()
+    metadata = [s.metadata for s in items]
+    if body.embeddings is not None:
+        sizes = {len(e.embedding) for e in body.embeddings}
+        if len(sizes) != 1:
+            raise InvalidRequest("invalid_embeddings", "every embedding must have the same number of floats")
+        vectors = np.array([e.embedding for e in body.embeddings], dtype=np.float32)  # (n, D)
+        return vectors, metadata, given or None, VideoOptions(), body.model_hash
+    return json_uploads(body.sequences or [], settings), metadata, given or None, VideoOptions(), None
 
 
 async def _from_form(form: FormData) -> Enrollment:
@@ -132,7 +147,7 @@ async def _from_form(form: FormData) -> Enrollment:
         raise InvalidRequest(
             "invalid_sequence_ids", f"{len(ids)} sequence_ids for {len(uploads)} files: give one per file"
         )
-    return uploads, metadata, ids, video_options(form)
+    return uploads, metadata, ids, video_options(form), None
 
 
 @router.post(
@@ -146,14 +161,23 @@ async def enroll(
     name: str, subject_id: str, request: Request, engine: EngineDep, settings: SettingsDep
 ) -> EnrollResponse:
     """Enrol sequences of one subject, all or none; a video gives one sequence (its best track, or the
-    `track` asked for). With client `sequence_ids` a retry is idempotent."""
+    `track` asked for). JSON may carry precomputed `embeddings` instead, with the `model_hash` that
+    computed them (409 `model_mismatch` unless it is the gallery's). With client `sequence_ids` a retry
+    is idempotent. Metadata keys `camera`, `site`, `captured_at` and `tags` are validated (422)."""
     body = await read_body(request, settings, EnrollRequest, _from_json, _from_form)
-    uploads, metadata, ids, options = body
-    check_count(len(uploads), settings)
-    infos, embedded = await engine.enroll(name, subject_id, uploads, metadata, ids, options)
+    items, metadata, ids, options, model_hash = body
+    check_count(len(items), settings)
+    embedded: list[SequenceEmbedding]
+    tracks: list[VideoTrackPublic | None]
+    if isinstance(items, np.ndarray):
+        assert model_hash is not None  # the schema pairs them
+        infos = await engine.enroll_embeddings(name, subject_id, items, model_hash, metadata, ids)
+        embedded, tracks = [], [None] * len(infos)
+    else:
+        infos, embedded = await engine.enroll(name, subject_id, items, metadata, ids, options)
+        tracks = [track_public(e.video) for e in embedded]
     data = [sequence_public(info) for info in infos]
     timings = timings_public(embedded)
-    tracks = [track_public(e.video) for e in embedded]
     return EnrollResponse(
         gallery=name, subject_id=subject_id, data=data, count=len(data), timings=timings, tracks=tracks
     )
@@ -193,6 +217,28 @@ async def delete_subject(name: str, subject_id: str, engine: EngineDep) -> Respo
 @router.get("/{name}/sequences/{sequence_id}", response_model=SequencePublic, dependencies=[ReadAccess])
 async def get_sequence(name: str, sequence_id: str, engine: EngineDep) -> SequencePublic:
     return sequence_public(await engine.get_sequence(name, sequence_id))
+
+
+@router.get(
+    "/{name}/sequences/{sequence_id}/embedding",
+    response_model=SequenceEmbeddingPublic,
+    dependencies=[ReadAccess],
+)
+async def get_sequence_embedding(name: str, sequence_id: str, engine: EngineDep) -> SequenceEmbeddingPublic:
+    """A stored sequence's embedding as enrolled (what /embed answered for it): to move it to another
+    gallery of the same model, or to compare it elsewhere."""
+    info, vector = await engine.get_embedding(name, sequence_id)
+    layout = engine.layout
+    return SequenceEmbeddingPublic(
+        gallery=name,
+        sequence_id=info.sequence_id,
+        subject_id=info.subject_id,
+        model_hash=info.model_hash,
+        parts=layout.parts,
+        channels=layout.channels,
+        dim=len(vector),
+        embedding=vector.tolist(),
+    )
 
 
 @router.delete(

@@ -33,7 +33,7 @@ router = APIRouter(prefix="/sequences", tags=["web"], dependencies=[ReadAccess])
 _BODY = {
     "requestBody": {
         "required": True,
-        "content": {MULTIPART: {"schema": multipart_schema("file", VIDEO_FIELDS, ["file"])}},
+        "content": {MULTIPART: {"schema": multipart_schema("files", VIDEO_FIELDS, ["files"])}},
     }
 }
 
@@ -72,10 +72,10 @@ async def preview(request: Request, engine: EngineDep, settings: SettingsDep) ->
     """The decoded, aligned (64 x 44) frames of one sequence or video and its GEI, as PNG data URIs."""
     require_media_type(request, MULTIPART)
     async with open_form(request, settings) as form:
-        files = await form_files(form, "file")
+        files = await form_files(form, "files")
         options = video_options(form, thumbnails=True)
     if len(files) != 1:
-        raise InvalidRequest("one_file", f"preview takes one sequence in the field 'file', got {len(files)}")
+        raise InvalidRequest("one_file", f"preview takes one sequence in the field 'files', got {len(files)}")
     [decoded] = await engine.decode(files, options)
     shown = await run_sync(sequence_preview, decoded.frames)
     _, height, width = decoded.frames.shape  # (T, 64, 44)

@@ -1,5 +1,11 @@
-"""POST /search: rank a gallery's subjects against a sequence or video (multipart), a sequence or an
-embedding (JSON)."""
+"""POST /search and POST /verify: a gallery's subjects ranked against probes, and one probe checked
+against one subject or sequence.
+
+Probes are sequences or videos (multipart `files`), or base64 .npy sequences or embeddings (JSON). A
+search answers every probe in order, each with its own error when it cannot be searched (the others are
+answered). A threshold, given as a false accept rate (`max_far`, through the model's calibration) or as
+a score, turns the ranking into an answer: the `match`, or `unknown` when nobody in the gallery passes.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,31 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 
-from engine import Upload, VideoOptions
-from gaitlu.schemas import SearchParams, SearchRequest, SearchResponse
+from engine import Decision, Engine, Probe, ProbeResult, VideoOptions
+from gaitlu.schemas import (
+    ErrorInfo,
+    ProbeResultPublic,
+    SearchParams,
+    SearchRequest,
+    SearchResponse,
+    SequenceFilterParams,
+    VerifyParams,
+    VerifyRequest,
+    VerifyResponse,
+)
+from gallery.filters import SequenceFilter
+from service.context import request_id
 from service.deps import EngineDep, ReadAccess, SettingsDep
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, answer
 from service.public import hit_public, timings_public, track_public
 from service.settings import Settings
 from service.uploads import (
     VIDEO_FIELDS,
-    form_files,
+    check_count,
+    form_json,
     json_uploads,
     multipart_schema,
+    probe_files,
     read_body,
     request_body,
     validate_model,
@@ -26,46 +46,162 @@ from service.uploads import (
 
 router = APIRouter(tags=["search"], dependencies=[ReadAccess])
 
-_FIELDS = {
+_DECISION_FIELDS = {
+    "threshold": {"type": "number", "minimum": -1, "maximum": 1, "description": "Accept scores >= this."},
+    "max_far": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "maximum": 0.5,
+        "description": "Accept scores whose false accept rate is at most this (calibrated models).",
+    },
+    "top_m": {"type": "integer", "minimum": 1, "default": 1, "description": "Sequences a subject averages."},
+}
+_SEARCH_FIELDS = {
     "gallery": {"type": "string", "maxLength": 64},
     "k": {"type": "integer", "minimum": 1, "default": 5},
-    "threshold": {"type": "number", "minimum": -1, "maximum": 1},
+    **_DECISION_FIELDS,
+    "filter": {"type": "string", "description": "JSON: a SequenceFilterParams object."},
     **VIDEO_FIELDS,
 }
-_BODY = request_body(SearchRequest, multipart_schema("file", _FIELDS, ["file", "gallery"]))
-
-Query = tuple[SearchParams, Upload | np.ndarray, VideoOptions]
-
-
-def _from_json(body: SearchRequest, settings: Settings) -> Query:
-    if body.sequence is not None:
-        return body, json_uploads([body.sequence], settings)[0], VideoOptions()
-    return body, np.asarray(body.embedding, dtype=np.float32), VideoOptions()
-
-
-async def _from_form(form: FormData) -> Query:
-    fields = {key: form[key] for key in ("gallery", "k", "threshold") if key in form}
-    params = validate_model(SearchParams, fields)
-    options = video_options(form)
-    files = await form_files(form, "file")
-    if len(files) != 1:
-        raise InvalidRequest("one_file", f"search takes one sequence in the field 'file', got {len(files)}")
-    return params, files[0], options
+_VERIFY_FIELDS = {
+    "gallery": {"type": "string", "maxLength": 64},
+    "subject_id": {"type": "string", "maxLength": 128},
+    "sequence_id": {"type": "string", "maxLength": 128},
+    **_DECISION_FIELDS,
+    **VIDEO_FIELDS,
+}
+_SEARCH_BODY = request_body(SearchRequest, multipart_schema("files", _SEARCH_FIELDS, ["files", "gallery"]))
+_VERIFY_BODY = request_body(VerifyRequest, multipart_schema("files", _VERIFY_FIELDS, ["files"]))
 
 
-@router.post("/search", response_model=SearchResponse, openapi_extra=_BODY)
+def _probes(body: SearchRequest | VerifyRequest, settings: Settings) -> list[Probe]:
+    if body.sequences is not None:
+        return list(json_uploads(body.sequences, settings))
+    return [np.asarray(e, dtype=np.float32) for e in body.embeddings or []]
+
+
+def _fields(form: FormData, names: list[str]) -> dict[str, object]:
+    return {key: form[key] for key in names if key in form}
+
+
+async def _search_form(form: FormData) -> tuple[SearchParams, list[Probe], VideoOptions]:
+    fields = _fields(form, ["gallery", "k", "top_m", "threshold", "max_far"])
+    if "filter" in form:
+        fields["filter"] = form_json(form, "filter")
+    return validate_model(SearchParams, fields), list(await probe_files(form)), video_options(form)
+
+
+def _search_json(body: SearchRequest, settings: Settings) -> tuple[SearchParams, list[Probe], VideoOptions]:
+    return body, _probes(body, settings), VideoOptions()
+
+
+def sequence_filter(params: SequenceFilterParams | None) -> SequenceFilter | None:
+    """The wire filter as the galleries' contract (gallery.filters); InvalidInputError if malformed."""
+    if params is None:
+        return None
+    return SequenceFilter.build(
+        camera=params.camera,
+        site=params.site,
+        captured_from=params.captured_from,
+        captured_to=params.captured_to,
+        tags_all=params.tags_all or (),
+        tags_any=params.tags_any,
+    )
+
+
+def _probe_public(result: ProbeResult, decided: Decision, engine: Engine) -> ProbeResultPublic:
+    hits = [hit_public(hit, engine.far("subject", hit.score)) for hit in result.hits]
+    error = None
+    if result.error is not None:
+        verdict = answer(result.error)
+        error = ErrorInfo(
+            code=verdict.code, message=verdict.message, detail=verdict.detail, request_id=request_id.get()
+        )
+    decided_here = decided.threshold is not None and error is None
+    return ProbeResultPublic(
+        name=result.name,
+        match=hits[0] if decided_here and hits else None,
+        unknown=not hits if decided_here else None,
+        data=hits,
+        count=len(hits),
+        error=error,
+        timings=timings_public([result.embedded] if result.embedded is not None else []),
+        track=track_public(result.embedded.video) if result.embedded is not None else None,
+    )
+
+
+@router.post("/search", response_model=SearchResponse, openapi_extra=_SEARCH_BODY)
 async def search(request: Request, engine: EngineDep, settings: SettingsDep) -> SearchResponse:
-    """The top-k subjects of `gallery`, best first; each subject scores its best sequence's similarity."""
-    params, query, options = await read_body(request, settings, SearchRequest, _from_json, _from_form)
-    hits, embedded = await engine.search(params.gallery, query, params.k, params.threshold, options)
-    data = [hit_public(hit) for hit in hits]
+    """The top-k subjects of `gallery` for each probe, best first: a subject scores its best sequence (or
+    the mean of its best `top_m`) among those the `filter` keeps. With `max_far` or `threshold`, subjects
+    below it are left out and each probe's `match` is the best one left, or `unknown` is true."""
+    params, probes, options = await read_body(request, settings, SearchRequest, _search_json, _search_form)
+    if not probes:
+        raise InvalidRequest(
+            "missing_file", "no probe: send sequences or videos in the multipart field 'files'"
+        )
+    check_count(len(probes), settings)
+    decided = engine.decision("subject", params.threshold, params.max_far)
+    where = sequence_filter(params.filter)
+    results = await engine.search_batch(
+        params.gallery, probes, params.k, decided.threshold, options, params.top_m, where
+    )
+    data = [_probe_public(result, decided, engine) for result in results]
     return SearchResponse(
         gallery=params.gallery,
         model_hash=engine.model_hash,
         k=params.k,
-        threshold=params.threshold,
+        top_m=params.top_m,
+        threshold=decided.threshold,
+        max_far=decided.max_far,
+        filter=params.filter,
         data=data,
         count=len(data),
-        timings=timings_public([embedded] if embedded is not None else []),
-        track=track_public(embedded.video) if embedded is not None else None,
+        timings=timings_public([r.embedded for r in results if r.embedded is not None]),
+    )
+
+
+async def _verify_form(form: FormData) -> tuple[VerifyParams, list[Probe], VideoOptions]:
+    names = ["gallery", "subject_id", "sequence_id", "top_m", "threshold", "max_far"]
+    params = validate_model(VerifyParams, _fields(form, names))
+    return params, list(await probe_files(form)), video_options(form)
+
+
+def _verify_json(body: VerifyRequest, settings: Settings) -> tuple[VerifyParams, list[Probe], VideoOptions]:
+    return body, _probes(body, settings), VideoOptions()
+
+
+@router.post("/verify", response_model=VerifyResponse, openapi_extra=_VERIFY_BODY)
+async def verify(request: Request, engine: EngineDep, settings: SettingsDep) -> VerifyResponse:
+    """Is this probe that person? One probe against a gallery's `subject_id` (scored as /search scores
+    subjects) or one stored `sequence_id`, or two probes against each other (no gallery): the score, its
+    estimated false accept rate, and `match` at `max_far` or `threshold`."""
+    params, probes, options = await read_body(request, settings, VerifyRequest, _verify_json, _verify_form)
+    wanted = 1 if params.gallery is not None else 2
+    if len(probes) != wanted:
+        against = "with a gallery" if wanted == 1 else "without a gallery (one against the other)"
+        raise InvalidRequest("probe_count", f"verify takes {wanted} probe(s) {against}, got {len(probes)}")
+    checked, embedded = await engine.verify(
+        probes[0],
+        gallery=params.gallery,
+        subject_id=params.subject_id,
+        sequence_id=params.sequence_id,
+        other=probes[1] if len(probes) == 2 else None,
+        top_m=params.top_m,
+        threshold=params.threshold,
+        max_far=params.max_far,
+        options=options,
+    )
+    return VerifyResponse(
+        model_hash=engine.model_hash,
+        comparison=checked.comparison,
+        gallery=params.gallery,
+        subject_id=params.subject_id,
+        sequence_id=checked.sequence_id,
+        score=checked.score,
+        far=checked.far,
+        threshold=checked.decision.threshold,
+        max_far=checked.decision.max_far,
+        match=checked.match,
+        timings=timings_public(embedded),
     )

@@ -1,5 +1,7 @@
 // The gaitlu web page: pick a probe (upload or demo), see it animated with its GEI, search a gallery.
 // A video probe also shows a few of its frames beside the silhouettes the service extracted from them.
+// A calibrated model's scores come with their false accept rate, and a search decides at a chosen FAR:
+// the match, or "no match" (not in the gallery); a probe can also be verified against one subject.
 // Plain browser JavaScript, no build step; every data call goes to this origin with the stored API key.
 "use strict";
 
@@ -17,6 +19,7 @@ const state = {
   frames: [],
   index: 0,
   timer: null,
+  model: null, // GET /model: the hash and, once calibrated, what its FARs come from
 };
 
 class ApiError extends Error {
@@ -94,6 +97,62 @@ function saveKey() {
   else localStorage.removeItem(KEY_STORAGE);
   loadGalleries();
   loadDemos();
+  loadModel();
+}
+
+// ----- the model and what its scores mean
+
+async function loadModel() {
+  try {
+    state.model = await (await api("/model")).json();
+  } catch {
+    state.model = null; // the galleries' error already tells why
+  }
+  const calibrated = Boolean(state.model && state.model.calibration);
+  const select = $("max-far");
+  select.disabled = !calibrated;
+  $("far-help").textContent = calibrated
+    ? `How often someone else may pass for a match (calibrated on ${state.model.calibration.dataset}).`
+    : "Scores only: this model is not calibrated (gaitlu calibrate).";
+}
+
+function farFloor(comparison) {
+  const calibration = state.model && state.model.calibration;
+  const found = calibration && calibration.comparisons.find((c) => c.comparison === comparison);
+  return found ? found.far_floor : 0;
+}
+
+// A FAR as people read it: "about 1 in 2,300 people who are not s3 score this high".
+function farWords(far, who, comparison = "subject") {
+  if (far === null || far === undefined) return "no FAR: the model is not calibrated";
+  const atFloor = far <= farFloor(comparison) * 1.000001;
+  const n = Math.max(1, Math.round(1 / far)).toLocaleString("en");
+  return `${atFloor ? "fewer than" : "about"} 1 in ${n} people who are not ${who} score this high`;
+}
+
+const farLevel = (far) => `1 in ${Math.round(1 / far).toLocaleString("en")}`;
+
+function searchFilter() {
+  const list = (id) =>
+    $(id)
+      .value.split(",")
+      .map((v) => v.trim())
+      .filter(Boolean);
+  const filter = {};
+  for (const [key, id] of [
+    ["camera", "filter-camera"],
+    ["site", "filter-site"],
+    ["tags_any", "filter-tags"],
+  ]) {
+    const values = list(id);
+    if (values.length) filter[key] = values;
+  }
+  return Object.keys(filter).length ? filter : null;
+}
+
+function decisionFar() {
+  const select = $("max-far");
+  return select.disabled ? "" : select.value;
 }
 
 // ----- galleries
@@ -181,7 +240,7 @@ async function useProbe(file) {
     ? `Extracting the walking person from ${file.name}…`
     : `Reading ${file.name}…`;
   const form = new FormData();
-  form.append("file", file, file.name);
+  form.append("files", file, file.name);
   try {
     const preview = await (await api("/sequences/preview", { method: "POST", body: form })).json();
     const frames = await Promise.all(preview.data.map(loadImage));
@@ -327,9 +386,13 @@ async function search() {
   if (!probe || !gallery) return;
   const generation = state.generation;
   const form = new FormData();
-  form.append("file", probe, probe.name);
+  form.append("files", probe, probe.name);
   form.append("gallery", gallery);
   form.append("k", $("top-k").value || "5");
+  const maxFar = decisionFar();
+  if (maxFar) form.append("max_far", maxFar);
+  const filter = searchFilter();
+  if (filter) form.append("filter", JSON.stringify(filter));
   clearResults(`Searching ${gallery}…`);
   $("search-button").disabled = true;
   try {
@@ -348,16 +411,67 @@ function clearResults(status) {
   showError("search-error", null);
   $("results").replaceChildren();
   $("search-status").textContent = status;
+  showAnswer("answer", null);
+  showAnswer("verify-result", null);
+  $("verify-form").hidden = true;
+}
+
+function showAnswer(id, text, yes) {
+  const element = $(id);
+  element.hidden = !text;
+  element.textContent = text || "";
+  element.className = `answer ${yes ? "yes" : "no"}`;
 }
 
 function renderResults(found) {
-  const timing = `model ${found.timings.inference_ms.toFixed(0)} ms`;
+  const [probe] = found.data; // one probe per search from this page
+  if (probe.error) {
+    $("search-status").textContent = "";
+    showError("search-error", probe.error);
+    return;
+  }
+  const timing = `model ${probe.timings.inference_ms.toFixed(0)} ms`;
+  const where = found.filter ? " among the sequences the filter keeps" : "";
   $("search-status").textContent =
-    found.count === 0
-      ? `No subject of ${found.gallery} scores above the threshold.`
-      : `Top ${found.count} of ${found.gallery}, best first (${timing}).`;
+    probe.count === 0
+      ? `No subject of ${found.gallery} passes${where}.`
+      : `Top ${probe.count} of ${found.gallery}${where}, best first (${timing}).`;
+  if (found.max_far !== null) {
+    const level = farLevel(found.max_far);
+    if (probe.match) {
+      const who = probe.match.subject_id;
+      showAnswer("answer", `Match: ${who} (FAR at most ${level}; ${farWords(probe.match.far, who)}).`, true);
+    } else {
+      showAnswer("answer", `No match: nobody in ${found.gallery} passes at FAR ${level}.`, false);
+    }
+  }
   const list = $("results");
-  for (const hit of found.data) list.append(matchCard(found.gallery, hit));
+  for (const hit of probe.data) list.append(matchCard(found.gallery, hit));
+  $("verify-form").hidden = false;
+}
+
+async function verify() {
+  const gallery = $("gallery-select").value;
+  const probe = state.probe;
+  const subject = $("verify-subject").value.trim();
+  if (!probe || !gallery || !subject) return;
+  const form = new FormData();
+  form.append("files", probe, probe.name);
+  form.append("gallery", gallery);
+  form.append("subject_id", subject);
+  const maxFar = decisionFar();
+  if (maxFar) form.append("max_far", maxFar);
+  showAnswer("verify-result", `Comparing with ${subject}…`, true);
+  try {
+    const checked = await (await api("/verify", { method: "POST", body: form })).json();
+    const words = farWords(checked.far, subject);
+    const score = `score ${checked.score.toFixed(3)}; ${words}`;
+    if (checked.match === null) showAnswer("verify-result", `${subject}: ${score}.`, true);
+    else if (checked.match) showAnswer("verify-result", `Verified: this is ${subject} (${score}).`, true);
+    else showAnswer("verify-result", `Not ${subject} at FAR ${farLevel(checked.max_far)} (${score}).`, false);
+  } catch (error) {
+    showAnswer("verify-result", `${error.code}: ${error.message}`, false);
+  }
 }
 
 function matchCard(gallery, hit) {
@@ -382,13 +496,17 @@ function matchCard(gallery, hit) {
   const fill = document.createElement("span");
   fill.style.width = `${Math.max(0, Math.min(1, hit.score)) * 100}%`;
   bar.append(fill);
+  const far = document.createElement("p");
+  far.className = "far";
+  far.textContent = farWords(hit.far, hit.subject_id);
   const sequence = document.createElement("p");
   sequence.className = "sequence";
-  sequence.textContent = `sequence ${hit.sequence_id}`;
+  const seen = [hit.attributes.camera, hit.attributes.site].filter(Boolean).join(", ");
+  sequence.textContent = `sequence ${hit.sequence_id}${seen ? ` (${seen})` : ""}`;
 
   const text = document.createElement("div");
   text.className = "match-text";
-  text.append(subject, score, bar, sequence);
+  text.append(subject, score, bar, far, sequence);
   item.append(picture, text);
   showMatchGei(gallery, hit, picture, placeholder);
   return item;
@@ -421,7 +539,12 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     search();
   });
+  $("verify-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    verify();
+  });
   $("play-pause").addEventListener("click", () => (state.timer ? stopAnimation() : play()));
   loadGalleries();
   loadDemos();
+  loadModel();
 });
