@@ -422,16 +422,7 @@ class MilvusStore:
 
     def list_sequences(self, name: str, subject_id: str) -> list[SequenceInfo]:
         gallery = self._gallery(name)
-        expr = f"subject == {literal(subject_id)}"
-        fields = ["uid", "subject", "metadata", "created"]
-        rows = (
-            [row for batch in self._iterate(gallery.sequences, expr, fields) for row in batch]
-            if _is_id(subject_id)
-            else []
-        )
-        if not rows:
-            raise SubjectNotFoundError(f"gallery '{name}' has no subject '{subject_id}'")
-        rows.sort(key=lambda row: (row["created"], row["uid"]))
+        rows = self._subject_rows(gallery, subject_id, ["uid", "subject", "metadata", "created"])
         return [self._sequence_info(gallery, row) for row in rows]
 
     def get_sequence(self, name: str, sequence_id: str) -> SequenceInfo:
@@ -472,16 +463,7 @@ class MilvusStore:
     def subject_embeddings(self, name: str, subject_id: str) -> tuple[list[str], np.ndarray]:
         """A subject's sequence ids and embeddings (n, D), in enrolment order (time, then id)."""
         gallery = self._gallery(name)
-        expr = f"subject == {literal(subject_id)}"
-        fields = ["uid", "created", "embedding"]
-        rows = (
-            [row for batch in self._iterate(gallery.sequences, expr, fields) for row in batch]
-            if _is_id(subject_id)
-            else []
-        )
-        if not rows:
-            raise SubjectNotFoundError(f"gallery '{name}' has no subject '{subject_id}'")
-        rows.sort(key=lambda row: (row["created"], row["uid"]))
+        rows = self._subject_rows(gallery, subject_id, ["uid", "created", "embedding"])
         vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)  # (n, D)
         return [row["uid"] for row in rows], vectors
 
@@ -502,13 +484,8 @@ class MilvusStore:
         filter: SequenceFilter | None = None,
     ) -> list[SearchHit]:
         """One query embedding (D,) or (parts, C) -> up to k subjects, best first."""
-        gallery = self._checked(name, model_hash)
-        layout = gallery.layout
-        if np.ndim(query) not in (1, 2) or (np.ndim(query) == 2 and np.shape(query)[0] != layout.parts):
-            raise InvalidInputError(
-                f"a single query must have shape ({layout.size},) or ({layout.parts}, {layout.channels})"
-            )
-        return self.search_batch(name, np.asarray(query)[None], model_hash, k, threshold, top_m, filter)[0]
+        queries = validate.single_query(query, self._checked(name, model_hash).layout)
+        return self.search_batch(name, queries, model_hash, k, threshold, top_m, filter)[0]
 
     def search_batch(
         self,
@@ -729,6 +706,19 @@ class MilvusStore:
         return SequenceInfo(
             row["uid"], gallery.name, row["subject"], gallery.model_hash, metadata, _time(row["created"])
         )
+
+    def _subject_rows(self, gallery: _Gallery, subject_id: str, fields: list[str]) -> list[dict[str, Any]]:
+        """A subject's sequence rows (`fields`, which include uid and created) in enrolment order."""
+        expr = f"subject == {literal(subject_id)}"
+        rows = (
+            [row for batch in self._iterate(gallery.sequences, expr, fields) for row in batch]
+            if _is_id(subject_id)
+            else []
+        )
+        if not rows:
+            raise SubjectNotFoundError(f"gallery '{gallery.name}' has no subject '{subject_id}'")
+        rows.sort(key=lambda row: (row["created"], row["uid"]))
+        return rows
 
     def _keep_subject(self, gallery: _Gallery, subject_id: str, created: float) -> None:
         """Write the subject row (after its sequences) unless it exists: its first enrolment's time stays."""

@@ -410,13 +410,8 @@ class GalleryStore:
         filter: SequenceFilter | None = None,
     ) -> list[SearchHit]:
         """One query embedding (D,) or (parts, C) -> up to k subjects, best first."""
-        live = self._checked(name, model_hash)
-        layout = live.layout
-        if np.ndim(query) not in (1, 2) or (np.ndim(query) == 2 and np.shape(query)[0] != layout.parts):
-            raise InvalidInputError(
-                f"a single query must have shape ({layout.size},) or ({layout.parts}, {layout.channels})"
-            )
-        return self.search_batch(name, np.asarray(query)[None], model_hash, k, threshold, top_m, filter)[0]
+        queries = validate.single_query(query, self._checked(name, model_hash).layout)
+        return self.search_batch(name, queries, model_hash, k, threshold, top_m, filter)[0]
 
     def search_batch(
         self,

@@ -61,6 +61,15 @@ def layout(value: Any) -> EmbeddingLayout:
     return value
 
 
+def single_query(query: Any, layout: EmbeddingLayout) -> np.ndarray:
+    """One query embedding (D,) or (P, C) -> a batch of one (1, ...) for `search_batch`."""
+    if np.ndim(query) not in (1, 2) or (np.ndim(query) == 2 and np.shape(query)[0] != layout.parts):
+        raise InvalidInputError(
+            f"a single query must have shape ({layout.size},) or ({layout.parts}, {layout.channels})"
+        )
+    return np.asarray(query)[None]
+
+
 def embeddings(values: Any, layout: EmbeddingLayout) -> np.ndarray:
     """(D,), (n, D) or (n, P, C) -> (n, D) float32 with D = P*C, finite, each part unit-norm."""
     x = np.asarray(values, dtype=np.float32)

@@ -11,7 +11,9 @@ import time
 import httpx
 import pytest
 
+from tests.support.cli import run_cli
 from tests.support.milvus import unique_db
+from tests.support.ports import free_port
 from tests.support.servers import ServerProcess, npy_bytes
 from tests.support.walkers import walking_sequence
 
@@ -99,3 +101,17 @@ def test_two_replicas_share_a_gallery_and_a_killed_one_loses_nothing(tiny_artifa
     finally:
         a.kill()
         b.stop()
+
+
+def test_a_centred_model_on_milvus_is_refused_at_start_naming_the_remedy(
+    calibrated_artifact, tmp_path, milvus_uri, capsys, monkeypatch
+):
+    monkeypatch.setenv("GAITLU_GALLERY_BACKEND", "milvus")
+    monkeypatch.setenv("GAITLU_MILVUS_URI", milvus_uri)
+    monkeypatch.setenv("GAITLU_MILVUS_DB", unique_db())
+    port = str(free_port())
+    result = run_cli(
+        capsys, "serve", "--artifact", calibrated_artifact, "--data-dir", tmp_path, "--port", port
+    )
+    assert result.code == 2, result
+    assert "--centring off" in result.err and "Traceback" not in result.err
