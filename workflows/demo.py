@@ -65,6 +65,11 @@ def _once(marker: Path, title: str, args: list[str]) -> float:
     return elapsed
 
 
+def _shown(path: Path) -> str:
+    """A config path as build.json records it: relative to the repository when inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def _args(*parts: object) -> list[str]:
     return [str(p) for p in parts]
 
@@ -168,7 +173,7 @@ def build_default_model(model_dir: Path, builds: Path, recipe: Recipe) -> Path:
     slim = {**weights, "optimizer": None, "scheduler": None, "scaler": None}  # weights only: 4x smaller
     atomic_save(slim, staging / CHECKPOINT_FILE)
     record = {
-        "recipe": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(recipe).items()},
+        "recipe": {k: _shown(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(recipe).items()},
         "commands": {k: "gaitlu " + " ".join(v) for k, v in commands.items()},
         "wall_s": {k: round(v, 1) for k, v in clock.items()},
         "checkpoint_sha256": sha256_file(staging / CHECKPOINT_FILE),
