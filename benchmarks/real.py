@@ -335,8 +335,8 @@ def report(rows: list[Row], quick: bool, elapsed: float) -> tuple[str, str]:
             f"{r.verify.eer:.1f} | {tar[1e-2]:.1f} | {tar[1e-3]:.1f} | {zero[0]} | {zero[1]} |"
         )
     setup = (
-        "`nice -n 10 python benchmarks/real.py --write-results` on a 2-core x86-64 CPU, no GPU, shared "
-        "with four other jobs (wall times are this shared machine's); "
+        "`python benchmarks/real.py --write-results` on a 2-core x86-64 CPU, no GPU, shared "
+        "with other jobs (wall times are this shared machine's); "
         f"{elapsed / 60:.0f} min in all. Real CASIA-B dev set, cross-view Rank-1 (%) excluding identical "
         "views, gallery nm-01..04, whole sequences (first 720 frames); verification pairs: every NM/BG/CL "
         "probe against every gallery sequence of another view (cosine), 051-074. Every learned model runs as "
