@@ -21,7 +21,8 @@ p50/p99 at 1 and 8 client threads (k=10, top_m=1), recall@10 of subjects against
 per sequence (local: its index; Milvus: the server process's resident growth).
 
     python benchmarks/gallery_search.py --backends --quick   # 5k sequences, <= 60 s
-    python benchmarks/gallery_search.py --backends           # 10k and 100k; about 15 minutes here
+    python benchmarks/gallery_search.py --backends           # 10k and 100k: over 22 minutes here
+    python benchmarks/gallery_search.py --backends --sizes 10000   # what fits (10k: about 2 minutes)
 """
 
 from __future__ import annotations
@@ -281,10 +282,10 @@ def measure_backends(size: int, queries: int, folder: Path) -> list[BackendPoint
     return points
 
 
-def backends_main(quick: bool) -> None:
+def backends_main(quick: bool, sizes: list[int] | None) -> None:
     import tempfile
 
-    sizes = [5_000] if quick else [10_000, 100_000]
+    sizes = sizes or ([5_000] if quick else [10_000, 100_000])
     queries = 50 if quick else 200
     points: list[BackendPoint] = []
     with tempfile.TemporaryDirectory(prefix="gaitlu-backends-") as folder:
@@ -317,11 +318,14 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="1k and 100k only (<= 60 s)")
     parser.add_argument("--backends", action="store_true", help="compare the gallery backends end to end")
+    parser.add_argument(
+        "--sizes", type=lambda v: [int(n) for n in v.split(",")], help="--backends: gallery sizes, e.g. 10000"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.backends:
         faiss.omp_set_num_threads(1)
-        backends_main(args.quick)
+        backends_main(args.quick, args.sizes)
         return
     # One OpenMP thread per search: the service searches from a thread pool, and on a shared 2-core host
     # FAISS's spinning OpenMP threads made single-query flat search ~6x slower.

@@ -9,7 +9,9 @@ puts on a shared machine, which drifts over a run, weighs on both sides alike. R
 throughput under attack against alone (target >= 0.8x), honest p50/p99, 5xx responses of either kind
 (target 0), the server's peak RSS (its VmHWM, reset each window) against a stated bound, and each
 attack's answers (every one must be a 4xx or 429, or for a slow request head the server closing the
-connection).
+connection). A search answers each probe in order, each with its own error, inside a 200: a search is
+counted by what its probe got (a probe's error by the status the service gives that error alone), so a
+refused probe is a refusal and a failed one a 5xx.
 
 The attacks (tests/test_safepickle.py builds the pickles):
 - pickles: 8 MiB of EMPTY_DICT, a memo slot of 2**31, an 8 MiB string with one astral character,
@@ -46,6 +48,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import numpy as np
@@ -55,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from results_md import RESULTS, write_section  # noqa: E402  (benchmarks run as scripts)
 
+from service.errors import STATUSES  # noqa: E402
 from tests.support.servers import ServerProcess, npy_bytes  # noqa: E402
 from tests.support.walkers import walking_sequence  # noqa: E402
 from tests.test_safepickle import ATTACKS as PICKLES  # noqa: E402
@@ -65,6 +69,9 @@ FRAMES = 92
 SUBJECTS = 20
 BODY_TIMEOUT_S = 5.0  # and the request-head timeout
 CLOSED = 0  # the "status" of an attack the server ended by closing the connection (a slow head)
+# A probe's error code -> the status the service answers it with alone; a code not in the table is
+# counted as a server failure.
+PROBE_STATUS = {row.code: row.status for row in STATUSES if row.code is not None}
 CUT_AFTER_S = 2.0  # attacks still unanswered this long after a phase ends are cut (and reported)
 MIB = 1024 * 1024
 # The stated bound on the server's peak RSS under attack: its own footprint with honest load (0.6-0.9 GiB
@@ -89,9 +96,24 @@ def npz(arr: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-# ----- the attacks: each sends one hostile request and returns the status it got
+class Reply(NamedTuple):
+    """What a request got: its HTTP status, or for a search its probe's error's status inside a 200."""
 
-Attack = Callable[[httpx.AsyncClient, "Target"], Awaitable[int]]
+    status: int
+    in_200: bool = False
+
+
+def reply(response: httpx.Response) -> Reply:
+    """A search's probes each carry their own error: the first error decides (all succeeded: 200)."""
+    if response.status_code != 200 or response.url.path != "/search":
+        return Reply(response.status_code)
+    errors = [p["error"] for p in response.json()["data"] if p["error"] is not None]
+    return Reply(PROBE_STATUS.get(errors[0]["code"], 500), True) if errors else Reply(200)
+
+
+# ----- the attacks: each sends one hostile request and returns what it got
+
+Attack = Callable[[httpx.AsyncClient, "Target"], Awaitable[Reply]]
 
 
 @dataclass
@@ -104,37 +126,35 @@ class Target:
 
 
 def upload(name: str) -> Attack:
-    async def send(c: httpx.AsyncClient, t: Target) -> int:
-        return (await c.post("/embed", files={"files": (name, t.files[name])})).status_code
+    async def send(c: httpx.AsyncClient, t: Target) -> Reply:
+        return reply(await c.post("/embed", files={"files": (name, t.files[name])}))
 
     return send
 
 
 def raw_json(path: str, body: Callable[[Target], str]) -> Attack:
-    async def send(c: httpx.AsyncClient, t: Target) -> int:
+    async def send(c: httpx.AsyncClient, t: Target) -> Reply:
         headers = {"Content-Type": "application/json"}
-        return (await c.post(path, content=body(t), headers=headers)).status_code
+        return reply(await c.post(path, content=body(t), headers=headers))
 
     return send
 
 
-async def huge_offset(c: httpx.AsyncClient, t: Target) -> int:
-    return (await c.get("/galleries/bench/subjects", params={"offset": str(2**63)})).status_code
+async def huge_offset(c: httpx.AsyncClient, t: Target) -> Reply:
+    return reply(await c.get("/galleries/bench/subjects", params={"offset": str(2**63)}))
 
 
-async def cross_origin_enrol(c: httpx.AsyncClient, t: Target) -> int:
+async def cross_origin_enrol(c: httpx.AsyncClient, t: Target) -> Reply:
     files = {"files": ("a.npy", t.files["honest.npy"])}
     headers = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
-    return (
-        await c.post("/galleries/bench/subjects/evil/sequences", files=files, headers=headers)
-    ).status_code
+    return reply(await c.post("/galleries/bench/subjects/evil/sequences", files=files, headers=headers))
 
 
-async def rebinding_host(c: httpx.AsyncClient, t: Target) -> int:
-    return (await c.get("/galleries", headers={"Host": "evil.example"})).status_code
+async def rebinding_host(c: httpx.AsyncClient, t: Target) -> Reply:
+    return reply(await c.get("/galleries", headers={"Host": "evil.example"}))
 
 
-async def slow_body(c: httpx.AsyncClient, t: Target) -> int:
+async def slow_body(c: httpx.AsyncClient, t: Target) -> Reply:
     """Announce a 1 MB upload, send 5 bytes, wait for the server's answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", t.port)
     head = (
@@ -145,12 +165,12 @@ async def slow_body(c: httpx.AsyncClient, t: Target) -> int:
     await writer.drain()
     try:
         line = await asyncio.wait_for(reader.readline(), BODY_TIMEOUT_S + 30)
-        return int(line.split()[1])
+        return Reply(int(line.split()[1]))
     finally:
         writer.close()
 
 
-async def slow_head(c: httpx.AsyncClient, t: Target) -> int:
+async def slow_head(c: httpx.AsyncClient, t: Target) -> Reply:
     """Send a request head a byte every 0.2 s (never finishing it) until the server closes the connection."""
     reader, writer = await asyncio.open_connection("127.0.0.1", t.port)
     head = f"GET /galleries HTTP/1.1\r\nHost: 127.0.0.1:{t.port}\r\nX-Padding: {'x' * 1000}".encode()
@@ -160,12 +180,12 @@ async def slow_head(c: httpx.AsyncClient, t: Target) -> int:
             await writer.drain()
             try:
                 if await asyncio.wait_for(reader.read(1), 0.2) == b"":
-                    return CLOSED
+                    return Reply(CLOSED)
             except TimeoutError:
                 continue
         raise RuntimeError("the server waited for a request head of 1 KB at 5 bytes a second")
     except (ConnectionResetError, BrokenPipeError):
-        return CLOSED
+        return Reply(CLOSED)
     finally:
         writer.close()
 
@@ -223,7 +243,7 @@ class Phase:
     seconds: float = 0.0
     honest_ms: list[float] = field(default_factory=list)
     honest_status: Counter[int] = field(default_factory=Counter)
-    attack_status: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    attack_status: dict[str, Counter[Reply]] = field(default_factory=lambda: defaultdict(Counter))
     attack_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     attack_cut: Counter[str] = field(default_factory=Counter)
     attack_late_resets: Counter[str] = field(default_factory=Counter)
@@ -231,7 +251,7 @@ class Phase:
 
     @property
     def throughput(self) -> float:
-        return sum(n for s, n in self.honest_status.items() if s < 300) / self.seconds
+        return sum(n for s, n in self.honest_status.items() if 200 <= s < 300) / self.seconds
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.honest_ms, q))
@@ -242,8 +262,8 @@ class Phase:
 
     @property
     def server_errors(self) -> int:
-        statuses = [self.honest_status, *self.attack_status.values()]
-        return sum(n for counter in statuses for s, n in counter.items() if s >= 500)
+        honest = sum(n for s, n in self.honest_status.items() if s >= 500)
+        return honest + sum(n for c in self.attack_status.values() for r, n in c.items() if r.status >= 500)
 
 
 async def run_window(
@@ -260,13 +280,13 @@ async def run_window(
                 started = time.perf_counter()
                 if n % 2:
                     response = await c.post(
-                        "/search", files={"file": ("q.npy", body)}, data={"gallery": "bench"}
+                        "/search", files={"files": ("q.npy", body)}, data={"gallery": "bench"}
                     )
                 else:
                     response = await c.post("/embed", files={"files": ("q.npy", body)})
                 if record:
                     phase.honest_ms.append((time.perf_counter() - started) * 1000)
-                    phase.honest_status[response.status_code] += 1
+                    phase.honest_status[reply(response).status] += 1
                 n += 1
 
         async def attacker(i: int, until: float) -> None:
@@ -275,7 +295,7 @@ async def run_window(
                 target.cursors[i] += 1
                 started = time.perf_counter()
                 try:
-                    status = await target.attacks[name](c, target)
+                    answer = await target.attacks[name](c, target)
                 except asyncio.CancelledError:
                     phase.attack_cut[name] += 1  # still running when the phase ended
                     raise
@@ -283,9 +303,9 @@ async def run_window(
                     if time.perf_counter() - started >= BODY_TIMEOUT_S:  # the server's 408, then its close
                         phase.attack_late_resets[name] += 1  # reached the client as a reset mid-upload
                         continue
-                    status = 599  # no answer: counted as a server failure
+                    answer = Reply(599)  # no answer: counted as a server failure
                     print(f"attack {name!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
-                phase.attack_status[name][status] += 1
+                phase.attack_status[name][answer] += 1
                 phase.attack_ms[name].append((time.perf_counter() - started) * 1000)
 
         if warm_up:
@@ -348,8 +368,18 @@ def measure(artifact: Path, window: float, rounds: int, work: Path) -> list[Phas
         server.stop()
 
 
-def refused(counter: Counter[int]) -> bool:
-    return bool(counter) and all(status == CLOSED or 400 <= status < 500 for status in counter)
+def refused(counter: Counter[Reply]) -> bool:
+    return bool(counter) and all(r.status == CLOSED or 400 <= r.status < 500 for r in counter)
+
+
+def shown(r: Reply) -> str:
+    return (
+        "closed"
+        if r.status == CLOSED
+        else f"{r.status} (the probe's, in a 200)"
+        if r.in_200
+        else str(r.status)
+    )
 
 
 def table(attacked: Phase, names: list[str]) -> str:
@@ -359,8 +389,7 @@ def table(attacked: Phase, names: list[str]) -> str:
         statuses = attacked.attack_status.get(name, Counter())
         ms = attacked.attack_ms.get(name, [])
         cut = attacked.attack_cut[name]
-        shown = {"closed" if s == CLOSED else str(s): n for s, n in sorted(statuses.items())}
-        answers = ", ".join(f"{s} x{n}" for s, n in shown.items()) or "none"
+        answers = ", ".join(f"{shown(r)} x{n}" for r, n in sorted(statuses.items())) or "none"
         answers += f" (+{cut} cut at the end)" if cut else ""
         resets = attacked.attack_late_resets[name]
         answers += (
