@@ -14,19 +14,18 @@ Then the service: one /search call with 32 probes against 32 calls of one probe,
 precomputed embeddings (JSON, the search path alone) and with sequence files (multipart, inference
 included), sequential calls, same server.
 
-    python benchmarks/calibration.py --quick --artifact .data/artifact   # <= 60 s
-    python benchmarks/calibration.py --artifact .data/artifact --write-results
+    python benchmarks/calibration.py --quick   # <= 60 s (the shipped default model, models/default)
+    python benchmarks/calibration.py --write-results
 
-The real set: GAITLU_CASIAB_DIR names an unpacked CASIA-B tree (OpenGait layout; unpack the shared
-development set with `python ../shared/data/casiab-dev/unpack.py DIR`); absent, it is skipped with a
-message. Its figures are research use only; nothing per sequence is written anywhere.
+The real set (full mode only): CASIA-B dev subjects 051-074, found or unpacked as in
+tests/support/casiab_dev.py ($GAITLU_CASIAB_DEV, else unpacked once into .data/casiab-dev); absent, it
+is skipped with a message. Its figures are research use only; nothing per sequence is written anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -59,11 +58,10 @@ from gaitlu.labelled import scan_labelled  # noqa: E402
 from gaitlu.manifest import FarTable, read_manifest  # noqa: E402
 from runtime import load_artifact_embedder  # noqa: E402
 from synth.layout import generate_opengait  # noqa: E402
+from tests.support import casiab_dev  # noqa: E402
 from tests.support.servers import npy_bytes, served_in_thread  # noqa: E402
 from tests.support.walkers import walking_sequence  # noqa: E402
 
-ENV_CASIAB = "GAITLU_CASIAB_DIR"
-SHARED_CASIAB = ROOT.parent / "shared" / "data" / "casiab-dev"
 SYNTH_SEED = 404  # people the default model (seed 0) never saw
 PROBES = 32
 
@@ -133,23 +131,20 @@ def synthetic_set(folder: Path, subjects: int, per_subject: int) -> Path:
 
 
 def casiab_root() -> Path | None:
-    given = os.environ.get(ENV_CASIAB)
-    if given:
-        root = Path(given)
-        if not root.is_dir():
-            raise SystemExit(f"{ENV_CASIAB}={given} is not a folder")
-        return root
-    hint = f" (unpack it: python {SHARED_CASIAB / 'unpack.py'} DIR)" if SHARED_CASIAB.is_dir() else ""
-    print(f"real CASIA-B set skipped: set {ENV_CASIAB} to an unpacked OpenGait tree{hint}", file=sys.stderr)
-    return None
+    """The real dev set's test subjects 051-074 (found or unpacked as tests/support/casiab_dev.py does)."""
+    try:
+        return casiab_dev.dev_tree(casiab_dev.TEST)
+    except FileNotFoundError as exc:
+        print(f"real CASIA-B set skipped: {exc}", file=sys.stderr)
+        return None
 
 
-def subset(root: Path, folder: Path, subjects: int) -> Path:
-    """The first `subjects` subjects of a tree, as links (quick runs)."""
-    out = folder / f"{root.name}-first-{subjects}"
+def linked(root: Path, folder: Path, subjects: tuple[str, ...]) -> Path:
+    """A tree of just `subjects` of `root`, as links (the dev set's test people)."""
+    out = folder / "casiab-dev-test"
     out.mkdir()
-    for subject in sorted(p for p in root.iterdir() if p.is_dir())[:subjects]:
-        (out / subject.name).symlink_to(subject.resolve())
+    for subject in subjects:
+        (out / subject).symlink_to((root / subject).resolve())
     return out
 
 
@@ -279,8 +274,8 @@ Batched search, one server, sequential calls, k = 5, a gallery of precomputed em
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sets (<= 60 s)")
-    parser.add_argument("--artifact", type=Path, default=ROOT / ".data" / "artifact",
-                        help="export artifact (default: the one `make run` builds)")  # fmt: skip
+    parser.add_argument("--artifact", type=Path, default=ROOT / "models" / "default",
+                        help="export artifact (default: the shipped default model)")  # fmt: skip
     parser.add_argument("--cache", type=Path, help="keep embeddings here between runs (outside the repo)")
     parser.add_argument("--write-results", action="store_true", help=f"update the section in {RESULTS}")
     args = parser.parse_args()
@@ -296,9 +291,9 @@ def main() -> None:
         described.append(
             f"synthetic, {subjects} people x {per_subject} walks (`gaitlu synth --seed {SYNTH_SEED}`)"
         )
-        real = casiab_root()
+        real = None if args.quick else casiab_root()  # --quick: synthetic only, within its 60 s
         if real is not None:
-            root = subset(real, folder, 6) if args.quick else real
+            root = linked(real, folder, casiab_dev.TEST)
             sets.append(("CASIA-B dev", root))
             count = len([p for p in root.iterdir() if p.is_dir()])
             described.append(f"real CASIA-B development subjects ({count} people, all conditions and views)")
