@@ -39,7 +39,7 @@ def test_threads_enrolling_deleting_and_searching_stay_consistent(tmp_path):
     def writer(worker: int) -> None:
         rng = np.random.default_rng(worker)
         step = 0
-        while time.monotonic() < deadline:
+        while step < MIN_STEPS or time.monotonic() < deadline:  # enough sequences to cross into IVF
             subject = f"w{worker}-s{step % 5}"
             x = unit_embeddings(rng, 2, LAYOUT)
             infos = store.enroll("g", subject, x, MODEL)

@@ -5,6 +5,7 @@ nothing it acknowledged (the gallery lives on the server, not in the replica).""
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 
@@ -106,6 +107,9 @@ def test_two_replicas_share_a_gallery_and_a_killed_one_loses_nothing(tiny_artifa
 def test_a_centred_model_on_milvus_is_refused_at_start_naming_the_remedy(
     calibrated_artifact, tmp_path, milvus_uri, capsys, monkeypatch
 ):
+    root = logging.getLogger()  # `serve` points the root logger at this test's captured stderr: undone after
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
     monkeypatch.setenv("GAITLU_GALLERY_BACKEND", "milvus")
     monkeypatch.setenv("GAITLU_MILVUS_URI", milvus_uri)
     monkeypatch.setenv("GAITLU_MILVUS_DB", unique_db())
