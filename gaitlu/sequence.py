@@ -514,9 +514,16 @@ def save_sequence(
 def iter_sequence_files(root: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield every sequence under `root` in natural order: sequence files, and folders holding PNG frames.
 
-    Hidden files and folders are skipped. A folder is yielded after its own files.
+    Hidden files and folders are skipped. A folder is yielded after its own files. Symlinked folders are
+    followed (data sets are often assembled from links), each real folder once, so a link loop ends.
     """
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        status = os.stat(dirpath)
+        if (status.st_dev, status.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((status.st_dev, status.st_ino))
         dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")), key=natural_key)
         has_png = False
         for filename in sorted(filenames, key=natural_key):

@@ -223,6 +223,16 @@ def test_iter_sequence_files_finds_files_and_png_folders(tmp_path: Path) -> None
     assert found == ["000/2.pkl", "000/10.pkl", "frames"]
 
 
+def test_iter_sequence_files_follows_linked_folders_once_and_ends_on_a_link_loop(tmp_path: Path) -> None:
+    data, tree = tmp_path / "data", tmp_path / "tree"
+    save_sequence(make_frames(), data / "001" / "nm-01" / "090.pkl")
+    tree.mkdir()
+    (tree / "001").symlink_to(data / "001")  # a data set assembled from links
+    (data / "001" / "nm-01" / "back").symlink_to(data / "001")  # and a loop
+    found = [p.relative_to(tree).as_posix() for p in iter_sequence_files(tree)]
+    assert found == ["001/nm-01/090.pkl"]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Value conversion
 
