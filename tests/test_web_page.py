@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import pickle
 import re
 import shutil
@@ -67,23 +68,28 @@ def expected_gei(frames: np.ndarray) -> np.ndarray:
     return np.round(gait_energy_image(frames) * 255).astype(np.uint8)  # (64, 44)
 
 
-@pytest.fixture(scope="module")
-def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A served gallery `lab` of ENROLLED subjects; yields the server's URL."""
-    folder = tmp_path_factory.mktemp("web")
-    proc = ServerProcess(tiny_artifact, folder / "data", folder / "server.log", api_keys=FULL_KEY).start()
+def served_lab(artifact: Path, folder: Path, camera: str) -> Iterator[str]:
+    """A server of `artifact` with gallery `lab` of ENROLLED subjects, subject i filmed by camera
+    `camera.format(i)`; yields its URL."""
+    proc = ServerProcess(artifact, folder / "data", folder / "server.log", api_keys=FULL_KEY).start()
     try:
         with httpx.Client(base_url=proc.url, headers={"X-API-Key": FULL_KEY}, timeout=60) as api:
             api.post("/galleries", json={"name": GALLERY}).raise_for_status()
             for s in range(ENROLLED):
                 files = [("files", (f"s{s}.pkl", pkl_bytes(walking_sequence(s))))]
-                form = {"sequence_ids": f"s{s}-a", "metadata": f'{{"camera": "{s}"}}'}
+                form = {"sequence_ids": f"s{s}-a", "metadata": json.dumps({"camera": camera.format(s)})}
                 api.post(
                     f"/galleries/{GALLERY}/subjects/s{s}/sequences", files=files, data=form
                 ).raise_for_status()
         yield proc.url
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A served gallery `lab` of ENROLLED subjects (camera "i"); yields the server's URL."""
+    yield from served_lab(tiny_artifact, tmp_path_factory.mktemp("web"), "{}")
 
 
 @pytest.fixture
@@ -339,23 +345,8 @@ def test_the_page_shows_a_videos_frames_beside_its_silhouettes_and_searches_with
 
 @pytest.fixture(scope="module")
 def calibrated_server(calibrated_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A served calibrated model with gallery `lab` of ENROLLED subjects (camera "s{i}"); its URL."""
-    folder = tmp_path_factory.mktemp("web-calibrated")
-    proc = ServerProcess(
-        calibrated_artifact, folder / "data", folder / "server.log", api_keys=FULL_KEY
-    ).start()
-    try:
-        with httpx.Client(base_url=proc.url, headers={"X-API-Key": FULL_KEY}, timeout=60) as api:
-            api.post("/galleries", json={"name": GALLERY}).raise_for_status()
-            for s in range(ENROLLED):
-                files = [("files", (f"s{s}.pkl", pkl_bytes(walking_sequence(s))))]
-                form = {"sequence_ids": f"s{s}-a", "metadata": f'{{"camera": "cam-{s}"}}'}
-                api.post(
-                    f"/galleries/{GALLERY}/subjects/s{s}/sequences", files=files, data=form
-                ).raise_for_status()
-        yield proc.url
-    finally:
-        proc.stop()
+    """A served calibrated model with gallery `lab` of ENROLLED subjects (camera "cam-i"); its URL."""
+    yield from served_lab(calibrated_artifact, tmp_path_factory.mktemp("web-calibrated"), "cam-{}")
 
 
 @pytest.mark.slow
