@@ -20,15 +20,16 @@ from gaitlu.errors import ConfigError
 
 T = TypeVar("T")
 
-TrainPrecision = Literal["fp32", "fp16", "bf16"]  # training autocast; export precisions live in the manifest
+TrainPrecision = Literal["auto", "fp32", "fp16", "bf16"]  # training autocast; export precisions: the manifest
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """SGD with momentum, as the GaitSSB recipe."""
+    """SGD with momentum (the GaitSSB recipe and most of OpenGait's), or Adam (GaitGL's)."""
 
+    solver: Literal["sgd", "adam"] = "sgd"
     lr: float = 0.05
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 5e-4
 
 
@@ -45,8 +46,10 @@ class TrainerConfig:
     """The `trainer` section, the same for every training stage: what the run skeleton (train/run.py) does."""
 
     max_steps: int = 150_000
-    precision: TrainPrecision = "fp16"  # autocast dtype on GPU (fp16 with a GradScaler); CPU always runs fp32
-    channels_last: bool = False  # NHWC convs (a GPU tensor-core win); ignored on CPU
+    # Autocast dtype. auto: fp16 (with a GradScaler) on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16
+    # or AMX: several times faster than fp32 there), fp32 on other CPUs (train/run.py::effective_trainer).
+    precision: TrainPrecision = "auto"
+    channels_last: bool = False  # NHWC convs: a win on GPU tensor cores and with bf16 on CPU
     compile: bool = False  # torch.compile the training forward; ignored on CPU
     checkpoint_every: int = 10_000
     keep_last: int = 3  # checkpoints kept in RUN_DIR/checkpoints
