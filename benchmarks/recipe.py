@@ -134,10 +134,10 @@ def main() -> None:
         embeds[name] = artifact_embed(path)
         notes[name] = f"artifact `{path}`"
     if args.quick and len(embeds) == 1:
-        from workflows.demo import DEFAULT_MODEL
+        from workflows.models import MODELS
 
-        embeds["default"] = artifact_embed(DEFAULT_MODEL)
-        notes["default"] = "models/default"
+        embeds["synthetic"] = artifact_embed(MODELS["synthetic"])
+        notes["synthetic"] = "models/synthetic, zero-shot"
     results = {}
     for name, embed in embeds.items():
         began = time.perf_counter()
