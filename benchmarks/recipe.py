@@ -32,7 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from real import CONDITIONS, Embed, RealSet, artifact_embed, cross_view, embed_set, fmt, load_real
 from results_md import write_section
 
+from gaitlu.evaluation.calibration import (
+    decode_centre,
+    sequence_scores,
+    service_vectors,
+    split_subjects,
+    subject_comparisons,
+)
+from gaitlu.evaluation.embeddings import EmbeddingSet
 from gaitlu.evaluation.gei import gei_embed
+from gaitlu.manifest import read_manifest
 from tests.support import casiab_dev
 from train.shifts import TEST_SHIFTS, shifted
 
@@ -67,12 +76,41 @@ def checkpoint_embed(path: Path) -> Embed:
 Figures = dict[str, dict[str, dict[str, float]]]  # variant -> metric -> NM / BG / CL / mean
 
 
-def score(embed: Embed, test: RealSet, variants: dict[str, RealSet]) -> Figures:
-    """{variant: {metric: {NM, BG, CL, mean}}}, "plain" first."""
-    out = {"plain": cross_view(embed_set(test, embed))}
+def score(embed: Embed, test: RealSet, variants: dict[str, RealSet]) -> tuple[Figures, EmbeddingSet]:
+    """{variant: {metric: {NM, BG, CL, mean}}}, "plain" first, and the plain embeddings."""
+    plain = embed_set(test, embed)
+    out = {"plain": cross_view(plain)}
     for name, data in variants.items():
         out[name] = cross_view(embed_set(data, embed))
-    return out
+    return out, plain
+
+
+def observed_far(data: EmbeddingSet, artifact: Path) -> str:
+    """The FAR observed on real people (`data`) at the thresholds `artifact`'s calibration promises
+    (its scores as the service computes them: per-part unit vectors, centred when the artifact is)."""
+    manifest = read_manifest(artifact)
+    calibration = manifest.calibration
+    if calibration is None:
+        raise SystemExit(f"{artifact} is not calibrated (gaitlu calibrate)")
+    centring = manifest.indexing.centring
+    vectors = service_vectors(data.emb, decode_centre(centring) if centring is not None else None)
+    split = split_subjects(data.subject, calibration.enrolled_per_subject)
+    measured = {
+        "subject": subject_comparisons(vectors, data.subject, split).scores(),
+        "sequence": sequence_scores(vectors, data.subject),
+    }
+    lines = [
+        "| comparison | promised FAR | threshold | observed FAR (impostor comparisons) |",
+        "|---|---|---|---|",
+    ]
+    for comparison, scores in measured.items():
+        for threshold in calibration.table(comparison).thresholds:  # type: ignore[arg-type]
+            observed = float(np.mean(scores.impostor >= threshold.score))
+            lines.append(
+                f"| {comparison} | {threshold.far:g} | {threshold.score:.4f} | {observed:.2e} "
+                f"({observed / threshold.far:.2f}x; {len(scores.impostor)}) |"
+            )
+    return f"Calibrated on {calibration.dataset}; measured on CASIA-B 051-074:\n\n" + "\n".join(lines)
 
 
 def named(values: list[str], kind: str) -> dict[str, Path]:
@@ -114,6 +152,13 @@ def main() -> None:
     )
     parser.add_argument("--run", action="append", default=[], help="NAME=RUN_DIR of a supervised run")
     parser.add_argument("--artifact", action="append", default=[], help="NAME=ARTIFACT_DIR")
+    parser.add_argument(
+        "--calibrated",
+        action="append",
+        default=[],
+        help="NAME=ARTIFACT: the FAR observed on the test people at ARTIFACT's calibrated thresholds, "
+        "with run NAME's embeddings (the artifact exported from that run)",
+    )
     parser.add_argument("--quick", action="store_true", help="8 test people, 20 frames each, <= 60 s")
     parser.add_argument("--write-results", action="store_true", help="update RESULTS.md")
     args = parser.parse_args()
@@ -138,12 +183,15 @@ def main() -> None:
 
         embeds["synthetic"] = artifact_embed(MODELS["synthetic"])
         notes["synthetic"] = "models/synthetic, zero-shot"
-    results = {}
+    results: dict[str, Figures] = {}
+    plain: dict[str, EmbeddingSet] = {}
     for name, embed in embeds.items():
         began = time.perf_counter()
-        results[name] = score(embed, test, variants)
+        results[name], plain[name] = score(embed, test, variants)
         logging.info("%s scored in %.0f s", name, time.perf_counter() - began)
     body = report(results, notes)
+    for name, artifact in named(args.calibrated, "calibrated").items():
+        body += f"\n\nObserved FAR, {name}: " + observed_far(plain[name], artifact)
     print(body)
     gei = results["GEI"]
     headline = []
@@ -151,8 +199,8 @@ def main() -> None:
         if name == "GEI":
             continue
         worst = min(res[v]["euc"]["mean"] / max(gei[v]["euc"]["mean"], 1e-9) for v in res)
-        plain = res["plain"]["euc"]
-        headline += [f"{name}_{c.lower()}={plain[c]:.1f}" for c in CONDITIONS]
+        euc = res["plain"]["euc"]
+        headline += [f"{name}_{c.lower()}={euc[c]:.1f}" for c in CONDITIONS]
         headline.append(f"{name}_worst_shift_vs_gei={worst:.2f}")
     headline.append(f"elapsed_s={time.perf_counter() - start:.0f}")
     if args.write_results and not args.quick:
