@@ -301,3 +301,31 @@ def test_yaml_text_is_read_as_its_config(tmp_path: Path) -> None:
     loaded = load_config(config, SupervisedConfig)
     assert loaded.optimizer.solver == "adam" and loaded.loss.ce_weight == 0.0
     assert type(initial_network(loaded, None)).__name__ == "GaitSet"
+
+
+TINY_NETWORKS = {
+    "gaitbase": TINY_GAITBASE,
+    "deepgaitv2": {"mode": "p3d", "channels": [4, 8, 8, 8], "layers": [1, 1, 1, 1]},
+    "gaitset": {"channels": [4, 4, 4], "fc_dim": 4},
+    "gaitgl": {"channels": [4, 4, 4]},
+    "gaitssb": {"channels": [4, 8, 8, 8], "form": "finetune"},
+}
+
+
+@pytest.mark.parametrize("architecture", sorted(TINY_NETWORKS))
+def test_one_command_trains_every_registered_architecture(
+    tmp_path: Path, walkers: Path, capsys: pytest.CaptureFixture[str], architecture: str
+) -> None:
+    values = json.loads(tiny_config(tmp_path, max_steps=2).read_text())
+    values["model"] = {"architecture": architecture, "config": TINY_NETWORKS[architecture]}
+    config = tmp_path / "arch.yaml"
+    config.write_text(json.dumps(values))
+    code, _, err = run_cli(capsys, *train_args(config, walkers, tmp_path / "run"))
+    assert code == 0, err
+    torch.manual_seed(0)  # the run's initial weights (trainer.seed)
+    before = build_network(architecture, TINY_NETWORKS[architecture]).state_dict()
+    trained, ckpt = load_checkpoint(list_checkpoints(tmp_path / "run")[-1][1])
+    assert ckpt["architecture"] == architecture and ckpt["step"] == 2
+    assert any(
+        not torch.equal(v, trained.state_dict()[k]) for k, v in before.items() if v.is_floating_point()
+    )
