@@ -80,6 +80,15 @@ class PayloadTooLarge(HttpLayerError):
         self.limit_bytes = limit_bytes
 
 
+class HeadTooLarge(HttpLayerError):
+    """The request line and headers together are over the head limit (answered by the connection itself,
+    service/connections.py: the request never reaches the app)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(f"the request head (request line and headers) is over the {limit_bytes}-byte limit")
+        self.limit_bytes = limit_bytes
+
+
 class UnsupportedMediaType(HttpLayerError):
     def __init__(self, got: str, allowed: tuple[str, ...]) -> None:
         super().__init__(
@@ -176,6 +185,7 @@ STATUSES: tuple[Status, ...] = (
         lambda e: {"Connection": "close"},
     ),
     Status(PayloadTooLarge, 413, "payload_too_large", lambda e: {"limit_bytes": e.limit_bytes}),
+    Status(HeadTooLarge, 431, "head_too_large", lambda e: {"limit_bytes": e.limit_bytes}, lambda e: CLOSE),
     Status(UnsupportedMediaType, 415, "unsupported_media_type", lambda e: {"allowed": list(e.allowed)}),
     Status(InvalidRequest, 422, None),
     Status(ResourceNotFound, 404, "not_found"),
@@ -211,7 +221,7 @@ STATUSES: tuple[Status, ...] = (
     # anything else meant for the user
     Status(GaitluError, 400, "bad_request"),
 )
-REJECTED_STATUSES = {401, 403, 413, 415, 429}  # counted as rejected requests in the metrics
+REJECTED_STATUSES = {401, 403, 413, 415, 429, 431}  # counted as rejected requests in the metrics
 INTERNAL_ERROR = 500  # an unexpected exception: a bug
 
 
@@ -246,8 +256,10 @@ class Carried(HTTPException):
         self.error = error
 
 
-def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "detail": detail, "request_id": request_id.get()}}
+def error_body(code: str, message: str, detail: Any = None, rid: str | None = None) -> dict[str, Any]:
+    """The one error shape; `rid`: the request id where no request context is set (the connection)."""
+    rid = request_id.get() if rid is None else rid
+    return {"error": {"code": code, "message": message, "detail": detail, "request_id": rid}}
 
 
 def error_response(
@@ -259,12 +271,12 @@ def error_response(
 def respond(exc: GaitluError, metrics: Metrics, extra_headers: dict[str, str] | None = None) -> JSONResponse:
     """The response for an error, as the table says; refusals (REJECTED_STATUSES) are counted."""
     verdict = answer(exc)
-    _count_rejected(metrics, verdict.status, verdict.code)
+    count_rejected(metrics, verdict.status, verdict.code)
     headers = {**(verdict.headers or {}), **(extra_headers or {})} or None
     return error_response(verdict.status, verdict.code, verdict.message, verdict.detail, headers)
 
 
-def _count_rejected(metrics: Metrics, status: int, code: str) -> None:
+def count_rejected(metrics: Metrics, status: int, code: str) -> None:
     if status in REJECTED_STATUSES:
         metrics.rejected.labels(reason=code).inc()
 
@@ -275,7 +287,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         return await _domain_error(request, exc.error)
     # Starlette's own: unknown route (404), wrong method (405), malformed multipart (400)
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
-    _count_rejected(request.app.state.metrics, exc.status_code, code)
+    count_rejected(request.app.state.metrics, exc.status_code, code)
     return error_response(exc.status_code, code, str(exc.detail), None, headers=exc.headers)
 
 

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     max_body_bytes_in_flight: int = Field(256 * MIB, ge=1024)  # their bodies (chunked: max_upload_bytes)
     body_timeout_s: float = Field(30.0, gt=0)  # a body must arrive within this (slowloris): else 408
     header_timeout_s: float = Field(10.0, gt=0)  # a request's head too (from connecting): else closed
+    max_head_bytes: int = Field(64 * 1024, ge=1024)  # request line + headers: else 431 and closed
 
     # Input bounds.
     max_upload_bytes: int = Field(32 * MIB, ge=1024)  # the whole request body; uvicorn sets no limit

@@ -332,3 +332,65 @@ def test_over_the_bounds_requests_get_429_at_once_and_probes_still_answer(server
             assert answer(sock).startswith(b"HTTP/1.1 408")
             sock.close()
         assert c.post("/embed", files=small).status_code == 200
+
+
+# ----- request heads: bounded in size (64 KiB by default)
+
+HEAD_LIMIT = 64 * 1024
+
+
+def rss_kib(pid: int) -> int:
+    status = open(f"/proc/{pid}/status").read()  # noqa: SIM115
+    return int(status.split("VmRSS:")[1].split()[0])
+
+
+def head_with(port: int, header_bytes: int) -> bytes:
+    return (
+        f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Padding: {'a' * header_bytes}\r\n\r\n".encode()
+    )
+
+
+def split_reply(reply: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, body = reply.split(b"\r\n\r\n", 1)
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_a_request_head_over_the_bound_gets_431_in_the_error_shape_and_a_close(server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head_with(server.port, HEAD_LIMIT - 1024))  # just under: served
+        sock.settimeout(10)
+        status, _, _ = split_reply(sock.recv(65536))
+        assert status == 200
+        sock.sendall(head_with(server.port, 2 * HEAD_LIMIT))  # the same connection, over: refused
+        status, headers, body = split_reply(answer(sock))  # answer: read until the server closes
+    assert status == 431 and headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert error["code"] == "head_too_large" and error["detail"] == {"limit_bytes": HEAD_LIMIT}
+    assert error["request_id"] == headers["x-request-id"]
+
+
+def test_an_unterminated_huge_head_is_cut_at_the_bound_without_growing_the_server(server) -> None:
+    """The issue's attack: six connections each sending a 64 MiB header line that never ends raised the
+    server's memory by 301 MiB. Now each is closed once 64 KiB of head have arrived."""
+    assert server.proc is not None
+    before = rss_kib(server.proc.pid)
+    chunk = b"X-Flood: " + b"a" * (MIB - 9)
+    sent = []
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(6)]
+    for sock in socks:
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n".encode())
+    for sock in socks:
+        total = 0
+        with pytest.raises(OSError):  # the server hangs up: a reset or a broken pipe, well before 64 MiB
+            while total < 64 * MIB:
+                sock.sendall(chunk)
+                total += len(chunk)
+        sent.append(total)
+        sock.close()
+    grown = rss_kib(server.proc.pid) - before
+    assert max(sent) < 16 * MIB, sent  # what the kernel's buffers took before the close, not the head
+    assert grown < 16 * 1024, f"server RSS grew by {grown} KiB"
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        assert c.get("/healthz").status_code == 200
