@@ -45,6 +45,7 @@ from gallery.errors import (
     NotFoundError,
     SequenceIdConflictError,
     StoreClosedError,
+    StoreFullError,
     StoreUnavailableError,
 )
 from service.context import request_id
@@ -217,6 +218,7 @@ STATUSES: tuple[Status, ...] = (
     Status(NotFoundError, 404, "not_found"),
     Status(InvalidInputError, 422, "invalid_input"),
     Status(StoreClosedError, 503, "shutting_down"),
+    Status(StoreFullError, 507, "insufficient_storage", lambda e: {"cause": e.cause}),
     Status(StoreUnavailableError, 503, "gallery_unavailable", headers=lambda e: {"Retry-After": "1"}),
     # anything else meant for the user
     Status(GaitluError, 400, "bad_request"),
@@ -307,11 +309,15 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """The last resort (Starlette's ServerErrorMiddleware, outside every other middleware): the id is
+    set here, and uvicorn closes the connection after it (the exception is re-raised), so say so."""
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    rid = request_id.get()
     return error_response(
         INTERNAL_ERROR,
         "internal_error",
-        f"internal server error; quote request id {request_id.get()} when reporting it",
+        f"internal server error; quote request id {rid} when reporting it",
+        headers=CLOSE if rid is None else {"X-Request-ID": rid, **CLOSE},
     )
 
 

@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     milvus_token: SecretStr | None = None  # "user:password" or an API key, where the server wants one
     milvus_db: str = Field("default", pattern=r"[A-Za-z_][A-Za-z0-9_]{0,254}")
     milvus_index: MilvusIndexSettings = MilvusIndexSettings()  # for galleries created from now on
+    # How large the local gallery database may grow (None: as its disk allows); beyond, writes get 507.
+    store_max_bytes: int | None = Field(None, ge=256 * 1024)
 
     @field_validator("api_keys", "read_only_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
@@ -238,6 +240,7 @@ class Settings(BaseSettings):
             index=self.index,
             gallery_backend=self.gallery_backend,
             milvus=self.milvus_settings(),
+            store_max_bytes=self.store_max_bytes,
         )
 
     def milvus_settings(self) -> MilvusSettings | None:
