@@ -50,7 +50,7 @@ from gaitlu.embedding import Embedder, EmbeddingLayout, mean_part_cosine
 from gaitlu.errors import ConfigError, GaitluError, SequenceError
 from gaitlu.evaluation.calibration import decode_centre
 from gaitlu.manifest import Calibration, Comparison
-from gaitlu.preprocess import to_model_frames
+from gaitlu.preprocess import drop_empty_frames, to_model_frames
 from gaitlu.sequence import SequenceLimits, load_sequence, validate_sequence
 from gallery import validate
 from gallery.backends import open_backend
@@ -177,6 +177,7 @@ def _decode(item: SequenceInput, limits: SequenceLimits) -> Decoded:
         raw = load_sequence(item.data, filename=item.name, limits=limits)  # (T, H, W) uint8
     try:
         frames = to_model_frames(raw)  # (T', 64, 44) uint8
+        frames = drop_empty_frames(frames, limits.min_frames)  # (T'', 64, 44): what the model sees
     except SequenceError as exc:
         raise SequenceError(f"{item.name}: {exc}") from None
     if not frames.flags.writeable:

@@ -90,6 +90,26 @@ def test_a_two_dimensional_array_is_not_a_sequence(api) -> None:
         assert "shaped (T, H, W)" in response.json()["error"]["message"]
 
 
+def test_empty_frames_are_dropped_and_a_sequence_without_enough_is_refused_with_the_count(api) -> None:
+    """The issue's blank (30, 64, 44) sequence was embedded (200) and enrolled (201) as a person, and a
+    half-blank one reported frames=30: empty frames are dropped, as docs/api.md says."""
+    blank = {"files": ("blank.npy", npy_bytes(np.zeros((30, 64, 44), np.uint8)))}
+    for path in ("/embed", "/galleries/g/subjects/nobody/sequences"):
+        refused = api.post(path, files=blank)
+        assert error_code(refused, 422) == "invalid_sequence", path
+        assert "has 0 non-empty frames of 30; at least 1 needed" in refused.json()["error"]["message"]
+    assert api.get("/galleries/g/subjects/nobody").status_code == 404  # nothing was enrolled
+    half = walking_sequence(5, 30)
+    half[1::2] = 0  # every other frame blank
+    files = {"files": ("half.npy", npy_bytes(half))}
+    embedded = api.post("/embed", files=files)
+    assert embedded.status_code == 200 and embedded.json()["data"][0]["frames"] == 15
+    full = api.post("/embed", files={"files": ("kept.npy", npy_bytes(half[::2]))}).json()["data"][0]
+    assert embedded.json()["data"][0]["embedding"] == pytest.approx(full["embedding"], abs=1e-5)
+    enrolled = api.post("/galleries/g/subjects/half/sequences", files=files)
+    assert enrolled.status_code == 201, enrolled.text
+
+
 def test_listing_offsets_past_sqlites_integers_are_refused_by_the_route(api) -> None:
     for offset in ("9223372036854775808", "99999999999999999999999"):
         response = api.get("/galleries/g/subjects", params={"offset": offset})
