@@ -56,7 +56,7 @@ from gallery import validate
 from gallery.backends import open_backend
 from gallery.errors import GalleryError, InvalidInputError, StoreFullError
 from gallery.filters import SequenceFilter
-from gallery.previews import with_geis
+from gallery.previews import check_reserved, with_geis
 from gallery.protocol import GalleryBackend
 from gallery.records import GalleryInfo, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
@@ -622,6 +622,7 @@ class Engine:
         """Embed and enrol sequences of one subject (a video: one of its tracks), all or none; returns
         the stored sequences (input order) and their embeddings. The gallery's model is checked first: a
         mismatch costs no inference."""
+        check_reserved(metadata)
         model_hash = await self._check_model(gallery)
         # A retry is recognised by an equal vector: with client ids, compute it batch-independently.
         decoded = await self.decode(uploads, options)
@@ -645,6 +646,7 @@ class Engine:
     ) -> list[SequenceInfo]:
         """Enrol precomputed embeddings (n, D) of one subject, all or none. `model_hash` says which model
         computed them: unless it is the gallery's (and the running model's), ModelMismatchError."""
+        check_reserved(metadata)
         await self._check_model(gallery)
         return await self._in_store(
             lambda store: store.enroll(gallery, subject_id, vectors, model_hash, metadata, sequence_ids),

@@ -414,3 +414,40 @@ def test_an_unterminated_huge_head_is_cut_at_the_bound_without_growing_the_serve
     assert grown < 16 * 1024, f"server RSS grew by {grown} KiB"
     with httpx.Client(base_url=server.url, timeout=10) as c:
         assert c.get("/healthz").status_code == 200
+
+
+# ----- reserved metadata, absurd floats, and the log stream
+
+
+def test_reserved_metadata_and_absurd_floats_are_clean_422s_logged_as_json_with_their_code(server) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert c.post("/galleries", json={"name": "logged"}).status_code == 201
+        model = c.get("/model").json()
+        path = "/galleries/logged/subjects/s/sequences"
+        forged = {"gei_png": "data:image/png;base64,AAAA", "camera": "1"}
+        files = {"files": ("a.npy", npy_bytes(walking_sequence(1)))}
+        refused = [
+            c.post(path, files=files, data={"metadata": json.dumps(forged)}),
+            c.post(
+                path,
+                json={
+                    "model_hash": model["model_hash"],
+                    "embeddings": [{"embedding": [0.5] * model["dim"], "metadata": forged}],
+                },
+            ),
+        ]
+        for response in refused:
+            assert error_code(response, 422) == "invalid_input"
+            assert "metadata key 'gei_png' is reserved" in response.json()["error"]["message"]
+        assert c.get("/galleries/logged/subjects/s").status_code == 404  # nothing enrolled
+        huge = {"model_hash": model["model_hash"], "embeddings": [{"embedding": [1e308] * model["dim"]}]}
+        response = c.post(path, json=huge, headers={"X-Request-ID": "huge-floats-1"})
+        assert error_code(response, 422) == "invalid_input" and "1e+308" in response.text
+        probe = c.post("/search", json={"gallery": "logged", "embeddings": [[1e308] * model["dim"]]})
+        assert probe.status_code == 200 and probe.json()["data"][0]["error"]["code"] == "invalid_input"
+    time.sleep(0.5)  # the log line of the last request is written after its answer
+    lines = server.log_path.read_text().splitlines()
+    entries = [json.loads(line) for line in lines]  # every line is JSON: no raw warning, no traceback
+    assert not [e for e in entries if e["level"] == "warning" and e["logger"] == "py.warnings"]
+    (line,) = [e for e in entries if e["request_id"] == "huge-floats-1" and e["logger"] == "service.access"]
+    assert line["status"] == 422 and line["code"] == "invalid_input"
