@@ -83,7 +83,44 @@ def enroll_demo_gallery(data_dir: Path, artifact: Path, service_dir: Path, subje
 
         walk = render_sequence(identity_for(seed, 3), 54.0, "nm", 80, np.random.default_rng(seed + 12345))
         save_sequence(walk, probe)
+    page_walkers(service_dir, subjects, seed)
     return probe
+
+
+PAGE_ENROLLED = ("003", "011", "027")  # enrolled subjects the web page offers new walks of ...
+PAGE_STRANGERS = 2  # ... and people the gallery has never seen
+
+
+def page_walkers(service_dir: Path, subjects: int, seed: int) -> list[Path]:
+    """The web page's demo walkers (the server's DATA_DIR/demo, service/demo.py): new walks of enrolled
+    subjects, `enrolled-<id>.pkl` (a search should name them), and of strangers, `stranger-<n>.pkl` (it
+    should answer "no match"). Written once; with these present the server renders none of its own,
+    all of whom would be strangers to the demo gallery."""
+    import numpy as np
+
+    from gaitlu.preprocess import to_model_frames
+    from gaitlu.sequence import save_sequence
+    from service.demo import demo_folder
+    from synth import identity_for, render_sequence
+
+    folder = demo_folder(service_dir)
+    people = [(f"enrolled-{s}", int(s)) for s in PAGE_ENROLLED if int(s) <= subjects]
+    people += [(f"stranger-{n}", subjects + 1000 + n) for n in range(1, PAGE_STRANGERS + 1)]
+    written = []
+    for name, person in people:
+        path = folder / f"{name}.pkl"
+        if not path.exists():
+            rng = np.random.default_rng(seed + 23456 + person)  # not a walk the gallery holds
+            walk = render_sequence(identity_for(seed, person), 54.0, "nm", 60, rng)
+            save_sequence(to_model_frames(walk), path)  # (T, 64, 44): small downloads for the page
+        written.append(path)
+    return written
+
+
+def page_url(host: str, port: int, key: str) -> str:
+    """The web page's address with the API key handed over in its fragment (never sent to the server;
+    the page stores the key and removes it from the address bar), like a notebook server's token URL."""
+    return f"http://{host}:{port}/#key={key}"
 
 
 def _api_key(data_dir: Path) -> str:
@@ -141,7 +178,9 @@ def demo(
     key = _api_key(data_dir)
     url = f"http://{host}:{port}"
     console.rule("[bold green]gaitlu is ready[/bold green]")
-    console.print(f"Web page:  {url}/   (API docs: {url}/docs)")
+    console.print(f"Web page:  {page_url(host, port, key)}")
+    console.print("           (hands the page the API key; the demo walkers enrolled-* are in the gallery,")
+    console.print(f"            stranger-* are not)   API docs: {url}/docs")
     console.print(f"API key:   {key}   (kept in {data_dir / 'api-key'})")
     console.print(f"Gallery:   '{DEMO_GALLERY}' ({subjects} synthetic subjects)")
     console.print("Search with a new walk of subject 003:")
