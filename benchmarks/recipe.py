@@ -1,6 +1,6 @@
 """Choosing the default's recipe on real people: dev-split Rank-1, plain and under capture shifts, beside GEI.
 
-    python benchmarks/recipe.py --quick                                   # <= 60 s: GEI + one model, 8 people
+    python benchmarks/recipe.py --quick                                   # <= 60 s: GEI + one model, 4 people
     nice -n 10 python benchmarks/recipe.py --run dev-a=runs/dev-a --write-results
 
 Each `--run NAME=RUN_DIR` is a `gaitlu train supervised` run on the dev split's training subjects
@@ -46,7 +46,7 @@ from tests.support import casiab_dev
 from train.shifts import TEST_SHIFTS, shifted
 
 SHIFT_FRAMES = 40
-QUICK_SUBJECTS, QUICK_FRAMES = 8, 20
+QUICK_SUBJECTS, QUICK_FRAMES = 4, 16
 
 
 def checkpoint_embed(path: Path) -> Embed:
@@ -159,7 +159,7 @@ def main() -> None:
         help="NAME=ARTIFACT: the FAR observed on the test people at ARTIFACT's calibrated thresholds, "
         "with run NAME's embeddings (the artifact exported from that run)",
     )
-    parser.add_argument("--quick", action="store_true", help="8 test people, 20 frames each, <= 60 s")
+    parser.add_argument("--quick", action="store_true", help="4 test people, 16 frames each, <= 60 s")
     parser.add_argument("--write-results", action="store_true", help="update RESULTS.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
