@@ -452,7 +452,7 @@ class RunLog:
         if not self.enabled:
             return
         run_dir = spec.run_dir
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(spec.config, sort_keys=False))
+        write_atomic(run_dir / "config.yaml", yaml.safe_dump(spec.config, sort_keys=False))
         self.metrics_path = run_dir / METRICS_FILE
         truncate_metrics(self.metrics_path, start_step)
         self.writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=start_step)

@@ -69,7 +69,7 @@ def once(marker: Path, title: str, args: list[str]) -> float:
     gaitlu(title, args)
     elapsed = time.perf_counter() - start
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"{elapsed:.1f}")
+    write_atomic(marker, f"{elapsed:.1f}")
     return elapsed
 
 
