@@ -1,4 +1,4 @@
-"""A gallery store without room (issue 22), through HTTP on a real `gaitlu serve`: a write that finds no
+"""A gallery store without room, through HTTP on a real `gaitlu serve`: a write that finds no
 room is 507 `insufficient_storage` naming the cause, with its request id, on a keep-alive connection
 that stays usable; `/readyz` says the store takes no writes until room is freed; nothing acknowledged is
 lost. Always run with a size limit on the database (`GAITLU_STORE_MAX_BYTES`: SQLite's own "database or

@@ -1,4 +1,4 @@
-"""Hostile input and overload (issue 12), through HTTP: cheap requests that used to cost the server a lot,
+"""Hostile input and overload, through HTTP: cheap requests that used to cost the server a lot,
 wrong answers that used to be 200 or 500, browsers on other sites, and a server at its limits.
 
 In-process (TestClient) where only the answer matters; a real `gaitlu serve` child process where the
