@@ -14,6 +14,7 @@ import logging
 import re
 import time
 import uuid
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -78,7 +79,7 @@ class RequestContextMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, code
-            if message["type"] == "http.response.body" and status >= 400 and code is None:
+            if message["type"] == "http.response.body" and status >= HTTPStatus.BAD_REQUEST and code is None:
                 code = error_code(message.get("body", b""))  # error bodies come whole, in one message
             if message["type"] == "http.response.start":
                 status = message["status"]
