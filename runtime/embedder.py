@@ -161,6 +161,24 @@ def load_artifact_embedder(
     folder = Path(artifact_dir)
     manifest = read_manifest(folder)
     choice = choose(manifest, backend, precision)
+    return open_choice(
+        folder, manifest, choice, threads, inter_threads, max_batch, max_call_frames, warmup, cache_dir
+    )
+
+
+def open_choice(
+    folder: Path,
+    manifest: Manifest,
+    choice: Choice,
+    threads: int | None = None,
+    inter_threads: int | None = None,
+    max_batch: int | None = None,
+    max_call_frames: int = MAX_CALL_FRAMES,
+    warmup: bool = True,
+    cache_dir: str | Path | None = None,
+) -> ArtifactEmbedder:
+    """An artifact on a pair already chosen, gates passed or not: `load_artifact_embedder` after
+    `choose`, and `gaitlu parity`, which measures the pairs the gate would refuse."""
     engine = manifest.tensorrt
     chosen: Backend
     if choice.backend == "trt-engine":
