@@ -351,9 +351,9 @@ class Manifest(_Strict):
             raise ValueError("indexing.centring does not have the output's parts x channels")
         if self.calibration is not None and self.calibration.centred != (centring is not None):
             raise ValueError("calibration.centred must say whether indexing.centring is set")
-        for key, record in self.backend_parity.items():
-            if key != f"{record.backend}/{record.precision}":
-                raise ValueError(f"backend_parity.{key} records {record.backend}/{record.precision}")
+        for pair, record in self.backend_parity.items():
+            if pair != f"{record.backend}/{record.precision}":
+                raise ValueError(f"backend_parity.{pair} records {record.backend}/{record.precision}")
         return self
 
     def variant(self, precision: str) -> ModelFile:

@@ -18,12 +18,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from engine import STORE_FILE, EngineSettings
 from engine.batcher import BatchSettings
 from gaitlu.errors import ConfigError
-from gaitlu.manifest import VariantPrecision
 from gaitlu.schemas import MAX_SEQUENCES
 from gaitlu.sequence import SequenceLimits
 from gallery.backends import Backend, MilvusIndexSettings, MilvusSettings
 from gallery.settings import IndexSettings
-from runtime import BackendName
+from runtime import BackendName, Precision
 from video import VideoLimits
 
 MIB = 1024 * 1024
@@ -105,10 +104,11 @@ class Settings(BaseSettings):
     max_queue: int = Field(128, ge=1)  # sequences waiting; beyond this requests get 429
     inference_timeout_s: float = Field(120.0, gt=0)
 
-    # Runtime.
+    # Runtime (runtime/selection.py): auto = a GPU path on a GPU, OpenVINO bf16 on a bf16 CPU where the
+    # artifact records its parity, else onnxruntime; openvino / cpu / cuda / tensorrt / trt-engine force one.
     backend: BackendName = "auto"
-    precision: VariantPrecision = "fp32"
-    threads: int | None = Field(None, ge=1)  # onnxruntime intra-op threads (None: its default)
+    precision: Precision = "auto"  # fp32 / fp16 / bf16 / int8; auto: the backend's fastest checked one
+    threads: int | None = Field(None, ge=1)  # inference threads (onnxruntime intra-op / OpenVINO; None: all)
 
     # Gallery indexes (gallery/settings.py): GAITLU_INDEX__NPROBE=64, or GAITLU_INDEX as JSON.
     index: IndexSettings = IndexSettings()
