@@ -92,8 +92,7 @@ def measure_pairs(
     threshold: float = PARITY_THRESHOLD,
 ) -> dict[str, BackendParity]:
     """Each (backend, precision) pair against fp32 onnxruntime on the CPU on `sequences`."""
-    if threshold < PARITY_THRESHOLD:
-        raise ConfigError(f"the parity threshold may be raised, not lowered below {PARITY_THRESHOLD}")
+    _check_threshold(threshold)
     reference_embedder = open_choice(artifact, manifest, Choice("cpu", "fp32", "reference"), threads)
     reference = embed_all(reference_embedder, sequences)  # (N, P, C)
     records: dict[str, BackendParity] = {}
@@ -128,6 +127,11 @@ def measure_pairs(
     return records
 
 
+def _check_threshold(threshold: float) -> None:
+    if not threshold >= PARITY_THRESHOLD:
+        raise ConfigError(f"the parity threshold may be raised, not lowered below {PARITY_THRESHOLD}")
+
+
 def default_precisions(manifest: Manifest) -> list[str]:
     """OpenVINO's precisions this host and artifact can run: fp32; bf16 on a CPU with native bf16;
     int8 when the artifact has model.int8.onnx."""
@@ -149,6 +153,7 @@ def record_parity(
 ) -> dict[str, BackendParity]:
     """Measure `pairs` (default: OpenVINO at `default_precisions`) on up to `limit` sequences of
     `folder` and write the records into the artifact's manifest, replacing older ones of those pairs."""
+    _check_threshold(threshold)
     manifest = read_manifest(artifact)
     if pairs is None:
         pairs = [("openvino", precision) for precision in default_precisions(manifest)]
