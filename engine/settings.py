@@ -29,7 +29,9 @@ class EngineSettings:
     threads: int | None = None  # inference threads: onnxruntime intra-op, OpenVINO's (None: their default)
     batch: BatchSettings = field(default_factory=BatchSettings)
     decode_workers: int = 4  # sequence uploads decoded at once (bounds decode memory and CPU)
-    decode_queue: int = 16  # uploads waiting for a decode worker; one more is refused (Overloaded)
+    # Uploads waiting for a decode worker, at most; one more, or one whose wait would outlast its deadline,
+    # is refused (Overloaded). 64: as many as the service lets in flight (max_requests_in_flight).
+    decode_queue: int = 64
     decode_timeout_s: float | None = None  # from asking to decoded, waiting included (None: no deadline)
     sequence_limits: SequenceLimits = DEFAULT_LIMITS  # what one sequence may cost to read
     video_workers: int = 2  # video extractions at once; one more is refused (Overloaded)

@@ -86,7 +86,9 @@ class Settings(BaseSettings):
     max_frames: int = Field(720, ge=1)  # frames per uploaded sequence (OpenGait's test-time length)
     max_files: int = Field(32, ge=1, le=MAX_SEQUENCES)  # sequences per request
     decode_workers: int = Field(4, ge=1)  # uploads decoded at once (bounds decode memory and CPU)
-    decode_queue: int = Field(16, ge=0)  # uploads waiting for a decode worker; one more gets 429
+    # Uploads waiting for a decode worker: one more, or one whose wait would outlast decode_timeout_s,
+    # gets 429. As many as max_requests_in_flight, so honest closed-loop clients wait rather than 429.
+    decode_queue: int = Field(64, ge=0)
     decode_timeout_s: float = Field(30.0, gt=0)  # an upload's wait + decode: else 503 with Retry-After
 
     # Video uploads (mp4/avi/mkv/mov/webm): silhouettes are extracted server-side, seconds of CPU each.
