@@ -138,7 +138,13 @@ class BackendParity(_Strict):
     mean_cosine: float
     min_part_cosine: float  # the worst single part of any sequence
     threshold: float  # min_cosine must reach it
-    passed: bool
+    passed: bool  # the cosine threshold met and, where measured, the Rank-1 change within its bound
+    # With a protocol (`gaitlu parity --protocol casia-b`): Rank-1 (%) per probe condition on the labelled
+    # set, of the fp32 onnxruntime reference and of this pair, and the largest change (percentage points).
+    protocol: str | None = None
+    rank1_reference: dict[str, float] | None = None
+    rank1: dict[str, float] | None = None
+    rank1_max_change: float | None = None
     data: str  # what the sequences were (a folder's name and how many frames each kept)
     device: str  # where it was measured (CPU name and the backend's execution properties)
     versions: dict[str, str]

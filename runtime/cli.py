@@ -45,6 +45,13 @@ def parity_command(
     threshold: Annotated[
         float, typer.Option(help="Min per-sequence cosine to pass (may be raised only).")
     ] = PARITY_THRESHOLD,
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="casia-b: SEQUENCES is a labelled OpenGait tree (e.g. dev subjects 051-074); every "
+            "sequence is embedded and each condition's cross-view Rank-1 may move <= 0.3 points."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
 ) -> None:
     """Embed sequences with fp32 onnxruntime (the reference) and with BACKEND at each precision; record
@@ -53,15 +60,20 @@ def parity_command(
     if backend not in PARITY_GATED:
         raise ConfigError(f"--backend must be one of {list(PARITY_GATED)}, not {backend!r}")
     pairs = [(backend, p) for p in precision] if precision else None
-    records = record_parity(artifact, sequences, pairs, limit, threads, threshold)
+    records = record_parity(artifact, sequences, pairs, limit, threads, threshold, protocol)
     if as_json:
         typer.echo(json.dumps({key: r.model_dump() for key, r in records.items()}, indent=2))
     else:
         for key, r in records.items():
             result = "passed" if r.passed else f"FAILED (needs >= {r.threshold})"
+            rank1 = ""
+            if r.rank1 is not None and r.rank1_reference is not None:
+                rank1 = ", Rank-1 " + ", ".join(
+                    f"{c} {r.rank1_reference[c]:.2f} -> {r.rank1[c]:.2f}" for c in r.rank1
+                )
             typer.echo(
                 f"{key}: min cosine {r.min_cosine:.7f}, mean {r.mean_cosine:.7f}, worst part "
-                f"{r.min_part_cosine:.6f} on {r.data}: {result} [{r.device}]"
+                f"{r.min_part_cosine:.6f}{rank1} on {r.data}: {result} [{r.device}]"
             )
     if not all(r.passed for r in records.values()):
         raise typer.Exit(1)

@@ -6,12 +6,19 @@ with fp32 onnxruntime on the CPU (the reference) and with each pair asked for, a
 worst and mean per-sequence cosine (the mean per-part cosine of the model's raw outputs: what ranking
 sees) in the manifest's `backend_parity`. The runtime serves a parity-gated pair (runtime/selection.py)
 only while its record passes. Only the manifest is rewritten (atomically), so `model_sha256` stays.
+
+With `protocol="casia-b"` DIR is a labelled OpenGait tree (`<subject>/<cond>/<view>/*.pkl`, e.g. the
+CASIA-B dev split's test subjects 051-074): every sequence of it is embedded, and the record also holds
+the cross-view Rank-1 per probe condition of the reference and of the pair (gaitlu.evaluation, the
+manifest's evaluation metric, else Euclidean as `gaitlu eval` scores CASIA-B); the pair passes only if
+no condition's Rank-1 moves by more than RANK1_MAX_CHANGE points.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +27,10 @@ import onnxruntime as ort
 
 from gaitlu.embedding import part_cosines
 from gaitlu.errors import ConfigError, DataError, SequenceError
+from gaitlu.evaluation.crossview import casia_b
+from gaitlu.evaluation.embeddings import EmbeddingSet
 from gaitlu.files import sha256_file
+from gaitlu.labelled import read_labelled, scan_labelled
 from gaitlu.manifest import BackendParity, Manifest, read_manifest, write_manifest
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import iter_sequence_files, load_sequence
@@ -32,6 +42,44 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 64  # sequences per check: ~6,000 CASIA-B frames, a few minutes on 2 cores
 CHUNK = 8  # sequences per embed call: bounds activation memory
+RANK1_MAX_CHANGE = 0.3  # percentage points, per probe condition (issue 21)
+PROTOCOLS = ("casia-b",)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Subject / condition / view per sequence, for a protocol's Rank-1."""
+
+    subject: list[str]
+    cond: list[str]
+    view: list[str]
+
+
+def load_labelled(folder: Path) -> tuple[list[np.ndarray], Labels]:
+    """Every sequence of an OpenGait tree as model frames, with its labels (unreadable ones skipped)."""
+    sequences, subject, cond, view = [], [], [], []
+    for seq in scan_labelled(folder):
+        try:
+            frames = to_model_frames(read_labelled(seq))
+        except SequenceError as exc:
+            logger.warning("parity: skipped %s", exc)
+            continue
+        if len(frames):
+            sequences.append(frames)
+            subject.append(seq.subject)
+            cond.append(seq.condition)
+            view.append(seq.view)
+    if not sequences:
+        raise DataError(f"no labelled sequences under {folder} (<subject>/<cond>/<view>/*.pkl)")
+    return sequences, Labels(subject, cond, view)
+
+
+def rank1(manifest: Manifest, emb: np.ndarray, labels: Labels) -> dict[str, float]:
+    """CASIA-B cross-view Rank-1 (%) per probe condition of (N, P, C) raw outputs."""
+    metric = manifest.evaluation.metric if manifest.evaluation is not None else "euc"
+    data = EmbeddingSet(emb, np.array(labels.subject), np.array(labels.cond), np.array(labels.view))
+    report = casia_b(data, metric)
+    return {name: float(value) for name, value in report.headline().items()}
 
 
 def load_sequences(folder: Path, limit: int = DEFAULT_LIMIT) -> tuple[list[np.ndarray], list[Path]]:
@@ -90,19 +138,28 @@ def measure_pairs(
     pairs: Iterable[tuple[str, str]],
     threads: int | None = None,
     threshold: float = PARITY_THRESHOLD,
+    labels: Labels | None = None,
 ) -> dict[str, BackendParity]:
-    """Each (backend, precision) pair against fp32 onnxruntime on the CPU on `sequences`."""
+    """Each (backend, precision) pair against fp32 onnxruntime on the CPU on `sequences`; with `labels`,
+    their CASIA-B Rank-1 too."""
     _check_threshold(threshold)
     reference_embedder = open_choice(artifact, manifest, Choice("cpu", "fp32", "reference"), threads)
     reference = embed_all(reference_embedder, sequences)  # (N, P, C)
+    reference_rank1 = None if labels is None else rank1(manifest, reference, labels)
     records: dict[str, BackendParity] = {}
     for backend, precision in pairs:
         if backend not in PARITY_GATED:
             raise ConfigError(f"parity is recorded for backends {list(PARITY_GATED)}, not {backend!r}")
         embedder = open_choice(artifact, manifest, Choice(backend, precision, "parity check"), threads)
-        parts = part_cosines(embed_all(embedder, sequences), reference)  # (N, P)
+        output = embed_all(embedder, sequences)  # (N, P, C)
+        parts = part_cosines(output, reference)  # (N, P)
         per_sequence = parts.mean(axis=1)  # (N,)
         min_cosine = float(per_sequence.min())
+        pair_rank1 = change = None
+        if labels is not None and reference_rank1 is not None:
+            pair_rank1 = rank1(manifest, output, labels)
+            change = max(abs(pair_rank1[c] - reference_rank1[c]) for c in reference_rank1)
+        passed = min_cosine >= threshold and (change is None or change <= RANK1_MAX_CHANGE)  # NaN fails
         records[f"{backend}/{precision}"] = record = BackendParity(
             backend=backend,
             precision=precision,
@@ -111,7 +168,11 @@ def measure_pairs(
             mean_cosine=float(per_sequence.mean()),
             min_part_cosine=float(parts.min()),
             threshold=threshold,
-            passed=bool(min_cosine >= threshold),  # NaN fails
+            passed=bool(passed),
+            protocol=None if labels is None else "casia-b",
+            rank1_reference=reference_rank1,
+            rank1=pair_rank1,
+            rank1_max_change=change,
             data=data,
             device=_device(embedder),
             versions=_versions(embedder),
@@ -150,17 +211,27 @@ def record_parity(
     limit: int = DEFAULT_LIMIT,
     threads: int | None = None,
     threshold: float = PARITY_THRESHOLD,
+    protocol: str | None = None,
 ) -> dict[str, BackendParity]:
     """Measure `pairs` (default: OpenVINO at `default_precisions`) on up to `limit` sequences of
-    `folder` and write the records into the artifact's manifest, replacing older ones of those pairs."""
+    `folder` (with a protocol: all of its labelled sequences) and write the records into the artifact's
+    manifest, replacing older ones of those pairs."""
     _check_threshold(threshold)
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {list(PROTOCOLS)}, not {protocol!r}")
     manifest = read_manifest(artifact)
     if pairs is None:
         pairs = [("openvino", precision) for precision in default_precisions(manifest)]
-    sequences, _ = load_sequences(folder, limit)
+    labels = None
+    if protocol is None:
+        sequences, _ = load_sequences(folder, limit)
+    else:
+        if not folder.is_dir():
+            raise ConfigError(f"sequence folder not found: {folder}")
+        sequences, labels = load_labelled(folder)
     frames = sum(len(s) for s in sequences)
     data = f"{folder.resolve().name} ({len(sequences)} sequences, {frames} frames)"
-    records = measure_pairs(artifact, manifest, sequences, data, pairs, threads, threshold)
+    records = measure_pairs(artifact, manifest, sequences, data, pairs, threads, threshold, labels)
     updated = manifest.model_copy(update={"backend_parity": {**manifest.backend_parity, **records}})
     model_file = artifact / manifest.variant("fp32").file
     current = read_manifest(artifact)

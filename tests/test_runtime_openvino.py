@@ -280,3 +280,24 @@ def test_offline_enrolment_runs_on_openvino(checked_artifact: Path, walks: Path,
         "fp16",
     )
     assert refused.code == 2
+
+
+@needs_openvino
+def test_parity_on_a_labelled_tree_records_the_rank1_change(tiny_artifact: Path, tmp_path: Path) -> None:
+    """--protocol casia-b: every sequence of an OpenGait tree, and Rank-1 per probe condition."""
+    tree = tmp_path / "tree"
+    conditions = [f"nm-0{i}" for i in range(1, 7)] + ["bg-01", "bg-02", "cl-01", "cl-02"]
+    for subject in range(3):
+        for c, cond in enumerate(conditions):
+            for view in ("000", "090"):
+                walk = walking_sequence(subject, 8, walk=c)
+                save_sequence(walk, tree / f"{subject:03d}" / cond / view / f"{view}.pkl")
+    art = tmp_path / "artifact"
+    shutil.copytree(tiny_artifact, art)
+    result = run_cli(None, "parity", art, "--sequences", tree, "--protocol", "casia-b", "--precision", "fp32")
+    assert result.code == 0
+    record = read_manifest(art).backend_parity["openvino/fp32"]
+    assert record.protocol == "casia-b" and record.sequences == 60
+    assert record.rank1 is not None and record.rank1_reference is not None
+    assert set(record.rank1) == {"NM", "BG", "CL"}
+    assert record.rank1_max_change is not None and record.rank1_max_change <= 0.3 and record.passed
