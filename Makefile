@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= .data
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv demo clean system-deps default-model
+.PHONY: run test lint venv demo clean system-deps default-model synthetic-model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,13 +17,21 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# MODEL=synthetic serves the model trained only on synthetic walkers (no third-party data terms).
+MODEL ?= default
 run: $(STAMP)
-	$(BIN)/gaitlu demo --data-dir $(DATA)
+	$(BIN)/gaitlu demo --model $(MODEL) --data-dir $(DATA)
 
-# Rebuild models/default from scratch with the project's own commands, from synthetic walkers only
-# (hours on 2 CPU cores; models/default/build.json records the commands and the time of each stage).
+# Rebuild models/default from scratch with the project's own commands: GaitBase trained on the real
+# CASIA-B development set (about 2 hours on 2 CPU cores; needs the set at ../shared/data/casiab-dev or
+# CASIAB_DEV=PATH; models/default/build.json records the commands and the time of each stage).
+CASIAB_DEV ?= ../shared/data/casiab-dev
 default-model: $(STAMP)
-	$(BIN)/gaitlu demo --rebuild --no-serve --data-dir $(DATA)
+	$(BIN)/gaitlu demo --model default --rebuild --no-serve --data-dir $(DATA) --casiab-dev $(CASIAB_DEV)
+
+# Rebuild models/synthetic from synthetic walkers only (about 2 hours on 2 CPU cores).
+synthetic-model: $(STAMP)
+	$(BIN)/gaitlu demo --model synthetic --rebuild --no-serve --data-dir $(DATA)
 
 # Types: strict on every package ([tool.mypy] in pyproject.toml); about 1 min cold, seconds cached.
 lint: $(STAMP)

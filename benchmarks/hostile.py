@@ -4,7 +4,7 @@ Honest clients wait out a 429 / 503's Retry-After and count it (benchmarks/hones
 A real `gaitlu serve` (uvicorn, child process, default settings but 5 s body and header timeouts so
 slow-client attacks end within a run) on 127.0.0.1 serves a gallery of 20 subjects. 8 honest closed-loop
 clients (each alternates `/embed` and `/search` with a 92-frame .npy) run in windows that alternate
-between alone and with 4 attackers cycling through every attack of issue 12 as fast as they are
+between alone and with 4 attackers cycling through every hostile-input attack as fast as they are
 answered: alone, attacked, alone, ... alone (`--rounds` attacked windows), so that the load other work
 puts on a shared machine, which drifts over a run, weighs on both sides alike. Reported: honest
 throughput under attack against alone (target >= 0.8x), honest p50/p99, 5xx responses of either kind
@@ -430,7 +430,7 @@ the machine (absolute rates swing with it; the phases run back to back on one se
 settings but `GAITLU_BODY_TIMEOUT_S={BODY_TIMEOUT_S:g}` and `GAITLU_HEADER_TIMEOUT_S={BODY_TIMEOUT_S:g}`,
 narrow GaitSSB, a {SUBJECTS}-subject gallery. {HONEST} honest closed-loop clients alternate `/embed` and
 `/search` with a 92-frame .npy in {2 * rounds + 1} windows of {window:.0f} s: alone, then with {ATTACKERS}
-attackers cycling through every attack of issue 12, alternately ({rounds} attacked, {rounds + 1} alone,
+attackers cycling through every hostile-input attack, alternately ({rounds} attacked, {rounds + 1} alone,
 so the other work's drifting load weighs on both). Clients and server share the 2 cores. Targets: honest
 throughput >= 0.8x, no 5xx, server peak RSS under {RSS_BOUND // MIB} MiB (its honest-load footprint +
 256 MiB of bodies in flight + 4 decodes of <= 64 MiB), every attack refused (a 4xx or 429; a slow

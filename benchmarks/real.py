@@ -7,16 +7,18 @@
 Dev protocol (docs/evaluation.md): test subjects 051-074, gallery nm-01..04, probes NM / BG / CL,
 cross-view Rank-1 (%) excluding identical views, Euclidean and cosine. Rows:
 - GEI: the mean silhouette, nearest neighbour (no learning);
-- default: the shipped default model (models/default, trained only on synthetic walkers), zero-shot;
+- synthetic: the synthetic-only model (models/synthetic, trained only on synthetic walkers), zero-shot;
 - random: the same network with random weights (what the architecture alone gives);
-- fine-tuned: the default's checkpoint fine-tuned on real subjects 001-050 (configs/finetune_casiab_dev.yaml).
-GEI and the default are also scored zero-shot on all 74 subjects (the default never saw any of them).
+- fine-tuned: its checkpoint fine-tuned on real subjects 001-050 (configs/finetune_casiab_dev.yaml).
+GEI and the synthetic model are also scored zero-shot on all 74 subjects (it never saw any of them).
+The default model (models/default) is trained on all 74, so it is scored by benchmarks/recipe.py through
+its recipe's dev-split run instead.
 Verification on the 051-074 cross-view pairs (every probe against every gallery sequence of another
 view): EER and TAR at FAR 1e-2 / 1e-3, and the genuine / impostor score distributions are plotted to
 benchmarks/plots/real_scores.png. Every learned model runs as an exported ONNX artifact on onnxruntime
 (one thread), as the service runs it.
 
-`--quick` scores GEI and the default on 051-062 with each sequence cut to its first 16 frames (a
+`--quick` scores GEI and the synthetic model on 051-062 with each sequence cut to its first 16 frames (a
 pipeline check: fewer people make Rank-1 higher, shorter clips lower). The dev set is found as in
 tests/support/casiab_dev.py ($GAITLU_CASIAB_DEV, else unpacked once into .data/casiab-dev). The last
 line holds the headline Rank-1s as name=value pairs.
@@ -51,7 +53,7 @@ from gaitlu.labelled import LabelledSequence, read_labelled, scan_labelled
 from gaitlu.manifest import MANIFEST_NAME
 from gaitlu.preprocess import to_model_frames
 from tests.support import casiab_dev
-from workflows.demo import CHECKPOINT_FILE, DEFAULT_MODEL
+from workflows.models import CHECKPOINT_FILE, MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 FINETUNE_CONFIG = REPO / "configs" / "finetune_casiab_dev.yaml"
@@ -196,7 +198,7 @@ def finetune_wall_s(run_dir: Path) -> float:
 
 
 def finetuned_artifact(work: Path, model: Path, run_dir: Path | None) -> tuple[Path, float, str]:
-    """Fine-tune the default's checkpoint on 001-050 (or reuse `run_dir`); export fp32 + int8 + fp16,
+    """Fine-tune the synthetic model's checkpoint on 001-050 (or reuse `run_dir`); export fp32 + int8 + fp16,
     int8 calibrated on real training people (001-004)."""
     from train.checkpoint import latest_checkpoint
 
@@ -400,17 +402,15 @@ def main() -> None:
     parser.add_argument(
         "--model",
         type=Path,
-        default=DEFAULT_MODEL,
-        help="the default model's folder (default: models/default)",
+        default=MODELS["synthetic"],
+        help="the synthetic model's folder (default: models/synthetic)",
     )
     parser.add_argument("--workdir", type=Path, help="keep artifacts and runs here (default: a temp dir)")
     parser.add_argument("--write-results", action="store_true", help="update RESULTS.md and the plot")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not (args.model / MANIFEST_NAME).is_file():
-        parser.error(
-            f"no default model at {args.model}: build it with `make default-model` or pass --model DIR"
-        )
+        parser.error(f"no model at {args.model}: build it with `make synthetic-model` or pass --model DIR")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
@@ -420,11 +420,16 @@ def main() -> None:
             QUICK_FRAMES if args.quick else None,
         )
         everyone = None if args.quick else load_real(casiab_dev.ALL)
-        default = f"{shown(args.model)} (synthetic walkers only; `make default-model`)"
-        embeds: dict[str, Embed] = {"gei": gei_embed, "default": artifact_embed(args.model)}
+        default = f"{shown(args.model)} (synthetic walkers only; `make synthetic-model`)"
+        embeds: dict[str, Embed] = {
+            "gei": gei_embed,
+            "default": artifact_embed(args.model),
+        }  # the model under test
         rows = [
             score_model("gei", "GEI", "-", None, embeds["gei"], dev, everyone),
-            score_model("default", "default, zero-shot", default, None, embeds["default"], dev, everyone),
+            score_model(
+                "default", "synthetic model, zero-shot", default, None, embeds["default"], dev, everyone
+            ),
         ]
         if not args.quick:
             random_dir, random_s = random_artifact(work, args.model)
@@ -442,7 +447,7 @@ def main() -> None:
             )
             tuned_dir, tuned_s, command = finetuned_artifact(work, args.model, args.finetuned)
             embeds["finetuned"] = artifact_embed(tuned_dir)
-            label = "default fine-tuned on 001-050"
+            label = "synthetic model fine-tuned on 001-050"
             rows.append(
                 score_model("finetuned", label, f"`{command}`", tuned_s, embeds["finetuned"], dev, None)
             )
@@ -452,7 +457,7 @@ def main() -> None:
                 mixed_dir = work / "mixed"
                 run(["export", str(latest_checkpoint(args.mixed)), "--out", str(mixed_dir)])
                 embeds["mixed"] = artifact_embed(mixed_dir)
-                label = "default fine-tuned on 001-050 + 100 synthetic people"
+                label = "synthetic model fine-tuned on 001-050 + 100 synthetic people"
                 command = (
                     "the same, `--dataset` = 001-050 and 100 synthetic subject folders (docs/training.md)"
                 )

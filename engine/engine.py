@@ -17,9 +17,10 @@ queued, since each costs seconds of CPU.
 
 Readiness: `start` warms the runtime and records a reference embedding of a fixed probe sequence.
 `probe()` embeds it again through the batcher, ahead of its queue (a busy server is not a broken one),
-and asks the galleries to answer (`check`: a Milvus server must be reachable); the engine is ready while
-the answer matches, the galleries answer and some decode worker is free of overdue work. A failed
-batch makes the engine not ready until a probe succeeds again.
+and asks the galleries to answer (`check`: a Milvus server must be reachable, a local store that found
+its disk full must take a trial write); the engine is ready while the answer matches, the galleries
+answer and some decode worker is free of overdue work. A failed batch makes the engine not ready until a
+probe succeeds again.
 """
 
 from __future__ import annotations
@@ -49,13 +50,13 @@ from gaitlu.embedding import Embedder, EmbeddingLayout, mean_part_cosine
 from gaitlu.errors import ConfigError, GaitluError, SequenceError
 from gaitlu.evaluation.calibration import decode_centre
 from gaitlu.manifest import Calibration, Comparison
-from gaitlu.preprocess import to_model_frames
+from gaitlu.preprocess import drop_empty_frames, to_model_frames
 from gaitlu.sequence import SequenceLimits, load_sequence, validate_sequence
 from gallery import validate
 from gallery.backends import open_backend
-from gallery.errors import InvalidInputError
+from gallery.errors import GalleryError, InvalidInputError, StoreFullError
 from gallery.filters import SequenceFilter
-from gallery.previews import with_geis
+from gallery.previews import check_reserved, with_geis
 from gallery.protocol import GalleryBackend
 from gallery.records import GalleryInfo, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
@@ -176,6 +177,7 @@ def _decode(item: SequenceInput, limits: SequenceLimits) -> Decoded:
         raw = load_sequence(item.data, filename=item.name, limits=limits)  # (T, H, W) uint8
     try:
         frames = to_model_frames(raw)  # (T', 64, 44) uint8
+        frames = drop_empty_frames(frames, limits.min_frames)  # (T'', 64, 44): what the model sees
     except SequenceError as exc:
         raise SequenceError(f"{item.name}: {exc}") from None
     if not frames.flags.writeable:
@@ -193,6 +195,7 @@ def open_store(settings: EngineSettings, centres: dict[str, np.ndarray] | None =
         index=settings.index,
         milvus=settings.milvus,
         centres=centres,
+        max_bytes=settings.store_max_bytes,
     )
 
 
@@ -242,7 +245,7 @@ class Engine:
         self._calibration: Calibration | None = None
         self._centre: np.ndarray | None = None  # (P, C): the model's centring, applied by the index
         self._ready = False
-        self._probing: asyncio.Task[bool] | None = None
+        self._probing: asyncio.Task[str | None] | None = None
         self._lifecycle = asyncio.Lock()
 
     # ----- lifecycle
@@ -366,8 +369,8 @@ class Engine:
 
     async def probe(self) -> str | None:
         """Why the engine cannot serve now, or None when it can: the probe sequence, embedded ahead of the
-        batch queue, must answer as at start, and not every decode worker may be stuck past its deadline.
-        Concurrent callers share one probe."""
+        batch queue, must answer as at start, the galleries must answer (and take writes), and not every
+        decode worker may be stuck past its deadline. Concurrent callers share one probe."""
         if not self.started:
             return "the engine is not started"
         if self._decodes.stuck:
@@ -378,21 +381,28 @@ class Engine:
             )
         if self._probing is None or self._probing.done():
             self._probing = asyncio.create_task(self._run_probe())
-        if not await asyncio.shield(self._probing):
-            return "the model does not answer the readiness probe (see the logs)"
-        return None
+        return await asyncio.shield(self._probing)
 
-    async def _run_probe(self) -> bool:
-        _, batcher, _ = self._parts()
+    async def _run_probe(self) -> str | None:
+        _, batcher, store = self._parts()
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 [result] = await batcher.submit([self._probe], priority=True)
-                await run_sync(self._parts()[2].check)  # the galleries answer too (a Milvus server)
-            self._ready = self._matches_reference(result.vector)
+                self._ready = self._matches_reference(result.vector)
+                await run_sync(store.check)  # the galleries answer too (a Milvus server, a full disk)
+        except StoreFullError as exc:  # the model answered; the gallery store takes no writes
+            logger.warning("readiness: the gallery store is full: %s", exc.cause)
+            return (
+                f"the gallery store is not writable ({exc.cause}): free space on the disk holding it "
+                "(or raise its size limit)"
+            )
+        except GalleryError as exc:  # the model answered; the galleries did not
+            logger.warning("readiness: the galleries cannot serve: %s", exc)
+            return f"the galleries cannot serve: {exc}"
         except Exception as exc:  # any failure means "not ready"; the reason goes to the log
             logger.warning("readiness probe failed: %s", exc)
             self._ready = False
-        return self._ready
+        return None if self._ready else "the model does not answer the readiness probe (see the logs)"
 
     # ----- embedding
 
@@ -631,6 +641,7 @@ class Engine:
         """Embed and enrol sequences of one subject (a video: one of its tracks), all or none; returns
         the stored sequences (input order) and their embeddings. The gallery's model is checked first: a
         mismatch costs no inference."""
+        check_reserved(metadata)
         model_hash = await self._check_model(gallery)
         # A retry is recognised by an equal vector: with client ids, compute it batch-independently.
         decoded = await self.decode(uploads, options)
@@ -654,6 +665,7 @@ class Engine:
     ) -> list[SequenceInfo]:
         """Enrol precomputed embeddings (n, D) of one subject, all or none. `model_hash` says which model
         computed them: unless it is the gallery's (and the running model's), ModelMismatchError."""
+        check_reserved(metadata)
         await self._check_model(gallery)
         return await self._in_store(
             lambda store: store.enroll(gallery, subject_id, vectors, model_hash, metadata, sequence_ids),

@@ -40,3 +40,4 @@ class EngineSettings:
     index: IndexSettings = field(default_factory=IndexSettings)  # how local galleries are indexed
     gallery_backend: Backend = "local"  # "milvus": the galleries on `milvus` (shared by replicas)
     milvus: MilvusSettings | None = None
+    store_max_bytes: int | None = None  # how large the local gallery database may grow (None: the disk)

@@ -21,7 +21,7 @@ from export.checks import noise_silhouettes, run_session
 from export.errors import ExportError
 from export.graph import INPUT_NAME, OUTPUT_NAME
 from gaitlu.embedding import part_cosines
-from gaitlu.files import sha256_file
+from gaitlu.files import sha256_file, write_atomic
 from gaitlu.manifest import TensorRTInfo
 from gaitlu.preprocess import FRAME_HEIGHT, MODEL_WIDTH
 
@@ -79,9 +79,6 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError("TensorRT failed to build the engine (see its log above)")
-    path = out_dir / ENGINE_NAME
-    path.write_bytes(bytes(serialized))
-
     engine = trt.Runtime(trt_logger).deserialize_cuda_engine(bytes(serialized))
     sils = noise_silhouettes(
         np.random.default_rng(1), min(4, max_batch), max(min_frames, min(30, max_frames))
@@ -89,6 +86,7 @@ def build_engine(
     cosine = float(part_cosines(_run_engine(engine, sils, parts), run_session(session, sils, parts)).min())
     if cosine < ENGINE_MIN_COSINE:
         raise ExportError(f"the TensorRT engine disagrees with ONNX: min per-part cosine {cosine:.6f}")
+    path = write_atomic(out_dir / ENGINE_NAME, bytes(serialized))  # only a verified engine gets its name
     major, minor = torch.cuda.get_device_capability()
     return TensorRTInfo(
         file=ENGINE_NAME,

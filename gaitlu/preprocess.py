@@ -140,6 +140,24 @@ def to_model_frames(seq: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(aligned[:, :, CUT : CUT + MODEL_WIDTH])  # (T, 64, 64) -> (T, 64, 44)
 
 
+def drop_empty_frames(frames: np.ndarray, min_frames: int = 1) -> np.ndarray:
+    """Model frames (T, 64, 44) uint8 without the empty ones (pixel sum at most EMPTY_FRAME_SUM, as
+    alignment drops raw masks); SequenceError, with the count, when fewer than `min_frames` remain.
+
+    What the service embeds (engine/engine.py): a blank frame carries no gait, and a sequence of blank
+    frames would be embedded as a person. Training and evaluation read `to_model_frames` as it is.
+    """
+    frames = _check_frames(frames)
+    sums = frames.reshape(len(frames), -1).sum(axis=1, dtype=np.int64)  # (T,)
+    kept = sums > EMPTY_FRAME_SUM
+    if int(kept.sum()) < min_frames:
+        raise SequenceError(
+            f"the sequence has {int(kept.sum())} non-empty frames of {len(frames)}; "
+            f"at least {min_frames} needed (a frame with a pixel sum <= {EMPTY_FRAME_SUM} is empty)"
+        )
+    return frames if kept.all() else frames[kept]
+
+
 def to_float(seq: np.ndarray) -> np.ndarray:
     """uint8 frames (0..255) -> float32 in [0, 1], the network's input scale."""
     if not isinstance(seq, np.ndarray) or seq.dtype != np.uint8:

@@ -62,13 +62,15 @@ def open_backend(
     index: IndexSettings | None = None,
     milvus: MilvusSettings | None = None,
     centres: Mapping[str, np.ndarray] | None = None,
+    max_bytes: int | None = None,
 ) -> GalleryBackend:
     """The galleries to serve: the local store at `store_path`, or those on the Milvus server.
 
     `centres` (model hash -> (parts, channels) centre: a calibrated model's centring) only the local
     store applies: its index is a cache rebuilt from the vectors as enrolled, while a Milvus server
     indexes what it is given, so a centred model there would need its galleries re-enrolled whenever the
-    centre changed. Refused rather than served with scores its calibration does not describe."""
+    centre changed. Refused rather than served with scores its calibration does not describe.
+    `max_bytes` bounds the local database's size (a Milvus server's storage is its own)."""
     if backend == "milvus":
         if milvus is None:
             raise InvalidInputError("the milvus gallery backend needs a Milvus URI (GAITLU_MILVUS_URI)")
@@ -84,4 +86,4 @@ def open_backend(
         raise InvalidInputError("the local gallery backend needs the path of its database")
     from gallery.store import GalleryStore
 
-    return GalleryStore(store_path, index_settings=index, centres=centres)
+    return GalleryStore(store_path, index_settings=index, centres=centres, max_bytes=max_bytes)

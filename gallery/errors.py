@@ -64,5 +64,17 @@ class StoreLockedError(GalleryError):
     """Another process has this gallery database open; one process owns a store at a time."""
 
 
+class StoreFullError(GalleryError):
+    """The gallery database could not be written for lack of space: its disk is full, or it reached its
+    size limit (`max_bytes`). The write was rolled back whole: nothing of it was stored (HTTP 507)."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(
+            f"the gallery store is full ({cause}): nothing was written; free space on the disk holding "
+            "the gallery database (or raise its size limit) and retry"
+        )
+        self.cause = cause
+
+
 class StoreUnavailableError(GalleryError):
     """The gallery server (Milvus) did not answer or failed; nothing was acknowledged (HTTP 503)."""

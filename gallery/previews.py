@@ -20,10 +20,11 @@ import cv2
 import numpy as np
 
 from gaitlu.evaluation.gei import gait_energy_image
+from gallery.errors import InvalidInputError
 from gallery.validate import MAX_METADATA_BYTES
 
 PNG_PREFIX = "data:image/png;base64,"
-GEI_KEY = "gei_png"  # reserved metadata key; a caller that sets it (null included) keeps its own value
+GEI_KEY = "gei_png"  # reserved metadata key: the server's; a caller may only set it to null (no picture)
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,21 @@ def sequence_preview(frames: np.ndarray) -> SequencePreview:
     return SequencePreview([png_data_uri(frame) for frame in frames], gei_png(frames))
 
 
+def check_reserved(metadata: Sequence[dict[str, Any] | None] | None) -> None:
+    """Refuse callers' metadata that sets GEI_KEY to anything but null: the picture stored there is the
+    server's own drawing of the enrolled frames, which the web page shows as the person's; null (no
+    picture for this sequence) is the one value a caller may give."""
+    for item in metadata or []:
+        if isinstance(item, dict) and item.get(GEI_KEY) is not None:
+            raise InvalidInputError(
+                f"metadata key {GEI_KEY!r} is reserved: the server stores the sequence's GEI picture "
+                "under it (give null to store none, or use another key)"
+            )
+
+
 def with_gei(metadata: dict[str, Any] | None, frames: np.ndarray) -> dict[str, Any] | None:
-    """`metadata` plus the sequence's GEI under GEI_KEY, unless the caller set that key or the GEI would
-    push the metadata over the store's size limit (then the sequence simply has no picture)."""
+    """`metadata` plus the sequence's GEI under GEI_KEY, unless the caller set that key (to null: no
+    picture) or the GEI would push the metadata over the store's size limit (then it has no picture)."""
     if metadata is not None and GEI_KEY in metadata:
         return metadata
     extended = {**(metadata or {}), GEI_KEY: gei_png(frames)}

@@ -57,6 +57,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER sequences_update AFTER UPDATE ON sequences
         BEGIN UPDATE galleries SET version = version + 1 WHERE id = NEW.gallery_id; END;
     """,
+    """
+    CREATE TABLE write_probe (data BLOB);     -- a trial write after the disk was full (store.check)
+    """,
 )
 
 

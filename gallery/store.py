@@ -11,14 +11,20 @@ Concurrency contract (the service calls this from a thread pool):
   search that starts after an enrolment returned finds it; one that starts after a delete returned does not;
 - listings read SQLite through one connection per thread (WAL: they never block on the writer).
 One process owns a store (an exclusive lock file): several processes would each hold a stale index.
+
+A write that finds no room (the disk is full, or the database at its `max_bytes`) is rolled back whole
+and raised as StoreFullError; until a write succeeds again, `check` (readiness) makes a small trial write
+and reports the store full while that fails. Index snapshots are a cache: failing to write one is logged.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -44,6 +50,7 @@ from gallery.errors import (
     ModelMismatchError,
     SequenceNotFoundError,
     StoreClosedError,
+    StoreFullError,
     StoreLockedError,
     SubjectNotFoundError,
 )
@@ -61,6 +68,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: beyond it the binding overflows
 CHUNK_ROWS = 1024  # rows per read when (re)building an index
+TRIAL_WRITE_BYTES = 64 * 1024  # what `check` writes (and deletes) while the store is full
 
 
 @dataclass
@@ -127,10 +135,13 @@ class GalleryStore:
         index_settings: IndexSettings | None = None,
         synchronous: Synchronous = "FULL",
         centres: Mapping[str, np.ndarray] | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         """`centres`: model hash -> the (parts, channels) centre of that model's calibrated centring
         (gaitlu.embedding.centre_parts): its galleries index and search centred vectors. SQLite keeps
-        the vectors as enrolled, so a new centre only rebuilds the index (a cache)."""
+        the vectors as enrolled, so a new centre only rebuilds the index (a cache). `max_bytes`: how
+        large the database file may grow (SQLite's max_page_count; None: as the disk allows); a write
+        beyond it fails as on a full disk (StoreFullError)."""
         self.path = Path(path)
         self.settings = index_settings or IndexSettings()
         self._centres = {
@@ -148,6 +159,10 @@ class GalleryStore:
         self._synchronous = synchronous
         self._writer = connect(self.path, synchronous)
         migrate(self._writer)
+        if max_bytes is not None:
+            page_size = self._writer.execute("PRAGMA page_size").fetchone()[0]
+            self._writer.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page_size)}")
+        self._full: str | None = None  # why the last write found no room, until one succeeds
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -216,10 +231,12 @@ class GalleryStore:
         settings_json = validate.metadata(metadata)
         with self._writing():
             try:
-                cursor = self._writer.execute(
-                    "INSERT INTO galleries (name, model_hash, dim, parts, created, settings) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, model_hash, layout.size, layout.parts, time.time(), settings_json),
+                cursor = self._transaction(
+                    lambda: self._writer.execute(
+                        "INSERT INTO galleries (name, model_hash, dim, parts, created, settings) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (name, model_hash, layout.size, layout.parts, time.time(), settings_json),
+                    )
                 )
             except sqlite3.IntegrityError as exc:
                 raise GalleryExistsError(f"gallery '{name}' already exists") from exc
@@ -531,9 +548,23 @@ class GalleryStore:
         return stats
 
     def check(self) -> None:
-        """The local store answers while it is open."""
+        """The local store answers while it is open, and takes writes: after a write found no room
+        (StoreFullError), a trial write of TRIAL_WRITE_BYTES must commit (it is deleted at once); until
+        one does, StoreFullError again."""
         if self._closed:
             raise StoreClosedError("the gallery store is closed")
+        if self._full is None:
+            return
+        with self._writing():
+            if self._full is None:  # a write succeeded meanwhile
+                return
+            self._transaction(
+                lambda: self._writer.execute(
+                    "INSERT INTO write_probe (data) VALUES (zeroblob(?))", (TRIAL_WRITE_BYTES,)
+                )
+            )
+            self._transaction(lambda: self._writer.execute("DELETE FROM write_probe"))
+            logger.info("the gallery store takes writes again")
 
     # ----- internals: access
 
@@ -587,14 +618,26 @@ class GalleryStore:
         return int(row[0])
 
     def _transaction(self, body: Callable[[], T]) -> T:
-        """Run body() in one write transaction on the writer connection: commit, or roll back and re-raise."""
-        self._writer.execute("BEGIN IMMEDIATE")
+        """Run body() in one write transaction on the writer connection: commit, or roll back and re-raise.
+        No room to write it (a full disk, or `max_bytes`) is StoreFullError, remembered until a commit."""
         try:
-            result = body()
-        except BaseException:
-            self._writer.execute("ROLLBACK")
-            raise
-        self._writer.execute("COMMIT")
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                result = body()
+                self._writer.execute("COMMIT")
+            except BaseException:
+                if self._writer.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                    self._writer.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            cause = _lack_of_space(exc)
+            if cause is None:
+                raise
+            if self._full is None:
+                logger.error("gallery store: a write found no room (%s); it was rolled back", cause)
+            self._full = cause
+            raise StoreFullError(cause) from exc
+        self._full = None
         return result
 
     def _insert_sequences(
@@ -844,11 +887,17 @@ class GalleryStore:
         return self._snapshots / f"gallery-{gallery_id}.faiss"
 
     def _save_snapshot(self, live: _Live) -> None:
+        """Write the index snapshot if it is stale; a disk that refuses it is logged (a cache: the next
+        start rebuilds the index from SQLite)."""
         tag = self._tag(live.id)
         if tag == live.saved_tag:
             return
-        with live.lock.read():
-            live.index.save(self._snapshot_file(live.id), tag)
+        try:
+            with live.lock.read():
+                live.index.save(self._snapshot_file(live.id), tag)
+        except OSError as exc:
+            logger.warning("gallery '%s': index snapshot not written (%s)", live.name, exc)
+            return
         live.saved_tag = tag
 
 
@@ -894,6 +943,15 @@ _GALLERY_INFO = (
     "(SELECT count(*) FROM sequences q WHERE q.gallery_id = g.id) FROM galleries g"
 )
 _SEQUENCE_INFO = "SELECT uid, subject_id, model_hash, metadata, created FROM sequences"
+
+
+def _lack_of_space(exc: BaseException) -> str | None:
+    """Why a write failed, if it was for lack of space (SQLITE_FULL, ENOSPC, EDQUOT); else None."""
+    if isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL:
+        return str(exc)  # "database or disk is full"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return os.strerror(exc.errno)
+    return None
 
 
 def _inserted_id(cursor: sqlite3.Cursor) -> int:

@@ -71,8 +71,10 @@ def single_query(query: Any, layout: EmbeddingLayout) -> np.ndarray:
 
 
 def embeddings(values: Any, layout: EmbeddingLayout) -> np.ndarray:
-    """(D,), (n, D) or (n, P, C) -> (n, D) float32 with D = P*C, finite, each part unit-norm."""
-    x = np.asarray(values, dtype=np.float32)
+    """(D,), (n, D) or (n, P, C) -> (n, D) float32 with D = P*C, finite, each part unit-norm. Checked in
+    float64 (what JSON numbers are) before the cast, so a component past float32's range is refused by
+    its value, never cast to infinity with a RuntimeWarning."""
+    x = np.asarray(values, dtype=np.float64)
     parts, channels, size = layout.parts, layout.channels, layout.size
     if x.ndim == 1:
         x = x[None]
@@ -93,7 +95,7 @@ def embeddings(values: Any, layout: EmbeddingLayout) -> np.ndarray:
             f"an embedding component is {largest:.3g}; components must lie within +-{MAX_COMPONENT:g} "
             "(this service's embeddings are unit-norm per part)"
         )
-    by_part = layout.unflatten(x)  # (n, P, C)
+    by_part = layout.unflatten(x.astype(np.float32))  # (n, P, C); within +-MAX_COMPONENT: exact enough
     norms = part_norms(by_part.astype(np.float64))  # (n, P)
     if (norms < MIN_PART_NORM).any():
         raise InvalidInputError("an embedding has an all-zero part: it cannot be compared by cosine")

@@ -78,7 +78,10 @@ async def _serve(settings: Settings, log_level: str) -> None:
         server_header=False,
         timeout_graceful_shutdown=10,
         limit_concurrency=settings.max_connections,  # connections beyond get uvicorn's own 503
-        http=head_deadline_protocol(settings.header_timeout_s),  # slow request heads are cut
+        # slow request heads are cut, large ones refused (431)
+        http=head_deadline_protocol(
+            settings.header_timeout_s, settings.max_head_bytes, application.state.metrics
+        ),
     )
     try:
         await uvicorn.Server(config).serve()

@@ -45,6 +45,7 @@ from gallery.errors import (
     NotFoundError,
     SequenceIdConflictError,
     StoreClosedError,
+    StoreFullError,
     StoreUnavailableError,
 )
 from service.context import request_id
@@ -77,6 +78,15 @@ class Forbidden(HttpLayerError):
 class PayloadTooLarge(HttpLayerError):
     def __init__(self, limit_bytes: int) -> None:
         super().__init__(f"the request body is over the {limit_bytes}-byte limit")
+        self.limit_bytes = limit_bytes
+
+
+class HeadTooLarge(HttpLayerError):
+    """The request line and headers together are over the head limit (answered by the connection itself,
+    service/connections.py: the request never reaches the app)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(f"the request head (request line and headers) is over the {limit_bytes}-byte limit")
         self.limit_bytes = limit_bytes
 
 
@@ -176,6 +186,7 @@ STATUSES: tuple[Status, ...] = (
         lambda e: {"Connection": "close"},
     ),
     Status(PayloadTooLarge, 413, "payload_too_large", lambda e: {"limit_bytes": e.limit_bytes}),
+    Status(HeadTooLarge, 431, "head_too_large", lambda e: {"limit_bytes": e.limit_bytes}, lambda e: CLOSE),
     Status(UnsupportedMediaType, 415, "unsupported_media_type", lambda e: {"allowed": list(e.allowed)}),
     Status(InvalidRequest, 422, None),
     Status(ResourceNotFound, 404, "not_found"),
@@ -207,11 +218,12 @@ STATUSES: tuple[Status, ...] = (
     Status(NotFoundError, 404, "not_found"),
     Status(InvalidInputError, 422, "invalid_input"),
     Status(StoreClosedError, 503, "shutting_down"),
+    Status(StoreFullError, 507, "insufficient_storage", lambda e: {"cause": e.cause}),
     Status(StoreUnavailableError, 503, "gallery_unavailable", headers=lambda e: {"Retry-After": "1"}),
     # anything else meant for the user
     Status(GaitluError, 400, "bad_request"),
 )
-REJECTED_STATUSES = {401, 403, 413, 415, 429}  # counted as rejected requests in the metrics
+REJECTED_STATUSES = {401, 403, 413, 415, 429, 431}  # counted as rejected requests in the metrics
 INTERNAL_ERROR = 500  # an unexpected exception: a bug
 
 
@@ -246,8 +258,10 @@ class Carried(HTTPException):
         self.error = error
 
 
-def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "detail": detail, "request_id": request_id.get()}}
+def error_body(code: str, message: str, detail: Any = None, rid: str | None = None) -> dict[str, Any]:
+    """The one error shape; `rid`: the request id where no request context is set (the connection)."""
+    rid = request_id.get() if rid is None else rid
+    return {"error": {"code": code, "message": message, "detail": detail, "request_id": rid}}
 
 
 def error_response(
@@ -259,12 +273,12 @@ def error_response(
 def respond(exc: GaitluError, metrics: Metrics, extra_headers: dict[str, str] | None = None) -> JSONResponse:
     """The response for an error, as the table says; refusals (REJECTED_STATUSES) are counted."""
     verdict = answer(exc)
-    _count_rejected(metrics, verdict.status, verdict.code)
+    count_rejected(metrics, verdict.status, verdict.code)
     headers = {**(verdict.headers or {}), **(extra_headers or {})} or None
     return error_response(verdict.status, verdict.code, verdict.message, verdict.detail, headers)
 
 
-def _count_rejected(metrics: Metrics, status: int, code: str) -> None:
+def count_rejected(metrics: Metrics, status: int, code: str) -> None:
     if status in REJECTED_STATUSES:
         metrics.rejected.labels(reason=code).inc()
 
@@ -275,7 +289,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         return await _domain_error(request, exc.error)
     # Starlette's own: unknown route (404), wrong method (405), malformed multipart (400)
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
-    _count_rejected(request.app.state.metrics, exc.status_code, code)
+    count_rejected(request.app.state.metrics, exc.status_code, code)
     return error_response(exc.status_code, code, str(exc.detail), None, headers=exc.headers)
 
 
@@ -295,11 +309,15 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """The last resort (Starlette's ServerErrorMiddleware, outside every other middleware): the id is
+    set here, and uvicorn closes the connection after it (the exception is re-raised), so say so."""
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    rid = request_id.get()
     return error_response(
         INTERNAL_ERROR,
         "internal_error",
-        f"internal server error; quote request id {request_id.get()} when reporting it",
+        f"internal server error; quote request id {rid} when reporting it",
+        headers=CLOSE if rid is None else {"X-Request-ID": rid, **CLOSE},
     )
 
 

@@ -31,12 +31,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Send every logger (ours, uvicorn's) to stderr as JSON lines."""
+    """Send every logger (ours, uvicorn's) to stderr as JSON lines, Python warnings included (a NumPy
+    RuntimeWarning would otherwise be printed raw into the JSON stream)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "py.warnings"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    logging.captureWarnings(True)  # warnings.warn -> the "py.warnings" logger

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import json
 import logging
 import re
 import time
@@ -35,13 +36,26 @@ from service.metrics import Metrics
 from service.settings import Settings
 
 logger = logging.getLogger("service.access")
+MAX_LOGGED_BODY = 64 * 1024  # error bodies are small; a larger body is not read for its code
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+def error_code(body: bytes) -> str | None:
+    """The `error.code` of an error response's JSON body (the one error shape), if it is one."""
+    if len(body) > MAX_LOGGED_BODY:
+        return None
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
+
+
 class RequestContextMiddleware:
     """Request id (the client's X-Request-ID if sane, else a new one) and queue/inference timings on
-    every response; one JSON log line and the request metrics per request."""
+    every response; one JSON log line and the request metrics per request. A 4xx or 5xx line carries
+    the error's `code`, read from the response's body."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -59,10 +73,13 @@ class RequestContextMiddleware:
         spent = RequestTimings()
         timings.set(spent)
         status = INTERNAL_ERROR  # what the log and metrics say if the app fails before answering
+        code: str | None = None
         started = time.perf_counter()
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, code
+            if message["type"] == "http.response.body" and status >= 400 and code is None:
+                code = error_code(message.get("body", b""))  # error bodies come whole, in one message
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
@@ -92,6 +109,7 @@ class RequestContextMiddleware:
                     "duration_ms": round(elapsed * 1000, 3),
                     "queue_ms": round(spent.queue_ms, 3),
                     "inference_ms": round(spent.inference_ms, 3),
+                    **({"code": code} if code is not None else {}),
                 },
             )
 

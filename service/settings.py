@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     max_body_bytes_in_flight: int = Field(256 * MIB, ge=1024)  # their bodies (chunked: max_upload_bytes)
     body_timeout_s: float = Field(30.0, gt=0)  # a body must arrive within this (slowloris): else 408
     header_timeout_s: float = Field(10.0, gt=0)  # a request's head too (from connecting): else closed
+    max_head_bytes: int = Field(64 * 1024, ge=1024)  # request line + headers: else 431 and closed
 
     # Input bounds.
     max_upload_bytes: int = Field(32 * MIB, ge=1024)  # the whole request body; uvicorn sets no limit
@@ -122,6 +123,8 @@ class Settings(BaseSettings):
     milvus_token: SecretStr | None = None  # "user:password" or an API key, where the server wants one
     milvus_db: str = Field("default", pattern=r"[A-Za-z_][A-Za-z0-9_]{0,254}")
     milvus_index: MilvusIndexSettings = MilvusIndexSettings()  # for galleries created from now on
+    # How large the local gallery database may grow (None: as its disk allows); beyond, writes get 507.
+    store_max_bytes: int | None = Field(None, ge=256 * 1024)
 
     @field_validator("api_keys", "read_only_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
@@ -239,6 +242,7 @@ class Settings(BaseSettings):
             index=self.index,
             gallery_backend=self.gallery_backend,
             milvus=self.milvus_settings(),
+            store_max_bytes=self.store_max_bytes,
         )
 
     def milvus_settings(self) -> MilvusSettings | None:

@@ -1,8 +1,8 @@
-"""The default model: models/default (committed by `make default-model`) is checked against its hashes,
-and where it is missing the demo builds it from scratch with the same recipe, here shrunk to seconds.
+"""The shipped models: models/default (real CASIA-B people) and models/synthetic (synthetic walkers only)
+are checked against their hashes, and where one is missing the demo builds it from scratch with the same
+recipe, here shrunk to seconds.
 
-The hash check never skips: it checks the committed model when there is one, else a model just built
-from scratch, and a copy with one changed byte must be refused either way.
+The hash check never skips: both models are committed, and a copy with one changed byte is refused.
 """
 
 from __future__ import annotations
@@ -15,64 +15,93 @@ import numpy as np
 import pytest
 
 from gaitlu.errors import GaitluError
-from gaitlu.manifest import MANIFEST_NAME, ArtifactError, read_manifest
+from gaitlu.manifest import ArtifactError, read_manifest
 from gaitlu.preprocess import to_model_frames
 from synth import identity_for, render_sequence, sequence_rng
-from workflows import demo
+from tests.test_train_supervised import TINY_GAITBASE, write_walkers
+from workflows import models
 
 # 8 unlabelled people x 4 walks: one SSL batch; 14 labelled people, 8 train: one P8 x K4 batch; 2 steps
 # each; 4 held-out people x 12 walks calibrate (10 enrolled, 2 probes each).
-SMALL = demo.Recipe(
-    ssl_identities=8,
-    ssl_steps=2,
-    identities=14,
-    walks=4,
-    supervised_steps=2,
-    calibration_identities=4,
-    calibration_walks=12,
+CALIBRATION = models.Calibration(identities=4, walks=12)
+SMALL = models.SyntheticRecipe(
+    ssl_identities=8, ssl_steps=2, identities=14, walks=4, supervised_steps=2, calibration=CALIBRATION
 )
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A default model built from nothing by the demo's own commands (synth, pack, pretrain, synth,
-    finetune, export), published into a models/default folder of its own."""
-    root = tmp_path_factory.mktemp("default-model")
-    return demo.build_default_model(root / "models" / "default", root / "builds", SMALL)
+    """A synthetic model built from nothing by the demo's own commands (synth, pack, pretrain, synth,
+    finetune, export, calibrate), published into a models/synthetic folder of its own."""
+    root = tmp_path_factory.mktemp("synthetic-model")
+    return models.build_synthetic_model(root / "models" / "synthetic", root / "builds", SMALL)
 
 
-@pytest.fixture
-def model(built: Path) -> Path:
-    """The committed default model when the checkout has one, else the one built from scratch."""
-    return demo.DEFAULT_MODEL if (demo.DEFAULT_MODEL / MANIFEST_NAME).exists() else built
-
-
-@pytest.mark.slow
-def test_the_default_model_matches_its_manifest_and_build_record(model: Path) -> None:
-    demo.check_default_model(model)  # every listed file: its size and sha256
+@pytest.mark.parametrize(
+    ("name", "trained_by"), [("default", "train supervised"), ("synthetic", "train finetune")]
+)
+def test_the_committed_models_match_their_manifests_and_build_records(name: str, trained_by: str) -> None:
+    model = models.MODELS[name]
+    models.check_model(model)  # every listed file: its size and sha256
     listed = {v.file for v in read_manifest(model).variants.values()}
-    assert {p.name for p in model.iterdir()} >= listed | {demo.CHECKPOINT_FILE, demo.BUILD_RECORD}
-    record = json.loads((model / demo.BUILD_RECORD).read_text())
-    assert (
-        "train finetune" in record["commands"]["supervised"]
-        and "--layout opengait" in record["commands"]["labelled"]
+    assert {p.name for p in model.iterdir()} >= listed | {models.CHECKPOINT_FILE, models.BUILD_RECORD}
+    record = json.loads((model / models.BUILD_RECORD).read_text())
+    assert any(trained_by in command for command in record["commands"].values())
+    assert read_manifest(model).calibration is not None
+
+
+def test_the_default_model_card_states_the_weights_terms() -> None:
+    card = (models.DEFAULT_MODEL / models.MODEL_CARD).read_text()
+    for needed in ("CASIA-B", "001-074", "research", "Yu, Tan and Tan"):
+        assert needed in card
+
+
+def test_the_default_is_built_from_the_dev_set_by_the_projects_own_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = write_walkers(tmp_path / "dev")
+    monkeypatch.setenv("GAITLU_CASIAB_DEV", str(tree))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "model": {"architecture": "gaitbase", "config": TINY_GAITBASE},
+                "data": {"subjects_per_batch": 4, "sequences_per_subject": 4, "frames": 6, "num_workers": 0},
+                "trainer": {"max_steps": 2, "checkpoint_every": 2, "precision": "fp32"},
+            }
+        )
     )
+    recipe = models.RealRecipe(config=config, partition=tree / "partition.json", calibration=CALIBRATION)
+    built = models.build_real_model(tmp_path / "models" / "default", tmp_path / "builds", recipe, tmp_path)
+    models.check_model(built)
+    record = json.loads((built / models.BUILD_RECORD).read_text())
+    assert "train supervised" in record["commands"]["train"] and "CASIA-B" in record["note"]
+    assert read_manifest(built).model.name == "gaitbase" and read_manifest(built).calibration is not None
+
+
+def test_building_the_default_without_the_dev_set_says_what_is_needed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GAITLU_CASIAB_DEV", raising=False)
+    with pytest.raises(GaitluError, match="CASIA-B development set") as info:
+        models.build_real_model(
+            tmp_path / "default", tmp_path / "builds", models.RealRecipe(), tmp_path / "none"
+        )
+    assert "--casiab-dev" in str(info.value) and "GAITLU_CASIAB_DEV" in str(info.value)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["model.onnx", demo.CHECKPOINT_FILE])
-def test_one_changed_byte_is_refused_by_the_check_and_the_demo(
-    model: Path, tmp_path: Path, name: str
-) -> None:
+@pytest.mark.parametrize("name", ["model.onnx", models.CHECKPOINT_FILE])
+def test_one_changed_byte_is_refused_by_the_check_and_the_demo(tmp_path: Path, name: str) -> None:
     copy = tmp_path / "default"
-    shutil.copytree(model, copy)
+    shutil.copytree(models.DEFAULT_MODEL, copy)
     data = bytearray((copy / name).read_bytes())
     data[len(data) // 2] ^= 0x01
     (copy / name).write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match=f"{name} does not match"):
-        demo.check_default_model(copy)
-    with pytest.raises(GaitluError, match="default model is damaged"):
-        demo.default_model(copy, tmp_path / "builds", SMALL, rebuild=False)
+        models.check_model(copy)
+    with pytest.raises(GaitluError, match="is damaged"):
+        models.shipped_model(copy, tmp_path / "builds", models.RealRecipe(), rebuild=False)
 
 
 @pytest.mark.slow
@@ -85,7 +114,7 @@ def test_the_built_checkpoint_and_artifact_are_one_model(built: Path) -> None:
         for s in (1, 2)
     ]
     onnx = load_artifact_embedder(built, backend="cpu", threads=1).embed_output(walks)
-    torch_out = load_checkpoint_embedder(built / demo.CHECKPOINT_FILE, "cpu").embed(walks)
+    torch_out = load_checkpoint_embedder(built / models.CHECKPOINT_FILE, "cpu").embed(walks)
     np.testing.assert_allclose(onnx, torch_out, atol=1e-4)
 
 
@@ -93,29 +122,31 @@ def test_the_built_checkpoint_and_artifact_are_one_model(built: Path) -> None:
 def test_a_present_model_is_served_and_a_rebuild_reuses_finished_stages(
     built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    served = tmp_path / "models" / "default"
+    served = tmp_path / "models" / "synthetic"
     shutil.copytree(built, served)
     builds = built.parents[1] / "builds"
     commands: list[str] = []
-    run = demo._gaitlu
+    run = models.gaitlu
 
     def recorded(title: str, args: list[str]) -> None:
         commands.append(args[0])
         run(title, args)
 
-    monkeypatch.setattr(demo, "_gaitlu", recorded)
-    assert demo.default_model(served, builds, SMALL, rebuild=False) == served
+    monkeypatch.setattr(models, "gaitlu", recorded)
+    assert models.shipped_model(served, builds, SMALL, rebuild=False) == served
     assert commands == []  # served as it is: nothing built
-    assert demo.default_model(served, builds, SMALL, rebuild=True) == served
+    assert models.shipped_model(served, builds, SMALL, rebuild=True) == served
     assert commands == ["data", "export", "calibrate"]  # cached stages do not run again; the fresh export
     # is calibrated again on the cached held-out set
-    demo.check_default_model(served)
-    record = json.loads((served / demo.BUILD_RECORD).read_text())
+    models.check_model(served)
+    record = json.loads((served / models.BUILD_RECORD).read_text())
     assert (
         record["checkpoint_sha256"]
-        == json.loads((built / demo.BUILD_RECORD).read_text())["checkpoint_sha256"]
+        == json.loads((built / models.BUILD_RECORD).read_text())["checkpoint_sha256"]
     )
-    assert demo.Recipe(ssl_steps=3).key() != demo.Recipe().key()
+    assert models.recipe_key(models.SyntheticRecipe(ssl_steps=3)) != models.recipe_key(
+        models.SyntheticRecipe()
+    )
 
 
 def test_publish_replaces_the_model_folder_whole(tmp_path: Path) -> None:
@@ -124,6 +155,6 @@ def test_publish_replaces_the_model_folder_whole(tmp_path: Path) -> None:
     (staging / "a.txt").write_text("new")
     target.mkdir(parents=True)
     (target / "stale.txt").write_text("old")
-    demo.publish(staging, target)
+    models.publish(staging, target)
     assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["default"]  # no temp folders left

@@ -16,6 +16,7 @@ from gaitlu.preprocess import (
     MODEL_WIDTH,
     align_frame,
     align_sequence,
+    drop_empty_frames,
     to_float,
     to_model_frames,
 )
@@ -211,3 +212,17 @@ def test_the_widest_allowed_box_stays_cheap() -> None:
     band = np.zeros((1, 600, 2400), np.uint8)
     band[0, 100:400, 0:1200] = 255  # exactly 4x wider than tall: kept, resized to 64 x 256
     assert align_frame(band[0]) is not None
+
+
+def test_drop_empty_frames_keeps_the_silhouettes_and_counts_what_is_left():
+    frames = np.zeros((6, 64, 44), np.uint8)
+    frames[[1, 4], 10:50, 15:30] = 255  # two frames with a person
+    frames[2, 0, 0] = 255  # a speck: empty by OpenGait's rule (pixel sum <= 10000)
+    kept = drop_empty_frames(frames)
+    assert kept.shape == (2, 64, 44) and (kept == frames[[1, 4]]).all()
+    unchanged = frames[[1, 4]]
+    assert drop_empty_frames(unchanged) is unchanged  # nothing to drop: no copy
+    with pytest.raises(SequenceError, match="has 2 non-empty frames of 6; at least 3 needed"):
+        drop_empty_frames(frames, min_frames=3)
+    with pytest.raises(SequenceError, match="has 0 non-empty frames of 30"):
+        drop_empty_frames(np.zeros((30, 64, 44), np.uint8))

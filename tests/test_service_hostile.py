@@ -1,4 +1,4 @@
-"""Hostile input and overload (issue 12), through HTTP: cheap requests that used to cost the server a lot,
+"""Hostile input and overload, through HTTP: cheap requests that used to cost the server a lot,
 wrong answers that used to be 200 or 500, browsers on other sites, and a server at its limits.
 
 In-process (TestClient) where only the answer matters; a real `gaitlu serve` child process where the
@@ -88,6 +88,26 @@ def test_a_two_dimensional_array_is_not_a_sequence(api) -> None:
         response = api.post("/embed", files={"files": ("x.npy" if data[:1] == b"\x93" else "x.pkl", data)})
         assert error_code(response, 422) == "invalid_sequence"
         assert "shaped (T, H, W)" in response.json()["error"]["message"]
+
+
+def test_empty_frames_are_dropped_and_a_sequence_without_enough_is_refused_with_the_count(api) -> None:
+    """The issue's blank (30, 64, 44) sequence was embedded (200) and enrolled (201) as a person, and a
+    half-blank one reported frames=30: empty frames are dropped, as docs/api.md says."""
+    blank = {"files": ("blank.npy", npy_bytes(np.zeros((30, 64, 44), np.uint8)))}
+    for path in ("/embed", "/galleries/g/subjects/nobody/sequences"):
+        refused = api.post(path, files=blank)
+        assert error_code(refused, 422) == "invalid_sequence", path
+        assert "has 0 non-empty frames of 30; at least 1 needed" in refused.json()["error"]["message"]
+    assert api.get("/galleries/g/subjects/nobody").status_code == 404  # nothing was enrolled
+    half = walking_sequence(5, 30)
+    half[1::2] = 0  # every other frame blank
+    files = {"files": ("half.npy", npy_bytes(half))}
+    embedded = api.post("/embed", files=files)
+    assert embedded.status_code == 200 and embedded.json()["data"][0]["frames"] == 15
+    full = api.post("/embed", files={"files": ("kept.npy", npy_bytes(half[::2]))}).json()["data"][0]
+    assert embedded.json()["data"][0]["embedding"] == pytest.approx(full["embedding"], abs=1e-5)
+    enrolled = api.post("/galleries/g/subjects/half/sequences", files=files)
+    assert enrolled.status_code == 201, enrolled.text
 
 
 def test_listing_offsets_past_sqlites_integers_are_refused_by_the_route(api) -> None:
@@ -332,3 +352,102 @@ def test_over_the_bounds_requests_get_429_at_once_and_probes_still_answer(server
             assert answer(sock).startswith(b"HTTP/1.1 408")
             sock.close()
         assert c.post("/embed", files=small).status_code == 200
+
+
+# ----- request heads: bounded in size (64 KiB by default)
+
+HEAD_LIMIT = 64 * 1024
+
+
+def rss_kib(pid: int) -> int:
+    status = open(f"/proc/{pid}/status").read()  # noqa: SIM115
+    return int(status.split("VmRSS:")[1].split()[0])
+
+
+def head_with(port: int, header_bytes: int) -> bytes:
+    return (
+        f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Padding: {'a' * header_bytes}\r\n\r\n".encode()
+    )
+
+
+def split_reply(reply: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, body = reply.split(b"\r\n\r\n", 1)
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_a_request_head_over_the_bound_gets_431_in_the_error_shape_and_a_close(server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head_with(server.port, HEAD_LIMIT - 1024))  # just under: served
+        sock.settimeout(10)
+        status, _, _ = split_reply(sock.recv(65536))
+        assert status == 200
+        sock.sendall(head_with(server.port, 2 * HEAD_LIMIT))  # the same connection, over: refused
+        status, headers, body = split_reply(answer(sock))  # answer: read until the server closes
+    assert status == 431 and headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert error["code"] == "head_too_large" and error["detail"] == {"limit_bytes": HEAD_LIMIT}
+    assert error["request_id"] == headers["x-request-id"]
+
+
+def test_an_unterminated_huge_head_is_cut_at_the_bound_without_growing_the_server(server) -> None:
+    """The issue's attack: six connections each sending a 64 MiB header line that never ends raised the
+    server's memory by 301 MiB. Now each is closed once 64 KiB of head have arrived."""
+    assert server.proc is not None
+    before = rss_kib(server.proc.pid)
+    chunk = b"X-Flood: " + b"a" * (MIB - 9)
+    sent = []
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(6)]
+    for sock in socks:
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n".encode())
+    for sock in socks:
+        total = 0
+        with pytest.raises(OSError):  # the server hangs up: a reset or a broken pipe, well before 64 MiB
+            while total < 64 * MIB:
+                sock.sendall(chunk)
+                total += len(chunk)
+        sent.append(total)
+        sock.close()
+    grown = rss_kib(server.proc.pid) - before
+    assert max(sent) < 16 * MIB, sent  # what the kernel's buffers took before the close, not the head
+    assert grown < 16 * 1024, f"server RSS grew by {grown} KiB"
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        assert c.get("/healthz").status_code == 200
+
+
+# ----- reserved metadata, absurd floats, and the log stream
+
+
+def test_reserved_metadata_and_absurd_floats_are_clean_422s_logged_as_json_with_their_code(server) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert c.post("/galleries", json={"name": "logged"}).status_code == 201
+        model = c.get("/model").json()
+        path = "/galleries/logged/subjects/s/sequences"
+        forged = {"gei_png": "data:image/png;base64,AAAA", "camera": "1"}
+        files = {"files": ("a.npy", npy_bytes(walking_sequence(1)))}
+        refused = [
+            c.post(path, files=files, data={"metadata": json.dumps(forged)}),
+            c.post(
+                path,
+                json={
+                    "model_hash": model["model_hash"],
+                    "embeddings": [{"embedding": [0.5] * model["dim"], "metadata": forged}],
+                },
+            ),
+        ]
+        for response in refused:
+            assert error_code(response, 422) == "invalid_input"
+            assert "metadata key 'gei_png' is reserved" in response.json()["error"]["message"]
+        assert c.get("/galleries/logged/subjects/s").status_code == 404  # nothing enrolled
+        huge = {"model_hash": model["model_hash"], "embeddings": [{"embedding": [1e308] * model["dim"]}]}
+        response = c.post(path, json=huge, headers={"X-Request-ID": "huge-floats-1"})
+        assert error_code(response, 422) == "invalid_input" and "1e+308" in response.text
+        probe = c.post("/search", json={"gallery": "logged", "embeddings": [[1e308] * model["dim"]]})
+        assert probe.status_code == 200 and probe.json()["data"][0]["error"]["code"] == "invalid_input"
+    time.sleep(0.5)  # the log line of the last request is written after its answer
+    lines = server.log_path.read_text().splitlines()
+    entries = [json.loads(line) for line in lines]  # every line is JSON: no raw warning, no traceback
+    assert not [e for e in entries if e["level"] == "warning" and e["logger"] == "py.warnings"]
+    (line,) = [e for e in entries if e["request_id"] == "huge-floats-1" and e["logger"] == "service.access"]
+    assert line["status"] == 422 and line["code"] == "invalid_input"

@@ -1,4 +1,4 @@
-"""Overload (issue 12, phase 2): what a busy or stalled part of the server must not do to the rest.
+"""Overload: what a busy or stalled part of the server must not do to the rest.
 
 The decode pool answers 429 when it and its wait list are full and 503 at its deadline, and `/readyz`
 notices when it is stuck; the readiness probe skips the batch queue; `/metrics`, auth and gallery reads

@@ -28,11 +28,17 @@ from synth.layout import OPENGAIT_SEQUENCES, gaitlu_path, subject_name
 from synth.mocap import extract_cycles, parse_bvh
 from synth.motion import MOTION_FILE
 from synth.render import Capture
+from tests.support import shared
 from tests.support.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 MOCAP = REPO.parent / "shared" / "data" / "mocap-cmu-walk"  # CI checks it out beside the repo
-needs_mocap = pytest.mark.skipif(not MOCAP.is_dir(), reason=f"CMU BVH folder {MOCAP} is absent")
+
+
+@pytest.fixture
+def mocap() -> Path:
+    """The CMU BVH folder: skips without ../shared, fails under GAITLU_REQUIRE_SHARED=1 (CI)."""
+    return shared.require_dir(MOCAP, "the CMU BVH folder")
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
@@ -53,20 +59,18 @@ def test_motion_basis_is_packaged_and_needs_no_bvh_files():
     assert ((thigh_range > 35) & (thigh_range < 95)).all()
 
 
-@needs_mocap
-def test_bvh_parser_and_cycles_on_a_real_cmu_file():
-    bvh = parse_bvh(MOCAP / "07" / "07_01.bvh")
+def test_bvh_parser_and_cycles_on_a_real_cmu_file(mocap: Path):
+    bvh = parse_bvh(mocap / "07" / "07_01.bvh")
     assert bvh.motion.shape == (317, 96)
     assert bvh.names[0] == "Hips" and "LeftToeBase_end" in bvh.names
-    cycles = extract_cycles(MOCAP / "07" / "07_01.bvh")
+    cycles = extract_cycles(mocap / "07" / "07_01.bvh")
     assert len(cycles) >= 1
     assert all(0.9 < c.duration < 1.3 and 1.5 < c.stride < 2.2 for c in cycles)
 
 
-@needs_mocap
-def test_packaged_motion_is_what_derive_motion_produces(tmp_path):
+def test_packaged_motion_is_what_derive_motion_produces(tmp_path, mocap: Path):
     out = tmp_path / "motion.npz"
-    derive_motion(MOCAP, out)
+    derive_motion(mocap, out)
     with np.load(out) as fresh, np.load(MOTION_FILE) as packaged:
         assert fresh.files == packaged.files
         for key in fresh.files:

@@ -24,7 +24,7 @@ def tiny_state(precision: str) -> TrainState:
     torch.manual_seed(0)
     model = GaitSSB(ModelConfig(channels=(4, 8, 8, 8)))
     schedule = SchedulerConfig(milestones=(1,), gamma=0.1)
-    return TrainState.sgd(model, model.parameters(), OptimizerConfig(lr=0.1), schedule, precision, CPU)
+    return TrainState.create(model, model.parameters(), OptimizerConfig(lr=0.1), schedule, precision, CPU)
 
 
 def projection_loss(state: TrainState, factor: float) -> torch.Tensor:

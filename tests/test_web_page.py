@@ -241,6 +241,23 @@ def browser_page(tmp_path_factory: pytest.TempPathFactory):
             context.close()
 
 
+def test_a_key_handed_over_in_the_address_is_kept_and_taken_out_of_it(browser_page, server: str) -> None:
+    """`make run` prints the page's URL with the key in its fragment (a notebook-style token URL): a
+    newcomer's first view lists the galleries instead of "unauthorized: missing API key"."""
+    page = browser_page
+    for url in (f"{server}/#key={FULL_KEY}", f"{server}/?key={FULL_KEY}"):
+        page.goto(server)
+        page.evaluate("localStorage.clear()")  # a newcomer's browser
+        page.goto("about:blank")  # else a fragment-only change would not load the page again
+        page.goto(url)
+        page.locator("#galleries-table tbody tr", has_text=GALLERY).wait_for()
+        assert page.get_by_label("API key").input_value() == FULL_KEY
+        assert FULL_KEY not in page.url and page.url.rstrip("/") == server  # nothing left to bookmark
+        assert page.evaluate("localStorage.getItem('gaitlu.apiKey')") == FULL_KEY
+    page.evaluate("localStorage.clear()")  # the next test starts without a key
+    assert page.errors == []
+
+
 @pytest.mark.slow
 def test_the_page_searches_a_gallery_with_an_uploaded_sequence(browser_page, server: str) -> None:
     from playwright.sync_api import expect  # present: the fixture checked
@@ -402,3 +419,35 @@ def test_the_api_reference_renders_from_this_server_alone(browser_page, server: 
     page.locator(".swagger-ui .info .title", has_text="gaitlu").wait_for()
     page.locator(".opblock-summary-path", has_text="/search").first.wait_for()  # the schema rendered
     assert elsewhere == [] and page.errors == []
+
+
+# ----- `make run`'s demo (workflows/demo.py)
+
+
+def test_the_demo_page_offers_walkers_the_gallery_knows_and_strangers(
+    tiny_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every walker the page offered used to be a stranger to `make run`'s demo gallery, so every demo
+    search answered "no match": now new walks of enrolled subjects come with the strangers."""
+    from workflows import demo
+
+    monkeypatch.setattr(demo, "GALLERY_WALKS", 2)  # a small gallery: the same steps, in seconds
+    service_dir = tmp_path / "service"
+    demo.enroll_demo_gallery(tmp_path, tiny_artifact, service_dir, subjects=3, seed=0)
+    proc = ServerProcess(tiny_artifact, service_dir, tmp_path / "server.log", api_keys=FULL_KEY).start()
+    try:
+        with httpx.Client(base_url=proc.url, headers={"X-API-Key": FULL_KEY}, timeout=60) as api:
+            names = [d["name"] for d in api.get("/demo/sequences").json()["data"]]
+            assert names == ["enrolled-003.pkl", "stranger-1.pkl", "stranger-2.pkl"]
+            enrolled = {s["subject_id"] for s in api.get("/galleries/demo/subjects").json()["data"]}
+            assert enrolled == {"001", "002", "003"}
+            for name in names:
+                walk = api.get(f"/demo/sequences/{name}")
+                assert walk.status_code == 200
+                found = api.post(
+                    "/search", data={"gallery": "demo", "k": "1"}, files={"files": (name, walk.content)}
+                )
+                assert found.status_code == 200 and found.json()["data"][0]["error"] is None
+    finally:
+        proc.stop()
+    assert demo.page_url("127.0.0.1", 8000, "k3y") == "http://127.0.0.1:8000/#key=k3y"

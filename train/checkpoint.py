@@ -91,6 +91,7 @@ def build_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     scaler: torch.amp.GradScaler | None = None,
+    head: nn.Module | None = None,
     world_size: int = 1,
 ) -> dict[str, Any]:
     """The checkpoint dict for `model` (wrappers are stripped, so keys match the bare network)."""
@@ -104,6 +105,7 @@ def build_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
+        "head": head.state_dict() if head is not None else None,  # training-only (a classifier)
         "step": step,
         "data": data,
         "rng": rng_state(),

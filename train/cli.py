@@ -19,7 +19,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 @app.callback()
 def train_group() -> None:
-    """Pretrain, fine-tune, import OpenGait checkpoints (needs torch)."""
+    """Pretrain, train with labels, fine-tune, import OpenGait checkpoints (needs torch)."""
 
 
 def setup_logging(master: bool) -> None:
@@ -110,6 +110,34 @@ def finetune(
     result = loop.finetune(cfg, init, dataset, partition, out, resume=mode, device=device)
     finish(result)
     typer.echo(f"fine-tuned checkpoint: {result.checkpoint}")
+
+
+@app.command()
+def supervised(
+    config: Annotated[Path, typer.Option(help="Training YAML, e.g. configs/supervised_gaitbase.yaml.")],
+    dataset: Annotated[Path, typer.Option(help="Labelled dataset root: <subject>/<condition>/<view>/*.pkl.")],
+    partition: Annotated[Path, typer.Option(help="Partition JSON; its TRAIN_SET subjects are trained on.")],
+    out: OutOption,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Start from this gaitlu checkpoint (same architecture) instead of from scratch."),
+    ] = None,
+    resume: ResumeOption = False,
+    resume_if_exists: ResumeIfExistsOption = False,
+    max_steps: MaxStepsOption = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """Train any registered architecture with labels (triplet + BNNeck cross-entropy, OpenGait's recipes)."""
+    from train import supervised as loop
+    from train.config import load_config
+    from train.run import resume_mode, with_max_steps
+
+    setup_logging(master=True)
+    mode = resume_mode(resume, resume_if_exists)
+    cfg = with_max_steps(load_config(config, loop.SupervisedConfig), max_steps)
+    result = loop.train(cfg, dataset, partition, out, init=init, resume=mode, device=device)
+    finish(result)
+    typer.echo(f"trained checkpoint: {result.checkpoint}")
 
 
 @app.command("import-opengait")

@@ -8,6 +8,7 @@ resolved config is saved in every checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -20,15 +21,16 @@ from gaitlu.errors import ConfigError
 
 T = TypeVar("T")
 
-TrainPrecision = Literal["fp32", "fp16", "bf16"]  # training autocast; export precisions live in the manifest
+TrainPrecision = Literal["auto", "fp32", "fp16", "bf16"]  # training autocast; export precisions: the manifest
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """SGD with momentum, as the GaitSSB recipe."""
+    """SGD with momentum (the GaitSSB recipe and most of OpenGait's), or Adam (GaitGL's)."""
 
+    solver: Literal["sgd", "adam"] = "sgd"
     lr: float = 0.05
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 5e-4
 
 
@@ -45,8 +47,10 @@ class TrainerConfig:
     """The `trainer` section, the same for every training stage: what the run skeleton (train/run.py) does."""
 
     max_steps: int = 150_000
-    precision: TrainPrecision = "fp16"  # autocast dtype on GPU (fp16 with a GradScaler); CPU always runs fp32
-    channels_last: bool = False  # NHWC convs (a GPU tensor-core win); ignored on CPU
+    # Autocast dtype. auto: fp16 (with a GradScaler) on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16
+    # or AMX: several times faster than fp32 there), fp32 on other CPUs (train/run.py::effective_trainer).
+    precision: TrainPrecision = "auto"
+    channels_last: bool = False  # NHWC convs: a win on GPU tensor cores and with bf16 on CPU
     compile: bool = False  # torch.compile the training forward; ignored on CPU
     checkpoint_every: int = 10_000
     keep_last: int = 3  # checkpoints kept in RUN_DIR/checkpoints
@@ -79,13 +83,20 @@ def _build(cls: Any, values: Any, where: str) -> Any:
             return cls(**kwargs)
         except TypeError as exc:
             raise ConfigError(f"{where or 'config'}: {exc}") from exc
+    if cls is Any:
+        return values
     origin = typing.get_origin(cls)
     args = typing.get_args(cls)
     if origin in (typing.Union, types.UnionType):
         if values is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)]
-        return _build(inner[0], values, where)
+        errors = []
+        for inner in (a for a in args if a is not type(None)):
+            try:
+                return _build(inner, values, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(" or ".join(errors))
     if origin is typing.Literal:
         if values not in args:
             raise ConfigError(f"{where}: {values!r} is not one of {list(args)}")
@@ -97,12 +108,33 @@ def _build(cls: Any, values: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(values, dict):
             raise ConfigError(f"{where}: expected a mapping, got {values!r}")
-        return dict(values)
-    if cls is float and isinstance(values, int | float) and not isinstance(values, bool):
-        return float(values)
+        return {_build(args[0], k, where): _build(args[1], v, f"{where}.{k}") for k, v in values.items()}
+    if cls is float:
+        if isinstance(values, int | float) and not isinstance(values, bool):
+            return float(values)
+        raise ConfigError(f"{where}: expected a number, got {values!r}")
     if cls in (int, str, bool) and type(values) is not cls:
         raise ConfigError(f"{where}: expected {cls.__name__}, got {values!r}")
     return values
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as a config author means it: `1e-3` and `5E4` are numbers (YAML 1.1, PyYAML's default, reads
+    a float without a dot as a string; YAML 1.2 reads it as a number, and so do we)."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 def build_config(cls: type[T], values: dict[str, Any]) -> T:
@@ -117,7 +149,7 @@ def load_config(path: str | Path, cls: type[T]) -> T:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.load(path.read_text(), Loader=ConfigLoader) or {}  # ConfigLoader is a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     try:

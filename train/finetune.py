@@ -264,7 +264,7 @@ def _run(inputs: FinetuneInputs, run_dir: Path, info: distributed.Dist) -> RunRe
         # Module.to takes memory_format; torch's overloads of it leave the keyword out.
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     groups = param_groups(model, cfg.lr, cfg.optimizer.lr)
-    state = TrainState.sgd(model, groups, cfg.optimizer, cfg.scheduler, t.precision, device)
+    state = TrainState.create(model, groups, cfg.optimizer, cfg.scheduler, t.precision, device)
     step = state.restore(inputs.resume_from) if inputs.resume_from is not None else 0
     embed = torch.compile(head_embeddings) if t.compile else head_embeddings
 

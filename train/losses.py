@@ -108,3 +108,19 @@ def batch_all_triplet(
         mean_dist = dist.mean(0).fill_diagonal_(float("inf"))  # (N, N)
         accuracy = (labels[mean_dist.argmin(1)] == labels).float().mean()
     return per_part.mean(), accuracy
+
+
+def part_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, scale: float = SCALE, label_smoothing: float = LABEL_SMOOTHING
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of per-part cosine logits (N, classes, P) against labels (N,), averaged over parts
+    (OpenGait's CrossEntropyLoss on BNNeck logits); returns (loss, top-1 accuracy of the part-summed
+    logits). Computed in float32 whatever the autocast dtype."""
+    if logits.dim() != 3 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"need logits (N, classes, P) and labels (N,), got {logits.shape}, {labels.shape}")
+    x = scale * logits.float()  # (N, classes, P)
+    parts = x.shape[-1]
+    loss = F.cross_entropy(x, labels[:, None].expand(-1, parts), label_smoothing=label_smoothing)
+    with torch.no_grad():
+        accuracy = (x.sum(-1).argmax(-1) == labels).float().mean()
+    return loss, accuracy

@@ -231,7 +231,9 @@ def _run(
     if t.channels_last:
         # Module.to takes memory_format; torch's overloads of it leave the keyword out.
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    state = TrainState.sgd(model, model.parameters(), config.optimizer, config.scheduler, t.precision, device)
+    state = TrainState.create(
+        model, model.parameters(), config.optimizer, config.scheduler, t.precision, device
+    )
     step, position = 0, DataPosition()
     if ckpt is not None:
         step = state.restore(ckpt)

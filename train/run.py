@@ -57,7 +57,7 @@ from train.config import (
     config_to_dict,
     flatten,
 )
-from train.model import GaitSSB, ModelConfig
+from train.network import GaitNetwork, NetworkConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ MAY_CHANGE = frozenset(
         "deterministic",
     )
 )
-_HINTS = {"trainer.precision": " (fp16 and bf16 are CUDA-only: a CPU run is fp32)"}
+_HINTS = {"trainer.precision": " (a CPU runs fp16 as fp32, and bf16 only where it has native bf16)"}
 
 Batch = TypeVar("Batch")
 
@@ -119,14 +119,30 @@ def with_max_steps(config: Config, max_steps: int | None) -> Config:
     return dataclasses.replace(config, trainer=trainer)  # type: ignore[type-var]
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX): there bf16 autocast is several
+    times faster than fp32; elsewhere it is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
 def effective_trainer(trainer: TrainerConfig, device: torch.device) -> TrainerConfig:
-    """CPU runs fp32 without compile or channels_last (autocast and compile do not pay there)."""
+    """The trainer as this device runs it: `auto` precision is fp16 on CUDA, bf16 on a CPU with native
+    bf16 and fp32 on any other CPU; a CPU runs fp16 (emulated, slow) and bf16 without native support as
+    fp32, and never compiles (compile does not pay on CPU). channels_last is honoured everywhere."""
     if device.type == "cuda":
-        return trainer
+        return trainer if trainer.precision != "auto" else dataclasses.replace(trainer, precision="fp16")
+    bf16 = cpu_has_bf16()
+    precision = trainer.precision
+    if precision == "auto":
+        precision = "bf16" if bf16 else "fp32"
+    elif precision == "fp16" or (precision == "bf16" and not bf16):
+        precision = "fp32"
     changed: dict[str, Any] = {
-        k: v
-        for k, v in (("precision", "fp32"), ("compile", False), ("channels_last", False))
-        if getattr(trainer, k) != v
+        k: v for k, v in (("precision", precision), ("compile", False)) if getattr(trainer, k) != v
     }
     if changed:
         logger.info("on CPU: using %s", ", ".join(f"{k}={v}" for k, v in changed.items()))
@@ -158,7 +174,7 @@ def check_resumable(
     ckpt: dict[str, Any],
     path: Path,
     config: Any,
-    model: ModelConfig,
+    model: NetworkConfig,
     world_size: int,
     may_change: frozenset[str] = frozenset(),
 ) -> None:
@@ -173,7 +189,7 @@ def check_resumable(
     sections = {f.name for f in dataclasses.fields(config)}
     try:
         saved = build_config(type(config), {k: v for k, v in ckpt["config"].items() if k in sections})
-        saved_model = build_config(ModelConfig, ckpt["model_config"])
+        saved_model = build_config(type(model), ckpt["model_config"])
     except ConfigError as exc:
         raise ConfigError(f"--resume: {path} holds a config this version cannot read ({exc})") from None
     ours = flatten({**config_to_dict(config), "model": config_to_dict(model)})
@@ -223,31 +239,41 @@ def torch_settings(trainer: TrainerConfig) -> Iterator[None]:
 class TrainState:
     """The bare model (what checkpoints hold, never a DDP or compile wrapper) and its optimiser state."""
 
-    model: GaitSSB
+    model: GaitNetwork[NetworkConfig]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    head: nn.Module | None = None  # a training-only head (a classifier): checkpointed, never exported
 
     @classmethod
-    def sgd(
+    def create(
         cls,
-        model: GaitSSB,
+        model: GaitNetwork[NetworkConfig],
         params: Iterable[Any],
         optimizer: OptimizerConfig,
         scheduler: SchedulerConfig,
         precision: TrainPrecision,
         device: torch.device,
+        head: nn.Module | None = None,
     ) -> TrainState:
-        """SGD with momentum and a multi-step schedule (the GaitSSB recipe, both stages)."""
-        sgd = torch.optim.SGD(
-            params, lr=optimizer.lr, momentum=optimizer.momentum, weight_decay=optimizer.weight_decay
-        )
-        steps = torch.optim.lr_scheduler.MultiStepLR(sgd, list(scheduler.milestones), scheduler.gamma)
-        return cls(model, sgd, steps, torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
+        """The optimiser `optimizer.solver` names (SGD with momentum: the GaitSSB and most zoo recipes;
+        Adam: GaitGL's) and a multi-step schedule."""
+        opt: torch.optim.Optimizer
+        if optimizer.solver == "adam":
+            opt = torch.optim.Adam(params, lr=optimizer.lr, weight_decay=optimizer.weight_decay)
+        else:
+            opt = torch.optim.SGD(
+                params, lr=optimizer.lr, momentum=optimizer.momentum, weight_decay=optimizer.weight_decay
+            )
+        steps = torch.optim.lr_scheduler.MultiStepLR(opt, list(scheduler.milestones), scheduler.gamma)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        return cls(model, opt, steps, scaler, head)
 
     def restore(self, ckpt: dict[str, Any]) -> int:
         """Load a checkpoint's states (after `check_resumable`); returns its step."""
         self.model.load_state_dict(ckpt["model"])
+        if self.head is not None:
+            self.head.load_state_dict(ckpt["head"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -333,7 +359,7 @@ class RunSpec:
 class RunResult:
     """What a finished (or SIGTERM-stopped) run leaves: the bare model and where it stopped."""
 
-    model: GaitSSB
+    model: GaitNetwork[NetworkConfig]
     step: int
     stopped: bool  # True when a SIGTERM ended the run before max_steps
     checkpoint: Path | None  # the newest checkpoint in RUN_DIR
@@ -390,6 +416,7 @@ def train_loop(
                         optimizer=state.optimizer,
                         scheduler=state.scheduler,
                         scaler=state.scaler,
+                        head=state.head,
                         world_size=info.world_size,
                     )
                     saved = checkpoint.save_in_run(ckpt, spec.run_dir, t.keep_last)
@@ -425,7 +452,7 @@ class RunLog:
         if not self.enabled:
             return
         run_dir = spec.run_dir
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(spec.config, sort_keys=False))
+        write_atomic(run_dir / "config.yaml", yaml.safe_dump(spec.config, sort_keys=False))
         self.metrics_path = run_dir / METRICS_FILE
         truncate_metrics(self.metrics_path, start_step)
         self.writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=start_step)

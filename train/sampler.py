@@ -22,6 +22,7 @@ import torch
 from gaitlu.errors import ConfigError, DataError, SequenceError
 from gaitlu.labelled import LabelledSequence, read_labelled
 from gaitlu.preprocess import to_float, to_model_frames
+from train.shifts import ShiftConfig, training_clip
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,9 @@ class LabelledClips(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     so a batch keeps its P x K shape; a subject with no readable sequence at all is a DataError.
     """
 
-    def __init__(self, sequences: Sequence[LabelledSequence], frames: int) -> None:
+    def __init__(
+        self, sequences: Sequence[LabelledSequence], frames: int, shifts: ShiftConfig | None = None
+    ) -> None:
         if frames < 1:
             raise ConfigError(f"frames per clip must be >= 1, got {frames}")
         self.sequences = list(sequences)
@@ -95,6 +98,7 @@ class LabelledClips(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
             self._by_subject.setdefault(seq.subject, []).append(index)
         self._unreadable: set[int] = set()
         self.frames = frames
+        self.shifts = shifts  # capture-shift augmentation (train/shifts.py); None: plain frame draws
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -120,6 +124,9 @@ class LabelledClips(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
         for index in (request.index, *others):
             frames = self._read(int(index))
             if frames is not None:
-                chosen = sample_frames(len(frames), self.frames, rng)
-                return torch.from_numpy(to_float(frames[chosen])), self._label[subject]
+                if self.shifts is None:
+                    clip = frames[sample_frames(len(frames), self.frames, rng)]
+                else:
+                    clip = training_clip(frames, self.frames, self.shifts, rng)
+                return torch.from_numpy(to_float(clip)), self._label[subject]
         raise DataError(f"no sequence of training subject {subject} could be read")

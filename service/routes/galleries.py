@@ -134,7 +134,8 @@ def _from_json(body: EnrollRequest, settings: Settings) -> Enrollment:
         sizes = {len(e.embedding) for e in body.embeddings}
         if len(sizes) != 1:
             raise InvalidRequest("invalid_embeddings", "every embedding must have the same number of floats")
-        vectors = np.array([e.embedding for e in body.embeddings], dtype=np.float32)  # (n, D)
+        # float64 as parsed: the store checks the range before its float32 cast (no overflow warning)
+        vectors = np.array([e.embedding for e in body.embeddings], dtype=np.float64)  # (n, D)
         return vectors, metadata, given or None, VideoOptions(), body.model_hash
     return json_uploads(body.sequences or [], settings), metadata, given or None, VideoOptions(), None
 

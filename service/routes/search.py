@@ -77,7 +77,7 @@ _VERIFY_BODY = request_body(VerifyRequest, multipart_schema("files", _VERIFY_FIE
 def _probes(body: SearchRequest | VerifyRequest, settings: Settings) -> list[Probe]:
     if body.sequences is not None:
         return list(json_uploads(body.sequences, settings))
-    return [np.asarray(e, dtype=np.float32) for e in body.embeddings or []]
+    return [np.asarray(e, dtype=np.float64) for e in body.embeddings or []]  # checked, then float32
 
 
 def _fields(form: FormData, names: list[str]) -> dict[str, object]:

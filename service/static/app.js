@@ -78,7 +78,22 @@ const path = (...parts) => parts.map(encodeURIComponent).join("/");
 
 // ----- API key
 
+// A key handed over in the address, as `make run` prints it (http://127.0.0.1:8000/#key=...; ?key=...
+// works too), like a notebook server's token URL: stored as if typed, then removed from the address bar
+// and the history entry, so it is neither bookmarked nor shown.
+function takeKeyFromAddress() {
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get("key");
+  const fromQuery = new URLSearchParams(location.search).get("key");
+  if (fromHash === null && fromQuery === null) return;
+  const key = (fromHash ?? fromQuery).trim();
+  if (key) localStorage.setItem(KEY_STORAGE, key);
+  const url = new URL(location.href);
+  url.searchParams.delete("key");
+  history.replaceState(history.state, "", url.pathname + url.search);
+}
+
 function initKey() {
+  takeKeyFromAddress();
   $("api-key").value = localStorage.getItem(KEY_STORAGE) || "";
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();

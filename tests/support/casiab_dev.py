@@ -5,7 +5,8 @@ unpacked OpenGait tree (`<subject>/<cond>/<view>/<view>.pkl`) is taken from `$GA
 that is set (used read-only), else unpacked into a cache folder by the dataset's own `unpack.py` from
 `$GAITLU_CASIAB_DEV_SOURCE` (default `<repo>/../shared/data/casiab-dev`): the tests' cache is a folder
 of the test run (shared by the xdist workers), the benchmarks' `<repo>/.data/casiab-dev` (ignored by
-git), kept between runs. Only the subjects asked for are unpacked, each once.
+git), kept between runs. Only the subjects asked for are unpacked, each once. A test that finds neither
+skips, or fails under GAITLU_REQUIRE_SHARED=1 (CI): `require_data`, tests/support/shared.py.
 """
 
 from __future__ import annotations
@@ -18,12 +19,23 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import shared
+
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = Path(os.environ.get("GAITLU_CASIAB_DEV_SOURCE", REPO.parent / "shared" / "data" / "casiab-dev"))
 BENCHMARK_CACHE = REPO / ".data" / "casiab-dev"
 TRAIN = tuple(f"{i:03d}" for i in range(1, 51))  # the dev split: fine-tune on these ...
 TEST = tuple(f"{i:03d}" for i in range(51, 75))  # ... and test on these
 ALL = TRAIN + TEST
+
+
+def require_data() -> None:
+    """Skip the calling test (fail it under GAITLU_REQUIRE_SHARED=1) when the dev set is nowhere given."""
+    given = os.environ.get("GAITLU_CASIAB_DEV")
+    if given:
+        shared.require_dir(Path(given), "the unpacked CASIA-B dev set ($GAITLU_CASIAB_DEV)")
+    elif not (SOURCE / "unpack.py").is_file():
+        shared.missing("the CASIA-B dev set (set GAITLU_CASIAB_DEV_SOURCE or GAITLU_CASIAB_DEV)", str(SOURCE))
 
 
 def dev_tree(subjects: tuple[str, ...], cache: Path = BENCHMARK_CACHE) -> Path:

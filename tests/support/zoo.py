@@ -2,8 +2,8 @@
 code with random weights, their model_cfg YAMLs, fixed inputs and OpenGait's embeddings of them.
 
 The folder is `$GAITLU_ZOO_REF`, else `shared/data/opengait-zoo-ref` beside the repository (CI checks
-`shared` out there) or beside the folder of git worktrees. It is required: a missing folder fails the
-tests that need it, with this message, rather than skipping them.
+`shared` out there) or beside the folder of git worktrees. Without it the tests that need it skip, or
+fail under GAITLU_REQUIRE_SHARED=1 (CI): tests/support/shared.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import pytest
+
+from tests.support import shared
 
 REPO = Path(__file__).resolve().parents[2]
 RELATIVE = Path("shared") / "data" / "opengait-zoo-ref"
@@ -28,7 +29,7 @@ def zoo_ref() -> Path:
     for folder in candidates:
         if (folder / "meta.json").is_file():
             return folder
-    pytest.fail(f"OpenGait zoo fixtures not found in {[str(c) for c in candidates]}; set GAITLU_ZOO_REF")
+    shared.missing("OpenGait zoo fixtures (set GAITLU_ZOO_REF)", ", ".join(str(c) for c in candidates))
 
 
 @cache
