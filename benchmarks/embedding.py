@@ -1,7 +1,8 @@
 """Embedding throughput against the hardware: torch eager, onnxruntime fp32 / int8, OpenVINO fp32 / bf16 /
 int8, per architecture, each as a share of this machine's measured matmul rate.
 
-Models: the default model (models/default: its own model.onnx, trained weights) and, random weights,
+Models: the default model (models/default: its own model.onnx, trained weights; models/synthetic, the
+synthetic-only model, until the default is built, and said so) and, random weights,
 GaitSSB tiny (channels 8-64) and paper size (64-512), and every imported OpenGait architecture at the
 width of its paper config (our configs' defaults): GaitBase (CASIA-B config), DeepGaitV2 P3D and 2D
 (Gait3D config), GaitSet, GaitGL (CASIA-B branch). Each is exported exactly as `gaitlu export` does
@@ -73,7 +74,15 @@ from train.zoo.registry import build_network
 logger = logging.getLogger(__name__)
 
 THREADS = 2
-DEFAULT_ARTIFACT = Path(__file__).resolve().parents[1] / "models" / "default"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+
+def default_artifact() -> Path:
+    """models/default once it is built, else the synthetic-only model shipped beside it."""
+    built = MODELS_DIR / "default" / "manifest.json"
+    return built.parent if built.is_file() else MODELS_DIR / "synthetic"
+
+
 # name -> (architecture, config); the zoo configs' defaults are OpenGait's paper configs. "default": the
 # committed default model's own ONNX (its architecture and config from its manifest).
 MODELS: dict[str, tuple[str, Any]] = {
@@ -219,7 +228,7 @@ def network(name: str) -> nn.Module:
     torch.manual_seed(0)
     architecture, config = MODELS[name]
     if architecture == "default":
-        model = read_manifest(DEFAULT_ARTIFACT).model
+        model = read_manifest(default_artifact()).model
         architecture, config = model.name, model.config
     return build_network(architecture, config).eval()
 
@@ -230,7 +239,9 @@ def bench_model(name: str, grid: tuple[tuple[int, int], ...], quick: bool, folde
     fp32_path, int8_path = folder / f"{name}.onnx", folder / f"{name}.int8.onnx"
     started = time.perf_counter()
     if name == "default":  # its own graph (trained weights), as the service runs it
-        fp32_path = DEFAULT_ARTIFACT / read_manifest(DEFAULT_ARTIFACT).variant("fp32").file
+        artifact = default_artifact()
+        fp32_path = artifact / read_manifest(artifact).variant("fp32").file
+        logger.info("default model: %s", artifact)
     else:
         graph.export_onnx(model, fp32_path, opset=18, max_batch=64, max_frames=720)
     calib = calibration.synthetic_calibration(1 if quick else calibration.CALIBRATION_SEQUENCES)
@@ -335,6 +346,11 @@ def headline_row(result: dict, quick: bool) -> dict:
     return next(r for r in result["rows"] if (r["batch"], r["frames"]) == wanted)
 
 
+def shown(name: str) -> str:
+    """A model's name in the tables: the default says which artifact it was."""
+    return f"default ({default_artifact().relative_to(MODELS_DIR.parent)})" if name == "default" else name
+
+
 def share(row: dict, backend: str, rates: dict[str, float]) -> float:
     """The backend's achieved FLOP/s on this call as a share of the matmul rate of its precision."""
     return row["flop"] / row[backend] / rates[PRECISION_OF[backend]]
@@ -371,7 +387,7 @@ def report(
             b = r["batch"]
             cells = [f"{b / r[k]:.2f} ({share(r, k, rates):.0%})" for k in backends]
             ratios = [f"{r['ort_fp32'] / r[k]:.2f}x" if k in r else "-" for k in ("ov_bf16", "ov_int8")]
-            lines.append(f"| {name} | {b} | {r['frames']} | " + " | ".join(cells + ratios) + " |")
+            lines.append(f"| {shown(name)} | {b} | {r['frames']} | " + " | ".join(cells + ratios) + " |")
     lines += [
         "",
         "| model | parameters | embedding (P x C) | conv GFLOP per frame | GFLOP per 92-frame sequence | "
@@ -387,7 +403,7 @@ def report(
             for p, props in res["openvino"].items()
         )
         lines.append(
-            f"| {name} | {res['params_m']:.1f}M | {res['embedding']} | {res['gflop_per_frame']:.3f} | "
+            f"| {shown(name)} | {res['params_m']:.1f}M | {res['embedding']} | {res['gflop_per_frame']:.3f} | "
             f"{res['gflop_per_seq_92']:.1f} | {q['cosine']:.5f} ({q['sequences']} walks) | {rank1} | "
             f"{res['export_s']:.0f} | {ran or '-'} |"
         )
