@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# The CPU API image: `gaitlu serve` on onnxruntime + faiss-cpu. No torch: only the [serve] dependencies,
-# installed from the exact lock deploy/requirements-serve.lock.
+# The CPU API image: `gaitlu serve` on onnxruntime or OpenVINO + faiss-cpu. No torch: only the [serve] and
+# [openvino] dependencies, installed from the exact lock deploy/requirements-serve.lock.
 #   docker compose build api        (see docs/deployment.md)
 # The base is pinned to an exact tag; pin its digest too where your registry lets you resolve it:
 #   docker buildx imagetools inspect python:3.11.14-slim-bookworm   ->   python:3.11.14-slim-bookworm@sha256:...

@@ -25,11 +25,13 @@ is skipped with a message. Its figures are research use only; nothing per sequen
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks run as scripts (their folder is on the path already, after it)
 
+from honest import ok  # noqa: E402
 from results_md import RESULTS, write_section  # noqa: E402
 
 from gaitlu.embedding import EmbeddingLayout  # noqa: E402
@@ -151,10 +154,10 @@ def linked(root: Path, folder: Path, subjects: tuple[str, ...]) -> Path:
 # ----- batched search through the service
 
 
-def answered(response: httpx.Response, probes: int) -> None:
-    """Every probe answered without an error: a search's 200 carries each probe's own error."""
-    response.raise_for_status()
-    data = response.json()["data"]
+def answered(request: Callable[[], httpx.Response], probes: int) -> None:
+    """Every probe answered without an error (a refusal waited out for its Retry-After, benchmarks/
+    honest.py): a search's 200 carries each probe's own error."""
+    data = ok(request).json()["data"]
     errors = [p["error"] for p in data if p["error"] is not None]
     if len(data) != probes or errors:
         raise RuntimeError(f"/search answered {len(data)} of {probes} probes, errors: {errors[:3]}")
@@ -172,11 +175,11 @@ def search_throughput(artifact: Path, folder: Path, sequences: int) -> dict[str,
         served_in_thread(artifact, folder / "data", max_files=PROBES) as url,
         httpx.Client(base_url=url, timeout=120) as api,
     ):
-        api.post("/galleries", json={"name": "bench"}).raise_for_status()
+        ok(lambda: api.post("/galleries", json={"name": "bench"}))
         for start in range(0, sequences, PROBES):
             chunk = [{"embedding": v.tolist()} for v in gallery[start : start + PROBES]]
             body = {"model_hash": manifest.model_sha256, "embeddings": chunk}
-            api.post(f"/galleries/bench/subjects/p{start}/sequences", json=body).raise_for_status()
+            ok(functools.partial(api.post, f"/galleries/bench/subjects/p{start}/sequences", json=body))
         probes = [v.tolist() for v in gallery[rng.choice(sequences, PROBES, replace=False)]]
         files = [("files", (f"q{i}.npy", npy_bytes(walking_sequence(i, 30)))) for i in range(PROBES)]
 
@@ -186,18 +189,19 @@ def search_throughput(artifact: Path, folder: Path, sequences: int) -> dict[str,
         headers = {"Content-Type": "application/json"}
 
         def json_batch() -> None:
-            answered(api.post("/search", content=batch_body, headers=headers), PROBES)
+            answered(lambda: api.post("/search", content=batch_body, headers=headers), PROBES)
 
         def json_single() -> None:
             for body in single_bodies:
-                answered(api.post("/search", content=body, headers=headers), 1)
+                answered(functools.partial(api.post, "/search", content=body, headers=headers), 1)
 
         def files_batch() -> None:
-            answered(api.post("/search", data={"gallery": "bench", "k": "5"}, files=files), PROBES)
+            answered(lambda: api.post("/search", data={"gallery": "bench", "k": "5"}, files=files), PROBES)
 
         def files_single() -> None:
             for item in files:
-                answered(api.post("/search", data={"gallery": "bench", "k": "5"}, files=[item]), 1)
+                search = functools.partial(api.post, "/search", data={"gallery": "bench", "k": "5"})
+                answered(functools.partial(search, files=[item]), 1)
 
         rates = {}
         for name, call in (("json_batch", json_batch), ("json_single", json_single),

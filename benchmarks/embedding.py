@@ -1,14 +1,26 @@
-"""Embedding throughput and latency: torch eager vs onnxruntime CPU fp32 vs static int8, per architecture.
+"""Embedding throughput against the hardware: torch eager, onnxruntime fp32 / int8, OpenVINO fp32 / bf16 /
+int8, per architecture, each as a share of this machine's measured matmul rate.
 
-Models, random weights: GaitSSB tiny (channels 8-64) and paper size (64-512), and every imported OpenGait
-architecture at the width of its paper config (our configs' defaults): GaitBase (CASIA-B config),
-DeepGaitV2 P3D and 2D (Gait3D config), GaitSet, GaitGL (CASIA-B branch). Each is exported exactly as
-`gaitlu export` does (export.graph, export.precision: int8 calibrated on synthetic walks), then one call
-per backend is timed, the backends taking turns on the same input, keeping the best of the repeats (other
-jobs share this machine's 2 cores: the minimum is the least disturbed figure; ratios come from the same
-rounds). int8 quality versus fp32: cosine of the per-part-normalised outputs (what the service ranks by)
-over synthetic walks not used for calibration, and in the full run leave-one-out Rank-1 on a labelled
-synthetic set (export.checks.variant_quality).
+Models: the default model (models/default: its own model.onnx, trained weights; models/synthetic, the
+synthetic-only model, until the default is built, and said so) and, random weights,
+GaitSSB tiny (channels 8-64) and paper size (64-512), and every imported OpenGait architecture at the
+width of its paper config (our configs' defaults): GaitBase (CASIA-B config), DeepGaitV2 P3D and 2D
+(Gait3D config), GaitSet, GaitGL (CASIA-B branch). Each is exported exactly as `gaitlu export` does
+(export.graph, export.precision: int8 calibrated on synthetic walks), then one call per backend is
+timed, the backends taking turns on the same input, keeping the best of the repeats (other jobs share
+this machine's 2 cores: the minimum is the least disturbed figure; ratios come from the same rounds).
+int8 quality versus fp32: cosine of the per-part-normalised outputs (what the service ranks by) over
+synthetic walks not used for calibration, and in the full run leave-one-out Rank-1 on a labelled
+synthetic set (export.checks.variant_quality). OpenVINO (where installed; runtime/openvino_backend.py,
+as the service runs it: one stream, the latency hint, THREADS threads) runs the same ONNX files; bf16
+only on a CPU with AMX-BF16 or AVX512-BF16; the execution devices and inference precision it reports
+are printed per model.
+
+The hardware rate: in the same run, the best of several 2048^3 matmuls on THREADS threads in torch, fp32
+and bf16 (oneDNN: AMX / AVX512-BF16 where present) and int8 (torch._int_mm, int32 accumulation). Every
+backend's achieved rate (convolution + FC FLOPs per call / seconds) is given as a share of the matmul
+rate of its own precision (fp32 rows of the fp32 rate, bf16 of bf16, int8 of int8): how much of what
+the cores can do the backend gets.
 
 FLOPs are counted by forward hooks on every Conv2d / Conv3d (2 x output elements x in-channels x kernel
 volume) and per-part FC (2 x N x P x in x out); BatchNorm, activations, pooling and normalisation are
@@ -18,11 +30,12 @@ them after its temporal aggregation).
 A GPU section (torch fp32 / fp16 / bf16 autocast, torch.compile with CUDA graphs, onnxruntime CUDA and
 TensorRT providers) runs only where CUDA is available.
 
-    python benchmarks/embedding.py --quick   # the five zoo models at batch 1 x 8 frames; about a minute
-    python benchmarks/embedding.py           # every model, batch 1/8 x T 30 and batch 1 x T 92; ~30 min
+    python benchmarks/embedding.py --quick   # default + GaitBase at batch 1 x 8 frames; under a minute
+    python benchmarks/embedding.py           # every model, batch 1/8/32 x T 30 and 1 x T 92; ~1 h
 
 The last line holds the headline figures as name=value pairs: per model, ORT fp32 over torch eager and
-int8 over ORT fp32 (speed ratios at the headline case), the int8 cosine, and GFLOP per frame.
+int8 over ORT fp32, OpenVINO bf16 / int8 over ORT fp32 (speed ratios at the headline case) and bf16's
+share of the bf16 matmul rate, the int8 cosine, and GFLOP per frame; and the matmul rates.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
@@ -48,6 +62,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from results_md import write_section
 
 from export import calibration, checks, graph, precision
+from gaitlu.manifest import read_manifest
+from runtime.openvino_backend import OpenVINOBackend, cpu_capability, openvino_available
 from train.model import ModelConfig, SeparateFC
 from train.zoo.deepgaitv2 import DeepGaitV2Config
 from train.zoo.gaitbase import GaitBaseConfig
@@ -58,8 +74,19 @@ from train.zoo.registry import build_network
 logger = logging.getLogger(__name__)
 
 THREADS = 2
-# name -> (architecture, config); the zoo configs' defaults are OpenGait's paper configs.
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+
+def default_artifact() -> Path:
+    """models/default once it is built, else the synthetic-only model shipped beside it."""
+    built = MODELS_DIR / "default" / "manifest.json"
+    return built.parent if built.is_file() else MODELS_DIR / "synthetic"
+
+
+# name -> (architecture, config); the zoo configs' defaults are OpenGait's paper configs. "default": the
+# committed default model's own ONNX (its architecture and config from its manifest).
 MODELS: dict[str, tuple[str, Any]] = {
+    "default": ("default", None),
     "gaitssb-tiny": ("gaitssb", ModelConfig(channels=(8, 16, 32, 64))),
     "gaitssb": ("gaitssb", ModelConfig()),
     "gaitbase": ("gaitbase", GaitBaseConfig()),
@@ -68,11 +95,15 @@ MODELS: dict[str, tuple[str, Any]] = {
     "gaitset": ("gaitset", GaitSetConfig()),
     "gaitgl": ("gaitgl", GaitGLConfig()),
 }
-QUICK_MODELS = tuple(name for name in MODELS if not name.startswith("gaitssb"))  # the imported zoo
+ZOO = tuple(name for name in MODELS if name not in ("default", "gaitssb-tiny", "gaitssb"))
+QUICK_MODELS = ("default", "gaitbase")
 QUICK_CASE = (1, 8)
-FULL_GRID = ((1, 30), (8, 30), (1, 92))
-TINY_GRID = ((1, 30), (8, 30), (32, 30), (1, 92))
+FULL_GRID = ((1, 30), (8, 30), (32, 30), (1, 92))
 FULL_HEADLINE = (8, 30)
+MATMUL_N = 2048  # the microbenchmark's square matmul: 17 GFLOP, large enough for the peak rate
+# backend -> the precision whose matmul rate it is measured against
+PRECISION_OF = {"torch": "fp32", "ort_fp32": "fp32", "ort_int8": "int8", "ov_fp32": "fp32", "ov_bf16": "bf16"}
+PRECISION_OF["ov_int8"] = "int8"
 
 
 def count_flops(model: nn.Module, frames: int) -> tuple[float, float]:
@@ -101,6 +132,65 @@ def count_flops(model: nn.Module, frames: int) -> tuple[float, float]:
     return totals["conv"] / frames, float(totals["conv"] + totals["fc"])
 
 
+def matmul_rates(quick: bool) -> dict[str, float]:
+    """This machine's FLOP/s (OP/s for int8) of a MATMUL_N^3 matmul on THREADS threads, best of repeats:
+    fp32 and bf16 (torch.matmul: oneDNN, AMX / AVX512-BF16 where the CPU has them) and int8, the faster of
+    torch._int_mm and OpenVINO running a QDQ MatMul (its int8 kernels: AMX-INT8 / VNNI where present;
+    torch's CPU int8 matmul reached half of it here). Keys: fp32, bf16, int8, int8_torch, int8_openvino."""
+    n, repeats = MATMUL_N, 3 if quick else 10
+    rates = {}
+    for name, make, run in (
+        ("fp32", lambda: torch.randn(n, n), torch.matmul),
+        ("bf16", lambda: torch.randn(n, n, dtype=torch.bfloat16), torch.matmul),
+        ("int8_torch", lambda: torch.randint(-128, 128, (n, n), dtype=torch.int8), torch._int_mm),
+    ):
+        a, b = make(), make()
+        seconds = best_times({name: lambda a=a, b=b, run=run: run(a, b)}, repeats)[name]
+        rates[name] = 2 * n**3 / seconds
+    if openvino_available():
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "matmul.int8.onnx"
+            onnx.save(qdq_matmul(n), str(path))
+            backend = OpenVINOBackend(path, "int8", THREADS)
+            x = np.random.default_rng(0).random((n, n), np.float32)
+            seconds = best_times({"ov": lambda: backend.run(x)}, repeats)["ov"]
+        rates["int8_openvino"] = 2 * n**3 / seconds
+    rates["int8"] = max(rates.get("int8_openvino", 0.0), rates["int8_torch"])
+    for name, rate in rates.items():
+        logger.info("matmul %s: %.0f G(FL)OP/s", name, rate / 1e9)
+    return rates
+
+
+def qdq_matmul(n: int) -> onnx.ModelProto:
+    """An (n, n) x (n, n) MatMul between QuantizeLinear / DequantizeLinear pairs (u8 activations, s8
+    weights), as export.precision writes the models' int8 graphs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    constants = {
+        "w": weights,
+        "xs": np.array(1 / 255, np.float32),
+        "xz": np.array(0, np.uint8),
+        "ws": np.array(0.03, np.float32),
+        "wz": np.array(0, np.int8),
+    }
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"]),
+        helper.make_node("MatMul", ["xd", "wd"], ["y"]),
+    ]
+    graph_proto = helper.make_graph(
+        nodes,
+        "qdq_matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+        [numpy_helper.from_array(value, name) for name, value in constants.items()],
+    )
+    return helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 18)])
+
+
 def session(path: Path) -> ort.InferenceSession:
     return checks.cpu_session(path, threads=THREADS)
 
@@ -126,26 +216,47 @@ def int8_cosine(fp32: ort.InferenceSession, int8: ort.InferenceSession, parts: i
     return float(checks.part_cosines(out, ref).mean(axis=1).min())
 
 
-def bench_model(name: str, grid: tuple[tuple[int, int], ...], quick: bool, folder: Path) -> dict:
+def ov_precisions() -> tuple[str, ...]:
+    """The OpenVINO precisions this host runs (none without the openvino package)."""
+    if not openvino_available():
+        return ()
+    return ("fp32", "bf16", "int8") if cpu_capability().bf16 else ("fp32", "int8")
+
+
+def network(name: str) -> nn.Module:
+    """The torch network of a benchmark model (for eager timing and FLOP counting)."""
     torch.manual_seed(0)
     architecture, config = MODELS[name]
-    model = build_network(architecture, config).eval()
+    if architecture == "default":
+        model = read_manifest(default_artifact()).model
+        architecture, config = model.name, model.config
+    return build_network(architecture, config).eval()
+
+
+def bench_model(name: str, grid: tuple[tuple[int, int], ...], quick: bool, folder: Path) -> dict:
+    model = network(name)
     parts = model.config.parts
     fp32_path, int8_path = folder / f"{name}.onnx", folder / f"{name}.int8.onnx"
     started = time.perf_counter()
-    graph.export_onnx(model, fp32_path, opset=18, max_batch=64, max_frames=720)
+    if name == "default":  # its own graph (trained weights), as the service runs it
+        artifact = default_artifact()
+        fp32_path = artifact / read_manifest(artifact).variant("fp32").file
+        logger.info("default model: %s", artifact)
+    else:
+        graph.export_onnx(model, fp32_path, opset=18, max_batch=64, max_frames=720)
     calib = calibration.synthetic_calibration(1 if quick else calibration.CALIBRATION_SEQUENCES)
     if quick:
         calib = [calibration.window(seq, QUICK_CASE[1]) for seq in calib]
     precision.quantize_int8(fp32_path, int8_path, calib)
     export_s = time.perf_counter() - started
     fp32, int8 = session(fp32_path), session(int8_path)
+    ov = {p: OpenVINOBackend(int8_path if p == "int8" else fp32_path, p, THREADS) for p in ov_precisions()}
     if quick:
         quality = {"cosine": int8_cosine(fp32, int8, parts, QUICK_CASE[1]), "sequences": 2, "rank1": None}
     else:
         q = checks.variant_quality(fp32, int8, [], calibration.synthetic_labelled(8), parts, note="")
         quality = {"cosine": q.min_cosine, "sequences": q.sequences, "rank1": (q.rank1_fp32, q.rank1)}
-    per_frame, per_seq_92 = count_flops(model, 92)
+    per_frame, _ = count_flops(model, 92)
 
     rows = []
     rng = np.random.default_rng(0)
@@ -157,14 +268,17 @@ def bench_model(name: str, grid: tuple[tuple[int, int], ...], quick: bool, folde
             with torch.inference_mode():
                 return model(tensor)
 
-        runners = {
+        runners: dict[str, Callable[[], object]] = {
             "torch": torch_eager,
             "ort_fp32": lambda sils=sils: fp32.run(None, {graph.INPUT_NAME: sils}),
             "ort_int8": lambda sils=sils: int8.run(None, {graph.INPUT_NAME: sils}),
         }
+        for p, backend in ov.items():
+            runners[f"ov_{p}"] = lambda sils=sils, backend=backend: backend.run(sils)
         heavy = per_frame * batch * frames > 2e11  # a call of more than ~200 GFLOP takes seconds here
         repeats = 1 if heavy else 2 if quick else 3
-        rows.append({"batch": batch, "frames": frames, **best_times(runners, repeats)})
+        flop = count_flops(model, frames)[1] * batch  # conv + FC of this call
+        rows.append({"batch": batch, "frames": frames, "flop": flop, **best_times(runners, repeats)})
         logger.info("%s b%d T%d: %s", name, batch, frames, rows[-1])
     return {
         "rows": rows,
@@ -173,7 +287,8 @@ def bench_model(name: str, grid: tuple[tuple[int, int], ...], quick: bool, folde
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "embedding": f"{parts} x {model.config.layout.channels}",
         "gflop_per_frame": per_frame / 1e9,
-        "gflop_per_seq_92": per_seq_92 / 1e9,
+        "gflop_per_seq_92": count_flops(model, 92)[1] / 1e9,
+        "openvino": {p: backend.properties for p, backend in ov.items()},
     }
 
 
@@ -197,7 +312,7 @@ def gpu_section() -> list[str]:
         torch.cuda.synchronize()
         return (time.perf_counter() - start) / 10 * 1e3
 
-    for name in ("gaitssb", *QUICK_MODELS):
+    for name in ("gaitssb", *ZOO):
         architecture, config = MODELS[name]
         model = build_network(architecture, config).eval().cuda()
         compiled = torch.compile(model, mode="reduce-overhead")  # CUDA graphs
@@ -231,47 +346,82 @@ def headline_row(result: dict, quick: bool) -> dict:
     return next(r for r in result["rows"] if (r["batch"], r["frames"]) == wanted)
 
 
-def report(results: dict[str, dict], gpu_lines: list[str], quick: bool) -> tuple[str, str]:
+def shown(name: str) -> str:
+    """A model's name in the tables: the default says which artifact it was."""
+    return f"default ({default_artifact().relative_to(MODELS_DIR.parent)})" if name == "default" else name
+
+
+def share(row: dict, backend: str, rates: dict[str, float]) -> float:
+    """The backend's achieved FLOP/s on this call as a share of the matmul rate of its precision."""
+    return row["flop"] / row[backend] / rates[PRECISION_OF[backend]]
+
+
+def report(
+    results: dict[str, dict], rates: dict[str, float], gpu_lines: list[str], quick: bool
+) -> tuple[str, str]:
     """(markdown section body, headline name=value line)."""
+    backends = ["torch", "ort_fp32", "ort_int8", *(f"ov_{p}" for p in ov_precisions())]
+    label = {"torch": "torch eager", "ort_fp32": "ORT fp32", "ort_int8": "ORT int8"}
+    label |= {f"ov_{p}": f"OpenVINO {p}" for p in ("fp32", "bf16", "int8")}
+    ov_version = next((r["openvino"][p]["version"] for r in results.values() for p in r["openvino"]), None)
     lines = [
-        f"`python benchmarks/embedding.py{' --quick' if quick else ''}` on a {THREADS}-core x86-64 CPU "
-        f"({platform.machine()}), no GPU (best of repeats, backends taking turns). "
-        f"torch {torch.__version__}, onnxruntime {ort.__version__}, {THREADS} threads each; random weights.",
+        f"`python benchmarks/embedding.py{' --quick' if quick else ''}` on a {THREADS}-thread x86-64 CPU "
+        f"({platform.machine()}, {cpu_capability().device or platform.processor()}; flags "
+        f"{', '.join(cpu_capability().flags) or 'none'}), no GPU (best of repeats, backends taking turns). "
+        f"torch {torch.__version__}, onnxruntime {ort.__version__}, "
+        f"OpenVINO {ov_version or 'not installed'}, {THREADS} threads each.",
         "",
-        "| model | batch | frames | torch eager seq/s | ORT fp32 seq/s | ORT int8 seq/s | fp32 vs torch | "
-        "int8 vs fp32 | ORT fp32 latency ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"Hardware rate, {MATMUL_N}^3 matmul on {THREADS} threads, same run: "
+        + ", ".join(f"{p} {rates[p] / 1e12:.2f} T{'OP' if 'int8' in p else 'FLOP'}/s" for p in rates)
+        + " (int8: the faster of torch._int_mm and OpenVINO's QDQ MatMul). Each cell: sequences/s, and in "
+        "brackets the achieved rate as a share of the matmul rate of its precision (int8 rows: of the int8 "
+        "rate; bf16: of bf16; fp32 and torch: of fp32).",
+        "",
+        "| model | batch | frames | "
+        + " | ".join(f"{label[b]} seq/s" for b in backends)
+        + " | OV bf16 vs ORT fp32 | OV int8 vs ORT fp32 |",
+        "|---|---|---|" + "---|" * (len(backends) + 2),
     ]
     for name, res in results.items():
         for r in res["rows"]:
             b = r["batch"]
-            lines.append(
-                f"| {name} | {b} | {r['frames']} | {b / r['torch']:.2f} | {b / r['ort_fp32']:.2f} | "
-                f"{b / r['ort_int8']:.2f} | {r['torch'] / r['ort_fp32']:.2f}x | "
-                f"{r['ort_fp32'] / r['ort_int8']:.2f}x | {r['ort_fp32'] * 1e3:.0f} |"
-            )
+            cells = [f"{b / r[k]:.2f} ({share(r, k, rates):.0%})" for k in backends]
+            ratios = [f"{r['ort_fp32'] / r[k]:.2f}x" if k in r else "-" for k in ("ov_bf16", "ov_int8")]
+            lines.append(f"| {shown(name)} | {b} | {r['frames']} | " + " | ".join(cells + ratios) + " |")
     lines += [
         "",
         "| model | parameters | embedding (P x C) | conv GFLOP per frame | GFLOP per 92-frame sequence | "
-        "int8 min cosine | int8 Rank-1 (fp32 -> int8) | export + int8 s |",
-        "|---|---|---|---|---|---|---|---|",
+        "int8 min cosine | int8 Rank-1 (fp32 -> int8) | export + int8 s | OpenVINO ran on |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, res in results.items():
         q = res["quality"]
         rank1 = f"{q['rank1'][0]:.1f} -> {q['rank1'][1]:.1f}" if q["rank1"] else "-"
+        ran = "; ".join(
+            f"{p}: {props['execution_devices']} {props['inference_precision']}, "
+            f"{props['inference_num_threads']} threads"
+            for p, props in res["openvino"].items()
+        )
         lines.append(
-            f"| {name} | {res['params_m']:.1f}M | {res['embedding']} | {res['gflop_per_frame']:.3f} | "
+            f"| {shown(name)} | {res['params_m']:.1f}M | {res['embedding']} | {res['gflop_per_frame']:.3f} | "
             f"{res['gflop_per_seq_92']:.1f} | {q['cosine']:.5f} ({q['sequences']} walks) | {rank1} | "
-            f"{res['export_s']:.0f} |"
+            f"{res['export_s']:.0f} | {ran or '-'} |"
         )
     lines += ["", *gpu_lines]
-    pairs = []
+    pairs = [f"matmul_{p}_tops={rates[p] / 1e12:.3f}" for p in rates]
     for name, res in results.items():
         head = headline_row(res, quick)
         key = name.replace("-", "_")
         pairs += [
             f"{key}_ort_vs_torch={head['torch'] / head['ort_fp32']:.2f}",
             f"{key}_int8_speedup={head['ort_fp32'] / head['ort_int8']:.2f}",
+        ]
+        for p in ("bf16", "int8"):
+            if f"ov_{p}" in head:
+                pairs.append(f"{key}_ov_{p}_vs_ort_fp32={head['ort_fp32'] / head[f'ov_{p}']:.2f}")
+        if "ov_bf16" in head:
+            pairs.append(f"{key}_ov_bf16_share_of_matmul={share(head, 'ov_bf16', rates):.3f}")
+        pairs += [
             f"{key}_int8_cosine={res['quality']['cosine']:.5f}",
             f"{key}_gflop_per_frame={res['gflop_per_frame']:.3f}",
         ]
@@ -280,7 +430,7 @@ def report(results: dict[str, dict], gpu_lines: list[str], quick: bool) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one small case per model, about a minute")
+    parser.add_argument("--quick", action="store_true", help="default + GaitBase at 1 x 8 frames, < 1 min")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), help="a subset of the models")
     parser.add_argument("--write-results", action="store_true", help="update benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -288,12 +438,13 @@ def main() -> None:
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)
     torch.set_num_threads(THREADS)
     names = args.models or (QUICK_MODELS if args.quick else tuple(MODELS))
+    rates = matmul_rates(args.quick)
     results = {}
     with tempfile.TemporaryDirectory(prefix="gaitlu-bench-") as tmp:
         for name in names:
-            grid = (QUICK_CASE,) if args.quick else TINY_GRID if name == "gaitssb-tiny" else FULL_GRID
+            grid = (QUICK_CASE,) if args.quick else FULL_GRID
             results[name] = bench_model(name, grid, args.quick, Path(tmp))
-    body, headline = report(results, gpu_section(), args.quick)
+    body, headline = report(results, rates, gpu_section(), args.quick)
     print(body)
     if args.write_results:
         write_section(f"## Embedding\n\n{body}\n")

@@ -1,5 +1,6 @@
 """Hostile input under load: what 4 attackers sending the worst cheap inputs cost 8 honest clients.
 
+Honest clients wait out a 429 / 503's Retry-After and count it (benchmarks/honest.py); attackers do not.
 A real `gaitlu serve` (uvicorn, child process, default settings but 5 s body and header timeouts so
 slow-client attacks end within a run) on 127.0.0.1 serves a gallery of 20 subjects. 8 honest closed-loop
 clients (each alternates `/embed` and `/search` with a 92-frame .npy) run in windows that alternate
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib.util
 import io
 import json
@@ -56,7 +58,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from results_md import RESULTS, write_section  # noqa: E402  (benchmarks run as scripts)
+from honest import ok, send  # noqa: E402  (benchmarks run as scripts)
+from results_md import RESULTS, write_section  # noqa: E402
 
 from service.errors import STATUSES  # noqa: E402
 from tests.support.servers import ServerProcess, npy_bytes  # noqa: E402
@@ -243,6 +246,7 @@ class Phase:
     seconds: float = 0.0
     honest_ms: list[float] = field(default_factory=list)
     honest_status: Counter[int] = field(default_factory=Counter)
+    honest_refusals: int = 0  # 429 / 503 with Retry-After, waited out and asked again (benchmarks/honest.py)
     attack_status: dict[str, Counter[Reply]] = field(default_factory=lambda: defaultdict(Counter))
     attack_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     attack_cut: Counter[str] = field(default_factory=Counter)
@@ -278,15 +282,16 @@ async def run_window(
             n = 0
             while time.perf_counter() < until:
                 started = time.perf_counter()
+                files = {"files": ("q.npy", body)}
                 if n % 2:
-                    response = await c.post(
-                        "/search", files={"files": ("q.npy", body)}, data={"gallery": "bench"}
-                    )
+                    post = functools.partial(c.post, "/search", files=files, data={"gallery": "bench"})
                 else:
-                    response = await c.post("/embed", files={"files": ("q.npy", body)})
+                    post = functools.partial(c.post, "/embed", files=files)
+                response, refusals = await send(post, until)  # an honest client waits out a refusal
                 if record:
                     phase.honest_ms.append((time.perf_counter() - started) * 1000)
                     phase.honest_status[reply(response).status] += 1
+                    phase.honest_refusals += refusals
                 n += 1
 
         async def attacker(i: int, until: float) -> None:
@@ -341,10 +346,10 @@ def measure(artifact: Path, window: float, rounds: int, work: Path) -> list[Phas
     server.start()
     try:
         with httpx.Client(base_url=server.url, timeout=60) as c:
-            c.post("/galleries", json={"name": "bench"}).raise_for_status()
+            ok(lambda: c.post("/galleries", json={"name": "bench"}))
             for s in range(SUBJECTS):
                 files = {"files": (f"s{s}.npy", npy_bytes(walking_sequence(s, FRAMES)))}
-                c.post(f"/galleries/bench/subjects/s{s}/sequences", files=files).raise_for_status()
+                ok(functools.partial(c.post, f"/galleries/bench/subjects/s{s}/sequences", files=files))
             dim = c.get("/galleries/bench").json()["dim"]
         target = Target(server.port, dim, attack_files(), attacks(dim))
         plan = list(target.attacks)
@@ -359,7 +364,8 @@ def measure(artifact: Path, window: float, rounds: int, work: Path) -> list[Phas
         for phase in (alone, attacked):
             print(
                 f"{phase.name:15}: honest {phase.throughput:5.1f} req/s  p50 {phase.percentile(50):6.1f} ms  "
-                f"p99 {phase.percentile(99):6.1f} ms  5xx {phase.server_errors}  peak RSS "
+                f"p99 {phase.percentile(99):6.1f} ms  5xx {phase.server_errors}  refusals "
+                f"{phase.honest_refusals}  peak RSS "
                 f"{phase.peak_rss / MIB:.0f} MiB  attacks {phase.attacks_sent}",
                 flush=True,
             )
@@ -480,6 +486,8 @@ def main() -> None:
         f"honest_p99_ms_alone={alone.percentile(99):.0f}",
         f"honest_p99_ms_attacked={attacked.percentile(99):.0f}",
         f"server_5xx={sum(p.server_errors for p in phases)}",
+        f"honest_refusals_alone={alone.honest_refusals}",
+        f"honest_refusals_attacked={attacked.honest_refusals}",
         f"peak_rss_mib_alone={alone.peak_rss / MIB:.0f}",
         f"peak_rss_mib_attacked={attacked.peak_rss / MIB:.0f}",
         f"rss_under_bound={int(attacked.peak_rss < RSS_BOUND)}",

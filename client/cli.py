@@ -111,6 +111,20 @@ def enroll(
     ] = False,
     data_dir: Annotated[Path | None, typer.Option(help="--offline: the service's data folder.")] = None,
     artifact: Annotated[Path | None, typer.Option(help="--offline: the export artifact folder.")] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            envvar="GAITLU_BACKEND",
+            help="--offline: inference backend (auto, openvino, cpu, cuda, tensorrt, trt-engine).",
+        ),
+    ] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(envvar="GAITLU_PRECISION", help="--offline: auto, fp32, bf16 (OpenVINO), int8 or fp16."),
+    ] = "auto",
+    threads: Annotated[
+        int | None, typer.Option(envvar="GAITLU_THREADS", min=1, help="--offline: inference threads.")
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Enrol every sequence (or video, --layout flat) of a dataset folder; re-running skips what the
@@ -123,7 +137,9 @@ def enroll(
     with _progress(not as_json) as (on_plan, on_result), ExitStack() as stack:
         if offline:
             assert data_dir is not None and artifact is not None  # checked above
-            target: Target = stack.enter_context(local_target(data_dir, artifact, gallery, concurrency))
+            target: Target = stack.enter_context(
+                local_target(data_dir, artifact, gallery, concurrency, backend, precision, threads)
+            )
         else:
             client = stack.enter_context(_client(server, api_key, retries))
             target = RemoteTarget(client, gallery, concurrency)

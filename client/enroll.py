@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from client.api import ApiError, ClientError, GaitluClient, sequence_npz
-from gaitlu.errors import DataError, GaitluError
+from gaitlu.errors import ConfigError, DataError, GaitluError
 from gaitlu.labelled import DATASET_LIMITS, LabelledSequence, read_labelled, scan_labelled
 from gaitlu.sequence import iter_sequence_files, load_sequence, natural_key
 from gallery import validate
@@ -380,18 +380,34 @@ def enroll_items(
 
 @contextmanager
 def local_target(
-    data_dir: str | Path, artifact: str | Path, gallery: str, concurrency: int
+    data_dir: str | Path,
+    artifact: str | Path,
+    gallery: str,
+    concurrency: int,
+    backend: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
 ) -> Iterator[LocalTarget]:
     """A LocalTarget on the store the service would open for `data_dir`, its engine started and, on
     exit, stopped. Dataset limits apply (a local dataset is trusted more than an upload), and there are
-    as many decode and video workers as enrollment threads, so no item waits for a slot."""
+    as many decode and video workers as enrollment threads, so no item waits for a slot. backend /
+    precision / threads: the runtime's, as for the service (runtime/selection.py)."""
     from anyio.from_thread import start_blocking_portal
 
     from engine import STORE_FILE, Engine, EngineSettings  # imported here: `gaitlu search` needs no runtime
+    from runtime import BACKENDS, PRECISIONS
 
+    if backend not in BACKENDS or precision not in PRECISIONS:
+        raise ConfigError(
+            f"--backend must be one of {list(BACKENDS)} and --precision one of {list(PRECISIONS)}, "
+            f"not {backend!r} / {precision!r}"
+        )
     settings = EngineSettings(
         artifact=Path(artifact),
         store_path=Path(data_dir) / STORE_FILE,
+        backend=backend,  # type: ignore[arg-type]  # checked above
+        precision=precision,  # type: ignore[arg-type]
+        threads=threads,
         sequence_limits=DATASET_LIMITS,
         decode_workers=concurrency,
         video_workers=concurrency,

@@ -4,8 +4,11 @@ Decoding is bounded work (the sequence limits cap its bytes, pixels and frames: 
 one core), but under load it takes seconds, and a thread cannot be stopped. So:
 - at most `workers` decodes run, each in a thread of one pool of that size: this bounds decode memory
   and CPU whatever the callers do;
-- at most `queue` more wait for a slot; one more is refused at once (`Overloaded`, with a Retry-After
-  from the observed decode time), never queued without bound;
+- at most `queue` more wait for a slot, and only while the wait looks short enough to end before the
+  deadline (rounds of `workers` x the observed decode time); otherwise the upload is refused at once
+  (`Overloaded`, with a Retry-After from that estimate), never queued without bound or queued to time
+  out. So honest load that can be served in time is taken (32 closed-loop clients wait, not 429), and
+  a flood is refused once its wait would outlast the deadline;
 - a caller waits at most `timeout_s` from asking to its result (`DecodeTimeout`). A decode past its
   deadline keeps its slot until its thread ends, so the slots always bound what runs;
 - `stuck` says when every slot is held by a decode past its deadline: the pool cannot start new work in
@@ -59,11 +62,20 @@ class DecodeSlots:
         DecodeTimeout when the result is not there `timeout_s` after the call."""
         loop = asyncio.get_running_loop()
         deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
-        if self._free.locked() and self._waiting >= self.queue:
-            raise Overloaded(
-                self._retry_after(),
-                f"all {self.workers} decode workers are busy and {self._waiting} uploads wait for one",
-            )
+        if self._free.locked():
+            if self._waiting >= self.queue:
+                raise Overloaded(
+                    self._retry_after(),
+                    f"all {self.workers} decode workers are busy and {self._waiting} uploads wait for one",
+                )
+            expected_s = self.expected_s()
+            if self.timeout_s is not None and expected_s > self.timeout_s:
+                raise Overloaded(
+                    self._retry_after(),
+                    f"all {self.workers} decode workers are busy: after the {self._waiting} uploads "
+                    f"waiting, this one would be done in about {expected_s:.1f} s, past its "
+                    f"{self.timeout_s:g} s deadline",
+                )
         free = self._free  # the one this decode gives its slot back to, even after a `close`
         self._waiting += 1
         try:
@@ -94,6 +106,11 @@ class DecodeSlots:
             if future.done():  # the decode's own error, not the deadline
                 raise
             raise DecodeTimeout(self.timeout_s or 0.0, self._retry_after()) from None
+
+    def expected_s(self) -> float:
+        """When an upload asking now would likely be decoded: the rounds of `workers` decodes ahead of
+        it (those running and those waiting) and its own, at the running mean decode time."""
+        return (math.ceil((self._waiting + 1) / self.workers) + 1) * self._mean_s
 
     def _retry_after(self) -> int:
         """Seconds until the decodes ahead have likely run: rounds of `workers` x the mean decode time."""

@@ -199,6 +199,13 @@ def open_store(settings: EngineSettings, centres: dict[str, np.ndarray] | None =
     )
 
 
+@dataclass(frozen=True)
+class RuntimeInfo:
+    backend: str  # what runs the model, e.g. "openvino/CPU bf16", "onnxruntime/CPUExecutionProvider"
+    precision: str  # fp32 / fp16 / bf16 / int8
+    reason: str  # why this one (runtime/selection.py)
+
+
 def _manifest_parts(embedder: Embedder) -> tuple[Calibration | None, np.ndarray | None]:
     """An artifact's calibration and centring (a given embedder of another kind has neither)."""
     if not isinstance(embedder, ArtifactEmbedder):
@@ -276,9 +283,13 @@ class Engine:
             self._ready = True
             self.metrics.watch_galleries(store.stats)
             where = s.milvus.uri if s.gallery_backend == "milvus" and s.milvus else s.store_path
+            runtime = self.runtime
             logger.info(
-                "engine started: model %s, %s galleries at %s",
+                "engine started: model %s on %s %s (%s), %s galleries at %s",
                 embedder.model_hash[:12],
+                runtime.backend,
+                runtime.precision,
+                runtime.reason,
                 s.gallery_backend,
                 where,
             )
@@ -315,6 +326,14 @@ class Engine:
     def layout(self) -> EmbeddingLayout:
         """The running model's embedding layout."""
         return self._parts()[0].layout
+
+    @property
+    def runtime(self) -> RuntimeInfo:
+        """Which backend and precision run the model and why (a given embedder: its class name)."""
+        embedder = self._parts()[0]
+        if isinstance(embedder, ArtifactEmbedder):
+            return RuntimeInfo(embedder.backend.name, embedder.choice.precision, embedder.choice.reason)
+        return RuntimeInfo(type(embedder).__name__, "unknown", "an embedder given to the engine")
 
     @property
     def store(self) -> GalleryBackend:

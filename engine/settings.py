@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.batcher import BatchSettings
-from gaitlu.manifest import VariantPrecision
 from gaitlu.sequence import DEFAULT_LIMITS, SequenceLimits
 from gallery.backends import STORE_FILE, Backend, MilvusSettings
 from gallery.settings import IndexSettings
-from runtime import BackendName
+from runtime import BackendName, Precision
 from video import VideoLimits
 
 __all__ = ["STORE_FILE", "EngineSettings"]  # STORE_FILE: the local store inside a data dir
@@ -25,12 +24,14 @@ __all__ = ["STORE_FILE", "EngineSettings"]  # STORE_FILE: the local store inside
 class EngineSettings:
     artifact: Path  # export artifact folder (`gaitlu export ... --out DIR`)
     store_path: Path  # the gallery database (DATA_DIR/galleries.db for the service)
-    backend: BackendName = "auto"  # runtime backend (runtime/backends.py)
-    precision: VariantPrecision = "fp32"  # which model file of the artifact
-    threads: int | None = None  # onnxruntime intra-op threads (None: its default)
+    backend: BackendName = "auto"  # runtime backend (runtime/selection.py chooses for "auto")
+    precision: Precision = "auto"  # fp32 / fp16 / bf16 / int8; auto: the backend's fastest checked one
+    threads: int | None = None  # inference threads: onnxruntime intra-op, OpenVINO's (None: their default)
     batch: BatchSettings = field(default_factory=BatchSettings)
     decode_workers: int = 4  # sequence uploads decoded at once (bounds decode memory and CPU)
-    decode_queue: int = 16  # uploads waiting for a decode worker; one more is refused (Overloaded)
+    # Uploads waiting for a decode worker, at most; one more, or one whose wait would outlast its deadline,
+    # is refused (Overloaded). 64: as many as the service lets in flight (max_requests_in_flight).
+    decode_queue: int = 64
     decode_timeout_s: float | None = None  # from asking to decoded, waiting included (None: no deadline)
     sequence_limits: SequenceLimits = DEFAULT_LIMITS  # what one sequence may cost to read
     video_workers: int = 2  # video extractions at once; one more is refused (Overloaded)

@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("workflows.calibrate:app", "Measure what an artifact's scores mean: score -> FAR tables."),
     "train": ("train.cli:app", "Pretrain, fine-tune, import OpenGait checkpoints (needs torch)."),
     "export": ("export.cli:app", "Export a checkpoint to an ONNX artifact (needs torch)."),
+    "parity": ("runtime.cli:app", "Check an artifact's backends against fp32 onnxruntime (OpenVINO)."),
     "serve": ("service.cli:app", "Run the HTTP service (embed, search, galleries)."),
     "demo": ("workflows.demo:app", "The README main job: build the demo end to end."),
     "enroll": ("client.cli:enroll_app", "Enrol a dataset folder into a gallery (resumable; or --offline)."),

@@ -126,6 +126,31 @@ class Parity(_Strict):
     cases: list[ParityCase]
 
 
+class BackendParity(_Strict):
+    """One runtime backend at one precision against fp32 onnxruntime (CPU) on the same sequences
+    (`gaitlu parity`). The runtime serves a pair only while its record passes: refused when asked for,
+    skipped by `auto`, when it failed or is missing."""
+
+    backend: str  # "openvino"
+    precision: str  # "fp32", "bf16", "int8"
+    sequences: int
+    min_cosine: float  # per sequence: mean per-part cosine of the raw outputs; the worst sequence
+    mean_cosine: float
+    min_part_cosine: float  # the worst single part of any sequence
+    threshold: float  # min_cosine must reach it
+    passed: bool  # the cosine threshold met and, where measured, the Rank-1 change within its bound
+    # With a protocol (`gaitlu parity --protocol casia-b`): Rank-1 (%) per probe condition on the labelled
+    # set, of the fp32 onnxruntime reference and of this pair, and the largest change (percentage points).
+    protocol: str | None = None
+    rank1_reference: dict[str, float] | None = None
+    rank1: dict[str, float] | None = None
+    rank1_max_change: float | None = None
+    data: str  # what the sequences were (a folder's name and how many frames each kept)
+    device: str  # where it was measured (CPU name and the backend's execution properties)
+    versions: dict[str, str]
+    measured_at: str  # ISO 8601, UTC
+
+
 class TensorRTInfo(_Strict):
     file: str
     sha256: str
@@ -311,6 +336,8 @@ class Manifest(_Strict):
     indexing: Indexing = Indexing()
     evaluation: Evaluation | None = None  # imported OpenGait models; None: the protocols' defaults
     calibration: Calibration | None = None  # `gaitlu calibrate`: score -> FAR; None: scores only
+    # `gaitlu parity`: other backends against fp32 onnxruntime, keyed "backend/precision" ("openvino/bf16")
+    backend_parity: dict[str, BackendParity] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -330,6 +357,9 @@ class Manifest(_Strict):
             raise ValueError("indexing.centring does not have the output's parts x channels")
         if self.calibration is not None and self.calibration.centred != (centring is not None):
             raise ValueError("calibration.centred must say whether indexing.centring is set")
+        for pair, record in self.backend_parity.items():
+            if pair != f"{record.backend}/{record.precision}":
+                raise ValueError(f"backend_parity.{pair} records {record.backend}/{record.precision}")
         return self
 
     def variant(self, precision: str) -> ModelFile:

@@ -389,6 +389,9 @@ class ModelPublic(BaseModel):
     parts: int
     channels: int
     dim: int
+    backend: str = Field(description="What runs the model, e.g. 'openvino/CPU bf16'.")
+    precision: str = Field(description="fp32, fp16, bf16 or int8.")
+    backend_reason: str = Field(description="Why this backend and precision (GAITLU_BACKEND=auto decides).")
     calibration: CalibrationPublic | None = Field(
         description="Null: scores have no FAR (`gaitlu calibrate`)."
     )
@@ -532,3 +535,5 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready"] = "ready"
     model_hash: str
+    backend: str = Field(description="What runs the model, e.g. 'openvino/CPU bf16'.")
+    precision: str = Field(description="fp32, fp16, bf16 or int8.")

@@ -1,4 +1,4 @@
-"""The inference runtime (torch-free): an export artifact behind `embed`, on onnxruntime or TensorRT.
+"""The inference runtime (torch-free): an export artifact behind `embed` (onnxruntime, TensorRT, OpenVINO).
 
 Its own stage between export and its users: the engine (and through it the service and `gaitlu enroll
 --offline`) and `gaitlu eval --artifact` all load artifacts with `load_artifact_embedder`.
@@ -6,5 +6,14 @@ Its own stage between export and its users: the engine (and through it the servi
 
 from runtime.backends import BACKENDS, BackendName
 from runtime.embedder import ArtifactEmbedder, load_artifact_embedder
+from runtime.selection import PRECISIONS, Choice, Precision
 
-__all__ = ["BACKENDS", "ArtifactEmbedder", "BackendName", "load_artifact_embedder"]
+__all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "ArtifactEmbedder",
+    "BackendName",
+    "Choice",
+    "Precision",
+    "load_artifact_embedder",
+]

@@ -1,7 +1,8 @@
 """Inference backends behind one call: `run((N, T, 64, 44) float32) -> (N, D) float32`.
 
-onnxruntime with the best execution provider this install offers (TensorRT, CUDA, CPU), or a prebuilt
-TensorRT engine from the artifact. GPU libraries are imported only when chosen, so a CPU host needs
+onnxruntime with the best execution provider this install offers (TensorRT, CUDA, CPU), a prebuilt
+TensorRT engine from the artifact, or OpenVINO on the CPU (runtime/openvino_backend.py; which one runs
+is runtime/selection.py's choice). GPU libraries are imported only when chosen, so a CPU host needs
 neither CUDA nor TensorRT. No torch here: the service stays torch-free.
 """
 
@@ -20,8 +21,8 @@ from gaitlu.manifest import InputSpec
 
 logger = logging.getLogger(__name__)
 
-BackendName = Literal["auto", "tensorrt", "cuda", "cpu", "trt-engine"]
-BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "cuda", "cpu", "trt-engine")
+BackendName = Literal["auto", "tensorrt", "cuda", "cpu", "trt-engine", "openvino"]
+BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "cuda", "cpu", "trt-engine", "openvino")
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",

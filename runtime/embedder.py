@@ -30,13 +30,14 @@ from gaitlu.errors import ConfigError, SequenceError
 from gaitlu.manifest import Evaluation, Manifest, read_manifest, verified_path
 from gaitlu.preprocess import to_float
 from runtime.backends import (
-    BACKENDS,
     Backend,
     OrtBackend,
     TensorRTEngineBackend,
     ort_provider_chain,
     trt_engine_usable,
 )
+from runtime.openvino_backend import OpenVINOBackend
+from runtime.selection import Choice, choose
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +57,14 @@ class ArtifactEmbedder:
         model_hash: str,
         max_batch: int,
         max_call_frames: int = MAX_CALL_FRAMES,
+        choice: Choice | None = None,
     ) -> None:
         if max_batch < 1 or max_call_frames < 1:
             raise ConfigError("max_batch and max_call_frames must be at least 1")
         self.manifest = manifest
         self.backend = backend
+        # Which backend and precision run it and why (runtime/selection.py); reported by /readyz and /model.
+        self.choice = choice or Choice(backend.name, "fp32", "given")
         self.model_hash = model_hash
         self.output_layout = manifest.output.embedding_layout
         self.layout = EmbeddingLayout(self.output_layout.parts, self.output_layout.channels, "per-part-l2")
@@ -143,19 +147,41 @@ def load_artifact_embedder(
     """Open an export artifact for inference.
 
     backend: 'auto' (a prebuilt TensorRT engine when the artifact has one and TensorRT + cuda-python
-    import, else onnxruntime with TensorRT / CUDA / CPU, best first), 'tensorrt' / 'cuda' / 'cpu'
-    (that onnxruntime provider; an error if missing) or 'trt-engine'. precision picks the model file
-    ('fp32' = model.onnx, 'int8', 'fp16'); the engine is fp16 whatever it says. max_batch defaults to the
-    export's. cache_dir holds TensorRT-provider engines (default: <artifact>/trt-cache).
+    import, else onnxruntime's GPU providers on a GPU host, else OpenVINO bf16 when precision is 'auto'
+    or 'bf16', the CPU has native bf16 and the manifest records that pair's parity as passed, else
+    onnxruntime on the CPU), 'tensorrt' / 'cuda' / 'cpu' (that onnxruntime provider; an error if
+    missing), 'trt-engine' or 'openvino' (parity-gated: a pair without a passing `gaitlu parity` record
+    is refused). precision: 'fp32' (model.onnx), 'int8' (model.int8.onnx), 'fp16' (model.fp16.onnx),
+    'bf16' (model.onnx in bf16 arithmetic, OpenVINO only) or 'auto' (the backend's fastest checked
+    one: the service's default); the engine is fp16 whatever it says. runtime/selection.py decides.
+    threads: onnxruntime's intra-op pool or OpenVINO's INFERENCE_NUM_THREADS; inter_threads:
+    onnxruntime's inter-op pool. max_batch defaults to the export's. cache_dir holds TensorRT-provider
+    engines (default: <artifact>/trt-cache).
     """
     folder = Path(artifact_dir)
     manifest = read_manifest(folder)
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    choice = choose(manifest, backend, precision)
+    return open_choice(
+        folder, manifest, choice, threads, inter_threads, max_batch, max_call_frames, warmup, cache_dir
+    )
+
+
+def open_choice(
+    folder: Path,
+    manifest: Manifest,
+    choice: Choice,
+    threads: int | None = None,
+    inter_threads: int | None = None,
+    max_batch: int | None = None,
+    max_call_frames: int = MAX_CALL_FRAMES,
+    warmup: bool = True,
+    cache_dir: str | Path | None = None,
+) -> ArtifactEmbedder:
+    """An artifact on a pair already chosen, gates passed or not: `load_artifact_embedder` after
+    `choose`, and `gaitlu parity`, which measures the pairs the gate would refuse."""
     engine = manifest.tensorrt
-    use_engine = backend == "trt-engine" or (backend == "auto" and engine is not None and trt_engine_usable())
     chosen: Backend
-    if use_engine:
+    if choice.backend == "trt-engine":
         if engine is None:
             raise ConfigError(
                 f"backend 'trt-engine': {folder} has no TensorRT engine (export with --trt on a GPU)"
@@ -166,12 +192,16 @@ def load_artifact_embedder(
         chosen = TensorRTEngineBackend(
             verified_path(folder, engine.file, engine.sha256), manifest.input.name, manifest.output.name
         )
+    elif choice.backend == "openvino":
+        entry = manifest.variant("fp32" if choice.precision == "bf16" else choice.precision)
+        model_hash = entry.sha256  # bf16 computes model.onnx's vectors (parity-checked): its identity
+        chosen = OpenVINOBackend(verified_path(folder, entry.file, entry.sha256), choice.precision, threads)
     else:
-        entry = manifest.variant(precision)
+        entry = manifest.variant(choice.precision)
         model_hash = entry.sha256
         batch_bound = max_batch or manifest.input.max_batch
         providers = ort_provider_chain(
-            backend, manifest.input, batch_bound, Path(cache_dir or folder / "trt-cache")
+            choice.backend, manifest.input, batch_bound, Path(cache_dir or folder / "trt-cache")
         )
         chosen = OrtBackend(
             verified_path(folder, entry.file, entry.sha256),
@@ -181,9 +211,16 @@ def load_artifact_embedder(
             inter_threads,
         )
     embedder = ArtifactEmbedder(
-        manifest, chosen, model_hash, max_batch or manifest.input.max_batch, max_call_frames
+        manifest, chosen, model_hash, max_batch or manifest.input.max_batch, max_call_frames, choice
     )
     if warmup:
         embedder.warmup()
-    logger.info("loaded %s (%s, %s) on %s", folder, manifest.model.name, precision, chosen.name)
+    logger.info(
+        "loaded %s (%s, %s) on %s: %s",
+        folder,
+        manifest.model.name,
+        choice.precision,
+        chosen.name,
+        choice.reason,
+    )
     return embedder

@@ -33,11 +33,32 @@ def serve(
         bool, typer.Option("--insecure", help="Allow a non-loopback address without API keys.")
     ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Inference backend: auto, openvino, cpu, cuda, tensorrt, trt-engine (default auto, or "
+            "GAITLU_BACKEND)."
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="auto, fp32, bf16 (OpenVINO), int8 or fp16 (default auto, or GAITLU_PRECISION)."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Inference threads (default: all, or GAITLU_THREADS).")
+    ] = None,
 ) -> None:
     """Run the HTTP service: embed, search, galleries. Other settings come from GAITLU_* variables
     (see docs/api.md): API keys, upload limits, batching, CORS."""
     settings = load_settings(
-        artifact=artifact, data_dir=data_dir, host=host, port=port, insecure=insecure or None
+        artifact=artifact,
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        insecure=insecure or None,
+        backend=backend,
+        precision=precision,
+        threads=threads,
     )
     configure_logging(log_level)
     asyncio.run(_serve(settings, log_level))

@@ -18,12 +18,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from engine import STORE_FILE, EngineSettings
 from engine.batcher import BatchSettings
 from gaitlu.errors import ConfigError
-from gaitlu.manifest import VariantPrecision
 from gaitlu.schemas import MAX_SEQUENCES
 from gaitlu.sequence import SequenceLimits
 from gallery.backends import Backend, MilvusIndexSettings, MilvusSettings
 from gallery.settings import IndexSettings
-from runtime import BackendName
+from runtime import BackendName, Precision
 from video import VideoLimits
 
 MIB = 1024 * 1024
@@ -88,7 +87,9 @@ class Settings(BaseSettings):
     max_frames: int = Field(720, ge=1)  # frames per uploaded sequence (OpenGait's test-time length)
     max_files: int = Field(32, ge=1, le=MAX_SEQUENCES)  # sequences per request
     decode_workers: int = Field(4, ge=1)  # uploads decoded at once (bounds decode memory and CPU)
-    decode_queue: int = Field(16, ge=0)  # uploads waiting for a decode worker; one more gets 429
+    # Uploads waiting for a decode worker: one more, or one whose wait would outlast decode_timeout_s,
+    # gets 429. As many as max_requests_in_flight, so honest closed-loop clients wait rather than 429.
+    decode_queue: int = Field(64, ge=0)
     decode_timeout_s: float = Field(30.0, gt=0)  # an upload's wait + decode: else 503 with Retry-After
 
     # Video uploads (mp4/avi/mkv/mov/webm): silhouettes are extracted server-side, seconds of CPU each.
@@ -106,10 +107,11 @@ class Settings(BaseSettings):
     max_queue: int = Field(128, ge=1)  # sequences waiting; beyond this requests get 429
     inference_timeout_s: float = Field(120.0, gt=0)
 
-    # Runtime.
+    # Runtime (runtime/selection.py): auto = a GPU path on a GPU, OpenVINO bf16 on a bf16 CPU where the
+    # artifact records its parity, else onnxruntime; openvino / cpu / cuda / tensorrt / trt-engine force one.
     backend: BackendName = "auto"
-    precision: VariantPrecision = "fp32"
-    threads: int | None = Field(None, ge=1)  # onnxruntime intra-op threads (None: its default)
+    precision: Precision = "auto"  # fp32 / fp16 / bf16 / int8; auto: the backend's fastest checked one
+    threads: int | None = Field(None, ge=1)  # inference threads (onnxruntime intra-op / OpenVINO; None: all)
 
     # Gallery indexes (gallery/settings.py): GAITLU_INDEX__NPROBE=64, or GAITLU_INDEX as JSON.
     index: IndexSettings = IndexSettings()

@@ -26,7 +26,8 @@ async def readyz(engine: EngineDep) -> Readiness:
     problem = await engine.probe()
     if problem is not None:
         raise NotReady(problem)
-    return Readiness(model_hash=engine.model_hash)
+    runtime = engine.runtime
+    return Readiness(model_hash=engine.model_hash, backend=runtime.backend, precision=runtime.precision)
 
 
 @router.get("/metrics", dependencies=[ReadAccess], response_class=Response)

@@ -15,11 +15,14 @@ router = APIRouter(tags=["search"], dependencies=[ReadAccess])
 async def model(engine: EngineDep) -> ModelPublic:
     """The model behind every score: its hash, layout and, once `gaitlu calibrate` has measured it, the
     calibration its FARs come from (data set, thresholds at FAR 1e-2, 1e-3, 1e-4 and their TAR)."""
-    layout, calibration = engine.layout, engine.calibration
+    layout, calibration, runtime = engine.layout, engine.calibration, engine.runtime
     return ModelPublic(
         model_hash=engine.model_hash,
         parts=layout.parts,
         channels=layout.channels,
         dim=layout.size,
+        backend=runtime.backend,
+        precision=runtime.precision,
+        backend_reason=runtime.reason,
         calibration=None if calibration is None else calibration_public(calibration),
     )

@@ -77,8 +77,11 @@ def served_in_thread(artifact: Path, data_dir: Path, **values: Any) -> Iterator[
 class ServerProcess:
     """`gaitlu serve` as a child process on 127.0.0.1 and a free port; its output goes to a log file."""
 
-    def __init__(self, artifact: Path, data_dir: Path, log: Path, **env: str) -> None:
-        self.artifact, self.data_dir, self.log_path = artifact, data_dir, log
+    def __init__(
+        self, artifact: Path, data_dir: Path, log: Path, *, args: tuple[str, ...] = (), **env: str
+    ) -> None:
+        """env: GAITLU_* settings by lower-case name; args: more `gaitlu serve` options."""
+        self.artifact, self.data_dir, self.log_path, self.args = artifact, data_dir, log, args
         self.env = {**os.environ, **{f"GAITLU_{k.upper()}": v for k, v in env.items()}}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -90,7 +93,7 @@ class ServerProcess:
     def start(self, timeout: float = 90.0) -> ServerProcess:
         self.port = free_port()
         command = gaitlu_argv(
-            "serve", "--artifact", self.artifact, "--data-dir", self.data_dir, "--port", self.port
+            "serve", "--artifact", self.artifact, "--data-dir", self.data_dir, "--port", self.port, *self.args
         )
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
