@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel; nothing later may replace it with a CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,serve,dev,milvus-lite]'
+	$(BIN)/pip install -q -e '.[train,serve,dev,milvus-lite,openvino]'
 	touch $(STAMP)
 
 venv: $(STAMP)
