@@ -22,7 +22,12 @@ from gaitlu.files import atomic_write
 app = typer.Typer(add_completion=False, help="The audit trail: verify its chain, export it, apply retention.")
 
 DataDir = Annotated[
-    Path, typer.Option("--data-dir", help=f"The service's data folder (holds {AUDIT_FILE}).", show_default=False)
+    Path,
+    typer.Option(
+        "--data-dir",
+        help=f"The service's data folder (holds {AUDIT_FILE}).",
+        show_default=False,
+    ),
 ]
 
 
@@ -105,5 +110,5 @@ def show_key_id() -> None:
     (`printf %s "$KEY" | gaitlu audit key-id`): the trail holds this short hash, never the key."""
     key = sys.stdin.readline().strip()
     if not key:
-        raise GaitluError("no key on stdin: printf %s \"$KEY\" | gaitlu audit key-id")
+        raise GaitluError('no key on stdin: printf %s "$KEY" | gaitlu audit key-id')
     typer.echo(key_id(key))

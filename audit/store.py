@@ -32,11 +32,12 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from audit.errors import AlreadyReviewed, AuditRecordNotFound, AuditWriteFailed, NotReviewable
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 AUDIT_FILE = "audit.db"  # in the service's data folder, beside galleries.db
 GENESIS = "0" * 64  # the hash the first record continues from
@@ -125,7 +126,7 @@ def chain_hash(prev_hash: str, body_text: str) -> str:
 class Hit:
     """A subject returned by a search (or the one compared by a verify), with its score and FAR."""
 
-    subject_id: str
+    subject_id: str | None  # None: a verify of two probes, or against a sequence id
     sequence_id: str | None
     score: float
     far: float | None
@@ -155,7 +156,8 @@ class Entry:
 
     def subjects(self) -> set[str]:
         """The subjects a record concerns (the subject filter finds it under each)."""
-        return ({self.subject_id} if self.subject_id is not None else set()) | {h.subject_id for h in self.hits}
+        found = {self.subject_id, *(h.subject_id for h in self.hits)}
+        return {s for s in found if s is not None}
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,9 @@ class Record(Entry):
             if f.name == "action" or value is None or value == ():
                 continue
             if f.name == "hits":
-                value = [asdict(h) for h in value]
+                value = [{**asdict(h), "score": float(h.score), "far": _float(h.far)} for h in value]
+            elif f.name in ("threshold", "max_far"):
+                value = float(value)  # a numpy float is not JSON
             elif isinstance(value, tuple):
                 value = list(value)
             out[f.name] = value
@@ -234,6 +238,10 @@ class ChainReport:
     @property
     def ok(self) -> bool:
         return self.problem is None
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _time_text(value: datetime) -> str:
@@ -405,7 +413,7 @@ class AuditStore:
             logger.info("audit retention: %d records older than %s deleted", removed, _time_text(older_than))
         return removed
 
-    def _write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         try:
             with self._transaction() as conn:
                 return work(conn)
@@ -454,7 +462,8 @@ class AuditStore:
     @staticmethod
     def _set_anchor(conn: sqlite3.Connection, anchor_id: int, anchor_hash: str) -> None:
         conn.executemany(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [("anchor_id", str(anchor_id)), ("anchor_hash", anchor_hash)],
         )
 
@@ -513,7 +522,9 @@ class AuditStore:
         return {i: _review_state(reviews.get(i, [])) for i in record_ids}
 
     @staticmethod
-    def _reviews(conn: sqlite3.Connection, record_ids: Sequence[int]) -> dict[int, list[tuple[str | None, str]]]:
+    def _reviews(
+        conn: sqlite3.Connection, record_ids: Sequence[int]
+    ) -> dict[int, list[tuple[str | None, str]]]:
         found: dict[int, list[tuple[str | None, str]]] = {}
         ids = list(record_ids)
         for start in range(0, len(ids), 500):
@@ -531,7 +542,9 @@ class AuditStore:
         """Every record, oldest first (read in one snapshot)."""
         with self._reader() as conn:
             conn.execute("BEGIN")
-            for body, prev_hash, hash_ in conn.execute("SELECT body, prev_hash, hash FROM records ORDER BY id"):
+            for body, prev_hash, hash_ in conn.execute(
+                "SELECT body, prev_hash, hash FROM records ORDER BY id"
+            ):
                 yield Record.from_body(json.loads(body), prev_hash, hash_)
             conn.execute("COMMIT")
 
@@ -581,14 +594,17 @@ def _verify(conn: sqlite3.Connection) -> ChainReport:
         }  # fmt: skip
         differ = sorted(name for name, value in columns.items() if body.get(name) != value)
         if differ:
-            return broken(record_id, f"its column(s) {', '.join(differ)} differ from its hashed content (edited?)")
+            return broken(
+                record_id, f"its column(s) {', '.join(differ)} differ from its hashed content (edited?)"
+            )
         if action == "retention":
             newest_retention = body.get("retention") or {}
         count += 1
         expected_id, prev_hash = record_id + 1, stored_hash
     if anchor_id and (
         newest_retention is None
-        or (newest_retention.get("anchor_id"), newest_retention.get("anchor_hash")) != (anchor_id, anchor_hash)
+        or (newest_retention.get("anchor_id"), newest_retention.get("anchor_hash"))
+        != (anchor_id, anchor_hash)
     ):
         return ChainReport(
             count,

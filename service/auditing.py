@@ -1,0 +1,244 @@
+"""The service's side of the audit trail (audit/): what each route records, and the store's lifecycle.
+
+Routes record after their action succeeded and before they answer: a 2xx means its record is committed
+(fsynced). Writes go through one thread of their own, so they queue there rather than in the pool the
+gallery calls use; reads (GET /audit) use the default pool. A record holds the key id (a hash of the API
+key), digests of the inputs (sha256 of each uploaded file's bytes, or of an embedding's float32 bytes),
+never the key or the data themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Annotated, TypeVar
+
+import numpy as np
+from fastapi import Depends, Request
+
+from audit import AUDIT_FILE, AuditStore, Decision, Entry, Hit, Record, ReviewState, key_id, sha256_hex
+from audit.store import REQUIRED_CONFIRMATIONS
+from engine import Decision as Threshold
+from engine import Engine, Probe, ProbeResult, Upload, Verification
+from gaitlu.schemas import AuditHitPublic, AuditRecordPublic, ReviewStatePublic
+from service.context import request_id
+from service.deps import KeyRing
+from service.errors import answer
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+SWEEP_EVERY_S = 3600.0  # the retention sweep runs at start and then hourly
+
+
+class Auditor:
+    """The audit store of the service's data folder, opened by `start` (idempotent) and closed by `stop`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.path = settings.data_dir / AUDIT_FILE
+        self.retention_days = settings.audit_retention_days
+        self._store: AuditStore | None = None
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def store(self) -> AuditStore:
+        if self._store is None:
+            raise RuntimeError("the audit store is used before the service started")
+        return self._store
+
+    async def start(self) -> None:
+        if self._store is None:
+            self._store = await asyncio.get_running_loop().run_in_executor(
+                self._writer, AuditStore, self.path
+            )
+        if self.retention_days and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(self.retention_days), name="audit-sweep")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._store is not None:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._store.close)
+            self._store = None
+
+    async def write(self, work: Callable[[AuditStore], T]) -> T:
+        """Run a write on the audit thread; durable when this returns."""
+        store = self.store
+        return await asyncio.get_running_loop().run_in_executor(self._writer, work, store)
+
+    async def record(self, entries: Sequence[Entry]) -> list[Record]:
+        return await self.write(lambda store: store.append(entries))
+
+    async def read(self, work: Callable[[AuditStore], T]) -> T:
+        store = self.store
+        return await asyncio.to_thread(work, store)
+
+    async def _sweep_forever(self, days: int) -> None:
+        while True:
+            cutoff = datetime.now(UTC) - timedelta(days=days)
+            try:
+                await self.write(partial(AuditStore.sweep, older_than=cutoff))
+            except Exception:  # logged and retried at the next sweep; the trail stays verifiable
+                logger.exception("audit retention sweep failed")
+            await asyncio.sleep(SWEEP_EVERY_S)
+
+
+async def get_auditor(request: Request) -> Auditor:
+    auditor: Auditor = request.app.state.auditor
+    return auditor
+
+
+AuditorDep = Annotated[Auditor, Depends(get_auditor)]
+
+
+# ----- what the routes record
+
+
+def caller(request: Request) -> str | None:
+    """The key id of the request's API key (checked already by the route's access dependency); None on a
+    server without keys."""
+    keys: KeyRing = request.app.state.keys
+    key = request.headers.get("X-API-Key")
+    return key_id(key) if keys.enabled and key else None
+
+
+def digest(item: Upload | np.ndarray) -> str:
+    """sha256 of an upload's bytes, or of an embedding as float32 (as a gallery stores it)."""
+    if isinstance(item, Upload):
+        return sha256_hex(item.data)
+    return sha256_hex(np.ascontiguousarray(item, dtype=np.float32).tobytes())
+
+
+def search_entries(
+    request: Request,
+    gallery: str,
+    probes: Sequence[Probe],
+    results: Sequence[ProbeResult],
+    decided: Threshold,
+    engine: Engine,
+) -> list[Entry]:
+    """One record per probe: its digest, the hits returned (above the threshold when one was given) and
+    the decision (match / unknown; error for a probe that could not be searched; none without a
+    threshold)."""
+    who, rid = caller(request), request_id.get()
+    entries = []
+    for probe, result in zip(probes, results, strict=True):
+        hits = tuple(
+            Hit(h.subject_id, h.sequence_id, h.score, engine.far("subject", h.score)) for h in result.hits
+        )
+        decision: Decision | None = None
+        if result.error is not None:
+            decision = "error"
+        elif decided.threshold is not None:
+            decision = "match" if hits else "unknown"
+        entries.append(
+            Entry(
+                action="search",
+                key_id=who,
+                request_id=rid,
+                gallery=gallery,
+                input_sha256=(digest(probe),),
+                hits=hits,
+                threshold=decided.threshold,
+                max_far=decided.max_far,
+                decision=decision,
+                error=answer(result.error).code if result.error is not None else None,
+            )
+        )
+    return entries
+
+
+def verify_entry(
+    request: Request,
+    gallery: str | None,
+    subject_id: str | None,
+    probes: Sequence[Probe],
+    checked: Verification,
+) -> Entry:
+    match = checked.match
+    sequence_ids = (checked.sequence_id,) if checked.sequence_id is not None else ()
+    return Entry(
+        action="verify",
+        key_id=caller(request),
+        request_id=request_id.get(),
+        gallery=gallery,
+        subject_id=subject_id,
+        sequence_ids=sequence_ids,
+        input_sha256=tuple(digest(p) for p in probes),
+        hits=(Hit(subject_id, checked.sequence_id, checked.score, checked.far),),
+        threshold=checked.decision.threshold,
+        max_far=checked.decision.max_far,
+        decision=None if match is None else "verified" if match else "rejected",
+    )
+
+
+def change_entry(
+    request: Request,
+    action: str,
+    gallery: str,
+    *,
+    subject_id: str | None = None,
+    sequence_ids: Sequence[str] = (),
+    inputs: Sequence[Upload | np.ndarray] = (),
+) -> Entry:
+    """An enrolment, a deletion or a gallery created or deleted."""
+    assert action in ("enroll", "delete_subject", "delete_sequence", "create_gallery", "delete_gallery")
+    return Entry(
+        action=action,  # type: ignore[arg-type]  # checked above
+        key_id=caller(request),
+        request_id=request_id.get(),
+        gallery=gallery,
+        subject_id=subject_id,
+        sequence_ids=tuple(sequence_ids),
+        input_sha256=tuple(digest(i) for i in inputs),
+    )
+
+
+# ----- what GET /audit answers
+
+
+def review_public(state: ReviewState) -> ReviewStatePublic:
+    return ReviewStatePublic(
+        state=state.state,
+        required=REQUIRED_CONFIRMATIONS,
+        confirmed_by=list(state.confirmed_by),
+        rejected_by=list(state.rejected_by),
+    )
+
+
+def record_public(record: Record, review: ReviewState | None = None) -> AuditRecordPublic:
+    return AuditRecordPublic(
+        id=record.id,
+        time=record.time,
+        action=record.action,
+        key_id=record.key_id,
+        request_id=record.request_id,
+        gallery=record.gallery,
+        subject_id=record.subject_id,
+        sequence_ids=list(record.sequence_ids),
+        input_sha256=list(record.input_sha256),
+        hits=[
+            AuditHitPublic(subject_id=h.subject_id, sequence_id=h.sequence_id, score=h.score, far=h.far)
+            for h in record.hits
+        ],
+        threshold=record.threshold,
+        max_far=record.max_far,
+        decision=record.decision,
+        error=record.error,
+        target=record.target,
+        verdict=record.verdict,
+        note=record.note,
+        retention=record.retention,
+        prev_hash=record.prev_hash,
+        hash=record.hash,
+        review=review_public(review) if review is not None else None,
+    )
