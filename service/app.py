@@ -33,6 +33,7 @@ _MANUAL_BODIES = (
     schemas.VerifyRequest,
     schemas.EnrollRequest,
     schemas.GalleryCreate,
+    schemas.ReviewRequest,
 )
 _EXPOSED = ["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-After"]
 

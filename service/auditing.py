@@ -112,10 +112,12 @@ def caller(request: Request) -> str | None:
 
 
 def digest(item: Upload | np.ndarray) -> str:
-    """sha256 of an upload's bytes, or of an embedding as float32 (as a gallery stores it)."""
+    """sha256 of an upload's bytes, or of an embedding as float32 (as a gallery stores it; an absurd one,
+    refused by the search, overflows to inf here without a warning)."""
     if isinstance(item, Upload):
         return sha256_hex(item.data)
-    return sha256_hex(np.ascontiguousarray(item, dtype=np.float32).tobytes())
+    with np.errstate(over="ignore"):
+        return sha256_hex(np.ascontiguousarray(item, dtype=np.float32).tobytes())
 
 
 def search_entries(

@@ -431,3 +431,11 @@ def test_kill_9_keeps_every_acknowledged_audit_record(tiny_artifact, tmp_path, c
     with AuditStore(data_dir / AUDIT_FILE) as store:
         recorded = {s for r in store.export() if r.action == "enroll" for s in r.sequence_ids}
     assert set(acked) <= recorded  # every 2xx had its record on disk
+
+
+def test_the_audit_routes_are_in_the_api_schema(served):
+    api, _ = served
+    schema = api.get("/openapi.json").json()
+    assert {"/audit", "/audit/{record_id}", "/audit/{record_id}/review"} <= set(schema["paths"])
+    body = schema["paths"]["/audit/{record_id}/review"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["$ref"].split("/")[-1] in schema["components"]["schemas"]
