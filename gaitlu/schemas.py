@@ -289,6 +289,10 @@ class ProbeResultPublic(BaseModel):
     error: ErrorInfo | None = Field(None, description="Why this probe was not searched (the others were).")
     timings: Timings
     track: VideoTrackPublic | None = Field(None, description="For a video probe: the track searched with.")
+    audit_id: int | None = Field(
+        None,
+        description="Its audit record (GET /audit/{id}); a match is reviewed at POST /audit/{id}/review.",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -356,6 +360,10 @@ class VerifyResponse(BaseModel):
     max_far: float | None
     match: bool | None = Field(description="score >= threshold; null when no threshold was given.")
     timings: Timings
+    audit_id: int | None = Field(
+        None,
+        description="Its audit record (GET /audit/{id}); a match is reviewed at POST /audit/{id}/review.",
+    )
 
 
 class ThresholdPublic(BaseModel):

@@ -2,7 +2,9 @@
 
 Routes record after their action succeeded and before they answer: a 2xx means its record is committed
 (fsynced). Writes go through one thread of their own, so they queue there rather than in the pool the
-gallery calls use; reads (GET /audit) use the default pool. A record holds the key id (a hash of the API
+gallery calls use, and the records of requests that arrive while a commit is under way are committed
+together by the next one (group commit: one fsync for many requests, as a busy server needs); reads
+(GET /audit) use the default pool. A record holds the key id (a hash of the API
 key), digests of the inputs (sha256 of each uploaded file's bytes, or of an embedding's float32 bytes),
 never the key or the data themselves.
 """
@@ -45,6 +47,9 @@ class Auditor:
         self._store: AuditStore | None = None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
         self._sweeper: asyncio.Task[None] | None = None
+        # Records waiting for the next commit, and the task committing them (event-loop state only).
+        self._pending: list[tuple[list[Entry], asyncio.Future[list[Record]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def store(self) -> AuditStore:
@@ -61,6 +66,9 @@ class Auditor:
             self._sweeper = asyncio.create_task(self._sweep_forever(self.retention_days), name="audit-sweep")
 
     async def stop(self) -> None:
+        if self._flusher is not None:  # the last records of requests still being answered
+            with contextlib.suppress(Exception):
+                await self._flusher
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -76,7 +84,34 @@ class Auditor:
         return await asyncio.get_running_loop().run_in_executor(self._writer, work, store)
 
     async def record(self, entries: Sequence[Entry]) -> list[Record]:
-        return await self.write(lambda store: store.append(entries))
+        """Append `entries` (in order, consecutive ids); durable when this returns. Concurrent callers
+        share commits; AuditWriteFailed if theirs failed."""
+        self.store  # noqa: B018  # refuse before the start, not in the flusher
+        future: asyncio.Future[list[Record]] = asyncio.get_running_loop().create_future()
+        self._pending.append((list(entries), future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="audit-commit")
+        return await asyncio.shield(future)  # a cancelled request's record is still written
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                groups = [entries for entries, _ in batch]
+                try:
+                    results = await loop.run_in_executor(self._writer, _append_groups, self.store, groups)
+                except BaseException as exc:  # the store closed under it, or a bug: nobody waits for ever
+                    for _, future in batch:
+                        future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                    raise
+                for (_, future), result in zip(batch, results, strict=True):
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._flusher = None
 
     async def read(self, work: Callable[[AuditStore], T]) -> T:
         store = self.store
@@ -90,6 +125,29 @@ class Auditor:
             except Exception:  # logged and retried at the next sweep; the trail stays verifiable
                 logger.exception("audit retention sweep failed")
             await asyncio.sleep(SWEEP_EVERY_S)
+
+
+def _append_groups(store: AuditStore, groups: list[list[Entry]]) -> list[list[Record] | Exception]:
+    """Each group's records, all in one transaction; if that fails, group by group, so that one bad
+    group fails alone."""
+    if len(groups) > 1:
+        try:
+            records = store.append([entry for group in groups for entry in group])
+        except Exception:
+            logger.warning("a group commit of %d audit writes failed: retrying them one by one", len(groups))
+        else:
+            out: list[list[Record] | Exception] = []
+            for group in groups:
+                out.append(records[: len(group)])
+                records = records[len(group) :]
+            return out
+    results: list[list[Record] | Exception] = []
+    for group in groups:
+        try:
+            results.append(store.append(group))
+        except Exception as exc:
+            results.append(exc)
+    return results
 
 
 async def get_auditor(request: Request) -> Auditor:

@@ -5,6 +5,7 @@ cannot read the trail; retention keeps the chain verifiable; kill -9 loses no ac
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
@@ -19,8 +20,17 @@ import numpy as np
 import pytest
 
 from audit import AUDIT_FILE, AuditStore, Entry, Hit, key_id
+from service.auditing import Auditor
 from tests.support.cli import run_cli
-from tests.support.servers import FULL_KEY, READ_KEY, ServerProcess, client, error_code, npy_bytes
+from tests.support.servers import (
+    FULL_KEY,
+    READ_KEY,
+    ServerProcess,
+    client,
+    error_code,
+    npy_bytes,
+    settings_for,
+)
 from tests.support.walkers import walking_sequence
 
 SECOND_KEY = "second-full-key-0123456789"
@@ -93,7 +103,15 @@ def story(served):
     assert api.post("/galleries", json={"name": "gone"}, headers=A).status_code == 201
     assert api.delete("/galleries/gone", headers=A).status_code == 204
     records = api.get("/audit", headers=A).json()
-    return {"uploads": uploads, "embedding": embedding, "records": records, "data_dir": data_dir}
+    audit_ids = [p["audit_id"] for p in searched.json()["data"]]
+    audit_ids += [by_embedding.json()["data"][0]["audit_id"], verified.json()["audit_id"]]
+    return {
+        "uploads": uploads,
+        "embedding": embedding,
+        "records": records,
+        "data_dir": data_dir,
+        "audit_ids": audit_ids,
+    }
 
 
 def test_every_action_leaves_a_record_with_the_right_fields(story):
@@ -125,6 +143,7 @@ def test_every_action_leaves_a_record_with_the_right_fields(story):
     assert enroll["input_sha256"] == [sha(uploads["alice-1"]), sha(uploads["alice-2"])]
 
     match, unknown, by_embedding = records[2:5]
+    assert story["audit_ids"] == [3, 4, 5, 6]  # each answer names its record, to review it by
     assert match["request_id"] == unknown["request_id"]  # one request, one record per probe
     assert match["input_sha256"] == [sha(uploads["probe"])]
     assert match["decision"] == "match" and match["threshold"] == pytest.approx(0.999)
@@ -265,6 +284,29 @@ def test_cli_verifies_and_exports_the_served_trail(story, served, capsys):
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         assert line["prev_hash"] == prev and line["hash"] == sha((prev + text).encode())
         prev = line["hash"]
+
+
+def test_concurrent_requests_share_commits_and_keep_their_records_together(tiny_artifact, tmp_path):
+    settings = settings_for(tiny_artifact, tmp_path, audit_retention_days=0)
+
+    async def record_many() -> list:
+        auditor = Auditor(settings)
+        await auditor.start()
+        try:
+            groups = [
+                [Entry(action="search", gallery="g", request_id=f"r{i}", input_sha256=(str(i),))] * 2
+                for i in range(40)
+            ]
+            return await asyncio.gather(*(auditor.record(group) for group in groups))
+        finally:
+            await auditor.stop()
+
+    results = asyncio.run(record_many())
+    for i, (first, second) in enumerate(results):  # each request's records: its own, consecutive
+        assert first.request_id == second.request_id == f"r{i}" and second.id == first.id + 1
+    assert sorted(r.id for pair in results for r in pair) == list(range(1, 81))
+    with AuditStore(tmp_path / AUDIT_FILE) as store:
+        assert store.verify().ok
 
 
 # ----- tampering, found by `gaitlu audit verify`

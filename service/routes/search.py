@@ -110,7 +110,7 @@ def sequence_filter(params: SequenceFilterParams | None) -> SequenceFilter | Non
     )
 
 
-def _probe_public(result: ProbeResult, decided: Decision, engine: Engine) -> ProbeResultPublic:
+def _probe_public(result: ProbeResult, decided: Decision, engine: Engine, audit_id: int) -> ProbeResultPublic:
     hits = [hit_public(hit, engine.far("subject", hit.score)) for hit in result.hits]
     error = None
     if result.error is not None:
@@ -128,6 +128,7 @@ def _probe_public(result: ProbeResult, decided: Decision, engine: Engine) -> Pro
         error=error,
         timings=timings_public([result.embedded] if result.embedded is not None else []),
         track=track_public(result.embedded.video) if result.embedded is not None else None,
+        audit_id=audit_id,
     )
 
 
@@ -149,8 +150,11 @@ async def search(
     results = await engine.search_batch(
         params.gallery, probes, params.k, decided.threshold, options, params.top_m, where
     )
-    await auditor.record(search_entries(request, params.gallery, probes, results, decided, engine))
-    data = [_probe_public(result, decided, engine) for result in results]
+    records = await auditor.record(search_entries(request, params.gallery, probes, results, decided, engine))
+    data = [
+        _probe_public(result, decided, engine, record.id)
+        for result, record in zip(results, records, strict=True)
+    ]
     return SearchResponse(
         gallery=params.gallery,
         model_hash=engine.model_hash,
@@ -198,7 +202,9 @@ async def verify(
         max_far=params.max_far,
         options=options,
     )
-    await auditor.record([verify_entry(request, params.gallery, params.subject_id, probes, checked)])
+    [record] = await auditor.record(
+        [verify_entry(request, params.gallery, params.subject_id, probes, checked)]
+    )
     return VerifyResponse(
         model_hash=engine.model_hash,
         comparison=checked.comparison,
@@ -211,4 +217,5 @@ async def verify(
         max_far=checked.decision.max_far,
         match=checked.match,
         timings=timings_public(embedded),
+        audit_id=record.id,
     )
