@@ -28,7 +28,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -304,33 +304,19 @@ class AuditStore:
 
     # ----- writing
 
-    class _Tx:
-        """BEGIN IMMEDIATE under the store lock; COMMIT on success, ROLLBACK on any exception."""
-
-        def __init__(self, store: AuditStore) -> None:
-            self.store = store
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.store._lock.acquire()
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE under the store lock; COMMIT on success (fsynced), else ROLLBACK."""
+        conn = self._writer
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                self.store._writer.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                self.store._lock.release()
-                raise
-            return self.store._writer
-
-        def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-            conn = self.store._writer
-            try:
-                if kind is None:
-                    conn.execute("COMMIT")
-                else:
+                if conn.in_transaction:  # also after a COMMIT that failed (a full disk)
                     conn.execute("ROLLBACK")
-            finally:
-                self.store._lock.release()
-
-    def _transaction(self) -> AuditStore._Tx:
-        return AuditStore._Tx(self)
+                raise
 
     def append(self, entries: Sequence[Entry]) -> list[Record]:
         """Record `entries` in one transaction, durable when this returns; AuditWriteFailed if not."""

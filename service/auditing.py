@@ -45,7 +45,7 @@ class Auditor:
         self.path = settings.data_dir / AUDIT_FILE
         self.retention_days = settings.audit_retention_days
         self._store: AuditStore | None = None
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
+        self._writer: ThreadPoolExecutor | None = None  # one thread: every write, in order
         self._sweeper: asyncio.Task[None] | None = None
         # Records waiting for the next commit, and the task committing them (event-loop state only).
         self._pending: list[tuple[list[Entry], asyncio.Future[list[Record]]]] = []
@@ -57,11 +57,18 @@ class Auditor:
             raise RuntimeError("the audit store is used before the service started")
         return self._store
 
+    @property
+    def writer(self) -> ThreadPoolExecutor:
+        if self._writer is None:
+            raise RuntimeError("the audit store is used before the service started")
+        return self._writer
+
     async def start(self) -> None:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
         if self._store is None:
-            self._store = await asyncio.get_running_loop().run_in_executor(
-                self._writer, AuditStore, self.path
-            )
+            loop = asyncio.get_running_loop()
+            self._store = await loop.run_in_executor(self._writer, AuditStore, self.path)
         if self.retention_days and self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(self.retention_days), name="audit-sweep")
 
@@ -75,18 +82,22 @@ class Auditor:
                 await self._sweeper
             self._sweeper = None
         if self._store is not None:
-            await asyncio.get_running_loop().run_in_executor(self._writer, self._store.close)
+            await asyncio.get_running_loop().run_in_executor(self.writer, self._store.close)
             self._store = None
+        if self._writer is not None:
+            self._writer.shutdown(wait=False)
+            self._writer = None
 
     async def write(self, work: Callable[[AuditStore], T]) -> T:
         """Run a write on the audit thread; durable when this returns."""
         store = self.store
-        return await asyncio.get_running_loop().run_in_executor(self._writer, work, store)
+        return await asyncio.get_running_loop().run_in_executor(self.writer, work, store)
 
     async def record(self, entries: Sequence[Entry]) -> list[Record]:
         """Append `entries` (in order, consecutive ids); durable when this returns. Concurrent callers
         share commits; AuditWriteFailed if theirs failed."""
-        self.store  # noqa: B018  # refuse before the start, not in the flusher
+        if self._store is None:  # refused here, not in the flusher
+            raise RuntimeError("the audit store is used before the service started")
         future: asyncio.Future[list[Record]] = asyncio.get_running_loop().create_future()
         self._pending.append((list(entries), future))
         if self._flusher is None:
@@ -100,7 +111,7 @@ class Auditor:
                 batch, self._pending = self._pending, []
                 groups = [entries for entries, _ in batch]
                 try:
-                    results = await loop.run_in_executor(self._writer, _append_groups, self.store, groups)
+                    results = await loop.run_in_executor(self.writer, _append_groups, self.store, groups)
                 except BaseException as exc:  # the store closed under it, or a bug: nobody waits for ever
                     for _, future in batch:
                         future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))

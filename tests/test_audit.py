@@ -14,12 +14,15 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import get_args
 
 import httpx
 import numpy as np
 import pytest
 
-from audit import AUDIT_FILE, AuditStore, Entry, Hit, key_id
+from audit import ACTIONS, AUDIT_FILE, AuditStore, Entry, Hit, key_id
+from audit.store import REVIEWABLE
+from gaitlu.schemas import AuditAction, AuditDecision
 from service.auditing import Auditor
 from tests.support.cli import run_cli
 from tests.support.servers import (
@@ -307,6 +310,11 @@ def test_concurrent_requests_share_commits_and_keep_their_records_together(tiny_
     assert sorted(r.id for pair in results for r in pair) == list(range(1, 81))
     with AuditStore(tmp_path / AUDIT_FILE) as store:
         assert store.verify().ok
+
+
+def test_the_wire_names_the_same_actions_as_the_store():
+    assert set(get_args(AuditAction)) == set(ACTIONS)
+    assert {d for _, d in REVIEWABLE} <= set(get_args(AuditDecision))
 
 
 # ----- tampering, found by `gaitlu audit verify`
