@@ -23,7 +23,18 @@ from typing import Annotated, TypeVar
 import numpy as np
 from fastapi import Depends, Request
 
-from audit import AUDIT_FILE, AuditStore, Decision, Entry, Hit, Record, ReviewState, key_id, sha256_hex
+from audit import (
+    AUDIT_FILE,
+    Action,
+    AuditStore,
+    Decision,
+    Entry,
+    Hit,
+    Record,
+    ReviewState,
+    key_id,
+    sha256_hex,
+)
 from audit.store import REQUIRED_CONFIRMATIONS
 from engine import Decision as Threshold
 from engine import Engine, Probe, ProbeResult, Upload, Verification
@@ -254,7 +265,7 @@ def verify_entry(
 
 def change_entry(
     request: Request,
-    action: str,
+    action: Action,
     gallery: str,
     *,
     subject_id: str | None = None,
@@ -262,9 +273,8 @@ def change_entry(
     inputs: Sequence[Upload | np.ndarray] = (),
 ) -> Entry:
     """An enrolment, a deletion or a gallery created or deleted."""
-    assert action in ("enroll", "delete_subject", "delete_sequence", "create_gallery", "delete_gallery")
     return Entry(
-        action=action,  # type: ignore[arg-type]  # checked above
+        action=action,
         key_id=caller(request),
         request_id=request_id.get(),
         gallery=gallery,

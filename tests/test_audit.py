@@ -289,8 +289,8 @@ def test_cli_verifies_and_exports_the_served_trail(story, served, capsys):
         prev = line["hash"]
 
 
-def test_concurrent_requests_share_commits_and_keep_their_records_together(tiny_artifact, tmp_path):
-    settings = settings_for(tiny_artifact, tmp_path, audit_retention_days=0)
+def test_concurrent_requests_share_commits_and_keep_their_records_together(tmp_path):
+    settings = settings_for(tmp_path / "no-model-needed", tmp_path, audit_retention_days=0)
 
     async def record_many() -> list:
         auditor = Auditor(settings)
