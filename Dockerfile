@@ -26,6 +26,7 @@ COPY train train
 COPY export export
 COPY service service
 COPY gallery gallery
+COPY audit audit
 COPY video video
 COPY runtime runtime
 COPY engine engine

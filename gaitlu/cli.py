@@ -26,6 +26,7 @@ PACKAGES = (
     "export",
     "runtime",
     "gallery",
+    "audit",
     "engine",
     "service",
     "client",
@@ -45,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("workflows.demo:app", "The README main job: build the demo end to end."),
     "enroll": ("client.cli:enroll_app", "Enrol a dataset folder into a gallery (resumable; or --offline)."),
     "search": ("client.cli:search_app", "Search a gallery on the server with sequences or videos."),
+    "audit": ("audit.cli:app", "The audit trail: verify its hash chain, export it, apply retention."),
     "galleries": ("client.cli:galleries_app", "List the server's galleries and their sizes."),
     "video": ("video.cli:app", "Extract silhouette sequences from walking-person videos."),
 }

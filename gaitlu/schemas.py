@@ -289,6 +289,10 @@ class ProbeResultPublic(BaseModel):
     error: ErrorInfo | None = Field(None, description="Why this probe was not searched (the others were).")
     timings: Timings
     track: VideoTrackPublic | None = Field(None, description="For a video probe: the track searched with.")
+    audit_id: int | None = Field(
+        None,
+        description="Its audit record (GET /audit/{id}); a match is reviewed at POST /audit/{id}/review.",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -356,6 +360,10 @@ class VerifyResponse(BaseModel):
     max_far: float | None
     match: bool | None = Field(description="score >= threshold; null when no threshold was given.")
     timings: Timings
+    audit_id: int | None = Field(
+        None,
+        description="Its audit record (GET /audit/{id}); a match is reviewed at POST /audit/{id}/review.",
+    )
 
 
 class ThresholdPublic(BaseModel):
@@ -537,3 +545,83 @@ class Readiness(BaseModel):
     model_hash: str
     backend: str = Field(description="What runs the model, e.g. 'openvino/CPU bf16'.")
     precision: str = Field(description="fp32, fp16, bf16 or int8.")
+
+
+# ----- the audit trail (audit/, docs/privacy.md)
+
+AuditAction = Literal[
+    "search",
+    "verify",
+    "enroll",
+    "delete_subject",
+    "delete_sequence",
+    "create_gallery",
+    "delete_gallery",
+    "review",
+    "retention",
+]
+AuditDecision = Literal["match", "unknown", "verified", "rejected", "error"]
+
+
+class AuditHitPublic(BaseModel):
+    subject_id: str | None = Field(description="Null for a verify of two probes or against a sequence id.")
+    sequence_id: str | None
+    score: float
+    far: float | None
+
+
+class ReviewStatePublic(BaseModel):
+    """A match's reviews: `confirmed` once `required` distinct keys confirmed it and none rejected it,
+    `rejected` as soon as one key rejects it, `pending` until then."""
+
+    state: Literal["pending", "confirmed", "rejected"]
+    required: int = Field(description="Distinct keys that must confirm (AI Act Article 14(5): two people).")
+    confirmed_by: list[str | None] = Field(description="Key ids that confirmed, in order.")
+    rejected_by: list[str | None]
+
+
+class AuditRecordPublic(BaseModel):
+    """One audit record: who (`key_id`, a hash of the API key, never the key), when, on which gallery,
+    digests of the inputs (never their data), what came back and what was decided; `hash` chains it
+    to the record before (`prev_hash`)."""
+
+    id: int
+    time: datetime
+    action: AuditAction
+    key_id: str | None = Field(description="`key-` + 16 hex digits of sha256(key); null without API keys.")
+    request_id: str | None
+    gallery: str | None
+    subject_id: str | None
+    sequence_ids: list[str]
+    input_sha256: list[str] = Field(description="sha256 of each uploaded file, or of a float32 embedding.")
+    hits: list[AuditHitPublic] = Field(description="What was returned: with a threshold, the hits above it.")
+    threshold: float | None
+    max_far: float | None
+    decision: AuditDecision | None
+    error: str | None = Field(description="The error code of a probe that could not be searched.")
+    target: int | None = Field(description="A review: the record reviewed.")
+    verdict: Literal["confirm", "reject"] | None
+    note: str | None
+    retention: dict[str, Any] | None = Field(description="A retention record: what was removed, the anchor.")
+    prev_hash: str
+    hash: str
+    review: ReviewStatePublic | None = Field(None, description="For a match: its reviews so far.")
+
+
+class AuditRecordsPublic(BaseModel):
+    data: list[AuditRecordPublic]
+    count: int = Field(description="Records that match the filters (data holds one page).")
+    offset: int
+    limit: int
+
+
+class ReviewRequest(_In):
+    verdict: Literal["confirm", "reject"] = Field(
+        description="confirm: the match is right; reject: it is not."
+    )
+    note: str | None = Field(None, max_length=500, description="Why, in the reviewer's words (optional).")
+
+
+class ReviewResponse(BaseModel):
+    record: AuditRecordPublic = Field(description="The review, itself an audit record.")
+    review: ReviewStatePublic = Field(description="The reviewed match's state after it.")

@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from engine import Engine
 from gaitlu import schemas
 from gaitlu.embedding import Embedder
+from service.auditing import Auditor
 from service.deps import KeyRing
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.metrics import Metrics
@@ -32,6 +33,7 @@ _MANUAL_BODIES = (
     schemas.VerifyRequest,
     schemas.EnrollRequest,
     schemas.GalleryCreate,
+    schemas.ReviewRequest,
 )
 _EXPOSED = ["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-After"]
 
@@ -40,14 +42,17 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     """The service app; `embedder` replaces the artifact's runtime (tests, embedding in other apps)."""
     metrics = Metrics()
     engine = Engine(settings.engine_settings(), embedder=embedder, metrics=metrics)
+    auditor = Auditor(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await auditor.start()
         await engine.start()
         try:
             yield
         finally:
             await engine.stop()
+            await auditor.stop()
 
     app = FastAPI(
         title="gaitlu",
@@ -58,7 +63,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
         redoc_url=None,
     )  # fmt: skip  /docs: routes/docs.py
     app.state.settings, app.state.engine, app.state.metrics = settings, engine, metrics
-    app.state.keys = KeyRing(settings)
+    app.state.keys, app.state.auditor = KeyRing(settings), auditor
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -66,8 +66,9 @@ def serve(
 
 async def _serve(settings: Settings, log_level: str) -> None:
     application = create_app(settings)
-    engine = application.state.engine
-    await engine.start()  # the lifespan's start is then a no-op
+    engine, auditor = application.state.engine, application.state.auditor
+    await auditor.start()  # the lifespan's starts are then no-ops
+    await engine.start()
     config = uvicorn.Config(
         application,
         host=settings.host,
@@ -87,3 +88,4 @@ async def _serve(settings: Settings, log_level: str) -> None:
         await uvicorn.Server(config).serve()
     finally:
         await engine.stop()
+        await auditor.stop()

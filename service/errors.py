@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from audit.errors import AlreadyReviewed, AuditRecordNotFound, AuditWriteFailed, NotReviewable
 from engine.errors import (
     DecodeTimeout,
     InferenceFailed,
@@ -220,6 +221,11 @@ STATUSES: tuple[Status, ...] = (
     Status(StoreClosedError, 503, "shutting_down"),
     Status(StoreFullError, 507, "insufficient_storage", lambda e: {"cause": e.cause}),
     Status(StoreUnavailableError, 503, "gallery_unavailable", headers=lambda e: {"Retry-After": "1"}),
+    # the audit trail
+    Status(AuditRecordNotFound, 404, "not_found"),
+    Status(NotReviewable, 409, "not_reviewable"),
+    Status(AlreadyReviewed, 409, "already_reviewed"),
+    Status(AuditWriteFailed, 503, "audit_unavailable", lambda e: {"cause": e.cause}),
     # anything else meant for the user
     Status(GaitluError, 400, "bad_request"),
 )

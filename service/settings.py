@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     milvus_index: MilvusIndexSettings = MilvusIndexSettings()  # for galleries created from now on
     # How large the local gallery database may grow (None: as its disk allows); beyond, writes get 507.
     store_max_bytes: int | None = Field(None, ge=256 * 1024)
+    # The audit trail (DATA_DIR/audit.db, docs/privacy.md): records older than this many days are
+    # deleted by an hourly sweep that keeps the chain verifiable; 0 keeps them for ever. The AI Act
+    # (Articles 19 and 26(6)) asks for at least six months.
+    audit_retention_days: int = Field(365, ge=0)
 
     @field_validator("api_keys", "read_only_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import audit.errors
 import engine.errors
 import gallery.errors
 import service.errors
@@ -21,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOT_RAISED_IN_A_REQUEST = {
     "GalleryError",
     "EngineError",
+    "AuditError",
     "HttpLayerError",
     "NamedProblem",
     "StoreLockedError",
@@ -34,7 +36,9 @@ def test_no_row_is_shadowed_by_an_earlier_one() -> None:
         assert not earlier, f"{row.error.__name__} is shadowed by {earlier}"
 
 
-@pytest.mark.parametrize("module", [engine.errors, gallery.errors, video.errors, service.errors])
+@pytest.mark.parametrize(
+    "module", [engine.errors, gallery.errors, video.errors, service.errors, audit.errors]
+)
 def test_every_error_a_request_can_meet_has_a_status_of_its_own(module) -> None:
     classes = [
         cls

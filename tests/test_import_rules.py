@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("corpus", "synth", "video"),  # data: GaitLU-1M shards, the synthetic generator, videos
     ("train",),
     ("export",),
-    ("runtime", "gallery"),  # what serving needs: an artifact's model, the galleries
+    ("runtime", "gallery", "audit"),  # what serving needs: a model, the galleries, the audit trail
     ("engine",),
     ("service", "client"),  # HTTP in, HTTP out (and the offline CLI)
     ("workflows",),  # commands that chain the stages

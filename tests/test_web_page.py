@@ -396,6 +396,14 @@ def test_the_page_answers_match_or_no_match_with_the_far_in_words(
     assert "people who are not" in page.locator("#results .far").first.inner_text()
     assert "(cam-1)" in page.locator("#results .sequence").first.inner_text()  # the hit's attributes
 
+    # The match's review (docs/privacy.md): one key confirms; the same key again is refused.
+    review = page.locator("#review-state")
+    assert "0 of 2 confirmations" in review.inner_text()
+    page.get_by_role("button", name="Confirm the match").click()
+    review.filter(has_text="1 of 2 confirmations").wait_for()
+    page.get_by_role("button", name="Confirm the match").click()
+    page.locator("#review-error").filter(has_text="already_reviewed").wait_for()
+
     page.get_by_label("Is the probe this subject?").fill("s1")
     page.get_by_role("button", name="Verify").click()
     verified = page.locator("#verify-result")
@@ -405,6 +413,7 @@ def test_the_page_answers_match_or_no_match_with_the_far_in_words(
     page.get_by_role("button", name="Search").click()
     answer.filter(has_text="No match").wait_for()
     assert f"nobody in {GALLERY} passes at FAR 1 in 100" in answer.inner_text()
+    assert page.locator("#review").is_hidden()  # nothing to review
     assert page.errors == []
 
 

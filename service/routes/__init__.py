@@ -1,6 +1,6 @@
 """One router per resource; `ROUTERS` is what the app includes."""
 
-from service.routes import demo, docs, embed, galleries, health, model, preview, search, web
+from service.routes import audit, demo, docs, embed, galleries, health, model, preview, search, web
 
 ROUTERS = (
     health.router,
@@ -8,6 +8,7 @@ ROUTERS = (
     search.router,
     model.router,
     galleries.router,
+    audit.router,
     preview.router,
     demo.router,
     web.router,

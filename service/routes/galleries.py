@@ -28,6 +28,7 @@ from gaitlu.schemas import (
     VideoTrackPublic,
 )
 from gallery.store import MAX_OFFSET  # SQLite's largest integer: a larger offset cannot be bound
+from service.auditing import AuditorDep, change_entry
 from service.deps import EngineDep, ReadAccess, SettingsDep, WriteAccess
 from service.errors import InvalidRequest
 from service.public import gallery_public, sequence_public, timings_public, track_public
@@ -73,12 +74,13 @@ _CREATE_BODY = request_body(GalleryCreate)
     dependencies=[WriteAccess],
     openapi_extra=_CREATE_BODY,
 )
-async def create_gallery(request: Request, engine: EngineDep) -> GalleryPublic:
+async def create_gallery(request: Request, engine: EngineDep, auditor: AuditorDep) -> GalleryPublic:
     """Create an empty gallery bound to the running model. The body is read by hand, after the key check
     (FastAPI would parse a body parameter before the dependencies run)."""
     require_media_type(request, JSON)
     body = await read_json(request, GalleryCreate)
     info = await engine.create_gallery(body.name, body.metadata)
+    await auditor.record([change_entry(request, "create_gallery", body.name)])
     return gallery_public(info, engine.model_hash)
 
 
@@ -95,8 +97,9 @@ async def get_gallery(name: str, engine: EngineDep) -> GalleryPublic:
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess])
-async def delete_gallery(name: str, engine: EngineDep) -> Response:
+async def delete_gallery(name: str, request: Request, engine: EngineDep, auditor: AuditorDep) -> Response:
     await engine.delete_gallery(name)
+    await auditor.record([change_entry(request, "delete_gallery", name)])
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -159,7 +162,12 @@ async def _from_form(form: FormData) -> Enrollment:
     openapi_extra=_ENROLL_BODY,
 )
 async def enroll(
-    name: str, subject_id: str, request: Request, engine: EngineDep, settings: SettingsDep
+    name: str,
+    subject_id: str,
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    auditor: AuditorDep,
 ) -> EnrollResponse:
     """Enrol sequences of one subject, all or none; a video gives one sequence (its best track, or the
     `track` asked for). JSON may carry precomputed `embeddings` instead, with the `model_hash` that
@@ -177,6 +185,12 @@ async def enroll(
     else:
         infos, embedded = await engine.enroll(name, subject_id, items, metadata, ids, options)
         tracks = [track_public(e.video) for e in embedded]
+    ids_stored = [info.sequence_id for info in infos]
+    inputs = list(items)  # each upload's bytes, or each embedding, is digested (never kept)
+    entry = change_entry(
+        request, "enroll", name, subject_id=subject_id, sequence_ids=ids_stored, inputs=inputs
+    )
+    await auditor.record([entry])
     data = [sequence_public(info) for info in infos]
     timings = timings_public(embedded)
     return EnrollResponse(
@@ -210,8 +224,11 @@ async def get_subject(name: str, subject_id: str, engine: EngineDep) -> SubjectD
 @router.delete(
     "/{name}/subjects/{subject_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess]
 )
-async def delete_subject(name: str, subject_id: str, engine: EngineDep) -> Response:
+async def delete_subject(
+    name: str, subject_id: str, request: Request, engine: EngineDep, auditor: AuditorDep
+) -> Response:
     await engine.delete_subject(name, subject_id)
+    await auditor.record([change_entry(request, "delete_subject", name, subject_id=subject_id)])
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -245,7 +262,12 @@ async def get_sequence_embedding(name: str, sequence_id: str, engine: EngineDep)
 @router.delete(
     "/{name}/sequences/{sequence_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess]
 )
-async def delete_sequence(name: str, sequence_id: str, engine: EngineDep) -> Response:
+async def delete_sequence(
+    name: str, sequence_id: str, request: Request, engine: EngineDep, auditor: AuditorDep
+) -> Response:
     """Remove one sequence; a subject left without sequences is removed too."""
+    subject_id = (await engine.get_sequence(name, sequence_id)).subject_id  # for the audit record
     await engine.delete_sequence(name, sequence_id)
+    entry = change_entry(request, "delete_sequence", name, subject_id=subject_id, sequence_ids=[sequence_id])
+    await auditor.record([entry])
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -26,6 +26,7 @@ from gaitlu.schemas import (
     VerifyResponse,
 )
 from gallery.filters import SequenceFilter
+from service.auditing import AuditorDep, search_entries, verify_entry
 from service.context import request_id
 from service.deps import EngineDep, ReadAccess, SettingsDep
 from service.errors import InvalidRequest, answer
@@ -109,7 +110,7 @@ def sequence_filter(params: SequenceFilterParams | None) -> SequenceFilter | Non
     )
 
 
-def _probe_public(result: ProbeResult, decided: Decision, engine: Engine) -> ProbeResultPublic:
+def _probe_public(result: ProbeResult, decided: Decision, engine: Engine, audit_id: int) -> ProbeResultPublic:
     hits = [hit_public(hit, engine.far("subject", hit.score)) for hit in result.hits]
     error = None
     if result.error is not None:
@@ -127,11 +128,14 @@ def _probe_public(result: ProbeResult, decided: Decision, engine: Engine) -> Pro
         error=error,
         timings=timings_public([result.embedded] if result.embedded is not None else []),
         track=track_public(result.embedded.video) if result.embedded is not None else None,
+        audit_id=audit_id,
     )
 
 
 @router.post("/search", response_model=SearchResponse, openapi_extra=_SEARCH_BODY)
-async def search(request: Request, engine: EngineDep, settings: SettingsDep) -> SearchResponse:
+async def search(
+    request: Request, engine: EngineDep, settings: SettingsDep, auditor: AuditorDep
+) -> SearchResponse:
     """The top-k subjects of `gallery` for each probe, best first: a subject scores its best sequence (or
     the mean of its best `top_m`) among those the `filter` keeps. With `max_far` or `threshold`, subjects
     below it are left out and each probe's `match` is the best one left, or `unknown` is true."""
@@ -146,7 +150,11 @@ async def search(request: Request, engine: EngineDep, settings: SettingsDep) -> 
     results = await engine.search_batch(
         params.gallery, probes, params.k, decided.threshold, options, params.top_m, where
     )
-    data = [_probe_public(result, decided, engine) for result in results]
+    records = await auditor.record(search_entries(request, params.gallery, probes, results, decided, engine))
+    data = [
+        _probe_public(result, decided, engine, record.id)
+        for result, record in zip(results, records, strict=True)
+    ]
     return SearchResponse(
         gallery=params.gallery,
         model_hash=engine.model_hash,
@@ -172,7 +180,9 @@ def _verify_json(body: VerifyRequest, settings: Settings) -> tuple[VerifyParams,
 
 
 @router.post("/verify", response_model=VerifyResponse, openapi_extra=_VERIFY_BODY)
-async def verify(request: Request, engine: EngineDep, settings: SettingsDep) -> VerifyResponse:
+async def verify(
+    request: Request, engine: EngineDep, settings: SettingsDep, auditor: AuditorDep
+) -> VerifyResponse:
     """Is this probe that person? One probe against a gallery's `subject_id` (scored as /search scores
     subjects) or one stored `sequence_id`, or two probes against each other (no gallery): the score, its
     estimated false accept rate, and `match` at `max_far` or `threshold`."""
@@ -192,6 +202,9 @@ async def verify(request: Request, engine: EngineDep, settings: SettingsDep) -> 
         max_far=params.max_far,
         options=options,
     )
+    [record] = await auditor.record(
+        [verify_entry(request, params.gallery, params.subject_id, probes, checked)]
+    )
     return VerifyResponse(
         model_hash=engine.model_hash,
         comparison=checked.comparison,
@@ -204,4 +217,5 @@ async def verify(request: Request, engine: EngineDep, settings: SettingsDep) -> 
         max_far=checked.decision.max_far,
         match=checked.match,
         timings=timings_public(embedded),
+        audit_id=record.id,
     )

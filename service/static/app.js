@@ -2,6 +2,7 @@
 // A video probe also shows a few of its frames beside the silhouettes the service extracted from them.
 // A calibrated model's scores come with their false accept rate, and a search decides at a chosen FAR:
 // the match, or "no match" (not in the gallery); a probe can also be verified against one subject.
+// A match shows its review state: two different people (API keys) confirm it before anyone acts on it.
 // Plain browser JavaScript, no build step; every data call goes to this origin with the stored API key.
 "use strict";
 
@@ -427,6 +428,7 @@ function clearResults(status) {
   $("results").replaceChildren();
   $("search-status").textContent = status;
   showAnswer("answer", null);
+  showReview(null);
   showAnswer("verify-result", null);
   $("verify-form").hidden = true;
 }
@@ -456,6 +458,7 @@ function renderResults(found) {
     if (probe.match) {
       const who = probe.match.subject_id;
       showAnswer("answer", `Match: ${who} (FAR at most ${level}; ${farWords(probe.match.far, who)}).`, true);
+      showReview(probe.audit_id, UNREVIEWED);
     } else {
       showAnswer("answer", `No match: nobody in ${found.gallery} passes at FAR ${level}.`, false);
     }
@@ -463,6 +466,49 @@ function renderResults(found) {
   const list = $("results");
   for (const hit of probe.data) list.append(matchCard(found.gallery, hit));
   $("verify-form").hidden = false;
+}
+
+// ----- reviews: a match is confirmed by two distinct keys (POST /audit/{id}/review; a full key)
+
+const UNREVIEWED = { state: "pending", required: 2, confirmed_by: [], rejected_by: [] };
+
+function showReview(auditId, review) {
+  const box = $("review");
+  box.hidden = auditId === null || auditId === undefined;
+  showError("review-error", null);
+  if (box.hidden) return;
+  box.dataset.auditId = String(auditId);
+  $("review-state").textContent = reviewWords(review);
+  const open = review.state === "pending";
+  $("review-confirm").disabled = !open;
+  $("review-reject").disabled = !open;
+}
+
+function reviewWords(review) {
+  if (review.state === "confirmed") {
+    return `Review: confirmed by ${review.confirmed_by.length} people (${review.confirmed_by.join(", ")}).`;
+  }
+  if (review.state === "rejected") return `Review: rejected by ${review.rejected_by.join(", ")}.`;
+  const done = review.confirmed_by.length;
+  return (
+    `Review: not confirmed (${done} of ${review.required} confirmations). ` +
+    `${review.required} different people, each with their own API key, confirm a match before anyone acts on it.`
+  );
+}
+
+async function sendReview(verdict) {
+  const id = $("review").dataset.auditId;
+  showError("review-error", null);
+  try {
+    const response = await api(`/audit/${encodeURIComponent(id)}/review`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ verdict }),
+    });
+    showReview(id, (await response.json()).review);
+  } catch (error) {
+    showError("review-error", error); // a read-only key: 403; the same key twice: 409 already_reviewed
+  }
 }
 
 async function verify() {
@@ -554,6 +600,8 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     search();
   });
+  $("review-confirm").addEventListener("click", () => sendReview("confirm"));
+  $("review-reject").addEventListener("click", () => sendReview("reject"));
   $("verify-form").addEventListener("submit", (event) => {
     event.preventDefault();
     verify();
