@@ -76,7 +76,7 @@ data: {subjects_per_batch: 3, sequences_per_subject: 4, frames: 5, num_workers: 
 lr: {backbone: [0.0, 0.001, 0.001, 0.001], projector: 0.01, floor: 0.0001}
 optimizer: {lr: 0.1, momentum: 0.9, weight_decay: 0.0005}
 scheduler: {milestones: [2], gamma: 0.1}
-trainer: {max_steps: 4, checkpoint_every: 2, keep_last: 5, log_every: 1, seed: 0}
+trainer: {max_steps: 4, checkpoint_every: 2, keep_last: 5, log_every: 1, seed: 0, precision: fp32}
 """
 
 
