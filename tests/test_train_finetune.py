@@ -33,7 +33,6 @@ from train.finetune import (
 )
 from train.losses import batch_all_triplet
 from train.model import GaitSSB, ModelConfig
-from train.run import with_max_steps
 from train.sampler import ClipRequest, LabelledClips, PKBatchSampler, sample_frames
 from train.zoo.gaitbase import GaitBaseConfig
 from train.zoo.registry import build_network
@@ -469,16 +468,24 @@ def test_sigterm_checkpoints_and_a_resume_reproduces_the_uninterrupted_run(
     assert [step for step, _ in list_checkpoints(run_dir)] == [stopped_at]  # saved where it stopped
     assert f"stopped by SIGTERM at step {stopped_at}; continue with --resume" in err
 
-    config = build_config(FinetuneConfig, _yaml_text(long_run))
-    partition = dataset / "partition.json"
-    config = with_max_steps(config, stopped_at + 2)
-    resumed = finetune(config, init, dataset, partition, run_dir, resume="yes", device="cpu")
-    full = finetune(config, init, dataset, partition, tmp_path / "full", device="cpu")
-    assert resumed.step == full.step == stopped_at + 2 and not resumed.stopped
+    # The resume and the uninterrupted run go through the command line in child processes too, as a
+    # scheduler would run them (a test process that earlier tests left with threads and runtimes loaded
+    # is not what this test is about).
+    target = str(stopped_at + 2)
+    for out, extra in ((run_dir, ["--resume"]), (tmp_path / "full", [])):
+        command = gaitlu_argv(
+            *finetune_args(tmp_path, dataset, init, out, long_run), *extra, "--max-steps", target
+        )
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
     np.testing.assert_allclose(losses(run_dir), losses(tmp_path / "full"), rtol=1e-5, atol=1e-5)
-    for (name, x), y in zip(
-        full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
-    ):
+    (resumed_step, resumed_path), (full_step, full_path) = (
+        list_checkpoints(d)[-1] for d in (run_dir, tmp_path / "full")
+    )
+    assert resumed_step == full_step == stopped_at + 2
+    resumed, _ = load_checkpoint(resumed_path)
+    full, _ = load_checkpoint(full_path)
+    for (name, x), y in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(x, y, msg=name, rtol=1e-5, atol=1e-6)
 
 
