@@ -236,7 +236,13 @@ def test_sigterm_checkpoints_the_step_and_exits_as_interrupted(corpus_dir: Path,
         while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text():
             assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
             time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGTERM)
+        # The test process ignores SIGTERM while it signals the child's group: in full xdist runs a worker
+        # running such a test was found terminated by it.
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            os.killpg(os.getpgid(proc.pid), signal.SIGTERM)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         assert proc.wait(timeout=60) == 143  # checkpointed, and "interrupted" for the scheduler
     finally:
         proc.kill()
