@@ -30,7 +30,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from gaitlu.errors import ConfigError, DataError
-from gaitlu.labelled import load_partition, scan_labelled
 from train import checkpoint, distributed
 from train.config import OptimizerConfig, SchedulerConfig, TrainerConfig, build_config, config_to_dict
 from train.losses import TRIPLET_MARGIN, batch_all_triplet, labels_per_class
@@ -47,7 +46,7 @@ from train.run import (
     torch_settings,
     train_loop,
 )
-from train.sampler import LabelledClips, PKBatchSampler
+from train.sampler import LabelledClips, PKBatchSampler, training_clips
 
 logger = logging.getLogger(__name__)
 
@@ -221,16 +220,7 @@ def prepare(
         )
     torch.manual_seed(config.trainer.seed)  # the new head's initial weights
     model = finetune_model(checkpoint.read_checkpoint(init))
-    split = load_partition(partition)
-    sequences = scan_labelled(dataset, set(split.train))
-    if not sequences:
-        raise DataError(f"no sequences of the {len(split.train)} TRAIN_SET subjects found under {dataset}")
-    clips = LabelledClips(sequences, config.data.frames)
-    if len(clips.subject_ids) < config.data.subjects_per_batch:
-        raise DataError(
-            f"{dataset}: {len(clips.subject_ids)} training subjects, fewer than "
-            f"data.subjects_per_batch = {config.data.subjects_per_batch}"
-        )
+    clips = training_clips(dataset, partition, config.data.frames, config.data.subjects_per_batch)
     latest = prepare_run_dir(run_dir, resume)
     ckpt = None
     if latest is not None:

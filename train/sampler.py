@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from gaitlu.errors import ConfigError, DataError, SequenceError
-from gaitlu.labelled import LabelledSequence, read_labelled
+from gaitlu.labelled import LabelledSequence, load_partition, read_labelled, scan_labelled
 from gaitlu.preprocess import to_float, to_model_frames
 from train.shifts import ShiftConfig, training_clip
 
@@ -130,3 +131,21 @@ class LabelledClips(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
                     clip = training_clip(frames, self.frames, self.shifts, rng)
                 return torch.from_numpy(to_float(clip)), self._label[subject]
         raise DataError(f"no sequence of training subject {subject} could be read")
+
+
+def training_clips(
+    dataset: Path, partition: Path, frames: int, subjects_per_batch: int, shifts: ShiftConfig | None = None
+) -> LabelledClips:
+    """The partition's TRAIN_SET sequences under `dataset` as clips; DataError when there are none or
+    fewer subjects than a batch takes."""
+    split = load_partition(partition)
+    sequences = scan_labelled(dataset, set(split.train))
+    if not sequences:
+        raise DataError(f"no sequences of the {len(split.train)} TRAIN_SET subjects found under {dataset}")
+    clips = LabelledClips(sequences, frames, shifts)
+    if len(clips.subject_ids) < subjects_per_batch:
+        raise DataError(
+            f"{dataset}: {len(clips.subject_ids)} training subjects, fewer than "
+            f"data.subjects_per_batch = {subjects_per_batch}"
+        )
+    return clips

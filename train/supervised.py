@@ -28,7 +28,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from gaitlu.errors import ConfigError, DataError
-from gaitlu.labelled import load_partition, scan_labelled
 from train import checkpoint, distributed
 from train.config import OptimizerConfig, SchedulerConfig, TrainerConfig, config_to_dict
 from train.losses import LABEL_SMOOTHING, SCALE, batch_all_triplet, labels_per_class, part_cross_entropy
@@ -46,7 +45,7 @@ from train.run import (
     torch_settings,
     train_loop,
 )
-from train.sampler import LabelledClips, PKBatchSampler
+from train.sampler import LabelledClips, PKBatchSampler, training_clips
 from train.shifts import ShiftConfig
 from train.zoo.registry import architecture, build_network
 
@@ -177,16 +176,9 @@ def prepare(
         raise ConfigError("supervised training runs in one process: start it without torchrun")
     torch.manual_seed(config.trainer.seed)  # initial weights
     model = initial_network(config, init)
-    split = load_partition(partition)
-    sequences = scan_labelled(dataset, set(split.train))
-    if not sequences:
-        raise DataError(f"no sequences of the {len(split.train)} TRAIN_SET subjects found under {dataset}")
-    clips = LabelledClips(sequences, config.data.frames, config.augment)
-    if len(clips.subject_ids) < config.data.subjects_per_batch:
-        raise DataError(
-            f"{dataset}: {len(clips.subject_ids)} training subjects, fewer than "
-            f"data.subjects_per_batch = {config.data.subjects_per_batch}"
-        )
+    clips = training_clips(
+        dataset, partition, config.data.frames, config.data.subjects_per_batch, config.augment
+    )
     layout = model.config.layout
     classes = len(clips.subject_ids)
     loss = config.loss
