@@ -31,6 +31,10 @@ from tests.support.cli import run_cli
 from tests.support.servers import REPO, ServerProcess, npy_bytes
 from tests.support.walkers import walking_sequence
 
+# OpenVINO's native runtime in a process that later forks (a training test's data workers) crashes it:
+# `make test` runs these tests in a pytest run of their own.
+pytestmark = pytest.mark.openvino
+
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
 needs_bf16 = pytest.mark.skipif(
     not (openvino_available() and cpu_capability().bf16),
