@@ -279,11 +279,12 @@ MilvusDb = Annotated[str, typer.Option("--milvus-db", envvar="GAITLU_MILVUS_DB",
 @contextmanager
 def _store(backend: str, data_dir: Path | None, uri: str | None, token: str | None, db: str) -> Iterator[Any]:
     from gallery.backends import STORE_FILE, MilvusSettings, open_backend
+    from gallery.crypto import master_key_from_env
 
     if backend == "local":
         if data_dir is None:
             raise ConfigError("the local backend needs --data-dir (GAITLU_DATA_DIR)")
-        store = open_backend("local", store_path=data_dir / STORE_FILE)
+        store = open_backend("local", store_path=data_dir / STORE_FILE, encryption_key=master_key_from_env())
     elif backend == "milvus":
         if uri is None:
             raise ConfigError("the milvus backend needs --milvus-uri (GAITLU_MILVUS_URI)")
@@ -355,6 +356,44 @@ def import_(
     ):
         done = import_gallery(store, file, name=as_name, resume=resume, progress=progress, manifest=manifest)
     _report(done, file, as_json, "imported")
+
+
+@galleries_app.command("rotate-key")
+def rotate_key(
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", envvar="GAITLU_DATA_DIR", help="The service's data folder.")
+    ],
+    new_data_keys: Annotated[
+        bool,
+        typer.Option(
+            "--new-data-keys", help="Also re-encrypt every embedding and picture under fresh data keys."
+        ),
+    ] = False,
+) -> None:
+    """Re-wrap the local store's data keys under a new master key, in one transaction: a crash leaves it
+    whole under the old key or the new one. The current key comes from GAITLU_ENCRYPTION_KEY (or
+    GAITLU_ENCRYPTION_KEY_FILE), the new one from GAITLU_NEW_ENCRYPTION_KEY (or ..._FILE): keys never go on
+    the command line. Stop the service first (one process owns the store)."""
+    from gallery.crypto import NEW_KEY_ENV, NEW_KEY_FILE_ENV, key_id, master_key_from_env
+
+    new = master_key_from_env(new=True)
+    if new is None:
+        raise ConfigError(f"set {NEW_KEY_ENV} (or {NEW_KEY_FILE_ENV}) to the new master key")
+    with _store("local", data_dir, None, None, "default") as store:
+        store.rotate_key(new, new_data_keys)
+    typer.echo(
+        f"{data_dir}: now encrypted under key {key_id(new)} only; start the service with it as "
+        "GAITLU_ENCRYPTION_KEY" + (" (every value re-encrypted under new data keys)" if new_data_keys else "")
+    )
+
+
+@galleries_app.command("new-key")
+def new_key() -> None:
+    """Print a fresh random master key (base64 of 32 bytes) for GAITLU_ENCRYPTION_KEY. Keep a copy
+    apart from the data: without it the encrypted galleries cannot be read by anyone."""
+    from gallery.crypto import new_key as fresh
+
+    typer.echo(fresh())
 
 
 def _report(done: Any, file: Path, as_json: bool, verb: str) -> None:

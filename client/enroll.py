@@ -395,6 +395,7 @@ def local_target(
     from anyio.from_thread import start_blocking_portal
 
     from engine import STORE_FILE, Engine, EngineSettings  # imported here: `gaitlu search` needs no runtime
+    from gallery.crypto import master_key_from_env
     from runtime import BACKENDS, PRECISIONS
 
     if backend not in BACKENDS or precision not in PRECISIONS:
@@ -411,6 +412,7 @@ def local_target(
         sequence_limits=DATASET_LIMITS,
         decode_workers=concurrency,
         video_workers=concurrency,
+        encryption_key=master_key_from_env(),  # the same key variables as the service
     )
     engine = Engine(settings)
     with start_blocking_portal() as portal:

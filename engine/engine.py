@@ -196,6 +196,7 @@ def open_store(settings: EngineSettings, centres: dict[str, np.ndarray] | None =
         milvus=settings.milvus,
         centres=centres,
         max_bytes=settings.store_max_bytes,
+        encryption_key=settings.encryption_key,
     )
 
 

@@ -41,3 +41,5 @@ class EngineSettings:
     gallery_backend: Backend = "local"  # "milvus": the galleries on `milvus` (shared by replicas)
     milvus: MilvusSettings | None = None
     store_max_bytes: int | None = None  # how large the local gallery database may grow (None: the disk)
+    # the master key that encrypts the local store at rest (gallery/crypto.py); None: plaintext
+    encryption_key: bytes | None = field(default=None, repr=False)

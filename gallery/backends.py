@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from gallery.errors import InvalidInputError
+from gallery.errors import EncryptionKeyError, InvalidInputError
 from gallery.protocol import GalleryBackend
 from gallery.settings import IndexSettings
 
@@ -63,6 +63,7 @@ def open_backend(
     milvus: MilvusSettings | None = None,
     centres: Mapping[str, np.ndarray] | None = None,
     max_bytes: int | None = None,
+    encryption_key: bytes | None = None,
 ) -> GalleryBackend:
     """The galleries to serve: the local store at `store_path`, or those on the Milvus server.
 
@@ -70,8 +71,15 @@ def open_backend(
     store applies: its index is a cache rebuilt from the vectors as enrolled, while a Milvus server
     indexes what it is given, so a centred model there would need its galleries re-enrolled whenever the
     centre changed. Refused rather than served with scores its calibration does not describe.
-    `max_bytes` bounds the local database's size (a Milvus server's storage is its own)."""
+    `max_bytes` bounds the local database's size (a Milvus server's storage is its own). `encryption_key`
+    (gallery/crypto.py) only the local store takes: Milvus must read the vectors it searches."""
     if backend == "milvus":
+        if encryption_key is not None:
+            raise EncryptionKeyError(
+                "the milvus gallery backend cannot encrypt at rest (the server searches the vectors): unset "
+                "GAITLU_ENCRYPTION_KEY / GAITLU_ENCRYPTION_KEY_FILE, use Milvus's own storage encryption, or "
+                "use the local backend (docs/privacy.md)"
+            )
         if milvus is None:
             raise InvalidInputError("the milvus gallery backend needs a Milvus URI (GAITLU_MILVUS_URI)")
         if centres:
@@ -86,4 +94,6 @@ def open_backend(
         raise InvalidInputError("the local gallery backend needs the path of its database")
     from gallery.store import GalleryStore
 
-    return GalleryStore(store_path, index_settings=index, centres=centres, max_bytes=max_bytes)
+    return GalleryStore(
+        store_path, index_settings=index, centres=centres, max_bytes=max_bytes, encryption_key=encryption_key
+    )

@@ -78,3 +78,13 @@ class StoreFullError(GalleryError):
 
 class StoreUnavailableError(GalleryError):
     """The gallery server (Milvus) did not answer or failed; nothing was acknowledged (HTTP 503)."""
+
+
+class EncryptionKeyError(GalleryError):
+    """The store's master key is missing, malformed or not the one its data was encrypted with; a start
+    refuses rather than serve data it cannot read (gallery/crypto.py)."""
+
+
+class TamperedDataError(GalleryError):
+    """A stored ciphertext failed authentication: it was altered, moved to another row or written under
+    another key. Reported rather than answered with garbage (HTTP 500, `tampered_data`)."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from gaitlu.embedding import centre_parts
 from gaitlu.files import atomic_write
+from gallery.errors import TamperedDataError
 from gallery.settings import IndexSettings
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,14 @@ def _owning(parent: Owner, *children: Any) -> Owner:
     for child in children:
         child.this.disown()
     return parent
+
+
+Data = TypeVar("Data", bytes, memoryview)
+
+
+def _as_is(name: str, data: Data) -> Data:
+    """A snapshot part written and read as it is (an unencrypted store)."""
+    return data
 
 
 def _sq_type(codec: str) -> int:
@@ -387,9 +396,10 @@ class GalleryIndex:
             total += self.ntotal * (self.refine.sa_code_size() + id_map)
         return total + (self.projection.nbytes if self.projection is not None else 0)
 
-    def save(self, path: Path, tag: dict[str, Any]) -> None:
-        """Atomic snapshot: header (kind, training size, the SQLite state it reflects, part sizes) + parts."""
-        parts = self._parts()
+    def save(self, path: Path, tag: dict[str, Any], seal: Callable[[str, bytes], bytes] = _as_is) -> None:
+        """Atomic snapshot: header (kind, training size, the SQLite state it reflects, part sizes) + parts,
+        each as `seal` (name, bytes) makes it (the store's encryption at rest; as they are by default)."""
+        parts = {name: seal(name, data) for name, data in self._parts().items()}
         header = json.dumps(
             {
                 "tag": tag,
@@ -406,9 +416,15 @@ class GalleryIndex:
 
     @classmethod
     def load(
-        cls, path: Path, tag: dict[str, Any], settings: IndexSettings, centre: np.ndarray | None = None
+        cls,
+        path: Path,
+        tag: dict[str, Any],
+        settings: IndexSettings,
+        centre: np.ndarray | None = None,
+        unseal: Callable[[str, memoryview], bytes | memoryview] = _as_is,
     ) -> GalleryIndex | None:
-        """The snapshot if it exists, reads cleanly and its tag equals `tag`; otherwise None."""
+        """The snapshot if it exists, reads cleanly (`unseal` opens what `save`'s seal made) and its tag
+        equals `tag`; otherwise None."""
         try:
             data = path.read_bytes()
             if not data.startswith(SNAPSHOT_MAGIC):
@@ -421,7 +437,9 @@ class GalleryIndex:
                 return None
             parts, offset = {}, start + size
             for name, length in header["parts"].items():
-                parts[name] = np.frombuffer(data, dtype=np.uint8, count=length, offset=offset)
+                parts[name] = np.frombuffer(
+                    unseal(name, memoryview(data)[offset : offset + length]), np.uint8
+                )
                 offset += length
             if offset != len(data):
                 raise ValueError("snapshot size disagrees with its header")
@@ -434,7 +452,7 @@ class GalleryIndex:
             )
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError, RuntimeError, struct.error) as exc:
+        except (ValueError, KeyError, TypeError, RuntimeError, struct.error, TamperedDataError) as exc:
             logger.warning("ignoring unreadable index snapshot %s: %s", path, exc)
             return None
         built = Built(header["kind"], header["trained_for"], "snapshot")

@@ -60,6 +60,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE write_probe (data BLOB);     -- a trial write after the disk was full (store.check)
     """,
+    """
+    CREATE TABLE encryption (key_id TEXT NOT NULL);  -- one row in an encrypted store: its master key's id
+    CREATE TABLE gallery_keys (                      -- each gallery's data key, wrapped by the master key
+        gallery_id INTEGER PRIMARY KEY REFERENCES galleries(id) ON DELETE CASCADE,
+        wrapped BLOB NOT NULL
+    );
+    """,
 )
 
 

@@ -15,6 +15,9 @@ One process owns a store (an exclusive lock file): several processes would each 
 A write that finds no room (the disk is full, or the database at its `max_bytes`) is rolled back whole
 and raised as StoreFullError; until a write succeeds again, `check` (readiness) makes a small trial write
 and reports the store full while that fails. Index snapshots are a cache: failing to write one is logged.
+
+With a master key (`encryption_key`) embeddings, pictures and index snapshots are written encrypted
+(gallery/crypto.py): `_at_rest` seals each value where it is written and opens it where it is read.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,7 +47,9 @@ from gaitlu.embedding import EmbeddingLayout
 from gaitlu.schemas import MAX_K
 from gallery import validate
 from gallery.attributes import AttributeTable
+from gallery.crypto import AtRest, Keyring, open_at_rest
 from gallery.errors import (
+    EncryptionKeyError,
     GalleryExistsError,
     GalleryNotFoundError,
     InvalidInputError,
@@ -136,12 +142,14 @@ class GalleryStore:
         synchronous: Synchronous = "FULL",
         centres: Mapping[str, np.ndarray] | None = None,
         max_bytes: int | None = None,
+        encryption_key: bytes | None = None,
     ) -> None:
         """`centres`: model hash -> the (parts, channels) centre of that model's calibrated centring
         (gaitlu.embedding.centre_parts): its galleries index and search centred vectors. SQLite keeps
         the vectors as enrolled, so a new centre only rebuilds the index (a cache). `max_bytes`: how
         large the database file may grow (SQLite's max_page_count; None: as the disk allows); a write
-        beyond it fails as on a full disk (StoreFullError)."""
+        beyond it fails as on a full disk (StoreFullError). `encryption_key`: the master key of an
+        encrypted store (gallery/crypto.py); EncryptionKeyError when it is missing, wrong or not wanted."""
         self.path = Path(path)
         self.settings = index_settings or IndexSettings()
         self._centres = {
@@ -163,6 +171,14 @@ class GalleryStore:
             page_size = self._writer.execute("PRAGMA page_size").fetchone()[0]
             self._writer.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page_size)}")
         self._full: str | None = None  # why the last write found no room, until one succeeds
+        try:
+            self._at_rest: AtRest = self._transaction(
+                lambda: open_at_rest(self._writer, self.path, encryption_key)
+            )
+        except BaseException:
+            self._writer.close()
+            self._lock_file.close()
+            raise
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -230,17 +246,21 @@ class GalleryStore:
         layout = EmbeddingLayout(given.parts, given.channels)  # per-part-l2: as stored
         settings_json = validate.metadata(metadata)
         with self._writing():
-            try:
-                cursor = self._transaction(
-                    lambda: self._writer.execute(
-                        "INSERT INTO galleries (name, model_hash, dim, parts, created, settings) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (name, model_hash, layout.size, layout.parts, time.time(), settings_json),
-                    )
+
+            def insert() -> int:
+                cursor = self._writer.execute(
+                    "INSERT INTO galleries (name, model_hash, dim, parts, created, settings) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, model_hash, layout.size, layout.parts, time.time(), settings_json),
                 )
+                self._at_rest.add_gallery(self._writer, _inserted_id(cursor))
+                return _inserted_id(cursor)
+
+            try:
+                gallery_id = self._transaction(insert)
             except sqlite3.IntegrityError as exc:
                 raise GalleryExistsError(f"gallery '{name}' already exists") from exc
-            self._live[name] = self._open_gallery(_inserted_id(cursor), name, model_hash, layout)
+            self._live[name] = self._open_gallery(gallery_id, name, model_hash, layout)
         return self.get_gallery(name)
 
     def get_gallery(self, name: str) -> GalleryInfo:
@@ -382,7 +402,7 @@ class GalleryStore:
             ).fetchall()
         if not rows:
             raise SubjectNotFoundError(f"gallery '{name}' has no subject '{subject_id}'")
-        return [_sequence_info(name, row) for row in rows]
+        return [self._sequence_info(name, gallery_id, row) for row in rows]
 
     def get_sequence(self, name: str, sequence_id: str) -> SequenceInfo:
         with self._reading() as conn:
@@ -392,7 +412,7 @@ class GalleryStore:
             ).fetchone()
         if row is None:
             raise SequenceNotFoundError(f"gallery '{name}' has no sequence '{sequence_id}'")
-        return _sequence_info(name, row)
+        return self._sequence_info(name, gallery_id, row)
 
     def iter_records(self, name: str, chunk: int = EXPORT_CHUNK) -> Iterator[list[SequenceRecord]]:
         """Every sequence with its embedding in row order, `chunk` rows at a time, from one read
@@ -406,9 +426,13 @@ class GalleryStore:
                 "WHERE gallery_id = ? ORDER BY id",
                 (gallery_id,),
             )
+            opened = partial(self._at_rest.open_embedding, gallery_id)
             while batch := rows.fetchmany(chunk):
                 yield [
-                    SequenceRecord(_sequence_info(name, row[:5]), np.frombuffer(row[5], dtype="<f4"))
+                    SequenceRecord(
+                        self._sequence_info(name, gallery_id, row[:5]),
+                        np.frombuffer(opened(row[0], row[5]), dtype="<f4"),
+                    )
                     for row in batch
                 ]
         finally:
@@ -504,7 +528,9 @@ class GalleryStore:
             ).fetchone()
         if row is None:
             raise SequenceNotFoundError(f"gallery '{name}' has no sequence '{sequence_id}'")
-        return np.frombuffer(row[0], dtype="<f4").astype(np.float32)
+        return np.frombuffer(
+            self._at_rest.open_embedding(gallery_id, sequence_id, row[0]), dtype="<f4"
+        ).astype(np.float32)
 
     def subject_embeddings(self, name: str, subject_id: str) -> tuple[list[str], np.ndarray]:
         """A subject's sequence ids and their embeddings (n, D), in enrolment order."""
@@ -516,7 +542,8 @@ class GalleryStore:
             ).fetchall()
         if not rows:
             raise SubjectNotFoundError(f"gallery '{name}' has no subject '{subject_id}'")
-        vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4").reshape(len(rows), -1)
+        blobs = (self._at_rest.open_embedding(gallery_id, uid, blob) for uid, blob in rows)
+        vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(rows), -1)
         return [row[0] for row in rows], vectors.astype(np.float32)
 
     def centre(self, model_hash: str) -> np.ndarray | None:
@@ -566,6 +593,21 @@ class GalleryStore:
             self._transaction(lambda: self._writer.execute("DELETE FROM write_probe"))
             logger.info("the gallery store takes writes again")
 
+    def rotate_key(self, new_key: bytes, new_data_keys: bool = False) -> None:
+        """Re-wrap the galleries' data keys under the master key `new_key` (with `new_data_keys`, also
+        re-encrypt every embedding and picture under fresh data keys) in one transaction: a crash leaves
+        the store whole under the old key or the new one. Snapshots sealed under replaced data keys are
+        stale by their tag: rebuilt at the next start, rewritten at close."""
+        with self._writing():
+            keyring = self._at_rest
+            if not isinstance(keyring, Keyring):
+                raise EncryptionKeyError(
+                    f"the gallery database {self.path} is not encrypted: no key to rotate"
+                )
+            self._writer.execute("PRAGMA secure_delete = ON")  # replaced keys and values: overwritten
+            self._at_rest = self._transaction(lambda: keyring.rotate(self._writer, new_key, new_data_keys))
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's old pages: gone
+
     # ----- internals: access
 
     @contextmanager
@@ -609,6 +651,12 @@ class GalleryStore:
         if given != live.model_hash:
             raise ModelMismatchError(name, live.model_hash, given)
         return live
+
+    def _sequence_info(self, gallery: str, gallery_id: int, row: Sequence[Any]) -> SequenceInfo:
+        """A `_SEQUENCE_INFO` row as the caller's record (its picture opened)."""
+        uid, subject_id, model_hash, metadata, created = row
+        metadata = self._at_rest.open_metadata(gallery_id, uid, metadata)
+        return SequenceInfo(uid, gallery, subject_id, model_hash, _json(metadata), _time(created))
 
     @staticmethod
     def _gallery_id(conn: sqlite3.Connection, name: str) -> int:
@@ -665,17 +713,26 @@ class GalleryStore:
                     (live.id, uids[i]),
                 ).fetchone()
                 if existing is not None:
-                    validate.retry(live.name, uids[i], subject_id, blob, existing)
+                    stored = self._at_rest.open_embedding(live.id, uids[i], existing[1])
+                    validate.retry(live.name, uids[i], subject_id, blob, (existing[0], stored))
                     row = conn.execute(
                         _SEQUENCE_INFO + " WHERE gallery_id = ? AND uid = ?", (live.id, uids[i])
                     )
-                    infos.append(_sequence_info(live.name, row.fetchone()))
+                    infos.append(self._sequence_info(live.name, live.id, row.fetchone()))
                     continue
             uid = uids[i] if uids is not None else uuid.uuid4().hex
             cursor = conn.execute(
                 "INSERT INTO sequences (gallery_id, uid, subject_id, model_hash, metadata, embedding, "
                 "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (live.id, uid, subject_id, live.model_hash, metadata_json[i], blob, now),
+                (
+                    live.id,
+                    uid,
+                    subject_id,
+                    live.model_hash,
+                    self._at_rest.seal_metadata(live.id, uid, metadata_json[i]),
+                    self._at_rest.seal_embedding(live.id, uid, blob),
+                    now,
+                ),
             )
             new_rows.append((_inserted_id(cursor), i))
             infos.append(
@@ -801,8 +858,9 @@ class GalleryStore:
         tag = self._tag(gallery_id)
         saved_tag: dict[str, Any] | None = tag  # the snapshot's, while the index is the snapshot
         centre = self._centres.get(model_hash)
+        unseal = partial(self._at_rest.open_snapshot, gallery_id)
         index = (
-            GalleryIndex.load(self._snapshot_file(gallery_id), tag, self.settings, centre)
+            GalleryIndex.load(self._snapshot_file(gallery_id), tag, self.settings, centre, unseal)
             if self.settings.snapshots
             else None
         )
@@ -830,28 +888,28 @@ class GalleryStore:
     ) -> tuple[GalleryIndex, dict[int, tuple[str, str]], Counter[str]]:
         """A new index and map of the gallery as `conn` sees it; `check` runs per chunk and may raise."""
         sequences, sizes = self._load_map(conn, gallery_id)
+        opened = partial(self._at_rest.open_embedding, gallery_id)
 
         def sample(n: int) -> Iterator[np.ndarray]:
             rows = conn.execute(
-                "SELECT embedding FROM sequences WHERE id IN "
+                "SELECT uid, embedding FROM sequences WHERE id IN "
                 "(SELECT id FROM sequences WHERE gallery_id = ? ORDER BY random() LIMIT ?)",
                 (gallery_id, n),
             )
             while batch := rows.fetchmany(CHUNK_ROWS):
                 check()
-                yield np.frombuffer(b"".join(row[0] for row in batch), dtype="<f4").reshape(len(batch), size)
+                blobs = b"".join(opened(uid, blob) for uid, blob in batch)
+                yield np.frombuffer(blobs, dtype="<f4").reshape(len(batch), size)
 
         def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             rows = conn.execute(
-                "SELECT id, embedding FROM sequences WHERE gallery_id = ? ORDER BY id", (gallery_id,)
+                "SELECT id, uid, embedding FROM sequences WHERE gallery_id = ? ORDER BY id", (gallery_id,)
             )
             while batch := rows.fetchmany(CHUNK_ROWS):
                 check()
                 ids = np.array([row[0] for row in batch], dtype=np.int64)
-                vectors = np.frombuffer(b"".join(row[1] for row in batch), dtype="<f4").reshape(
-                    len(batch), size
-                )
-                yield ids, vectors
+                blobs = b"".join(opened(uid, blob) for _, uid, blob in batch)
+                yield ids, np.frombuffer(blobs, dtype="<f4").reshape(len(batch), size)
 
         index = GalleryIndex.build(size, len(sequences), self.settings, sample, chunks(), current, centre)
         return index, sequences, sizes
@@ -881,6 +939,7 @@ class GalleryStore:
             "max_id": max_id,
             "index": self.settings.fingerprint(),
             **_centre_tag(self._centres.get(model_hash)),
+            **self._at_rest.tag(gallery_id),
         }
 
     def _snapshot_file(self, gallery_id: int) -> Path:
@@ -894,7 +953,9 @@ class GalleryStore:
             return
         try:
             with live.lock.read():
-                live.index.save(self._snapshot_file(live.id), tag)
+                live.index.save(
+                    self._snapshot_file(live.id), tag, partial(self._at_rest.seal_snapshot, live.id)
+                )
         except OSError as exc:
             logger.warning("gallery '%s': index snapshot not written (%s)", live.name, exc)
             return
@@ -964,8 +1025,3 @@ def _gallery_info(row: Sequence[Any]) -> GalleryInfo:
     name, model_hash, size, parts, settings, created, subjects, sequences = row
     layout = EmbeddingLayout.from_size(size, parts)
     return GalleryInfo(name, model_hash, layout, _json(settings), _time(created), subjects, sequences)
-
-
-def _sequence_info(gallery: str, row: Sequence[Any]) -> SequenceInfo:
-    uid, subject_id, model_hash, metadata, created = row
-    return SequenceInfo(uid, gallery, subject_id, model_hash, _json(metadata), _time(created))

@@ -48,6 +48,7 @@ from gallery.errors import (
     StoreClosedError,
     StoreFullError,
     StoreUnavailableError,
+    TamperedDataError,
 )
 from service.context import request_id
 from service.metrics import Metrics
@@ -221,6 +222,7 @@ STATUSES: tuple[Status, ...] = (
     Status(StoreClosedError, 503, "shutting_down"),
     Status(StoreFullError, 507, "insufficient_storage", lambda e: {"cause": e.cause}),
     Status(StoreUnavailableError, 503, "gallery_unavailable", headers=lambda e: {"Retry-After": "1"}),
+    Status(TamperedDataError, 500, "tampered_data"),  # stored ciphertext altered: never garbage answers
     # the audit trail
     Status(AuditRecordNotFound, 404, "not_found"),
     Status(NotReviewable, 409, "not_reviewable"),

@@ -21,6 +21,7 @@ from gaitlu.errors import ConfigError
 from gaitlu.schemas import MAX_SEQUENCES
 from gaitlu.sequence import SequenceLimits
 from gallery.backends import Backend, MilvusIndexSettings, MilvusSettings
+from gallery.crypto import master_key
 from gallery.settings import IndexSettings
 from runtime import BackendName, Precision
 from video import VideoLimits
@@ -129,6 +130,11 @@ class Settings(BaseSettings):
     # deleted by an hourly sweep that keeps the chain verifiable; 0 keeps them for ever. The AI Act
     # (Articles 19 and 26(6)) asks for at least six months.
     audit_retention_days: int = Field(365, ge=0)
+    # Encryption at rest of the local store (docs/privacy.md): the master key, base64 of 32 random bytes
+    # (`gaitlu galleries new-key`), or a file holding it that only its owner may read. Unset: plaintext.
+    # A data folder encrypted with a key refuses to start without it; lose the key and the data is lost.
+    encryption_key: SecretStr | None = None
+    encryption_key_file: Path | None = None
 
     @field_validator("api_keys", "read_only_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
@@ -247,6 +253,10 @@ class Settings(BaseSettings):
             gallery_backend=self.gallery_backend,
             milvus=self.milvus_settings(),
             store_max_bytes=self.store_max_bytes,
+            encryption_key=master_key(
+                self.encryption_key.get_secret_value() if self.encryption_key is not None else None,
+                self.encryption_key_file,
+            ),
         )
 
     def milvus_settings(self) -> MilvusSettings | None:

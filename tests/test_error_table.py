@@ -26,6 +26,7 @@ NOT_RAISED_IN_A_REQUEST = {
     "HttpLayerError",
     "NamedProblem",
     "StoreLockedError",
+    "EncryptionKeyError",
 }
 
 
