@@ -23,6 +23,17 @@ per sequence (local: its index; Milvus: the server process's resident growth).
     python benchmarks/gallery_search.py --backends --quick   # 5k sequences, <= 60 s
     python benchmarks/gallery_search.py --backends           # 10k and 100k: over 22 minutes here
     python benchmarks/gallery_search.py --backends --sizes 10000   # what fits (10k: about 2 minutes)
+
+`--encryption` measures what encryption at rest costs the local store (gallery/crypto.py): the same
+full-size embeddings (15,872 floats, each with a ~1 KB GEI picture in its metadata) enrolled, searched
+and reopened without and with a master key, side by side, in alternating rounds (so that load drifting
+on a shared machine falls on both). Enrolment: one subject of 10 sequences per call, every call durable
+(synchronous FULL); search: single-probe searches (k = 10) from one thread on the exact index; start:
+reopening the store from its (encrypted) snapshot. The store alone, without the model, so the cost is
+not hidden behind inference: through the service the relative cost is smaller still.
+
+    python benchmarks/gallery_search.py --encryption --quick   # 1k sequences, 2 rounds, <= 60 s
+    python benchmarks/gallery_search.py --encryption           # 5k sequences, 3 rounds
 """
 
 from __future__ import annotations
@@ -312,12 +323,104 @@ def backends_main(quick: bool, sizes: list[int] | None) -> None:
     )
 
 
+@dataclass
+class EncryptionRound:
+    mode: str  # "plaintext" or "encrypted"
+    enrol_per_s: float
+    searches_per_s: float
+    start_s: float
+
+
+def encryption_round(mode: str, key: bytes | None, data: tuple, folder: Path) -> EncryptionRound:
+    """One store built, searched and reopened with or without a master key."""
+    from gallery.previews import png_data_uri
+    from gallery.store import GalleryStore
+
+    x, labels, probes, layout, model = data
+    picture = png_data_uri(
+        (np.outer(np.hanning(64), np.hanning(44)) * 255).astype(np.uint8)
+    )  # a GEI-like blob
+    path = folder / f"{mode}.db"
+    with GalleryStore(path, encryption_key=key) as store:
+        store.create_gallery("g", model, layout)
+        start = time.perf_counter()
+        for s in range(int(labels.max()) + 1):
+            mine = x[labels == s]
+            store.enroll(
+                "g", f"s{s}", mine, model, metadata=[{"gei_png": picture, "camera": "c1"}] * len(mine)
+            )
+        enrol = len(x) / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for probe in probes:
+            store.search("g", probe, model, k=10)
+        searches = len(probes) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    with GalleryStore(path, encryption_key=key) as store:
+        assert store.stats()[0].index_source == "snapshot"
+        opened = time.perf_counter() - start
+    for file in folder.glob(f"{mode}.db*"):  # the next round starts from an empty folder
+        if file.is_dir():
+            for part in file.iterdir():
+                part.unlink()
+            file.rmdir()
+        else:
+            file.unlink()
+    return EncryptionRound(mode, enrol, searches, opened)
+
+
+def encryption_main(quick: bool) -> None:
+    import hashlib
+    import secrets
+    import tempfile
+
+    size, rounds, queries = (1_000, 2, 100) if quick else (5_000, 3, 300)
+    layout = EmbeddingLayout(parts=PARTS, channels=FULL_DIM // PARTS)
+    x, labels, probes, _ = gallery_and_probes(size, layout.size, layout.parts, np.random.default_rng(7))
+    probes = np.resize(probes, (queries, layout.size))  # (queries, D): cycled when there are fewer
+    data = (x, labels, probes, layout, hashlib.sha256(b"benchmark").hexdigest())
+    key = secrets.token_bytes(32)
+    results: list[EncryptionRound] = []
+    with tempfile.TemporaryDirectory(prefix="gaitlu-encryption-") as folder:
+        for r in range(rounds):
+            order = [("plaintext", None), ("encrypted", key)]
+            for mode, k in order if r % 2 == 0 else order[::-1]:
+                results.append(encryption_round(mode, k, data, Path(folder)))
+                logger.info("round %d %s: %s", r, mode, results[-1])
+
+    def median(mode: str, field: str) -> float:
+        return float(np.median([getattr(p, field) for p in results if p.mode == mode]))
+
+    print(f"{len(x)} sequences of {layout.size} floats, {queries} probes, median of {rounds} rounds each")
+    print("| store | enrol seq/s | searches/s (1 thread) | start from snapshot s |")
+    print("|---|---:|---:|---:|")
+    for mode in ("plaintext", "encrypted"):
+        enrol, search, start = (median(mode, f) for f in ("enrol_per_s", "searches_per_s", "start_s"))
+        print(f"| {mode} | {enrol:.0f} | {search:.0f} | {start:.2f} |")
+    slower = {  # percent slower with encryption: throughput ratio - 1
+        f: 100 * (median("plaintext", f) / median("encrypted", f) - 1)
+        for f in ("enrol_per_s", "searches_per_s")
+    }
+    print(
+        f"sequences={len(x)} rounds={rounds} enrol_plain_per_s={median('plaintext', 'enrol_per_s'):.0f} "
+        f"enrol_encrypted_per_s={median('encrypted', 'enrol_per_s'):.0f} "
+        f"enrol_slower_pct={slower['enrol_per_s']:.1f} "
+        f"search_plain_per_s={median('plaintext', 'searches_per_s'):.0f} "
+        f"search_encrypted_per_s={median('encrypted', 'searches_per_s'):.0f} "
+        f"search_slower_pct={slower['searches_per_s']:.1f} "
+        f"start_plain_s={median('plaintext', 'start_s'):.2f} "
+        f"start_encrypted_s={median('encrypted', 'start_s'):.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="1k and 100k only (<= 60 s)")
     parser.add_argument("--backends", action="store_true", help="compare the gallery backends end to end")
+    parser.add_argument(
+        "--encryption", action="store_true", help="the local store without and with encryption at rest"
+    )
     parser.add_argument(
         "--sizes", type=lambda v: [int(n) for n in v.split(",")], help="--backends: gallery sizes, e.g. 10000"
     )
@@ -326,6 +429,10 @@ def main() -> None:
     if args.backends:
         faiss.omp_set_num_threads(1)
         backends_main(args.quick, args.sizes)
+        return
+    if args.encryption:
+        faiss.omp_set_num_threads(1)
+        encryption_main(args.quick)
         return
     # One OpenMP thread per search: the service searches from a thread pool, and on a shared 2-core host
     # FAISS's spinning OpenMP threads made single-query flat search ~6x slower.
