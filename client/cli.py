@@ -240,7 +240,7 @@ def galleries(
     as_json: AsJson = False,
 ) -> None:
     """List the server's galleries with their sizes; `export` and `import` move one gallery to or from
-    a file."""
+    a file; `new-key` and `rotate-key` manage the local store's encryption at rest."""
     if ctx.invoked_subcommand is not None:
         return
     with _client(server, api_key, retries) as client:
