@@ -85,6 +85,7 @@ MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: beyond it the binding overfl
 CHUNK_ROWS = 1024  # rows per read when (re)building an index
 TRIAL_WRITE_BYTES = 64 * 1024  # what `check` writes (and deletes) while the store is full
 DAY_S = 86_400.0
+SWEEP_BATCH = 10_000  # sequences per retention transaction (and per `expire` erasure and audit record)
 
 
 @dataclass
@@ -424,33 +425,38 @@ class GalleryStore:
 
     def sweep_expired(self, now: datetime) -> list[Erasure]:
         """Erase the sequences that are older than their gallery's `retention_days` at `now` (a subject
-        left without sequences goes too): one `expire` erasure per gallery that lost any. The service
-        calls this periodically; `now` is a parameter so that the sweep can be tested at any time."""
+        left without sequences goes too), SWEEP_BATCH at a time: one transaction and one `expire`
+        erasure each, with the store lock released between them so that writes go on meanwhile. The
+        service calls this periodically; `now` is a parameter so that the sweep can be tested at any time."""
         erasures = []
-        with self._writing():
-            for live in list(self._live.values()):
-                days = live.policy.retention_days
-                if days is None:
-                    continue
-                cutoff = now.timestamp() - days * DAY_S
-
-                def expire(live: _Live = live, cutoff: float = cutoff) -> list[int]:
-                    rows = self._writer.execute(
-                        "SELECT id, uid FROM sequences WHERE gallery_id = ? AND created < ? ORDER BY id",
-                        (live.id, cutoff),
-                    ).fetchall()
-                    if rows:
-                        self._writer.execute(
-                            "DELETE FROM sequences WHERE gallery_id = ? AND created < ?", (live.id, cutoff)
-                        )
-                        self._writer.execute(_PRUNE_SUBJECTS, (live.id,))
-                        erasures.append(self._log_erased(live, "expire", rows, None, now))
-                    return [row[0] for row in rows]
-
-                removed = self._transaction(expire)
-                if removed:
-                    self._erased(live, removed)
+        for name in list(self._live):
+            while (erased := self._expire_batch(name, now)) is not None:
+                erasures.append(erased)
         return erasures
+
+    def _expire_batch(self, name: str, now: datetime) -> Erasure | None:
+        """Erase up to SWEEP_BATCH of the gallery's expired sequences, oldest rows first; None if none."""
+        with self._writing():
+            live = self._live.get(name)
+            if live is None or live.policy.retention_days is None:
+                return None
+            cutoff = now.timestamp() - live.policy.retention_days * DAY_S
+
+            def expire() -> tuple[list[int], Erasure | None]:
+                rows = self._writer.execute(
+                    "SELECT id, uid FROM sequences WHERE gallery_id = ? AND created < ? ORDER BY id LIMIT ?",
+                    (live.id, cutoff, SWEEP_BATCH),
+                ).fetchall()
+                if not rows:
+                    return [], None
+                self._writer.executemany("DELETE FROM sequences WHERE id = ?", [(row[0],) for row in rows])
+                self._writer.execute(_PRUNE_SUBJECTS, (live.id,))
+                return [row[0] for row in rows], self._log_erased(live, "expire", rows, None, now)
+
+            removed, erasure = self._transaction(expire)
+            if removed:
+                self._erased(live, removed)
+            return erasure
 
     def erasures(self, gallery: str | None = None, since: datetime | None = None) -> list[Erasure]:
         """The erasure log, oldest first: of one gallery (also one deleted since), from `since` on."""
