@@ -25,6 +25,8 @@ from tests.support.remnants import remnants
 
 MODEL = hashlib.sha256(b"model-a").hexdigest()
 LAYOUT = EmbeddingLayout(parts=4, channels=64)  # 1 KB per embedding: its bytes span SQLite cells
+
+
 def picture(subject: str, i: int) -> str:
     """A stand-in GEI data URI, unique per sequence (the store treats it as any metadata value)."""
     return "data:image/png;base64," + hashlib.sha256(f"{subject}-{i}".encode()).hexdigest() * 2
