@@ -67,7 +67,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE galleries ADD COLUMN retention_days INTEGER;  -- NULL: sequences are kept until deleted
     ALTER TABLE galleries ADD COLUMN store_pictures INTEGER NOT NULL DEFAULT 1;
-    CREATE INDEX sequences_by_age ON sequences (gallery_id, created);
+    -- the retention sweep finds expired sequences in the index every enrolment writes anyway (no extra
+    -- page per insert), never in the rows (created lies after the embedding's overflow pages)
+    DROP INDEX sequences_by_subject;
+    CREATE INDEX sequences_by_subject ON sequences (gallery_id, subject_id, created);
     CREATE TABLE erasures (                   -- what was erased, to apply to old exports (docs/privacy.md)
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         time REAL NOT NULL,

@@ -194,9 +194,8 @@ class GalleryStore:
         ).fetchall()
         for gallery_id, name, model_hash, size, parts, days, pictures in rows:
             layout = EmbeddingLayout.from_size(size, parts)
-            live = self._open_gallery(gallery_id, name, model_hash, layout)
-            live.policy = GalleryPolicy(days, bool(pictures))
-            self._live[name] = live
+            policy = GalleryPolicy(days, bool(pictures))
+            self._live[name] = self._open_gallery(gallery_id, name, model_hash, layout, policy)
 
     # ----- lifecycle
 
@@ -277,9 +276,7 @@ class GalleryStore:
                 )
             except sqlite3.IntegrityError as exc:
                 raise GalleryExistsError(f"gallery '{name}' already exists") from exc
-            live = self._open_gallery(_inserted_id(cursor), name, model_hash, layout)
-            live.policy = policy
-            self._live[name] = live
+            self._live[name] = self._open_gallery(_inserted_id(cursor), name, model_hash, layout, policy)
         return self.get_gallery(name)
 
     def set_policy(self, name: str, policy: GalleryPolicy) -> GalleryInfo:
@@ -969,7 +966,9 @@ class GalleryStore:
         if self._closing or self._closed or self._live.get(live.name) is not live:
             raise _Abandoned
 
-    def _open_gallery(self, gallery_id: int, name: str, model_hash: str, layout: EmbeddingLayout) -> _Live:
+    def _open_gallery(
+        self, gallery_id: int, name: str, model_hash: str, layout: EmbeddingLayout, policy: GalleryPolicy
+    ) -> _Live:
         """A gallery's in-memory side: its snapshot if fresh, else built from SQLite (write lock held)."""
         tag = self._tag(gallery_id)
         saved_tag: dict[str, Any] | None = tag  # the snapshot's, while the index is the snapshot
@@ -986,7 +985,7 @@ class GalleryStore:
         if index is None:
             index, sequences, sizes = self._build(self._writer, gallery_id, layout.size, None, centre=centre)
             saved_tag = None
-        live = _Live(gallery_id, name, model_hash, layout, index, sequences, sizes, saved_tag=saved_tag)
+        live = _Live(gallery_id, name, model_hash, layout, index, sequences, sizes, saved_tag, policy=policy)
         live.attributes = self._load_attributes(self._writer, gallery_id)
         if index.needs_rebuild(len(sequences)):
             self._rebuild(live)
