@@ -52,6 +52,8 @@ Action = Literal[
     "delete_sequence",
     "create_gallery",
     "delete_gallery",
+    "update_gallery",
+    "expire",
     "review",
     "retention",
 ]
@@ -63,6 +65,8 @@ ACTIONS: tuple[Action, ...] = (
     "delete_sequence",
     "create_gallery",
     "delete_gallery",
+    "update_gallery",
+    "expire",
     "review",
     "retention",
 )

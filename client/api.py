@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +37,8 @@ from gaitlu.errors import GaitluError
 from gaitlu.schemas import (
     EmbedResponse,
     EnrollResponse,
+    ErasurePublic,
+    ErasuresPublic,
     GalleriesPublic,
     GalleryPublic,
     ModelPublic,
@@ -282,9 +285,30 @@ class GaitluClient:
 
     # ----- galleries
 
-    def create_gallery(self, name: str, metadata: dict[str, Any] | None = None) -> GalleryPublic:
-        body = {"name": name, "metadata": metadata}
+    def create_gallery(
+        self,
+        name: str,
+        metadata: dict[str, Any] | None = None,
+        retention_days: int | None = None,
+        store_pictures: bool = True,
+    ) -> GalleryPublic:
+        body = {
+            "name": name,
+            "metadata": metadata,
+            "retention_days": retention_days,
+            "store_pictures": store_pictures,
+        }
         return self._parsed(GalleryPublic, "POST", "/galleries", json=body)
+
+    def update_gallery(self, name: str, changes: dict[str, Any]) -> GalleryPublic:
+        """PATCH the gallery's `retention_days` and/or `store_pictures` (the keys given)."""
+        return self._parsed(GalleryPublic, "PATCH", f"/galleries/{_seg(name)}", json=changes)
+
+    def erasures(self, gallery: str | None = None, since: datetime | None = None) -> list[ErasurePublic]:
+        """The service's erasure log, oldest first (a full key)."""
+        params = {"gallery": gallery, "since": since.isoformat() if since else None}
+        query = {key: value for key, value in params.items() if value is not None}
+        return self._parsed(ErasuresPublic, "GET", "/erasures", params=query).data
 
     def list_galleries(self) -> list[GalleryPublic]:
         return self._parsed(GalleriesPublic, "GET", "/galleries").data

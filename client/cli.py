@@ -29,7 +29,7 @@ from client.enroll import (
     scan_dataset,
 )
 from gaitlu.errors import ConfigError
-from gaitlu.schemas import MAX_K, MAX_TOP_M, GalleriesPublic
+from gaitlu.schemas import MAX_K, MAX_RETENTION_DAYS, MAX_TOP_M, ErasurePublic, GalleriesPublic, GalleryPublic
 
 MAX_FAILED_SHOWN = 20
 
@@ -239,8 +239,10 @@ def galleries(
     retries: Retries = 5,
     as_json: AsJson = False,
 ) -> None:
-    """List the server's galleries with their sizes; `export` and `import` move one gallery to or from
-    a file; `new-key` and `rotate-key` manage the local store's encryption at rest."""
+    """List the server's galleries with their sizes; `create` and `update` set what one keeps and for
+    how long; `export` and `import` move one gallery to or from a file; `erasures` and `erase` bring an
+    export in step with later erasures; `new-key` and `rotate-key` manage the local store's encryption
+    at rest."""
     if ctx.invoked_subcommand is not None:
         return
     with _client(server, api_key, retries) as client:
@@ -403,3 +405,144 @@ def _report(done: Any, file: Path, as_json: bool, verb: str) -> None:
         )
     else:
         Console(stderr=True).print(f"{verb} {done.sequences} sequences of gallery '{done.gallery}' ({file})")
+
+
+# ----- what a gallery keeps, and erasure (docs/privacy.md)
+
+RetentionDays = Annotated[
+    int | None,
+    typer.Option(
+        "--retention-days",
+        min=0,
+        max=MAX_RETENTION_DAYS,
+        help="Erase sequences older than this many days (0: keep them until deleted).",
+    ),
+]
+StorePictures = Annotated[
+    bool | None,
+    typer.Option(
+        "--store-pictures/--no-store-pictures", help="Keep each sequence's GEI picture in its metadata."
+    ),
+]
+
+
+def _show_gallery(info: GalleryPublic, as_json: bool) -> None:
+    if as_json:
+        _emit_json(info.model_dump(mode="json"))
+        return
+    kept = "until deleted" if info.retention_days is None else f"{info.retention_days} days"
+    pictures = "kept" if info.store_pictures else "not kept"
+    Console(stderr=True).print(f"gallery '{info.name}': sequences kept {kept}, pictures {pictures}")
+
+
+@galleries_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Gallery to create, for the server's model.")],
+    retention_days: RetentionDays = 0,
+    store_pictures: StorePictures = True,
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+    retries: Retries = 5,
+    as_json: AsJson = False,
+) -> None:
+    """Create an empty gallery, with how long it keeps sequences and whether it keeps pictures."""
+    with _client(server, api_key, retries) as client:
+        info = client.create_gallery(name, None, retention_days or None, bool(store_pictures))
+    _show_gallery(info, as_json)
+
+
+@galleries_app.command("update")
+def update(
+    name: Annotated[str, typer.Argument(help="Gallery to change.")],
+    retention_days: RetentionDays = None,
+    store_pictures: StorePictures = None,
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+    retries: Retries = 5,
+    as_json: AsJson = False,
+) -> None:
+    """Change how long a gallery keeps sequences or whether it keeps pictures (turning pictures off
+    erases those it holds)."""
+    changes: dict[str, Any] = {}
+    if retention_days is not None:
+        changes["retention_days"] = retention_days or None
+    if store_pictures is not None:
+        changes["store_pictures"] = store_pictures
+    if not changes:
+        raise ConfigError("nothing to change: give --retention-days, --store-pictures or --no-store-pictures")
+    with _client(server, api_key, retries) as client:
+        info = client.update_gallery(name, changes)
+    _show_gallery(info, as_json)
+
+
+@galleries_app.command("erasures")
+def erasures(
+    out: Annotated[Path, typer.Option("--out", help="File to write: one erasure per line (JSON).")],
+    gallery: Annotated[str | None, typer.Option(help="Only this gallery's erasures.")] = None,
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+    retries: Retries = 5,
+) -> None:
+    """Save the service's erasure log, to apply to exports later (`gaitlu galleries erase --erasures`)."""
+    from gaitlu.files import atomic_write
+
+    with _client(server, api_key, retries) as client:
+        found = client.erasures(gallery)
+    with atomic_write(out, "w") as f:
+        f.writelines(e.model_dump_json() + "\n" for e in found)
+    Console(stderr=True).print(f"saved {len(found)} erasures ({out})")
+
+
+def _ids(text: str | None) -> set[str]:
+    return {part.strip() for part in (text or "").split(",") if part.strip()}
+
+
+def _read_erasures(path: Path) -> list[Any]:
+    """An erasure log saved by `gaitlu galleries erasures`, as the store's records."""
+    from pydantic import ValidationError
+
+    from gallery.records import Erasure
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    found = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            e = ErasurePublic.model_validate_json(line)
+        except ValidationError as exc:
+            raise ConfigError(f"{path}, line {number}: not an erasure ({exc.errors()[0]['msg']})") from None
+        found.append(Erasure(e.gallery, e.action, e.time, e.subject_id, tuple(e.sequence_ids)))
+    return found
+
+
+@galleries_app.command("erase")
+def erase(
+    file: Annotated[Path, typer.Argument(help="A file written by `gaitlu galleries export`.")],
+    subjects: Annotated[str | None, typer.Option(help="Subject ids to erase, comma-separated.")] = None,
+    sequences: Annotated[str | None, typer.Option(help="Sequence ids to erase, comma-separated.")] = None,
+    erasures_file: Annotated[
+        Path | None,
+        typer.Option("--erasures", help="An erasure log (`gaitlu galleries erasures`) to apply."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write here instead of rewriting FILE in place.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Rewrite an export without some people: given subjects or sequences, or what the service erased
+    after they were enrolled (its erasure log)."""
+    from gallery.portable import erase_export
+
+    if not file.is_file():
+        raise ConfigError(f"{file}: no such file")
+    if not (subjects or sequences or erasures_file):
+        raise ConfigError("nothing to erase: give --subjects, --sequences or --erasures")
+    log = _read_erasures(erasures_file) if erasures_file is not None else []
+    target = out or file
+    written, removed = erase_export(
+        file, target, subjects=_ids(subjects), sequences=_ids(sequences), erasures=log
+    )
+    if as_json:
+        report = {"gallery": written.gallery, "erased": removed, "sequences": written.sequences}
+        _emit_json(report | {"file": str(target)})
+    else:
+        left = f"{written.sequences} left in the export of '{written.gallery}'"
+        Console(stderr=True).print(f"erased {removed} sequences; {left} ({target})")

@@ -32,6 +32,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 
@@ -58,7 +59,7 @@ from gallery.errors import GalleryError, InvalidInputError, StoreFullError
 from gallery.filters import SequenceFilter
 from gallery.previews import check_reserved, with_geis
 from gallery.protocol import GalleryBackend
-from gallery.records import GalleryInfo, SequenceInfo, SubjectPage
+from gallery.records import Erasure, GalleryInfo, GalleryPolicy, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
 from runtime import ArtifactEmbedder, load_artifact_embedder
 from video import OnnxSegmenter
@@ -615,11 +616,23 @@ class Engine:
         await self._in_store(lambda store: store.check_model(gallery, model_hash))
         return model_hash
 
-    async def create_gallery(self, name: str, metadata: dict[str, Any] | None) -> GalleryInfo:
+    async def create_gallery(
+        self, name: str, metadata: dict[str, Any] | None, policy: GalleryPolicy = GalleryPolicy()
+    ) -> GalleryInfo:
         model_hash, layout = self.model_hash, self.layout
         return await self._in_store(
-            lambda store: store.create_gallery(name, model_hash, layout, metadata), write=True
+            lambda store: store.create_gallery(name, model_hash, layout, metadata, policy), write=True
         )
+
+    async def set_policy(self, name: str, policy: GalleryPolicy) -> GalleryInfo:
+        return await self._in_store(lambda store: store.set_policy(name, policy), write=True)
+
+    async def sweep_expired(self, now: datetime) -> list[Erasure]:
+        """Erase what is past its gallery's retention at `now` (the service's retention sweep)."""
+        return await self._in_store(lambda store: store.sweep_expired(now), write=True)
+
+    async def erasures(self, gallery: str | None, since: datetime | None) -> list[Erasure]:
+        return await self._in_store(lambda store: store.erasures(gallery, since))
 
     async def list_galleries(self) -> list[GalleryInfo]:
         return await self._in_store(lambda store: store.list_galleries())

@@ -408,11 +408,38 @@ class ModelPublic(BaseModel):
 # ----- galleries
 
 
+MAX_RETENTION_DAYS = 36_500  # a hundred years: beyond it, null (keep) says what is meant
+RetentionDays = Annotated[
+    int | None,
+    Field(
+        ge=1,
+        le=MAX_RETENTION_DAYS,
+        strict=True,
+        description="Sequences older than this many days are erased by the retention sweep; null: kept "
+        "until deleted.",
+    ),
+]
+StorePictures = Annotated[
+    bool,
+    Field(strict=True, description="Keep each sequence's GEI picture in its metadata (false: none is kept)."),
+]
+
+
 class GalleryCreate(_In):
     name: str = Field(
         max_length=64, description="1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit."
     )
     metadata: dict[str, Any] | None = None
+    retention_days: RetentionDays = None
+    store_pictures: StorePictures = True
+
+
+class GalleryUpdate(_In):
+    """PATCH /galleries/{name}: the fields given change, the others stay (docs/privacy.md). Turning
+    pictures off erases those the gallery holds."""
+
+    retention_days: RetentionDays = None
+    store_pictures: StorePictures = True
 
 
 class GalleryPublic(BaseModel):
@@ -425,6 +452,8 @@ class GalleryPublic(BaseModel):
     created: datetime
     subject_count: int
     sequence_count: int
+    retention_days: int | None = Field(description="Sequences are erased after this many days; null: kept.")
+    store_pictures: bool = Field(description="Whether GEI pictures are kept in sequence metadata.")
 
 
 class GalleriesPublic(BaseModel):
@@ -547,6 +576,26 @@ class Readiness(BaseModel):
     precision: str = Field(description="fp32, fp16, bf16 or int8.")
 
 
+ErasureAction = Literal["delete_subject", "delete_sequence", "delete_gallery", "expire"]
+
+
+class ErasurePublic(BaseModel):
+    """One entry of the erasure log: the sequences erased from a gallery, when and why (`expire`: the
+    retention sweep); a gallery's deletion lists none (all it held). `gaitlu galleries erase` applies
+    these to exports made before."""
+
+    gallery: str
+    action: ErasureAction
+    time: datetime
+    subject_id: str | None
+    sequence_ids: list[str]
+
+
+class ErasuresPublic(BaseModel):
+    data: list[ErasurePublic]
+    count: int
+
+
 # ----- the audit trail (audit/, docs/privacy.md)
 
 AuditAction = Literal[
@@ -557,6 +606,8 @@ AuditAction = Literal[
     "delete_sequence",
     "create_gallery",
     "delete_gallery",
+    "update_gallery",
+    "expire",
     "review",
     "retention",
 ]

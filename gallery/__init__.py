@@ -20,7 +20,15 @@ from gallery.errors import (
     StoreUnavailableError,
     SubjectNotFoundError,
 )
-from gallery.records import GalleryInfo, GalleryStats, SequenceInfo, SubjectInfo, SubjectPage
+from gallery.records import (
+    Erasure,
+    GalleryInfo,
+    GalleryPolicy,
+    GalleryStats,
+    SequenceInfo,
+    SubjectInfo,
+    SubjectPage,
+)
 from gallery.search import SearchHit
 from gallery.settings import IndexSettings
 
@@ -35,10 +43,12 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ConflictError",
+    "Erasure",
     "GalleryError",
     "GalleryExistsError",
     "GalleryInfo",
     "GalleryNotFoundError",
+    "GalleryPolicy",
     "GalleryStats",
     "GalleryStore",
     "IndexSettings",

@@ -29,6 +29,13 @@ Milvus has no multi-row transactions. What holds instead:
   subject listed with no sequences, or sequences whose subject is missing from listings until the next
   enrolment of that subject. Two clients enrolling the same *new* id with different content at the
   same instant both succeed and the later write wins (client ids are meant for one client's retries).
+
+Erasure: a delete marks rows deleted (a delta log); the store then flushes and asks for a compaction,
+which on a Milvus cluster rewrites the segments without them, and its garbage collector removes the old
+segment files from object storage after `dataCoord.gc.dropTolerance`. Until then, and on milvus-lite
+(whose compaction leaves the segment as it is), the erased vectors stay in the server's data files. So
+this backend keeps neither an erasure log nor gallery policies: retention and `store_pictures=false`
+are refused at creation, not silently ignored (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -64,7 +71,15 @@ from gallery.errors import (
 )
 from gallery.filters import MAX_TAGS, SequenceAttributes, SequenceFilter, attributes
 from gallery.protocol import EXPORT_CHUNK, SequenceRecord
-from gallery.records import GalleryInfo, GalleryStats, SequenceInfo, SubjectInfo, SubjectPage
+from gallery.records import (
+    Erasure,
+    GalleryInfo,
+    GalleryPolicy,
+    GalleryStats,
+    SequenceInfo,
+    SubjectInfo,
+    SubjectPage,
+)
 from gallery.search import SearchHit, search_subjects
 
 logger = logging.getLogger(__name__)
@@ -224,10 +239,16 @@ class MilvusStore:
     # ----- galleries
 
     def create_gallery(
-        self, name: str, model_hash: str, layout: EmbeddingLayout, metadata: dict[str, Any] | None = None
+        self,
+        name: str,
+        model_hash: str,
+        layout: EmbeddingLayout,
+        metadata: dict[str, Any] | None = None,
+        policy: GalleryPolicy = GalleryPolicy(),
     ) -> GalleryInfo:
         """An empty gallery (both collections, indexed and loaded). Exclusive: if the name is taken, by
         this replica or another, GalleryExistsError."""
+        _refuse_policy(policy)
         name = validate.gallery_name(name)
         model_hash = validate.model_hash(model_hash)
         given = validate.layout(layout)
@@ -296,6 +317,21 @@ class MilvusStore:
             except GalleryNotFoundError:  # deleted meanwhile
                 continue
         return found
+
+    def set_policy(self, name: str, policy: GalleryPolicy) -> GalleryInfo:
+        """Only the default policy (see the module docstring)."""
+        _refuse_policy(policy)
+        return self.get_gallery(name)
+
+    def sweep_expired(self, now: datetime) -> list[Erasure]:
+        """Nothing expires: no gallery here has a retention period."""
+        return []
+
+    def erasures(self, gallery: str | None = None, since: datetime | None = None) -> list[Erasure]:
+        raise InvalidInputError(
+            "the milvus gallery backend keeps no erasure log: the audit trail's delete_subject, "
+            "delete_sequence and delete_gallery records list the erasures (GET /audit)"
+        )
 
     def delete_gallery(self, name: str) -> None:
         """Drop the sequences collection first: the gallery is gone from then on, atomically."""
@@ -379,6 +415,7 @@ class MilvusStore:
             "delete", lambda: self._client.delete(gallery.sequences, filter=expr, timeout=self._timeout)
         )
         self._prune_subject(gallery, subject_id)
+        self._compact(gallery)
 
     def delete_sequence(self, name: str, sequence_id: str) -> None:
         """Remove one sequence; a subject left with no sequences is removed too."""
@@ -395,6 +432,7 @@ class MilvusStore:
             lambda: self._client.delete(gallery.sequences, ids=[sequence_id], timeout=self._timeout),
         )
         self._prune_subject(gallery, rows[0]["subject"])
+        self._compact(gallery)
 
     # ----- listing
 
@@ -652,6 +690,17 @@ class MilvusStore:
             sizes.update(row["subject"] for row in batch)
         return sizes
 
+    def _compact(self, gallery: _Gallery) -> None:
+        """After a delete (acknowledged already): flush the deletion into a sealed segment and ask the
+        server to compact the collection (rewrite its segments without the deleted rows), which it does
+        after this returns. A server that refuses either is logged: the rows are deleted, not erased."""
+        client, target = self._client, gallery.sequences
+        try:
+            client.flush(target, timeout=self._timeout)
+            client.compact(target, timeout=self._timeout)
+        except Exception as exc:
+            logger.warning("gallery '%s': Milvus did not compact after a deletion: %s", gallery.name, exc)
+
     def _gallery(self, name: str) -> _Gallery:
         """The gallery's description, read from the server on each call (another replica may have
         deleted or re-created it)."""
@@ -764,6 +813,14 @@ class MilvusStore:
         schema.add_field("created", DataType.DOUBLE)
         schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=2)
         return schema
+
+
+def _refuse_policy(policy: GalleryPolicy) -> None:
+    if policy != GalleryPolicy():
+        raise InvalidInputError(
+            "the milvus gallery backend keeps every sequence and its picture until deleted: retention_days "
+            "and store_pictures=false need the local backend (docs/privacy.md)"
+        )
 
 
 def _is_id(value: str) -> bool:

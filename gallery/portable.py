@@ -19,16 +19,22 @@ temporary file renamed over the target at the end; import reads the file twice, 
 ids, so an import that stops can be run again with `resume` and adds only what is missing. Sequence and
 subject ids, metadata and embeddings survive the trip exactly; creation times are recorded in the file
 but the importing gallery stamps its own.
+
+An export is a copy of biometric data that later erasures must reach too: `erase_export` rewrites one
+without given subjects or sequences, or without what a store's erasure log (`GalleryBackend.erasures`)
+says was erased from its gallery after the sequences were enrolled (their `created`), so a person
+erased today is also erased from last month's export (docs/privacy.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import itertools
 import json
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +47,7 @@ from gaitlu.files import atomic_write
 from gallery import validate
 from gallery.errors import GalleryError, GalleryExistsError, InvalidInputError, ModelMismatchError
 from gallery.protocol import EXPORT_CHUNK, GalleryBackend, SequenceRecord
-from gallery.records import SequenceInfo
+from gallery.records import Erasure, SequenceInfo
 
 FORMAT, VERSION = "gaitlu-gallery", 1
 MAX_MEMBER_BYTES = 1 << 30  # a chunk of 1024 full-size embeddings is 65 MB: anything near this is not ours
@@ -103,7 +109,7 @@ class Manifest:
 
 @dataclass(frozen=True)
 class Transfer:
-    """What an export or import moved."""
+    """What an export, an import or an erasure moved (wrote)."""
 
     gallery: str
     sequences: int
@@ -129,10 +135,19 @@ def export_gallery(
     manifest = Manifest(
         info.name, info.model_hash, info.layout, info.metadata, info.created.isoformat(), info.sequence_count
     )
+    return _write(out, manifest, store.iter_records(name, chunk), progress)
+
+
+def _write(
+    out: str | Path, manifest: Manifest, chunked: Iterable[list[SequenceRecord]], progress: Progress | None
+) -> Transfer:
+    """Write an export file (atomically) of `manifest` and the records, one chunk per non-empty list."""
     digest, count, chunks = hashlib.sha256(), 0, 0
     with atomic_write(out, "wb") as f, tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         _add(tar, "manifest.json", json.dumps(manifest.as_json(), indent=1).encode())
-        for records in store.iter_records(name, chunk):
+        for records in chunked:
+            if not records:
+                continue
             rows = _rows_bytes(records)
             vectors = np.stack([r.embedding for r in records]).astype("<f4").tobytes()  # (n, D)
             for member, data in ((f"chunks/{chunks:06d}.jsonl", rows), (f"chunks/{chunks:06d}.f32", vectors)):
@@ -146,7 +161,7 @@ def export_gallery(
             "end.json",
             json.dumps({"sequences": count, "chunks": chunks, "sha256": digest.hexdigest()}).encode(),
         )
-    return Transfer(name, count, chunks)
+    return Transfer(manifest.gallery, count, chunks)
 
 
 @dataclass(frozen=True)
@@ -308,3 +323,49 @@ def import_gallery(
             if progress is not None:
                 progress(len(item.records))
     return Transfer(target, count, chunks)
+
+
+def erase_export(
+    path: str | Path,
+    out: str | Path,
+    *,
+    subjects: Collection[str] = (),
+    sequences: Collection[str] = (),
+    erasures: Iterable[Erasure] = (),
+) -> tuple[Transfer, int]:
+    """Rewrite the export at `path` to `out` (which may be `path`: it is replaced atomically) without
+    the sequences of `subjects`, the `sequences`, and those the erasure log says were erased from its
+    gallery: a logged erasure removes the sequences it names (a gallery's deletion: all) that were
+    enrolled before it. Returns what was written and how many sequences were removed."""
+    manifest = check_file(path)
+    erased_at: dict[str, datetime] = {}  # sequence id -> its latest logged erasure
+    gallery_erased: datetime | None = None  # the gallery's latest deletion
+    for e in erasures:
+        if e.gallery != manifest.gallery:
+            continue
+        if e.action == "delete_gallery":
+            gallery_erased = max(e.time, gallery_erased or e.time)
+        for sequence_id in e.sequence_ids:
+            erased_at[sequence_id] = max(e.time, erased_at.get(sequence_id, e.time))
+
+    def erased(info: SequenceInfo) -> bool:
+        logged = erased_at.get(info.sequence_id, gallery_erased)
+        if gallery_erased is not None and logged is not None:
+            logged = max(logged, gallery_erased)
+        return (
+            info.subject_id in subjects
+            or info.sequence_id in sequences
+            or (logged is not None and info.created <= logged)
+        )
+
+    def chunks() -> Iterator[_Chunk]:
+        with open(path, "rb") as f:
+            yield from (item for item in _members(f) if isinstance(item, _Chunk))
+
+    total = remaining = 0
+    for item in chunks():
+        total += len(item.records)
+        remaining += sum(not erased(r.info) for r in item.records)
+    kept = ([r for r in item.records if not erased(r.info)] for item in chunks())
+    written = _write(out, dataclasses.replace(manifest, sequences=remaining), kept, None)
+    return written, total - remaining

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from gaitlu.embedding import EmbeddingLayout
 from gallery.filters import SequenceFilter
-from gallery.records import GalleryInfo, GalleryStats, SequenceInfo, SubjectPage
+from gallery.records import Erasure, GalleryInfo, GalleryPolicy, GalleryStats, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
 
 EXPORT_CHUNK = 1024  # sequences per chunk when a gallery is streamed out
@@ -36,8 +37,17 @@ class GalleryBackend(Protocol):
 
     # ----- galleries
     def create_gallery(
-        self, name: str, model_hash: str, layout: EmbeddingLayout, metadata: dict[str, Any] | None = None
+        self,
+        name: str,
+        model_hash: str,
+        layout: EmbeddingLayout,
+        metadata: dict[str, Any] | None = None,
+        policy: GalleryPolicy = GalleryPolicy(),
     ) -> GalleryInfo: ...
+
+    def set_policy(self, name: str, policy: GalleryPolicy) -> GalleryInfo:
+        """Change what a gallery keeps (a backend that cannot honour a policy refuses it)."""
+        ...
 
     def get_gallery(self, name: str) -> GalleryInfo: ...
 
@@ -61,6 +71,15 @@ class GalleryBackend(Protocol):
     def delete_subject(self, name: str, subject_id: str) -> None: ...
 
     def delete_sequence(self, name: str, sequence_id: str) -> None: ...
+
+    # ----- erasure (docs/privacy.md)
+    def sweep_expired(self, now: datetime) -> list[Erasure]:
+        """Erase the sequences past their gallery's retention at `now`; what was erased, per gallery."""
+        ...
+
+    def erasures(self, gallery: str | None = None, since: datetime | None = None) -> list[Erasure]:
+        """The erasure log, oldest first, to apply to exports made before (gallery.portable)."""
+        ...
 
     # ----- listing
     def list_subjects(self, name: str, offset: int = 0, limit: int = 100) -> SubjectPage: ...

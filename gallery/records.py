@@ -7,6 +7,27 @@ from datetime import datetime
 from typing import Any, Literal
 
 from gaitlu.embedding import EmbeddingLayout
+from gaitlu.schemas import MAX_RETENTION_DAYS, ErasureAction
+from gallery.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class GalleryPolicy:
+    """What a gallery keeps and for how long (docs/privacy.md): sequences older than `retention_days` are
+    erased by the retention sweep (None: kept until deleted); without `store_pictures` no GEI picture is
+    kept in a sequence's metadata."""
+
+    retention_days: int | None = None
+    store_pictures: bool = True
+
+    def __post_init__(self) -> None:
+        days = self.retention_days
+        whole = isinstance(days, int) and not isinstance(days, bool)
+        if days is not None and (not whole or not 1 <= days <= MAX_RETENTION_DAYS):
+            raise InvalidInputError(
+                f"retention_days must be a whole number of days from 1 to {MAX_RETENTION_DAYS}, or null "
+                f"(keep), not {days!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -18,6 +39,20 @@ class GalleryInfo:
     created: datetime
     subject_count: int
     sequence_count: int
+    policy: GalleryPolicy = GalleryPolicy()
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """One entry of a store's erasure log: which sequences of a gallery were erased, when and why
+    (`expire`: the retention sweep). A gallery's deletion lists no ids: it erased every sequence created
+    before `time`. Old exports are brought in step with these (gallery.portable.erase_export)."""
+
+    gallery: str
+    action: ErasureAction
+    time: datetime
+    subject_id: str | None = None
+    sequence_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """The SQLite schema (the source of truth) and its migrations.
 
-WAL mode lets searches and listings read while one writer commits. synchronous=FULL fsyncs the WAL at
+WAL mode lets searches and listings read while one writer commits. secure_delete=ON overwrites what a
+delete frees (cells, overflow and freelist pages) with zeros, so an erased embedding or picture is not
+left in the file's free space; the store checkpoints the WAL after each erasure (its old frames hold
+the rows too). synchronous=FULL fsyncs the WAL at
 every commit: an enrolment that returned survives kill -9 (NORMAL would too) and also a power cut
 (NORMAL would not), for one fsync per enrolment call, which is small next to computing the embedding.
 """
@@ -17,6 +20,7 @@ from gallery.errors import GalleryError
 logger = logging.getLogger(__name__)
 
 Synchronous = Literal["FULL", "NORMAL"]
+BUSY_TIMEOUT_MS = 30_000
 
 # Each entry migrates from version i to i + 1; never edit a released entry, append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -61,6 +65,23 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE write_probe (data BLOB);     -- a trial write after the disk was full (store.check)
     """,
     """
+    ALTER TABLE galleries ADD COLUMN retention_days INTEGER;  -- NULL: sequences are kept until deleted
+    ALTER TABLE galleries ADD COLUMN store_pictures INTEGER NOT NULL DEFAULT 1;
+    -- the retention sweep finds expired sequences in the index every enrolment writes anyway (no extra
+    -- page per insert), never in the rows (created lies after the embedding's overflow pages)
+    DROP INDEX sequences_by_subject;
+    CREATE INDEX sequences_by_subject ON sequences (gallery_id, subject_id, created);
+    CREATE TABLE erasures (                   -- what was erased, to apply to old exports (docs/privacy.md)
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        gallery TEXT NOT NULL,
+        action TEXT NOT NULL,                  -- delete_subject, delete_sequence, delete_gallery, expire
+        subject_id TEXT,
+        sequence_ids TEXT NOT NULL             -- JSON list; empty for a gallery: all it held
+    );
+    CREATE INDEX erasures_by_time ON erasures (time);
+    """,
+    """
     CREATE TABLE encryption (key_id TEXT NOT NULL);  -- one row in an encrypted store: its master key's id
     CREATE TABLE gallery_keys (                      -- each gallery's data key, wrapped by the master key
         gallery_id INTEGER PRIMARY KEY REFERENCES galleries(id) ON DELETE CASCADE,
@@ -76,7 +97,8 @@ def connect(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA secure_delete=ON")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
 
 

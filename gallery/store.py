@@ -12,6 +12,12 @@ Concurrency contract (the service calls this from a thread pool):
 - listings read SQLite through one connection per thread (WAL: they never block on the writer).
 One process owns a store (an exclusive lock file): several processes would each hold a stale index.
 
+An erasure (deleting a subject, a sequence or a gallery, or the retention sweep) leaves none of the
+erased embeddings or pictures in the data folder: SQLite overwrites freed space (secure_delete), the WAL
+is checkpointed and truncated, and the gallery's index snapshot, which holds the vectors, is removed
+(the next close writes a fresh one). Each erasure is logged in the same transaction (`erasures`), so
+exports made before it can be brought in step (docs/privacy.md).
+
 A write that finds no room (the disk is full, or the database at its `max_bytes`) is rolled back whole
 and raised as StoreFullError; until a write succeeds again, `check` (readiness) makes a small trial write
 and reports the store full while that fails. Index snapshots are a cache: failing to write one is logged.
@@ -44,7 +50,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from gaitlu.embedding import EmbeddingLayout
-from gaitlu.schemas import MAX_K
+from gaitlu.schemas import MAX_K, ErasureAction
 from gallery import validate
 from gallery.attributes import AttributeTable
 from gallery.crypto import AtRest, Keyring, open_at_rest
@@ -62,10 +68,19 @@ from gallery.errors import (
 )
 from gallery.filters import SequenceAttributes, SequenceFilter, attributes
 from gallery.index import GalleryIndex, Kind
+from gallery.previews import GEI_KEY, split_gei
 from gallery.protocol import EXPORT_CHUNK, SequenceRecord
-from gallery.records import GalleryInfo, GalleryStats, SequenceInfo, SubjectInfo, SubjectPage
+from gallery.records import (
+    Erasure,
+    GalleryInfo,
+    GalleryPolicy,
+    GalleryStats,
+    SequenceInfo,
+    SubjectInfo,
+    SubjectPage,
+)
 from gallery.rwlock import ReadWriteLock
-from gallery.schema import Synchronous, connect, migrate
+from gallery.schema import BUSY_TIMEOUT_MS, Synchronous, connect, migrate
 from gallery.search import SearchHit, search_subjects
 from gallery.settings import IndexSettings
 
@@ -75,6 +90,8 @@ T = TypeVar("T")
 MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: beyond it the binding overflows
 CHUNK_ROWS = 1024  # rows per read when (re)building an index
 TRIAL_WRITE_BYTES = 64 * 1024  # what `check` writes (and deletes) while the store is full
+DAY_S = 86_400.0
+SWEEP_BATCH = 10_000  # sequences per retention transaction (and per `expire` erasure and audit record)
 
 
 @dataclass
@@ -94,6 +111,7 @@ class _Live:
     pending: list[_Change] | None = None
     # What filters select on (gallery.attributes), kept in step with SQLite by `_apply` like the map.
     attributes: AttributeTable = field(default_factory=AttributeTable)
+    policy: GalleryPolicy = field(default_factory=GalleryPolicy)  # as in SQLite; set under the store lock
 
 
 @dataclass(frozen=True)
@@ -171,6 +189,7 @@ class GalleryStore:
             page_size = self._writer.execute("PRAGMA page_size").fetchone()[0]
             self._writer.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page_size)}")
         self._full: str | None = None  # why the last write found no room, until one succeeds
+        self._erased_in_wal = False  # an erasure's checkpoint found readers: retried after each write
         try:
             self._at_rest: AtRest = self._transaction(
                 lambda: open_at_rest(self._writer, self.path, encryption_key)
@@ -186,10 +205,13 @@ class GalleryStore:
         self._closed = self._closing = False
         self._live: dict[str, _Live] = {}
         self._builders: dict[int, threading.Thread] = {}  # gallery id -> its rebuild in the background
-        rows = self._writer.execute("SELECT id, name, model_hash, dim, parts FROM galleries").fetchall()
-        for gallery_id, name, model_hash, size, parts in rows:
+        rows = self._writer.execute(
+            "SELECT id, name, model_hash, dim, parts, retention_days, store_pictures FROM galleries"
+        ).fetchall()
+        for gallery_id, name, model_hash, size, parts, days, pictures in rows:
             layout = EmbeddingLayout.from_size(size, parts)
-            self._live[name] = self._open_gallery(gallery_id, name, model_hash, layout)
+            policy = GalleryPolicy(days, bool(pictures))
+            self._live[name] = self._open_gallery(gallery_id, name, model_hash, layout, policy)
 
     # ----- lifecycle
 
@@ -236,7 +258,12 @@ class GalleryStore:
     # ----- galleries
 
     def create_gallery(
-        self, name: str, model_hash: str, layout: EmbeddingLayout, metadata: dict[str, Any] | None = None
+        self,
+        name: str,
+        model_hash: str,
+        layout: EmbeddingLayout,
+        metadata: dict[str, Any] | None = None,
+        policy: GalleryPolicy = GalleryPolicy(),
     ) -> GalleryInfo:
         """An empty gallery for embeddings of one model and layout. Whatever the model's normalisation, the
         gallery stores every part unit-norm (gallery.validate), so its layout says "per-part-l2"."""
@@ -249,9 +276,18 @@ class GalleryStore:
 
             def insert() -> int:
                 cursor = self._writer.execute(
-                    "INSERT INTO galleries (name, model_hash, dim, parts, created, settings) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, model_hash, layout.size, layout.parts, time.time(), settings_json),
+                    "INSERT INTO galleries (name, model_hash, dim, parts, created, settings, "
+                    "retention_days, store_pictures) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        model_hash,
+                        layout.size,
+                        layout.parts,
+                        time.time(),
+                        settings_json,
+                        policy.retention_days,
+                        policy.store_pictures,
+                    ),
                 )
                 self._at_rest.add_gallery(self._writer, _inserted_id(cursor))
                 return _inserted_id(cursor)
@@ -260,7 +296,27 @@ class GalleryStore:
                 gallery_id = self._transaction(insert)
             except sqlite3.IntegrityError as exc:
                 raise GalleryExistsError(f"gallery '{name}' already exists") from exc
-            self._live[name] = self._open_gallery(gallery_id, name, model_hash, layout)
+            self._live[name] = self._open_gallery(gallery_id, name, model_hash, layout, policy)
+        return self.get_gallery(name)
+
+    def set_policy(self, name: str, policy: GalleryPolicy) -> GalleryInfo:
+        """Change what a gallery keeps. Turning pictures off also erases the pictures it holds; a shorter
+        retention takes effect at the next sweep."""
+        with self._writing():
+            live = self._gallery(name)
+
+            def update() -> None:
+                self._writer.execute(
+                    "UPDATE galleries SET retention_days = ?, store_pictures = ? WHERE id = ?",
+                    (policy.retention_days, policy.store_pictures, live.id),
+                )
+                if not policy.store_pictures:
+                    self._writer.execute(_DROP_PICTURES, (live.id,))
+
+            self._transaction(update)
+            live.policy = policy
+            if not policy.store_pictures:
+                self._checkpoint()
         return self.get_gallery(name)
 
     def get_gallery(self, name: str) -> GalleryInfo:
@@ -276,11 +332,18 @@ class GalleryStore:
         return [_gallery_info(row) for row in rows]
 
     def delete_gallery(self, name: str) -> None:
+        """Erase a gallery and everything it holds (logged as one erasure without ids: all of it)."""
         with self._writing():
             live = self._gallery(name)
-            self._transaction(lambda: self._writer.execute("DELETE FROM galleries WHERE id = ?", (live.id,)))
+
+            def delete() -> None:
+                self._writer.execute("DELETE FROM galleries WHERE id = ?", (live.id,))
+                self._log_erasure(Erasure(name, "delete_gallery", _time(time.time())))
+
+            self._transaction(delete)
             del self._live[name]
             self._snapshot_file(live.id).unlink(missing_ok=True)
+            self._checkpoint()
 
     # ----- enrolment and removal
 
@@ -318,6 +381,8 @@ class GalleryStore:
             live = self._gallery(name)  # it may have been deleted (or re-created) while we validated
             if live.model_hash != validate.model_hash(model_hash):
                 raise ModelMismatchError(name, live.model_hash, validate.model_hash(model_hash))
+            if not live.policy.store_pictures:
+                metadata_json = [validate.metadata(split_gei(m)[0]) for m in metadata or [None] * n]
             infos, new_rows = self._transaction(
                 lambda: self._insert_sequences(live, subject_id, vectors, metadata_json, uids, model_hash)
             )
@@ -341,21 +406,23 @@ class GalleryStore:
                 if found is None:
                     raise SubjectNotFoundError(f"gallery '{name}' has no subject '{subject_id}'")
                 rows = self._writer.execute(
-                    "SELECT id FROM sequences WHERE gallery_id = ? AND subject_id = ?", (live.id, subject_id)
+                    "SELECT id, uid FROM sequences WHERE gallery_id = ? AND subject_id = ? ORDER BY id",
+                    (live.id, subject_id),
                 ).fetchall()
                 self._writer.execute(
                     "DELETE FROM subjects WHERE gallery_id = ? AND subject_id = ?", (live.id, subject_id)
                 )
+                self._log_erased(live, "delete_subject", rows, subject_id)
                 return [row[0] for row in rows]
 
-            self._apply(live, remove=np.array(self._transaction(delete), dtype=np.int64))
+            self._erased(live, self._transaction(delete))
 
     def delete_sequence(self, name: str, sequence_id: str) -> None:
         """Remove one sequence; a subject left with no sequences is removed too."""
         with self._writing():
             live = self._gallery(name)
 
-            def delete() -> int:
+            def delete() -> list[int]:
                 row = self._writer.execute(
                     "SELECT id, subject_id FROM sequences WHERE gallery_id = ? AND uid = ?",
                     (live.id, sequence_id),
@@ -368,9 +435,58 @@ class GalleryStore:
                     "(SELECT 1 FROM sequences WHERE gallery_id = ? AND subject_id = ?)",
                     (live.id, row[1], live.id, row[1]),
                 )
-                return int(row[0])
+                self._log_erased(live, "delete_sequence", [(row[0], sequence_id)], row[1])
+                return [int(row[0])]
 
-            self._apply(live, remove=np.array([self._transaction(delete)], dtype=np.int64))
+            self._erased(live, self._transaction(delete))
+
+    def sweep_expired(self, now: datetime) -> list[Erasure]:
+        """Erase the sequences that are older than their gallery's `retention_days` at `now` (a subject
+        left without sequences goes too), SWEEP_BATCH at a time: one transaction and one `expire`
+        erasure each, with the store lock released between them so that writes go on meanwhile. The
+        service calls this periodically; `now` is a parameter so that the sweep can be tested at any time."""
+        erasures = []
+        for name in list(self._live):
+            while (erased := self._expire_batch(name, now)) is not None:
+                erasures.append(erased)
+        return erasures
+
+    def _expire_batch(self, name: str, now: datetime) -> Erasure | None:
+        """Erase up to SWEEP_BATCH of the gallery's expired sequences, oldest rows first; None if none."""
+        with self._writing():
+            live = self._live.get(name)
+            if live is None or live.policy.retention_days is None:
+                return None
+            cutoff = now.timestamp() - live.policy.retention_days * DAY_S
+
+            def expire() -> tuple[list[int], Erasure | None]:
+                rows = self._writer.execute(
+                    "SELECT id, uid FROM sequences WHERE gallery_id = ? AND created < ? ORDER BY id LIMIT ?",
+                    (live.id, cutoff, SWEEP_BATCH),
+                ).fetchall()
+                if not rows:
+                    return [], None
+                self._writer.executemany("DELETE FROM sequences WHERE id = ?", [(row[0],) for row in rows])
+                self._writer.execute(_PRUNE_SUBJECTS, (live.id,))
+                return [row[0] for row in rows], self._log_erased(live, "expire", rows, None, now)
+
+            removed, erasure = self._transaction(expire)
+            if removed:
+                self._erased(live, removed)
+            return erasure
+
+    def erasures(self, gallery: str | None = None, since: datetime | None = None) -> list[Erasure]:
+        """The erasure log, oldest first: of one gallery (also one deleted since), from `since` on."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT gallery, action, time, subject_id, sequence_ids FROM erasures "
+                "WHERE (? IS NULL OR gallery = ?) AND time >= ? ORDER BY id",
+                (gallery, gallery, since.timestamp() if since is not None else 0.0),
+            ).fetchall()
+        return [
+            Erasure(name, action, _time(at), subject_id, tuple(json.loads(ids)))
+            for name, action, at, subject_id, ids in rows
+        ]
 
     # ----- listing
 
@@ -604,9 +720,8 @@ class GalleryStore:
                 raise EncryptionKeyError(
                     f"the gallery database {self.path} is not encrypted: no key to rotate"
                 )
-            self._writer.execute("PRAGMA secure_delete = ON")  # replaced keys and values: overwritten
             self._at_rest = self._transaction(lambda: keyring.rotate(self._writer, new_key, new_data_keys))
-            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's old pages: gone
+            self._checkpoint()  # the WAL's frames of the replaced keys go (secure_delete zeroed the pages)
 
     # ----- internals: access
 
@@ -686,7 +801,59 @@ class GalleryStore:
             self._full = cause
             raise StoreFullError(cause) from exc
         self._full = None
+        if self._erased_in_wal:
+            self._checkpoint()
         return result
+
+    def _log_erased(
+        self,
+        live: _Live,
+        action: ErasureAction,
+        rows: Sequence[tuple[int, str]],
+        subject_id: str | None,
+        now: datetime | None = None,
+    ) -> Erasure:
+        """Log the erasure of `rows` (row id, sequence id), inside the erasing transaction."""
+        erasure = Erasure(
+            live.name, action, now or _time(time.time()), subject_id, tuple(uid for _, uid in rows)
+        )
+        self._log_erasure(erasure)
+        return erasure
+
+    def _log_erasure(self, erasure: Erasure) -> None:
+        self._writer.execute(
+            "INSERT INTO erasures (time, gallery, action, subject_id, sequence_ids) VALUES (?, ?, ?, ?, ?)",
+            (
+                erasure.time.timestamp(),
+                erasure.gallery,
+                erasure.action,
+                erasure.subject_id,
+                json.dumps(list(erasure.sequence_ids)),
+            ),
+        )
+
+    def _erased(self, live: _Live, rows: list[int]) -> None:
+        """After an erasure committed (write lock held): the index forgets the rows, the gallery's
+        snapshot (which holds their vectors) is removed, and the WAL (whose frames hold them) is
+        checkpointed into the database, where secure_delete zeroed them, and truncated."""
+        self._apply(live, remove=np.array(rows, dtype=np.int64))
+        self._snapshot_file(live.id).unlink(missing_ok=True)
+        live.saved_tag = None
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Checkpoint the WAL into the database and truncate it, without waiting for readers (write lock
+        held): while a long read (an index rebuild, an export) holds an older snapshot the WAL cannot
+        be truncated, and the erased rows stay in its frames until the checkpoint that the next write,
+        or the rebuild's end, tries again (`_erased_in_wal`)."""
+        self._writer.execute("PRAGMA busy_timeout=0")
+        try:
+            busy, _, _ = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self._writer.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if busy and not self._erased_in_wal:
+            logger.info("gallery store: a long read holds the WAL; erased rows leave it later")
+        self._erased_in_wal = bool(busy)
 
     def _insert_sequences(
         self,
@@ -807,6 +974,8 @@ class GalleryStore:
             finally:
                 conn.execute("COMMIT")
             with self._writing():
+                if self._erased_in_wal:  # this rebuild's read held the WAL
+                    self._checkpoint()
                 self._abandon(live)
                 for change in live.pending:
                     change.apply(index, sequences, sizes)
@@ -853,7 +1022,9 @@ class GalleryStore:
         if self._closing or self._closed or self._live.get(live.name) is not live:
             raise _Abandoned
 
-    def _open_gallery(self, gallery_id: int, name: str, model_hash: str, layout: EmbeddingLayout) -> _Live:
+    def _open_gallery(
+        self, gallery_id: int, name: str, model_hash: str, layout: EmbeddingLayout, policy: GalleryPolicy
+    ) -> _Live:
         """A gallery's in-memory side: its snapshot if fresh, else built from SQLite (write lock held)."""
         tag = self._tag(gallery_id)
         saved_tag: dict[str, Any] | None = tag  # the snapshot's, while the index is the snapshot
@@ -871,7 +1042,7 @@ class GalleryStore:
         if index is None:
             index, sequences, sizes = self._build(self._writer, gallery_id, layout.size, None, centre=centre)
             saved_tag = None
-        live = _Live(gallery_id, name, model_hash, layout, index, sequences, sizes, saved_tag=saved_tag)
+        live = _Live(gallery_id, name, model_hash, layout, index, sequences, sizes, saved_tag, policy=policy)
         live.attributes = self._load_attributes(self._writer, gallery_id)
         if index.needs_rebuild(len(sequences)):
             self._rebuild(live)
@@ -1001,7 +1172,18 @@ def _centre_tag(centre: np.ndarray | None) -> dict[str, str]:
 _GALLERY_INFO = (
     "SELECT g.name, g.model_hash, g.dim, g.parts, g.settings, g.created, "
     "(SELECT count(*) FROM subjects s WHERE s.gallery_id = g.id), "
-    "(SELECT count(*) FROM sequences q WHERE q.gallery_id = g.id) FROM galleries g"
+    "(SELECT count(*) FROM sequences q WHERE q.gallery_id = g.id), g.retention_days, g.store_pictures "
+    "FROM galleries g"
+)
+# Subjects of a gallery left without sequences.
+_PRUNE_SUBJECTS = (
+    "DELETE FROM subjects WHERE gallery_id = ?1 AND NOT EXISTS "
+    "(SELECT 1 FROM sequences q WHERE q.gallery_id = ?1 AND q.subject_id = subjects.subject_id)"
+)
+# Every GEI picture of a gallery out of its sequences' metadata (metadata that held only one reads null).
+_DROP_PICTURES = (
+    f"UPDATE sequences SET metadata = nullif(json_remove(metadata, '$.{GEI_KEY}'), '{{}}') "
+    f"WHERE gallery_id = ? AND json_type(metadata, '$.{GEI_KEY}') IS NOT NULL"
 )
 _SEQUENCE_INFO = "SELECT uid, subject_id, model_hash, metadata, created FROM sequences"
 
@@ -1022,6 +1204,7 @@ def _inserted_id(cursor: sqlite3.Cursor) -> int:
 
 
 def _gallery_info(row: Sequence[Any]) -> GalleryInfo:
-    name, model_hash, size, parts, settings, created, subjects, sequences = row
+    name, model_hash, size, parts, settings, created, subjects, sequences, days, pictures = row
     layout = EmbeddingLayout.from_size(size, parts)
-    return GalleryInfo(name, model_hash, layout, _json(settings), _time(created), subjects, sequences)
+    policy = GalleryPolicy(days, bool(pictures))
+    return GalleryInfo(name, model_hash, layout, _json(settings), _time(created), subjects, sequences, policy)

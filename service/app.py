@@ -1,7 +1,10 @@
-"""The FastAPI app factory: `create_app(settings)`; the lifespan starts and stops the engine."""
+"""The FastAPI app factory: `create_app(settings)`; the lifespan starts and stops the engine, the audit
+store and the galleries' retention sweep."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +26,7 @@ from service.middleware import (
     BrowserGuardMiddleware,
     RequestContextMiddleware,
 )
+from service.retention import sweep_forever
 from service.routes import ROUTERS
 from service.settings import Settings
 
@@ -33,6 +37,7 @@ _MANUAL_BODIES = (
     schemas.VerifyRequest,
     schemas.EnrollRequest,
     schemas.GalleryCreate,
+    schemas.GalleryUpdate,
     schemas.ReviewRequest,
 )
 _EXPOSED = ["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-After"]
@@ -48,9 +53,13 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await auditor.start()
         await engine.start()
+        sweeper = asyncio.create_task(sweep_forever(engine, auditor), name="gallery-retention")
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await engine.stop()
             await auditor.stop()
 

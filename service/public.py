@@ -58,6 +58,8 @@ def gallery_public(info: GalleryInfo, model_hash: str) -> GalleryPublic:
         created=info.created,
         subject_count=info.subject_count,
         sequence_count=info.sequence_count,
+        retention_days=info.policy.retention_days,
+        store_pictures=info.policy.store_pictures,
     )
 
 

@@ -1,6 +1,18 @@
 """One router per resource; `ROUTERS` is what the app includes."""
 
-from service.routes import audit, demo, docs, embed, galleries, health, model, preview, search, web
+from service.routes import (
+    audit,
+    demo,
+    docs,
+    embed,
+    erasures,
+    galleries,
+    health,
+    model,
+    preview,
+    search,
+    web,
+)
 
 ROUTERS = (
     health.router,
@@ -8,6 +20,7 @@ ROUTERS = (
     search.router,
     model.router,
     galleries.router,
+    erasures.router,
     audit.router,
     preview.router,
     demo.router,

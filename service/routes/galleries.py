@@ -7,6 +7,7 @@ gallery).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from gaitlu.schemas import (
     GalleriesPublic,
     GalleryCreate,
     GalleryPublic,
+    GalleryUpdate,
     SequenceEmbeddingPublic,
     SequencePublic,
     SubjectDetail,
@@ -27,6 +29,7 @@ from gaitlu.schemas import (
     SubjectsPublic,
     VideoTrackPublic,
 )
+from gallery.records import GalleryPolicy
 from gallery.store import MAX_OFFSET  # SQLite's largest integer: a larger offset cannot be bound
 from service.auditing import AuditorDep, change_entry
 from service.deps import EngineDep, ReadAccess, SettingsDep, WriteAccess
@@ -65,6 +68,7 @@ _ENROLL_FIELDS = {
 }
 _ENROLL_BODY = request_body(EnrollRequest, multipart_schema("files", _ENROLL_FIELDS, ["files"]))
 _CREATE_BODY = request_body(GalleryCreate)
+_UPDATE_BODY = request_body(GalleryUpdate)
 
 
 @router.post(
@@ -75,11 +79,13 @@ _CREATE_BODY = request_body(GalleryCreate)
     openapi_extra=_CREATE_BODY,
 )
 async def create_gallery(request: Request, engine: EngineDep, auditor: AuditorDep) -> GalleryPublic:
-    """Create an empty gallery bound to the running model. The body is read by hand, after the key check
+    """Create an empty gallery bound to the running model, with what it keeps and for how long
+    (`retention_days`, `store_pictures`: docs/privacy.md). The body is read by hand, after the key check
     (FastAPI would parse a body parameter before the dependencies run)."""
     require_media_type(request, JSON)
     body = await read_json(request, GalleryCreate)
-    info = await engine.create_gallery(body.name, body.metadata)
+    policy = GalleryPolicy(body.retention_days, body.store_pictures)
+    info = await engine.create_gallery(body.name, body.metadata, policy)
     await auditor.record([change_entry(request, "create_gallery", body.name)])
     return gallery_public(info, engine.model_hash)
 
@@ -94,6 +100,21 @@ async def list_galleries(engine: EngineDep) -> GalleriesPublic:
 @router.get("/{name}", response_model=GalleryPublic, dependencies=[ReadAccess])
 async def get_gallery(name: str, engine: EngineDep) -> GalleryPublic:
     return gallery_public(await engine.get_gallery(name), engine.model_hash)
+
+
+@router.patch("/{name}", response_model=GalleryPublic, dependencies=[WriteAccess], openapi_extra=_UPDATE_BODY)
+async def update_gallery(
+    name: str, request: Request, engine: EngineDep, auditor: AuditorDep
+) -> GalleryPublic:
+    """Change what a gallery keeps: the fields given change, the others stay. Turning `store_pictures`
+    off erases the pictures it holds; a shorter `retention_days` applies at the next sweep."""
+    require_media_type(request, JSON)
+    body = await read_json(request, GalleryUpdate)
+    current = (await engine.get_gallery(name)).policy
+    changed = {field: getattr(body, field) for field in body.model_fields_set}
+    info = await engine.set_policy(name, replace(current, **changed))
+    await auditor.record([change_entry(request, "update_gallery", name)])
+    return gallery_public(info, engine.model_hash)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess])
