@@ -80,6 +80,15 @@ def needles(api, sequence_id: str = "s1-0") -> dict[str, list[bytes]]:
     }
 
 
+def stored_embeddings(folder: Path) -> dict[str, bytes]:
+    """Each sequence's embedding blob as the database holds it."""
+    db = sqlite3.connect(folder / "galleries.db")
+    try:
+        return dict(db.execute("SELECT uid, embedding FROM sequences").fetchall())
+    finally:
+        db.close()
+
+
 def windows(data: bytes, width: int = 32) -> list[bytes]:
     return [data[i : i + width] for i in range(0, len(data) - width + 1, width)]
 
@@ -192,6 +201,7 @@ def test_rotate_key_through_the_cli_moves_everything_to_the_new_key(
     with client(tiny_artifact, data, encryption_key=KEY) as api:
         enrol(api)
         picture = api.get("/galleries/people/sequences/s2-0").json()["gei_png"]
+    before = stored_embeddings(data)
     monkeypatch.setenv("GAITLU_ENCRYPTION_KEY", KEY)
     refused = run_cli(capsys, "galleries", "rotate-key", "--data-dir", data)
     assert refused.code == 2 and "set GAITLU_NEW_ENCRYPTION_KEY" in refused.err
@@ -200,6 +210,8 @@ def test_rotate_key_through_the_cli_moves_everything_to_the_new_key(
     rotated = run_cli(capsys, "galleries", "rotate-key", "--data-dir", data, *flags)
     assert rotated.code == 0, rotated.err
     assert crypto.key_id(crypto.parse_key(OTHER_KEY, "key")) in rotated.out
+    after = stored_embeddings(data)  # re-wrapping rewrites no value; new data keys rewrite every one
+    assert (after == before) if not new_data_keys else not (set(after.values()) & set(before.values()))
     with client(tiny_artifact, data, encryption_key=OTHER_KEY) as api:
         assert answers(api) == plaintext_answers
         assert api.get("/galleries/people/sequences/s2-0").json()["gei_png"] == picture

@@ -5,6 +5,7 @@ and searching, and kill -9 in the middle of enrolments (every acknowledged seque
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import socket
 import subprocess
@@ -143,8 +144,10 @@ def test_32_clients_enrol_and_search_without_losing_or_duplicating(server):
 
 
 @pytest.mark.slow
-def test_kill_9_keeps_every_acknowledged_enrolment(tiny_artifact, tmp_path):
-    process = ServerProcess(tiny_artifact, tmp_path / "data", tmp_path / "server.log").start()
+@pytest.mark.parametrize("at_rest", ["plaintext", "encrypted"])
+def test_kill_9_keeps_every_acknowledged_enrolment(tiny_artifact, tmp_path, at_rest):
+    key = {"encryption_key": base64.b64encode(bytes(range(32))).decode()} if at_rest == "encrypted" else {}
+    process = ServerProcess(tiny_artifact, tmp_path / "data", tmp_path / "server.log", **key).start()
     acked: dict[str, str] = {}
     sent: set[str] = set()
     try:
@@ -171,7 +174,7 @@ def test_kill_9_keeps_every_acknowledged_enrolment(tiny_artifact, tmp_path):
     finally:
         process.kill()
 
-    restarted = ServerProcess(tiny_artifact, tmp_path / "data", tmp_path / "server-2.log").start()
+    restarted = ServerProcess(tiny_artifact, tmp_path / "data", tmp_path / "server-2.log", **key).start()
     try:
         url = restarted.url
         gallery = httpx.get(f"{url}/galleries/g").json()
