@@ -50,6 +50,11 @@ class DecodeSlots:
         return len(self._running)
 
     @property
+    def waiting(self) -> int:
+        """Uploads waiting for a free decode thread."""
+        return self._waiting
+
+    @property
     def stuck(self) -> bool:
         """Every slot is held by a decode that is past its deadline."""
         if self.timeout_s is None or len(self._running) < self.workers:

@@ -236,6 +236,8 @@ class Engine:
         self._store: GalleryBackend | None = None
         self._limits = settings.sequence_limits
         self._decodes = DecodeSlots(settings.decode_workers, settings.decode_queue, settings.decode_timeout_s)
+        self.metrics.decodes_running.set_function(lambda: self._decodes.busy)
+        self.metrics.decodes_waiting.set_function(lambda: self._decodes.waiting)
         self._store_writers = anyio.CapacityLimiter(STORE_WRITERS)
         self._video_limits = settings.video_limits
         self._video_threads = anyio.CapacityLimiter(settings.video_workers)

@@ -1,6 +1,7 @@
 """The engine's Prometheus metrics, in a registry per engine (two in one process, e.g. tests, do not
-collide): time waiting in the batch queue versus time in inference, batch sizes, queue depth, decode
-time, runtime failures, and gallery sizes read from the store at scrape time.
+collide): time waiting in the batch queue versus time in inference, batch sizes, queue depth, decodes
+running and waiting, decode time, runtime failures, and gallery sizes read from the store at scrape
+time.
 
 The service adds its HTTP metrics to the same registry (service/metrics.py).
 """
@@ -50,6 +51,12 @@ class EngineMetrics:
             "gaitlu_batch_size", "Sequences per runtime call", buckets=_BATCH_BUCKETS, registry=r
         )
         self.queue_depth = Gauge("gaitlu_queue_depth", "Sequences waiting for inference", registry=r)
+        self.decodes_running = Gauge(
+            "gaitlu_decodes_running", "Uploads being decoded in decode threads now", registry=r
+        )
+        self.decodes_waiting = Gauge(
+            "gaitlu_decodes_waiting", "Uploads waiting for a free decode thread", registry=r
+        )
         self.inference_failures = Counter(
             "gaitlu_inference_failures", "Runtime calls that raised", registry=r
         )

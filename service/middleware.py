@@ -260,13 +260,17 @@ class AdmissionMiddleware:
         if problem is not None:
             await _refuse(scope, receive, send, self.metrics, Overloaded(1, problem))
             return
-        self.requests += 1
-        self.body_bytes += cost
+        self._hold(1, cost)
         try:
             await self.app(scope, self.timed(receive), send)
         finally:
-            self.requests -= 1
-            self.body_bytes -= cost
+            self._hold(-1, -cost)
+
+    def _hold(self, requests: int, body_bytes: int) -> None:
+        self.requests += requests
+        self.body_bytes += body_bytes
+        self.metrics.in_flight.set(self.requests)
+        self.metrics.body_bytes_in_flight.set(self.body_bytes)
 
     def body_cost(self, headers: Headers) -> int:
         declared = headers.get("content-length")

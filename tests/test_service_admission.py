@@ -17,7 +17,7 @@ import pytest
 import engine.engine as engine_module
 from engine.decoding import DecodeSlots
 from engine.errors import Overloaded
-from tests.support.servers import client, error_code, npy_bytes
+from tests.support.servers import client, error_code, gauge, npy_bytes, until
 from tests.support.walkers import walking_sequence
 
 CLIENTS = 32
@@ -77,15 +77,11 @@ def test_a_full_wait_list_is_still_a_hard_bound(tiny_artifact, tmp_path, monkeyp
     monkeypatch.setattr(engine_module, "_decode", stalled)
     limits = {"decode_workers": 1, "decode_queue": 1}
     with client(tiny_artifact, tmp_path, **limits) as c, ThreadPoolExecutor(2) as pool:
-        decodes = c.app.state.engine._decodes
         held = [
             pool.submit(c.post, "/embed", files={"files": ("a.npy", npy_bytes(walking_sequence(i)))})
             for i in (0, 1)
         ]
-        deadline = time.monotonic() + 10
-        while decodes.busy < 1 or decodes._waiting < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        until(lambda: gauge(c, "gaitlu_decodes_running") == 1 and gauge(c, "gaitlu_decodes_waiting") == 1)
         refused = c.post("/embed", files={"files": ("c.npy", npy_bytes(walking_sequence(2)))})
         assert error_code(refused, 429) == "overloaded" and "1 uploads wait" in refused.text
         release.set()

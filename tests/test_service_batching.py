@@ -19,7 +19,7 @@ import pytest
 
 from runtime import load_artifact_embedder
 from service.app import create_app
-from tests.support.servers import npy_bytes, settings_for
+from tests.support.servers import gauge_in, npy_bytes, settings_for
 from tests.support.walkers import walking_sequence
 
 
@@ -123,8 +123,7 @@ def test_full_queue_answers_429_with_retry_after(tiny_artifact, tmp_path, embedd
         while not gated.entered.is_set():  # the first request is inside the runtime, holding it
             await asyncio.sleep(0.01)
         queued = [asyncio.create_task(embed_one(c, walking_sequence(i))) for i in (2, 3)]
-        batcher = app.state.engine._batcher
-        while batcher.depth < 2:
+        while gauge_in((await c.get("/metrics")).text, "gaitlu_queue_depth") < 2:
             await asyncio.sleep(0.01)
         refused = await embed_one(c, walking_sequence(4))
         assert refused.status_code == 429, refused.text

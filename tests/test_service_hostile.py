@@ -29,7 +29,7 @@ from service.errors import InvalidRequest
 from service.settings import load_settings
 from service.uploads import load_json
 from tests.support.cli import gaitlu_argv
-from tests.support.servers import REPO, ServerProcess, client, error_code, npy_bytes
+from tests.support.servers import REPO, ServerProcess, client, error_code, gauge, npy_bytes, until
 from tests.support.walkers import walking_sequence
 from tests.test_safepickle import ATTACKS
 
@@ -332,19 +332,19 @@ def test_over_the_bounds_requests_get_429_at_once_and_probes_still_answer(server
     small = {"files": ("a.npy", npy_bytes(walking_sequence(4)))}
     with httpx.Client(base_url=server.url, timeout=30) as c:
         held = [slow_upload(server.port, 900_000)]  # 0.9 MiB of the 2 MiB of bodies in flight
-        time.sleep(0.3)
+        until(lambda: gauge(c, "gaitlu_requests_in_flight") == 1)
         started = time.monotonic()
         with slow_upload(server.port, MIB + 1) as sock:
             assert answer(sock).startswith(b"HTTP/1.1 413")  # over the upload limit: 413, not 429
         # 0.9 + 0.9 MiB fit, a third 0.9 MiB does not: bytes in flight.
         held.append(slow_upload(server.port, 900_000))
-        time.sleep(0.3)
+        until(lambda: gauge(c, "gaitlu_request_body_bytes_in_flight") == 1_800_000)
         refused = c.post("/embed", files={"files": ("big.npy", b"\0" * 900_000)})
         assert error_code(refused, 429) == "overloaded" and "bytes of request bodies" in refused.text
         assert refused.headers["Retry-After"] == "1"
         # A third held request reaches the request bound: even a small one is refused.
         held.append(slow_upload(server.port, 10))
-        time.sleep(0.3)
+        until(lambda: gauge(c, "gaitlu_requests_in_flight") == 3)
         refused = c.post("/embed", files=small)
         assert error_code(refused, 429) == "overloaded" and "limit of 3 requests" in refused.text
         assert time.monotonic() - started < QUICK_S  # answered at once, never queued
@@ -456,9 +456,13 @@ def test_reserved_metadata_and_absurd_floats_are_clean_422s_logged_as_json_with_
         assert error_code(response, 422) == "invalid_input" and "1e+308" in response.text
         probe = c.post("/search", json={"gallery": "logged", "embeddings": [[1e308] * model["dim"]]})
         assert probe.status_code == 200 and probe.json()["data"][0]["error"]["code"] == "invalid_input"
-    time.sleep(0.5)  # the log line of the last request is written after its answer
-    lines = server.log_path.read_text().splitlines()
-    entries = [json.loads(line) for line in lines]  # every line is JSON: no raw warning, no traceback
-    assert not [e for e in entries if e["level"] == "warning" and e["logger"] == "py.warnings"]
-    (line,) = [e for e in entries if e["request_id"] == "huge-floats-1" and e["logger"] == "service.access"]
+
+    def access_lines() -> list[dict]:
+        complete = server.log_path.read_text().rpartition("\n")[0]  # a line being written waits
+        entries = [json.loads(line) for line in complete.splitlines()]  # every line is JSON
+        assert not [e for e in entries if e["level"] == "warning" and e["logger"] == "py.warnings"]
+        return [e for e in entries if e["request_id"] == "huge-floats-1" and e["logger"] == "service.access"]
+
+    until(lambda: bool(access_lines()))  # written after the answer
+    (line,) = access_lines()
     assert line["status"] == 422 and line["code"] == "invalid_input"

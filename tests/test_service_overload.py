@@ -24,7 +24,7 @@ import pytest
 import engine.engine as engine_module
 from gaitlu.embedding import Embedder
 from runtime import load_artifact_embedder
-from tests.support.servers import FULL_KEY, ServerProcess, client, error_code, npy_bytes
+from tests.support.servers import FULL_KEY, ServerProcess, client, error_code, gauge, npy_bytes, until
 from tests.support.walkers import walking_sequence
 
 QUICK_S = 2.0  # what an answer that must not wait may take on a busy 2-core machine
@@ -33,13 +33,6 @@ HELD_S = 6.0  # how long the tests hold a lock or a pool: an answer that waited 
 
 def upload(seed: int = 0) -> dict:
     return {"files": ("walk.npy", npy_bytes(walking_sequence(seed)))}
-
-
-def until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.01)
 
 
 @contextmanager
@@ -83,10 +76,9 @@ def test_a_full_decode_pool_answers_429_then_503_at_the_deadline_and_readyz_noti
     monkeypatch.setattr(engine_module, "_decode", stalled)
     limits = {"decode_workers": 1, "decode_queue": 0, "decode_timeout_s": 1.5}
     with client(tiny_artifact, tmp_path, **limits) as c, ThreadPoolExecutor(1) as pool:
-        decodes = c.app.state.engine._decodes
         started = time.monotonic()
         first = pool.submit(c.post, "/embed", files=upload())
-        until(lambda: decodes.busy == 1)
+        until(lambda: gauge(c, "gaitlu_decodes_running") == 1)
         refused = c.post("/embed", files=upload(1))
         assert error_code(refused, 429) == "overloaded" and "decode workers" in refused.text
         assert int(refused.headers["Retry-After"]) >= 1 and time.monotonic() - started < 1.5
@@ -96,7 +88,7 @@ def test_a_full_decode_pool_answers_429_then_503_at_the_deadline_and_readyz_noti
         not_ready = c.get("/readyz")
         assert error_code(not_ready, 503) == "not_ready" and "decode workers" in not_ready.text
         release.set()
-        until(lambda: decodes.busy == 0)
+        until(lambda: gauge(c, "gaitlu_decodes_running") == 0)
         assert c.get("/readyz").status_code == 200
         assert c.post("/embed", files=upload(2)).status_code == 200
 
@@ -121,7 +113,7 @@ def test_readyz_answers_ready_while_the_batch_queue_is_long(tiny_artifact, tmp_p
     with client(tiny_artifact, tmp_path, embedder=slow, max_batch=1) as c, ThreadPoolExecutor(30) as pool:
         started = time.monotonic()
         backlog = [pool.submit(c.post, "/embed", files=upload(i)) for i in range(30)]  # ~6 s of batches
-        until(lambda: c.app.state.engine._batcher.depth >= 20)
+        until(lambda: gauge(c, "gaitlu_queue_depth") >= 20)
         probed = time.monotonic()
         assert c.get("/readyz").status_code == 200
         probe_s = time.monotonic() - probed

@@ -7,7 +7,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -125,3 +125,27 @@ class ServerProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def gauge(client: httpx.Client | TestClient, name: str, **headers: str) -> float:
+    """One unlabelled gauge from the server's /metrics, as Prometheus would scrape it."""
+    return gauge_in(client.get("/metrics", headers=headers).text, name)
+
+
+def gauge_in(text: str, name: str) -> float:
+    """One unlabelled gauge from a /metrics page."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return float(sample.value)
+    raise AssertionError(f"/metrics has no {name}")
+
+
+def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for observable state (`condition()` true), polling; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
