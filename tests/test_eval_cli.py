@@ -142,23 +142,26 @@ def test_a_missing_stage_names_what_to_install(dataset: Path, tmp_path: Path, mo
     assert code == 2 and "needs the train stage" in err
 
 
-def test_the_artifact_source_is_the_runtime_embedder(
-    dataset: Path, tmp_path: Path, monkeypatch, capsys
+def test_the_artifact_source_scores_the_runtime_embedders_output(
+    dataset: Path, tiny_artifact: Path, tmp_path: Path, capsys
 ) -> None:
-    class TwoPartGei:  # a stand-in with the runtime's contract: the raw output is what is scored
-        evaluation = None  # not an imported OpenGait model
+    from runtime import load_artifact_embedder
 
-        def embed_output(self, batch):
-            return np.concatenate([gei_embed(batch)] * 2, axis=1)  # (N, 2, 2816)
-
-    opened = []
-    monkeypatch.setattr("runtime.load_artifact_embedder", lambda path: opened.append(path) or TwoPartGei())
-    args = ["--artifact", str(tmp_path), "--dataset", str(dataset), "--protocol", "casia-b", "--json"]
-    code, out, err = run_cli(capsys, "eval", *args)
+    npz = tmp_path / "emb.npz"
+    args = ["--artifact", str(tiny_artifact), "--dataset", str(dataset), "--protocol", "casia-b", "--json"]
+    code, out, err = run_cli(capsys, "eval", *args, "--save-embeddings", str(npz))
     assert code == 0, err
-    assert opened == [tmp_path]
     result = json.loads(out)
-    assert result["embedding_shape"] == [2, 64 * 44] and result["result"]["headline"]["CL"] == 100.0
+    saved = load_embeddings(npz)
+    assert result["embedding_shape"] == list(saved.emb.shape[1:])
+    assert result["num_sequences"] == len(saved.emb) == len(TEST_SUBJECTS) * len(CONDS) * len(VIEWS)
+    # What was scored is the artifact's runtime output for each sequence, row by row.
+    row = int(np.flatnonzero((saved.subject == "076") & (saved.cond == "cl-02") & (saved.view == "090"))[0])
+    frames = model_frames(LabelledSequence(dataset / "076" / "cl-02" / "090", "076", "cl-02", "090"))
+    direct = load_artifact_embedder(tiny_artifact).embed_output([frames])[0]
+    np.testing.assert_allclose(saved.emb[row], direct, rtol=1e-4, atol=1e-5)
+    again = evaluate_saved(npz, "casia-b").headline()
+    assert {k: round(v, 4) for k, v in again.items()} == result["result"]["headline"]
 
 
 def test_gei_is_the_mean_frame_scaled_to_one() -> None:
