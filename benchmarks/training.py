@@ -26,12 +26,12 @@ from results_md import write_section
 
 from train.config import load_config
 from train.losses import batch_all_triplet, part_cross_entropy
-from train.run import cpu_has_bf16
+from train.run import cpu_has_bf16, to_channels_last
 from train.supervised import BNNeck, SupervisedConfig, initial_network
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODELS = {
-    "default (GaitBase, half width)": "casiab_default.yaml",
+    "default (tiny GaitSSB)": "casiab_default.yaml",
     "GaitBase": "supervised_gaitbase.yaml",
     "DeepGaitV2 (P3D)": "supervised_deepgaitv2.yaml",
     "GaitSet": "supervised_gaitset.yaml",
@@ -48,7 +48,7 @@ def step_seconds(
     torch.manual_seed(0)
     model = initial_network(config, None).train()
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = to_channels_last(model)
     layout = model.config.layout
     head = BNNeck(layout.parts, layout.channels, 8, config.loss.cosine)
     params = list(model.parameters()) + list(head.parameters())

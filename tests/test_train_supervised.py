@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from gaitlu.evaluation.crossview import casia_b
 from gaitlu.evaluation.embeddings import EmbeddingSet
@@ -20,6 +21,7 @@ from tests.support.walkers import walking_sequence
 from train.checkpoint import atomic_save, build_checkpoint, list_checkpoints, load_checkpoint
 from train.config import load_config
 from train.losses import part_cross_entropy
+from train.run import to_channels_last
 from train.supervised import BNNeck, SupervisedConfig, initial_network
 from train.zoo.registry import ARCHITECTURES, build_network
 
@@ -329,3 +331,19 @@ def test_one_command_trains_every_registered_architecture(
     assert any(
         not torch.equal(v, trained.state_dict()[k]) for k, v in before.items() if v.is_floating_point()
     )
+
+
+@pytest.mark.parametrize("architecture", sorted(TINY_NETWORKS))
+def test_channels_last_converts_every_architecture_and_keeps_its_output(architecture: str) -> None:
+    torch.manual_seed(0)
+    network = build_network(architecture, TINY_NETWORKS[architecture]).eval()
+    x = torch.rand(2, 6, 64, 44)
+    with torch.no_grad():
+        expected = network(x)
+        got = to_channels_last(network)(x)  # DeepGaitV2's P3D mixes 2-D and 3-D convolutions
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    convs = [m for m in network.modules() if isinstance(m, nn.Conv2d | nn.Conv3d)]
+    assert convs
+    for conv in convs:
+        layout = torch.channels_last_3d if isinstance(conv, nn.Conv3d) else torch.channels_last
+        assert conv.weight.is_contiguous(memory_format=layout)

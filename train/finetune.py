@@ -43,6 +43,7 @@ from train.run import (
     effective_trainer,
     ignore_sigterm,
     prepare_run_dir,
+    to_channels_last,
     torch_settings,
     train_loop,
 )
@@ -251,8 +252,7 @@ def _run(inputs: FinetuneInputs, run_dir: Path, info: distributed.Dist) -> RunRe
     cfg, t, device = inputs.config, inputs.config.trainer, info.device
     model = inputs.model.to(device)
     if t.channels_last:
-        # Module.to takes memory_format; torch's overloads of it leave the keyword out.
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = to_channels_last(model)
     groups = param_groups(model, cfg.lr, cfg.optimizer.lr)
     state = TrainState.create(model, groups, cfg.optimizer, cfg.scheduler, t.precision, device)
     step = state.restore(inputs.resume_from) if inputs.resume_from is not None else 0

@@ -42,6 +42,7 @@ from train.run import (
     effective_trainer,
     ignore_sigterm,
     prepare_run_dir,
+    to_channels_last,
     torch_settings,
     train_loop,
     with_max_steps,
@@ -229,8 +230,7 @@ def _run(
     torch.manual_seed(t.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = GaitSSB(config.model).to(device)
     if t.channels_last:
-        # Module.to takes memory_format; torch's overloads of it leave the keyword out.
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = to_channels_last(model)
     state = TrainState.create(
         model, model.parameters(), config.optimizer, config.scheduler, t.precision, device
     )

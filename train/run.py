@@ -119,6 +119,20 @@ def with_max_steps(config: Config, max_steps: int | None) -> Config:
     return dataclasses.replace(config, trainer=trainer)  # type: ignore[type-var]
 
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def to_channels_last(model: ModuleT) -> ModuleT:
+    """NHWC weights for 2-D convolutions and NDHWC for 3-D ones, in place: `Module.to(memory_format=
+    torch.channels_last)` refuses a network with any 5-D weight (DeepGaitV2's P3D blocks)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv3d):
+            module.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+        elif isinstance(module, nn.Conv2d):
+            module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX): there bf16 autocast is several
     times faster than fp32; elsewhere it is emulated and slower."""

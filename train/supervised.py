@@ -42,6 +42,7 @@ from train.run import (
     effective_trainer,
     ignore_sigterm,
     prepare_run_dir,
+    to_channels_last,
     torch_settings,
     train_loop,
 )
@@ -213,8 +214,7 @@ def _run(inputs: SupervisedInputs, run_dir: Path, info: distributed.Dist, init: 
     cfg, t, device = inputs.config, inputs.config.trainer, info.device
     model, head = inputs.model.to(device), inputs.head
     if t.channels_last:
-        # Module.to takes memory_format; torch's overloads of it leave the keyword out.
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = to_channels_last(model)
     params = list(model.parameters())
     if head is not None:
         head = head.to(device)
