@@ -56,27 +56,50 @@ def test_the_default_model_card_states_the_weights_terms() -> None:
         assert needed in card
 
 
+@pytest.mark.parametrize("start", ["synthetic", "scratch"])
 def test_the_default_is_built_from_the_dev_set_by_the_projects_own_commands(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: str
 ) -> None:
+    """As shipped: the synthetic model's weights trained on the dev set; or a fresh network."""
     tree = write_walkers(tmp_path / "dev")
     monkeypatch.setenv("GAITLU_CASIAB_DEV", str(tree))
+    import torch
+
+    init = built / models.CHECKPOINT_FILE if start == "synthetic" else None
+    network = (
+        {"architecture": "gaitssb", "config": torch.load(init, weights_only=True)["model_config"]}
+        if init
+        else {"architecture": "gaitbase", "config": TINY_GAITBASE}
+    )
     config = tmp_path / "tiny.yaml"
     config.write_text(
         json.dumps(
             {
-                "model": {"architecture": "gaitbase", "config": TINY_GAITBASE},
+                "model": network,
                 "data": {"subjects_per_batch": 4, "sequences_per_subject": 4, "frames": 6, "num_workers": 0},
                 "trainer": {"max_steps": 2, "checkpoint_every": 2, "precision": "fp32"},
             }
         )
     )
-    recipe = models.RealRecipe(config=config, partition=tree / "partition.json", calibration=CALIBRATION)
-    built = models.build_real_model(tmp_path / "models" / "default", tmp_path / "builds", recipe, tmp_path)
-    models.check_model(built)
-    record = json.loads((built / models.BUILD_RECORD).read_text())
+    recipe = models.RealRecipe(
+        config=config, partition=tree / "partition.json", init=init, calibration=CALIBRATION
+    )
+    builds = tmp_path / "builds"
+    model_dir = models.build_real_model(tmp_path / "models" / "default", builds, recipe, tmp_path)
+    models.check_model(model_dir)
+    record = json.loads((model_dir / models.BUILD_RECORD).read_text())
     assert "train supervised" in record["commands"]["train"] and "CASIA-B" in record["note"]
-    assert read_manifest(built).model.name == "gaitbase" and read_manifest(built).calibration is not None
+    assert ("--init" in record["commands"]["train"]) == (init is not None)
+    manifest = read_manifest(model_dir)
+    assert manifest.model.name == network["architecture"] and manifest.calibration is not None
+    if init is not None:  # trained from the synthetic weights: two steps move them only a little
+        before = torch.load(init, map_location="cpu", weights_only=True)["model"]
+        after = torch.load(model_dir / models.CHECKPOINT_FILE, map_location="cpu", weights_only=True)["model"]
+        convs = [k for k, v in before.items() if v.dim() == 4]
+        moved = torch.cat([after[k].flatten() for k in convs])
+        start_weights = torch.cat([before[k].flatten() for k in convs])
+        assert not torch.equal(start_weights, moved)
+        assert torch.cosine_similarity(start_weights, moved, dim=0) > 0.9  # a fresh network: about 0
 
 
 def test_building_the_default_without_the_dev_set_says_what_is_needed(

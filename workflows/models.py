@@ -1,9 +1,10 @@
 """The two shipped models, each built from nothing by the project's own commands and committed.
 
-- models/default: a half-width GaitBase trained on real people, the CASIA-B development set (subjects
-  001-074, as OpenGait's CASIA-B models are), with the capture shifts of train/shifts.py
-  (configs/casiab_default.yaml; MODEL_CARD.md there states CASIA-B's terms, which the weights carry).
-  `make default-model` rebuilds it; it needs the dev set, which never enters the repository.
+- models/default: models/synthetic's tiny GaitSSB trained further on real people, the CASIA-B
+  development set (subjects 001-074, as OpenGait's CASIA-B models are), with the capture shifts of
+  train/shifts.py (configs/casiab_default.yaml; MODEL_CARD.md there states CASIA-B's terms, which the
+  weights carry). `make default-model` rebuilds it; it needs the dev set, which never enters the
+  repository.
 - models/synthetic: a tiny GaitSSB trained only on synthetic walkers (gaitlu synth): SSL pretraining,
   then triplet training on synthetic identities. Free of third-party data terms; `make synthetic-model`.
 
@@ -121,10 +122,12 @@ class Calibration:
 
 @dataclass(frozen=True)
 class RealRecipe:
-    """models/default: configs/casiab_default.yaml on every dev-set subject (docs/training.md says why)."""
+    """models/default: configs/casiab_default.yaml on every dev-set subject, from `init`'s weights (the
+    synthetic model's; None: a fresh network). docs/training.md says why."""
 
     config: Path = REPO_CONFIGS / "casiab_default.yaml"
     partition: Path = REPO_CONFIGS / "casiab_all_partition.json"
+    init: Path | None = MODELS["synthetic"] / CHECKPOINT_FILE  # the weights training starts from
     calibration: Calibration = Calibration()
 
 
@@ -174,10 +177,11 @@ def build_real_model(model_dir: Path, builds: Path, recipe: RealRecipe, source: 
     stages = Stages(builds / f"default-{recipe_key(recipe)}")
     tree, run_dir = casiab_dev_tree(builds, source), stages.build / "train"
     command = args_of("train", "supervised", "--config", recipe.config, "--dataset", tree)
+    command += args_of("--init", recipe.init) if recipe.init else []
     command += args_of(
         "--partition", recipe.partition, "--out", run_dir, "--device", "cpu", "--resume-if-exists"
     )
-    stages.run("train", "GaitBase on real people (CASIA-B 001-074, bf16 on CPU)", command)
+    stages.run("train", "Training on real people (CASIA-B 001-074, bf16 on CPU)", command)
     note = (
         "trained on the real silhouettes of CASIA-B subjects 001-074 (the CASIA-B development set); "
         "the weights carry CASIA-B's terms (MODEL_CARD.md)"
