@@ -22,9 +22,10 @@ MODEL ?= default
 run: $(STAMP)
 	$(BIN)/gaitlu demo --model $(MODEL) --data-dir $(DATA)
 
-# Rebuild models/default from scratch with the project's own commands: GaitBase trained on the real
-# CASIA-B development set (about 2 hours on 2 CPU cores; needs the set at ../shared/data/casiab-dev or
-# CASIAB_DEV=PATH; models/default/build.json records the commands and the time of each stage).
+# Rebuild models/default with the project's own commands: models/synthetic's tiny GaitSSB trained on the
+# real CASIA-B development set (about 25 minutes on 2 CPU cores once models/synthetic exists; needs the
+# set at ../shared/data/casiab-dev or CASIAB_DEV=PATH; models/default/build.json records the commands and
+# the time of each stage).
 CASIAB_DEV ?= ../shared/data/casiab-dev
 default-model: $(STAMP)
 	$(BIN)/gaitlu demo --model default --rebuild --no-serve --data-dir $(DATA) --casiab-dev $(CASIAB_DEV)
