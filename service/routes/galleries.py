@@ -29,8 +29,8 @@ from gaitlu.schemas import (
     SubjectsPublic,
     VideoTrackPublic,
 )
+from gallery.protocol import MAX_OFFSET  # SQLite's largest integer: a larger offset cannot be bound
 from gallery.records import GalleryPolicy
-from gallery.store import MAX_OFFSET  # SQLite's largest integer: a larger offset cannot be bound
 from service.auditing import AuditorDep, change_entry
 from service.deps import EngineDep, ReadAccess, SettingsDep, WriteAccess
 from service.errors import InvalidRequest
