@@ -42,7 +42,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,9 +50,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from gaitlu.embedding import EmbeddingLayout
-from gaitlu.schemas import MAX_K, ErasureAction
+from gaitlu.schemas import ErasureAction
 from gallery import validate
 from gallery.attributes import AttributeTable
+from gallery.core import Enrolment, GalleryCore, NewGallery, Query, check_page, utc
 from gallery.crypto import AtRest, Keyring, open_at_rest
 from gallery.errors import (
     EncryptionKeyError,
@@ -66,7 +67,7 @@ from gallery.errors import (
     StoreLockedError,
     SubjectNotFoundError,
 )
-from gallery.filters import SequenceAttributes, SequenceFilter, attributes
+from gallery.filters import SequenceAttributes, attributes
 from gallery.index import GalleryIndex, Kind
 from gallery.previews import GEI_KEY, split_gei
 from gallery.protocol import EXPORT_CHUNK, SequenceRecord
@@ -87,7 +88,6 @@ from gallery.settings import IndexSettings
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: beyond it the binding overflows
 CHUNK_ROWS = 1024  # rows per read when (re)building an index
 TRIAL_WRITE_BYTES = 64 * 1024  # what `check` writes (and deletes) while the store is full
 DAY_S = 86_400.0
@@ -141,15 +141,11 @@ class _Abandoned(Exception):
     """A rebuild in the background stops: the store is closing or the gallery was deleted."""
 
 
-def _time(value: float) -> datetime:
-    return datetime.fromtimestamp(value, tz=UTC)
-
-
 def _json(text: str | None) -> dict[str, Any] | None:
     return None if text is None else json.loads(text)
 
 
-class GalleryStore:
+class GalleryStore(GalleryCore[_Live]):
     """Galleries of enrolled subjects for one model each, searchable by embedding. Thread-safe."""
 
     def __init__(
@@ -236,12 +232,6 @@ class GalleryStore:
             self._writer.close()
             self._lock_file.close()  # releases the flock
 
-    def __enter__(self) -> GalleryStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def wait_for_index_builds(self, timeout: float | None = None) -> bool:
         """Wait until no index is being rebuilt in the background; False if `timeout` ran out first."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -257,21 +247,8 @@ class GalleryStore:
 
     # ----- galleries
 
-    def create_gallery(
-        self,
-        name: str,
-        model_hash: str,
-        layout: EmbeddingLayout,
-        metadata: dict[str, Any] | None = None,
-        policy: GalleryPolicy = GalleryPolicy(),
-    ) -> GalleryInfo:
-        """An empty gallery for embeddings of one model and layout. Whatever the model's normalisation, the
-        gallery stores every part unit-norm (gallery.validate), so its layout says "per-part-l2"."""
-        name = validate.gallery_name(name)
-        model_hash = validate.model_hash(model_hash)
-        given = validate.layout(layout)
-        layout = EmbeddingLayout(given.parts, given.channels)  # per-part-l2: as stored
-        settings_json = validate.metadata(metadata)
+    def _create(self, new: NewGallery) -> None:
+        name, model_hash, layout, policy = new.name, new.model_hash, new.layout, new.policy
         with self._writing():
 
             def insert() -> int:
@@ -284,7 +261,7 @@ class GalleryStore:
                         layout.size,
                         layout.parts,
                         time.time(),
-                        settings_json,
+                        new.metadata_json,
                         policy.retention_days,
                         policy.store_pictures,
                     ),
@@ -297,7 +274,6 @@ class GalleryStore:
             except sqlite3.IntegrityError as exc:
                 raise GalleryExistsError(f"gallery '{name}' already exists") from exc
             self._live[name] = self._open_gallery(gallery_id, name, model_hash, layout, policy)
-        return self.get_gallery(name)
 
     def set_policy(self, name: str, policy: GalleryPolicy) -> GalleryInfo:
         """Change what a gallery keeps. Turning pictures off also erases the pictures it holds; a shorter
@@ -338,7 +314,7 @@ class GalleryStore:
 
             def delete() -> None:
                 self._writer.execute("DELETE FROM galleries WHERE id = ?", (live.id,))
-                self._log_erasure(Erasure(name, "delete_gallery", _time(time.time())))
+                self._log_erasure(Erasure(name, "delete_gallery", utc(time.time())))
 
             self._transaction(delete)
             del self._live[name]
@@ -347,44 +323,18 @@ class GalleryStore:
 
     # ----- enrolment and removal
 
-    def enroll(
-        self,
-        name: str,
-        subject_id: str,
-        embeddings: np.ndarray,
-        model_hash: str,
-        metadata: Sequence[dict[str, Any] | None] | None = None,
-        sequence_ids: Sequence[str] | None = None,
-    ) -> list[SequenceInfo]:
-        """Enrol n sequences of one subject in one transaction (all or none); returns them in input order.
-
-        A given sequence id that already exists for this subject with the same embedding is an idempotent
-        retry: the stored sequence is returned and nothing is added. Embeddings are per-part normalised.
-        """
-        subject_id = validate.item_id(subject_id, "subject id")
-        live = self._checked(name, model_hash)
-        vectors = validate.embeddings(embeddings, live.layout)  # (n, D)
-        n = len(vectors)
-        metadata_json = [validate.metadata(m) for m in (metadata if metadata is not None else [None] * n)]
-        for m in metadata or []:
-            attributes(m)  # the filterable keys must be well-formed (InvalidInputError names the key)
-        uids = (
-            [validate.item_id(u, "sequence id") for u in sequence_ids] if sequence_ids is not None else None
-        )
-        if len(metadata_json) != n or (uids is not None and len(uids) != n):
-            raise InvalidInputError(
-                f"got {n} embeddings but a different number of metadata entries or sequence ids"
-            )
-        if uids is not None and len(set(uids)) != n:
-            raise InvalidInputError("sequence ids repeat within one enrolment")
+    def _enroll(self, checked: _Live, enrolment: Enrolment) -> list[SequenceInfo]:
+        """In one transaction (all or none)."""
+        vectors, subject_id, metadata = enrolment.vectors, enrolment.subject_id, enrolment.metadata
         with self._writing():
-            live = self._gallery(name)  # it may have been deleted (or re-created) while we validated
-            if live.model_hash != validate.model_hash(model_hash):
-                raise ModelMismatchError(name, live.model_hash, validate.model_hash(model_hash))
+            live = self._gallery(checked.name)  # it may have been deleted (or re-created) while we validated
+            if live.model_hash != checked.model_hash:
+                raise ModelMismatchError(live.name, live.model_hash, checked.model_hash)
+            metadata_json = enrolment.metadata_json
             if not live.policy.store_pictures:
-                metadata_json = [validate.metadata(split_gei(m)[0]) for m in metadata or [None] * n]
+                metadata_json = [validate.metadata(split_gei(m)[0]) for m in metadata]
             infos, new_rows = self._transaction(
-                lambda: self._insert_sequences(live, subject_id, vectors, metadata_json, uids, model_hash)
+                lambda: self._insert_sequences(live, subject_id, vectors, metadata_json, enrolment.uids)
             )
             if new_rows:
                 ids = np.array([row for row, _ in new_rows], dtype=np.int64)
@@ -484,17 +434,14 @@ class GalleryStore:
                 (gallery, gallery, since.timestamp() if since is not None else 0.0),
             ).fetchall()
         return [
-            Erasure(name, action, _time(at), subject_id, tuple(json.loads(ids)))
+            Erasure(name, action, utc(at), subject_id, tuple(json.loads(ids)))
             for name, action, at, subject_id, ids in rows
         ]
 
     # ----- listing
 
     def list_subjects(self, name: str, offset: int = 0, limit: int = 100) -> SubjectPage:
-        if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= 10_000:
-            raise InvalidInputError(
-                f"offset must be between 0 and {MAX_OFFSET} and limit between 1 and 10000"
-            )
+        check_page(offset, limit)
         with self._reading() as conn:
             gallery_id = self._gallery_id(conn, name)
             count = conn.execute(
@@ -506,7 +453,7 @@ class GalleryStore:
                 "WHERE s.gallery_id = ? GROUP BY s.subject_id ORDER BY s.subject_id LIMIT ? OFFSET ?",
                 (gallery_id, limit, offset),
             ).fetchall()
-        data = [SubjectInfo(subject, sequences, _time(created)) for subject, sequences, created in rows]
+        data = [SubjectInfo(subject, sequences, utc(created)) for subject, sequences, created in rows]
         return SubjectPage(data=data, count=count, offset=offset, limit=limit)
 
     def list_sequences(self, name: str, subject_id: str) -> list[SequenceInfo]:
@@ -556,84 +503,30 @@ class GalleryStore:
 
     # ----- search
 
-    def search(
-        self,
-        name: str,
-        query: np.ndarray,
-        model_hash: str,
-        k: int = 5,
-        threshold: float | None = None,
-        top_m: int = 1,
-        filter: SequenceFilter | None = None,
-    ) -> list[SearchHit]:
-        """One query embedding (D,) or (parts, C) -> up to k subjects, best first."""
-        queries = validate.single_query(query, self._checked(name, model_hash).layout)
-        return self.search_batch(name, queries, model_hash, k, threshold, top_m, filter)[0]
-
-    def search_batch(
-        self,
-        name: str,
-        queries: np.ndarray,
-        model_hash: str,
-        k: int = 5,
-        threshold: float | None = None,
-        top_m: int = 1,
-        filter: SequenceFilter | None = None,
-    ) -> list[list[SearchHit]]:
-        """(q, D) or (q, parts, C) queries -> for each, up to k subjects, best first.
-
-        A subject scores the mean of its best `top_m` sequence scores (1: its best sequence); scores are
-        mean per-part cosines in [-1, 1] (estimates on an approximate index); `threshold` drops lower ones.
-        `filter` keeps only the sequences it matches, inside the index search (`_filtered`): subjects
-        score, and count their sequences, among those only.
-        """
-        if not 1 <= k <= MAX_K or top_m < 1:
-            raise InvalidInputError(f"k must be between 1 and {MAX_K} and top_m >= 1")
-        if threshold is not None and not -1.0 <= threshold <= 1.0:
-            raise InvalidInputError("threshold must be between -1 and 1")
-        live = self._checked(name, model_hash)
-        vectors = validate.embeddings(queries, live.layout)  # (q, D)
+    def _search(self, live: _Live, query: Query) -> list[list[SearchHit]]:
+        """Under the gallery's read lock. A filter becomes the index ids it matches: the index searches
+        only those (gallery.index `_search_among`) and the aggregation counts only them, so its "enough
+        neighbours" loop stops exactly when the matching sequences are exhausted."""
         with live.lock.read():
-            if filter is not None and not filter.is_empty:
-                return self._filtered(live, vectors, k, top_m, threshold, filter)
+            index = live.index
+            sizes: Mapping[str, int] = live.subject_sizes
+            if query.filter is None or query.filter.is_empty:
+                search, ntotal = index.search, index.ntotal
+            else:
+                ids, sizes = live.attributes.select(query.filter)
+                search, ntotal = partial(index.search, ids=ids), len(ids)
             found = search_subjects(
-                live.index.search,
-                vectors,
-                live.index.ntotal,
+                search,
+                query.vectors,
+                ntotal,
                 live.layout.parts,
                 live.sequences,
-                live.subject_sizes,
-                k,
-                top_m,
-                threshold,
+                sizes,
+                query.k,
+                query.top_m,
+                query.threshold,
             )
             return [_with_attributes(live, hits) for hits in found]
-
-    def _filtered(
-        self,
-        live: _Live,
-        vectors: np.ndarray,
-        k: int,
-        top_m: int,
-        threshold: float | None,
-        where: SequenceFilter,
-    ) -> list[list[SearchHit]]:
-        """Search among the sequences `where` keeps (read lock held): the index searches only their ids
-        (gallery.index `_search_among`), and the aggregation counts only them, so its "enough
-        neighbours" loop stops exactly when the matching sequences are exhausted."""
-        ids, sizes = live.attributes.select(where)
-        found = search_subjects(
-            lambda queries, n: live.index.search(queries, n, ids),
-            vectors,
-            len(ids),
-            live.layout.parts,
-            live.sequences,
-            sizes,
-            k,
-            top_m,
-            threshold,
-        )
-        return [_with_attributes(live, hits) for hits in found]
 
     def get_embedding(self, name: str, sequence_id: str) -> np.ndarray:
         """A stored sequence's embedding (D,) float32, per-part normalised, as enrolled."""
@@ -665,10 +558,6 @@ class GalleryStore:
     def centre(self, model_hash: str) -> np.ndarray | None:
         """The (parts, channels) centre this store's galleries of `model_hash` are scored with, if any."""
         return self._centres.get(validate.model_hash(model_hash))
-
-    def check_model(self, name: str, model_hash: str) -> None:
-        """GalleryNotFoundError or ModelMismatchError, from memory."""
-        self._checked(name, model_hash)
 
     def stats(self) -> list[GalleryStats]:
         """Sizes for metrics, from memory and without the galleries' locks: metrics are read on the
@@ -760,18 +649,11 @@ class GalleryStore:
             raise GalleryNotFoundError(f"no gallery named '{name}'")
         return live
 
-    def _checked(self, name: str, model_hash: str) -> _Live:
-        live = self._gallery(name)
-        given = validate.model_hash(model_hash)
-        if given != live.model_hash:
-            raise ModelMismatchError(name, live.model_hash, given)
-        return live
-
     def _sequence_info(self, gallery: str, gallery_id: int, row: Sequence[Any]) -> SequenceInfo:
         """A `_SEQUENCE_INFO` row as the caller's record (its picture opened)."""
         uid, subject_id, model_hash, metadata, created = row
         metadata = self._at_rest.open_metadata(gallery_id, uid, metadata)
-        return SequenceInfo(uid, gallery, subject_id, model_hash, _json(metadata), _time(created))
+        return SequenceInfo(uid, gallery, subject_id, model_hash, _json(metadata), utc(created))
 
     @staticmethod
     def _gallery_id(conn: sqlite3.Connection, name: str) -> int:
@@ -815,7 +697,7 @@ class GalleryStore:
     ) -> Erasure:
         """Log the erasure of `rows` (row id, sequence id), inside the erasing transaction."""
         erasure = Erasure(
-            live.name, action, now or _time(time.time()), subject_id, tuple(uid for _, uid in rows)
+            live.name, action, now or utc(time.time()), subject_id, tuple(uid for _, uid in rows)
         )
         self._log_erasure(erasure)
         return erasure
@@ -862,7 +744,6 @@ class GalleryStore:
         vectors: np.ndarray,
         metadata_json: list[str | None],
         uids: list[str] | None,
-        model_hash: str,
     ) -> tuple[list[SequenceInfo], list[tuple[int, int]]]:
         """Insert rows (in a transaction): all sequences' info, (row id, input index) of new ones."""
         now = time.time()
@@ -903,7 +784,7 @@ class GalleryStore:
             )
             new_rows.append((_inserted_id(cursor), i))
             infos.append(
-                SequenceInfo(uid, live.name, subject_id, live.model_hash, _json(metadata_json[i]), _time(now))
+                SequenceInfo(uid, live.name, subject_id, live.model_hash, _json(metadata_json[i]), utc(now))
             )
         return infos, new_rows
 
@@ -1207,4 +1088,4 @@ def _gallery_info(row: Sequence[Any]) -> GalleryInfo:
     name, model_hash, size, parts, settings, created, subjects, sequences, days, pictures = row
     layout = EmbeddingLayout.from_size(size, parts)
     policy = GalleryPolicy(days, bool(pictures))
-    return GalleryInfo(name, model_hash, layout, _json(settings), _time(created), subjects, sequences, policy)
+    return GalleryInfo(name, model_hash, layout, _json(settings), utc(created), subjects, sequences, policy)
