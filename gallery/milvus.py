@@ -320,7 +320,7 @@ class MilvusStore(GalleryCore[_Gallery]):
     # ----- enrolment and removal
 
     def _enroll(self, gallery: _Gallery, enrolment: Enrolment) -> list[SequenceInfo]:
-        """All checks, then one upsert (see the module docstring)."""
+        """The ids held already checked as retries, then one upsert (see the module docstring)."""
         name, subject_id, vectors = gallery.name, enrolment.subject_id, enrolment.vectors
         metadata_json, attrs, uids = enrolment.metadata_json, enrolment.attributes, enrolment.uids
         held: dict[str, dict[str, Any]] = {}
@@ -466,7 +466,7 @@ class MilvusStore(GalleryCore[_Gallery]):
     def _search(self, gallery: _Gallery, query: Query) -> list[list[SearchHit]]:
         """The local store's aggregation (gallery/search.py) over Milvus neighbours, the filter applied
         inside Milvus' search."""
-        expr, top_m = filter_expression(query.filter), query.top_m
+        expr, k, top_m, threshold = filter_expression(query.filter), query.k, query.top_m, query.threshold
         # Counting is a scan on some servers (a third of a second on milvus-lite at 10k): the aggregation
         # learns "nothing more" from a short answer instead, and a cached sequences-per-subject figure
         # only sizes the first request. MAX_LIMIT neighbours per query is as far as a search goes.
@@ -511,15 +511,7 @@ class MilvusStore(GalleryCore[_Gallery]):
             return scores, ids
 
         found = search_subjects(
-            neighbours,
-            query.vectors,
-            MAX_LIMIT,
-            gallery.layout.parts,
-            sequences,
-            sizes,
-            query.k,
-            top_m,
-            query.threshold,
+            neighbours, query.vectors, MAX_LIMIT, gallery.layout.parts, sequences, sizes, k, top_m, threshold
         )
         return [[replace(h, attributes=found_attributes[h.sequence_id]) for h in hits] for hits in found]
 
