@@ -39,6 +39,7 @@ def test_an_int_is_a_float_where_a_float_is_asked(tmp_path: Path) -> None:
         ("scheduler: {gamma: 'abc'}\n", "scheduler.gamma: input should be a valid number, got 'abc'"),
         ("optimizer: {lr: '1e-3'}\n", "optimizer.lr: input should be a valid number, got '1e-3'"),  # quoted
         ("optimizer: {lr: true}\n", "optimizer.lr: input should be a valid number, got True"),
+        ("optimizer: {lr: .nan}\n", "optimizer.lr: input should be a finite number, got nan"),
         ("trainer: {max_steps: 10.5}\n", "trainer.max_steps: input should be a valid integer, got 10.5"),
         ("trainer: {max_steps: 0}\n", "trainer.max_steps: input should be greater than 0, got 0"),
         ("trainer: {compile: 1}\n", "trainer.compile: input should be a valid boolean, got 1"),

@@ -21,9 +21,10 @@ TrainPrecision = Literal["auto", "fp32", "fp16", "bf16"]  # training autocast; e
 
 
 class ConfigModel(BaseModel):
-    """A config section: frozen, unknown keys refused, strict types (no '1e-3' or True for a number)."""
+    """A config section: frozen, unknown keys refused, strict types (no '1e-3' or True for a number, no
+    NaN or infinity)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -66,9 +67,8 @@ class TrainerConfig(ConfigModel):
     compile: bool = False  # torch.compile the training forward; ignored on CPU
     checkpoint_every: int = Field(10_000, gt=0)
     keep_last: int = Field(3, gt=0)  # checkpoints kept in RUN_DIR/checkpoints
-    log_every: int = Field(
-        100, gt=0
-    )  # also how often the host waits for the device (metrics are read back then)
+    # also how often the host waits for the device (metrics are read back then)
+    log_every: int = Field(100, gt=0)
     seed: int = Field(0, ge=0)  # initial weights and the data order / augmentation
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower; for tests and debugging)
 
