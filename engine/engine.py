@@ -196,7 +196,7 @@ def open_store(settings: EngineSettings, centres: dict[str, np.ndarray] | None =
         index=settings.index,
         milvus=settings.milvus,
         centres=centres,
-        max_bytes=settings.store_max_bytes,
+        max_bytes=settings.options.store_max_bytes,
         encryption_key=settings.encryption_key,
     )
 
@@ -234,13 +234,14 @@ class Engine:
         self._embedder: Embedder | None = None
         self._batcher: Batcher | None = None
         self._store: GalleryBackend | None = None
-        self._limits = settings.sequence_limits
-        self._decodes = DecodeSlots(settings.decode_workers, settings.decode_queue, settings.decode_timeout_s)
+        options = settings.options
+        self._limits = settings.sequence_limits or options.sequence_limits
+        self._decodes = DecodeSlots(options.decode_workers, options.decode_queue, options.decode_timeout_s)
         self.metrics.decodes_running.set_function(lambda: self._decodes.busy)
         self.metrics.decodes_waiting.set_function(lambda: self._decodes.waiting)
         self._store_writers = anyio.CapacityLimiter(STORE_WRITERS)
-        self._video_limits = settings.video_limits
-        self._video_threads = anyio.CapacityLimiter(settings.video_workers)
+        self._video_limits = options.video_limits
+        self._video_threads = anyio.CapacityLimiter(options.video_workers)
         self._videos_busy = 0  # extractions running; checked and changed on the event loop only
         self._video_mean_s = 1.0  # running mean of an extraction's time, for Retry-After
         self._segmenter: OnnxSegmenter | None = None
@@ -266,20 +267,22 @@ class Engine:
                     functools.partial(
                         load_artifact_embedder,
                         s.artifact,
-                        backend=s.backend,
-                        precision=s.precision,
-                        threads=s.threads,
+                        backend=s.options.backend,
+                        precision=s.options.precision,
+                        threads=s.options.threads,
                     )
                 )
             reference = await run_sync(embedder.embed, [self._probe])  # (1, P, C): the warm-up check
             if not np.isfinite(reference).all():
                 raise ConfigError(f"{s.artifact}: the model returns non-finite values for a probe sequence")
-            if s.segmentation_model is not None:
-                self._segmenter = await run_sync(OnnxSegmenter, s.segmentation_model)
+            if s.options.segmentation_model is not None:
+                self._segmenter = await run_sync(OnnxSegmenter, s.options.segmentation_model)
             calibration, centre = _manifest_parts(embedder)
             centres = None if centre is None else {embedder.model_hash: centre}
             store = await run_sync(open_store, s, centres)
-            batcher = Batcher(embedder.embed, s.batch, self.metrics, on_failure=self._inference_failed)
+            batcher = Batcher(
+                embedder.embed, s.options.batch, self.metrics, on_failure=self._inference_failed
+            )
             await batcher.start()
             self._embedder, self._store, self._batcher = embedder, store, batcher
             self._calibration, self._centre = calibration, centre
@@ -443,7 +446,7 @@ class Engine:
                 "method 'onnx' needs a person-segmentation model, and this server has none "
                 "(the operator sets GAITLU_SEGMENTATION_MODEL); use method 'bgsub'"
             )
-        if self._videos_busy >= self.settings.video_workers:
+        if self._videos_busy >= self.settings.options.video_workers:
             raise Overloaded(max(1, math.ceil(self._video_mean_s)), "every video worker is busy")
         self._videos_busy += 1
         started = time.perf_counter()

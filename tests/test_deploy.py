@@ -24,6 +24,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from engine import EngineOptions
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -320,7 +321,9 @@ def compose_variables() -> set[str]:
 
 
 def setting_variables() -> set[str]:
-    return {f"GAITLU_{name.upper()}" for name in Settings.model_fields}
+    """Every service setting's variable; the engine's knobs (nested in `engine`) under their own names."""
+    names = (set(Settings.model_fields) - {"engine"}) | set(EngineOptions.model_fields)
+    return {f"GAITLU_{name.upper()}" for name in names}
 
 
 def test_env_example_names_only_real_settings() -> None:

@@ -12,15 +12,14 @@ SIGTERM, the fp16 grad scaler and the non-finite guard belong to the shared loop
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -29,7 +28,15 @@ from gaitlu.errors import ConfigError, DataError
 from gaitlu.preprocess import to_model_frames
 from train import checkpoint, distributed
 from train.augment import AugmentConfig
-from train.config import OptimizerConfig, SchedulerConfig, TrainerConfig, config_to_dict, load_config
+from train.config import (
+    ConfigModel,
+    OptimizerConfig,
+    SchedulerConfig,
+    TrainerConfig,
+    config_to_dict,
+    load_config,
+    replace,
+)
 from train.data import DataPosition, PretrainBatch, PretrainStream, steps_per_epoch
 from train.losses import LABEL_SMOOTHING, SCALE, gaitssb_loss
 from train.model import GaitSSB, ModelConfig, count_parameters
@@ -54,30 +61,27 @@ logger = logging.getLogger(__name__)
 RESUME_MAY_CHANGE = frozenset({"data.num_workers", "data.prefetch_factor"})
 
 
-@dataclass(frozen=True)
-class PretrainDataConfig:
+class PretrainDataConfig(ConfigModel):
     global_batch: int = 512  # sequences per step over all ranks (paper: 8 GPUs x 64); 2 clips each
     num_workers: int = 8  # data-loader processes per rank (augmentation is CPU work)
     prefetch_factor: int = 2  # batches each worker keeps ready
 
 
-@dataclass(frozen=True)
-class ContrastiveLossConfig:
+class ContrastiveLossConfig(ConfigModel):
     """GaitSSB's per-part contrastive loss (train/losses.py::gaitssb_loss)."""
 
     scale: float = SCALE  # cosine logits x 16
     label_smoothing: float = LABEL_SMOOTHING
 
 
-@dataclass(frozen=True)
-class PretrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    loss: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+class PretrainConfig(ConfigModel):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: PretrainDataConfig = Field(default_factory=PretrainDataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    loss: ContrastiveLossConfig = Field(default_factory=ContrastiveLossConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
 
 class TwoViewStep(nn.Module):
@@ -170,7 +174,7 @@ def check_data(path: str | Path, config: PretrainConfig, world_size: int) -> Cor
 def for_device(config: PretrainConfig, device: str) -> PretrainConfig:
     """The config as it runs on `device` (CPU: fp32, no compile): what checks, checkpoints and resumes see."""
     trainer = effective_trainer(config.trainer, distributed.resolve_device(device))
-    return dataclasses.replace(config, trainer=trainer)
+    return replace(config, trainer=trainer)
 
 
 def prepare(

@@ -66,7 +66,7 @@ _ENROLL_FIELDS = {
     },
     **VIDEO_FIELDS,
 }
-_ENROLL_BODY = request_body(EnrollRequest, multipart_schema("files", _ENROLL_FIELDS, ["files"]))
+_ENROLL_BODY = request_body(EnrollRequest, multipart_schema("files", _ENROLL_FIELDS, []))
 _CREATE_BODY = request_body(GalleryCreate)
 _UPDATE_BODY = request_body(GalleryUpdate)
 
