@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import pickle
 import re
 import shutil
+import stat
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -460,3 +462,20 @@ def test_the_demo_page_offers_walkers_the_gallery_knows_and_strangers(
     finally:
         proc.stop()
     assert demo.page_url("127.0.0.1", 8000, "k3y") == "http://127.0.0.1:8000/#key=k3y"
+
+
+def test_the_demo_api_key_is_made_once_and_never_readable_by_others(tmp_path: Path) -> None:
+    """Under a umask that narrows nothing the key file is still owner-only (its mode is given at creation,
+    not by a chmod after the key is in), and a rerun prints the same key."""
+    from workflows import demo
+
+    old = os.umask(0)
+    try:
+        key = demo.api_key(tmp_path / "data")
+    finally:
+        os.umask(old)
+    path = tmp_path / "data" / "api-key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(key) >= 32
+    assert demo.api_key(tmp_path / "data") == key and sorted(p.name for p in path.parent.iterdir()) == [
+        "api-key"
+    ]

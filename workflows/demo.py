@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from gaitlu.files import SECRET_MODE, write_atomic
 from gaitlu.manifest import MANIFEST_NAME, read_manifest
 from workflows.models import (
     CASIAB_DEV_SOURCE,
@@ -123,15 +124,13 @@ def page_url(host: str, port: int, key: str) -> str:
     return f"http://{host}:{port}/#key={key}"
 
 
-def _api_key(data_dir: Path) -> str:
-    """The demo's API key: made once, kept (owner-readable only) so reruns print the same one."""
+def api_key(data_dir: Path) -> str:
+    """The demo's API key: made once, kept (owner-readable only) so reruns print the same one. Written
+    whole or not at all (an interrupted first run leaves no empty key to serve with), owner-only from the
+    file's creation on, never readable by others even for a moment."""
     path = data_dir / "api-key"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # Created with its final mode (never readable by others, not even for a moment), exclusively.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(24))
+        write_atomic(path, secrets.token_urlsafe(24), permissions=SECRET_MODE)
     return path.read_text().strip()
 
 
@@ -175,7 +174,7 @@ def demo(
     # One service folder per model: a gallery is only searchable with the model that enrolled it.
     service_dir = data_dir / "service" / read_manifest(artifact).model_sha256[:12]
     probe = enroll_demo_gallery(data_dir, artifact, service_dir, subjects, seed)
-    key = _api_key(data_dir)
+    key = api_key(data_dir)
     url = f"http://{host}:{port}"
     console.rule("[bold green]gaitlu is ready[/bold green]")
     console.print(f"Web page:  {page_url(host, port, key)}")
