@@ -1,7 +1,8 @@
-"""Erasure that erases, retention and minimisation in the gallery store (issue 24, sections 2 and 3):
-after a deletion or a retention sweep no byte of the erased embeddings or pictures is left anywhere in
-the data folder (database, WAL, index snapshots); every erasure is logged, and the log brings exports
-made before it in step. The same through HTTP and the CLI is in tests/test_service_privacy.py."""
+"""Erasure that erases, retention and minimisation in the gallery store: a deleted or expired person must be
+gone, not only unindexed. After a deletion or a retention sweep no byte of the erased embeddings or pictures
+is left anywhere in the data folder (database, WAL, index snapshots); every erasure is logged, and the log
+brings exports made before it in step. The same through HTTP and the CLI is in
+tests/test_service_privacy.py."""
 
 from __future__ import annotations
 
