@@ -479,3 +479,18 @@ def test_the_demo_api_key_is_made_once_and_never_readable_by_others(tmp_path: Pa
     assert demo.api_key(tmp_path / "data") == key and sorted(p.name for p in path.parent.iterdir()) == [
         "api-key"
     ]
+
+
+def test_the_demo_without_serving_says_where_the_page_is_with_its_key_and_a_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gaitlu demo --no-serve` on the shipped synthetic model: the gallery is enrolled and the banner
+    hands over the page's address with the kept key and a search to paste."""
+    from workflows import demo
+
+    monkeypatch.setattr(demo, "GALLERY_WALKS", 2)
+    demo.demo(data_dir=tmp_path / "data", model="synthetic", subjects=3, serve=False)
+    out = capsys.readouterr().err  # the console that reports steps writes to stderr
+    key = (tmp_path / "data" / "api-key").read_text().strip()
+    assert "gaitlu is ready" in out and f"/#key={key}" in out
+    assert f"X-API-Key: {key}" in out and "probe-003.pkl" in out and "gallery=demo" in out

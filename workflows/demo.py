@@ -175,19 +175,7 @@ def demo(
     service_dir = data_dir / "service" / read_manifest(artifact).model_sha256[:12]
     probe = enroll_demo_gallery(data_dir, artifact, service_dir, subjects, seed)
     key = api_key(data_dir)
-    url = f"http://{host}:{port}"
-    console.rule("[bold green]gaitlu is ready[/bold green]")
-    console.print(f"Web page:  {page_url(host, port, key)}")
-    console.print("           (hands the page the API key; the demo walkers enrolled-* are in the gallery,")
-    console.print(f"            stranger-* are not)   API docs: {url}/docs")
-    console.print(f"API key:   {key}   (kept in {data_dir / 'api-key'})")
-    console.print(f"Gallery:   '{DEMO_GALLERY}' ({subjects} synthetic subjects)")
-    console.print("Search with a new walk of subject 003:")
-    console.print(
-        f"  curl -s -H 'X-API-Key: {key}' -F gallery={DEMO_GALLERY} -F k=5 -F max_far=0.001 "
-        f"-F files=@{probe} {url}/search",
-        soft_wrap=True,
-    )
+    print_ready(host, port, key, data_dir, subjects, probe)
     if serve:
         os.environ["GAITLU_API_KEYS"] = key
         gaitlu(
@@ -204,3 +192,20 @@ def demo(
                 str(port),
             ],
         )
+
+
+def print_ready(host: str, port: int, key: str, data_dir: Path, subjects: int, probe: Path) -> None:
+    """Where the web page and the API are, the key, and a search to paste."""
+    url = f"http://{host}:{port}"
+    console.rule("[bold green]gaitlu is ready[/bold green]")
+    console.print(f"Web page:  {page_url(host, port, key)}")
+    console.print("           (hands the page the API key; the demo walkers enrolled-* are in the gallery,")
+    console.print(f"            stranger-* are not)   API docs: {url}/docs")
+    console.print(f"API key:   {key}   (kept in {data_dir / 'api-key'})")
+    console.print(f"Gallery:   '{DEMO_GALLERY}' ({subjects} synthetic subjects)")
+    console.print("Search with a new walk of subject 003:")
+    console.print(
+        f"  curl -s -H 'X-API-Key: {key}' -F gallery={DEMO_GALLERY} -F k=5 -F max_far=0.001 "
+        f"-F files=@{probe} {url}/search",
+        soft_wrap=True,
+    )
