@@ -143,9 +143,10 @@ def gauge_in(text: str, name: str) -> float:
     raise AssertionError(f"/metrics has no {name}")
 
 
-def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for observable state (`condition()` true), polling; fails after `timeout` seconds."""
+def until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "the condition") -> None:
+    """Wait for observable state (`condition()` true), polling; fails, saying `what` it waited for, after
+    `timeout` seconds (generous: a loaded machine is slow, and a condition that is met ends the wait)."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
+        assert time.monotonic() < deadline, f"waited {timeout:g} s for {what}"
         time.sleep(0.01)
