@@ -132,7 +132,7 @@ def test_out_of_band_buffers_and_trailing_bytes_are_refused() -> None:
 
 
 def _dict_bomb() -> bytes:
-    """The issue's attack: MARK, 8 million EMPTY_DICT, LIST (~400 MB of dicts from 8 MiB)."""
+    """A reported attack: MARK, 8 million EMPTY_DICT, LIST (~400 MB of dicts from 8 MiB)."""
     return pickle.PROTO + b"\x04" + pickle.MARK + pickle.EMPTY_DICT * ATTACK_BYTES + pickle.LIST + pickle.STOP
 
 

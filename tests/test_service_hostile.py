@@ -64,7 +64,7 @@ def api(tiny_artifact, tmp_path_factory):
 @pytest.mark.parametrize(
     ("name", "data", "match"),
     [
-        # The issue's 3 KB .npz: 720 frames of 1 x 4096 took 68 s to align.
+        # A 3 KB .npz: 720 frames of 1 x 4096 once took 68 s to align.
         ("strips.npz", npz_bytes(np.full((720, 1, 4096), 255, np.uint8)), "under the 16-pixel side minimum"),
         ("band.npz", npz_bytes(BAND), "person box over 4x wider than tall"),
         ("bomb.pkl", ATTACKS["dict bomb"][0](), "EMPTY_DICT"),
@@ -93,7 +93,7 @@ def test_a_two_dimensional_array_is_not_a_sequence(api) -> None:
 
 
 def test_empty_frames_are_dropped_and_a_sequence_without_enough_is_refused_with_the_count(api) -> None:
-    """The issue's blank (30, 64, 44) sequence was embedded (200) and enrolled (201) as a person, and a
+    """A blank (30, 64, 44) sequence was once embedded (200) and enrolled (201) as a person, and a
     half-blank one reported frames=30: empty frames are dropped, as docs/api.md says."""
     blank = {"files": ("blank.npy", npy_bytes(np.zeros((30, 64, 44), np.uint8)))}
     for path in ("/embed", "/galleries/g/subjects/nobody/sequences"):
@@ -412,7 +412,7 @@ def test_a_request_head_over_the_bound_gets_431_in_the_error_shape_and_a_close(s
 
 
 def test_an_unterminated_huge_head_is_cut_at_the_bound_without_growing_the_server(server) -> None:
-    """The issue's attack: six connections each sending a 64 MiB header line that never ends raised the
+    """A reported attack: six connections each sending a 64 MiB header line that never ends raised the
     server's memory by 301 MiB. Now each is closed once 64 KiB of head have arrived."""
     assert server.proc is not None
     before = rss_kib(server.proc.pid)
