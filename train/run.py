@@ -533,8 +533,17 @@ class RunLog:
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop records after `last_step` (written after the checkpoint a resume starts from), atomically."""
+    """Drop records after `last_step` (written after the checkpoint a resume starts from), atomically.
+    Records are appended one line at a time (a log, not rewritten per step), so a crash mid-append can
+    leave a torn last line: it is dropped too."""
     if not path.is_file():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step]
-    write_atomic(path, "".join(f"{ln}\n" for ln in lines))
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn append (or an empty line)
+        if record["step"] <= last_step:
+            kept.append(line)
+    write_atomic(path, "".join(f"{line}\n" for line in kept))
