@@ -422,24 +422,31 @@ def train_loop(
                 if distributed.any_rank(not (log.window_finite() and all_finite(state.model)), info):
                     raise diverged(spec.run_dir, f"the loss or the weights are not finite at step {step}")
                 if info.is_master:
-                    ckpt = checkpoint.build_checkpoint(
-                        state.model,
-                        spec.config,
-                        step,
-                        data=where or None,
-                        optimizer=state.optimizer,
-                        scheduler=state.scheduler,
-                        scaler=state.scaler,
-                        head=state.head,
-                        world_size=info.world_size,
-                    )
-                    saved = checkpoint.save_in_run(ckpt, spec.run_dir, t.keep_last)
-                    logger.info("step %d: checkpoint %s", step, saved)
+                    saved = _save_checkpoint(spec, state, step, where)
                 distributed.barrier()
             if stopped:
                 break
     newest = saved if saved is not None else checkpoint.latest_checkpoint(spec.run_dir)
     return RunResult(state.model, step, stopped=stopped and step < t.max_steps, checkpoint=newest)
+
+
+def _save_checkpoint(spec: RunSpec, state: TrainState, step: int, where: dict[str, int]) -> Path:
+    """Rank 0: everything a resume needs at `step` (the data stream's position `where` included), saved
+    in the run folder, which keeps the newest `trainer.keep_last`."""
+    ckpt = checkpoint.build_checkpoint(
+        state.model,
+        spec.config,
+        step,
+        data=where or None,
+        optimizer=state.optimizer,
+        scheduler=state.scheduler,
+        scaler=state.scaler,
+        head=state.head,
+        world_size=spec.info.world_size,
+    )
+    saved = checkpoint.save_in_run(ckpt, spec.run_dir, spec.trainer.keep_last)
+    logger.info("step %d: checkpoint %s", step, saved)
+    return saved
 
 
 def diverged(run_dir: Path, what: str) -> DivergedError:
