@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,21 @@ def gauge_in(text: str, name: str) -> float:
             if sample.name == name and not sample.labels:
                 return float(sample.value)
     raise AssertionError(f"/metrics has no {name}")
+
+
+async def until_async(
+    condition: Callable[[], Awaitable[bool] | bool], timeout: float = 60.0, what: str = "the condition"
+) -> None:
+    """`until` inside an event loop: the loop runs on while it waits (`condition` may be a coroutine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        met = condition()
+        if not isinstance(met, bool):
+            met = await met
+        if met:
+            return
+        assert time.monotonic() < deadline, f"waited {timeout:g} s for {what}"
+        await asyncio.sleep(0.01)
 
 
 def until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "the condition") -> None:
