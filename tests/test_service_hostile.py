@@ -482,6 +482,6 @@ def test_reserved_metadata_and_absurd_floats_are_clean_422s_logged_as_json_with_
         assert not [e for e in entries if e["level"] == "warning" and e["logger"] == "py.warnings"]
         return [e for e in entries if e["request_id"] == "huge-floats-1" and e["logger"] == "service.access"]
 
-    until(lambda: bool(access_lines()))  # written after the answer
+    until(lambda: bool(access_lines()), what="the access log line (written after the answer)")
     (line,) = access_lines()
     assert line["status"] == 422 and line["code"] == "invalid_input"
