@@ -18,7 +18,7 @@ from engine.videos import JPEG_PREFIX, STRIP_FRAMES, THUMBNAIL_WIDTH, spread
 from gaitlu.evaluation.gei import gait_energy_image
 from gaitlu.preprocess import to_model_frames
 from gallery.previews import PNG_PREFIX
-from tests.support.servers import client, error_code, npy_bytes, settings_for, until_async
+from tests.support.servers import client, error_code, npy_bytes, settings_for
 from tests.support.videos import FRAMES, SIZE, Videos, synthetic_videos
 from video import extract_tracks
 
@@ -180,7 +180,8 @@ def test_a_video_beyond_the_busy_workers_is_refused_with_429(
         await engine.start()
         try:
             first = asyncio.create_task(engine.embed([video]))
-            await until_async(lambda: engine.videos_busy > 0, what="the first video in its worker")
+            while engine.videos_busy == 0:
+                await asyncio.sleep(0.001)
             with pytest.raises(Overloaded) as refused:
                 await engine.embed([video])
             [meanwhile] = await engine.embed([sequence])  # sequence files are not held up

@@ -14,14 +14,7 @@ from train.augment import AugmentConfig
 from train.config import OptimizerConfig, SchedulerConfig, TrainerConfig, config_to_dict
 from train.model import GaitSSB, ModelConfig
 from train.pretrain import RESUME_MAY_CHANGE, PretrainConfig
-from train.run import (
-    TrainState,
-    check_resumable,
-    optimizer_step,
-    prepare_run_dir,
-    resume_mode,
-    truncate_metrics,
-)
+from train.run import TrainState, check_resumable, optimizer_step, prepare_run_dir, resume_mode
 
 CPU = torch.device("cpu")
 
@@ -182,6 +175,8 @@ def test_the_two_resume_flags_exclude_each_other() -> None:
 def test_a_resume_drops_later_records_and_a_torn_last_line_from_the_metrics(tmp_path: Path) -> None:
     """Metrics are appended a line per record; a kill mid-append leaves half a line, which a resume must
     survive (it used to stop on the JSON error)."""
+    from train.run import truncate_metrics
+
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text(
         '{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 0.9}\n{"step": 30, "loss": 0.8}\n{"st'
