@@ -49,11 +49,13 @@ def atomic_write(
     newline: str | None = None,
     durable: bool = True,
     permissions: int = FILE_MODE,
+    exclusive: bool = False,
 ) -> Iterator[IO[Any]]:
     """Open a temporary file beside `path` for writing; on a clean exit it replaces `path` (see the module
     docstring), on an exception it is removed and `path` is left as it was. Parent folders are created.
     `durable=False` skips the fsyncs (regenerable bulk output only, see the module docstring).
-    `permissions`: the file's mode, from its creation on (SECRET_MODE for a secret)."""
+    `permissions`: the file's mode, from its creation on (SECRET_MODE for a secret). `exclusive`: made
+    once, never replaced: FileExistsError (and `path` as it was) when it exists by then."""
     if "w" not in mode:
         raise ValueError(f"atomic_write needs a write mode, not {mode!r}")
     path = Path(path)
@@ -66,7 +68,11 @@ def atomic_write(
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)  # FileExistsError when another writer got there first
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -75,16 +81,25 @@ def atomic_write(
 
 
 def write_atomic(
-    path: str | os.PathLike[str], data: bytes | str, *, durable: bool = True, permissions: int = FILE_MODE
+    path: str | os.PathLike[str],
+    data: bytes | str,
+    *,
+    durable: bool = True,
+    permissions: int = FILE_MODE,
+    exclusive: bool = False,
 ) -> Path:
-    """Write `data` (bytes, or text as UTF-8) to `path` atomically, with mode `permissions`; returns the
-    path."""
-    if isinstance(data, str):
-        with atomic_write(path, "w", encoding="utf-8", durable=durable, permissions=permissions) as f:
-            f.write(data)
-    else:
-        with atomic_write(path, durable=durable, permissions=permissions) as f:
-            f.write(data)
+    """Write `data` (bytes, or text as UTF-8) to `path` atomically, with mode `permissions` (and only if
+    it does not exist, `exclusive`: see `atomic_write`); returns the path."""
+    text = isinstance(data, str)
+    with atomic_write(
+        path,
+        "w" if text else "wb",
+        encoding="utf-8" if text else None,
+        durable=durable,
+        permissions=permissions,
+        exclusive=exclusive,
+    ) as f:
+        f.write(data)
     return Path(path)
 
 

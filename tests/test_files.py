@@ -53,6 +53,14 @@ def test_a_secret_is_never_readable_by_others_not_even_while_it_is_written(tmp_p
         os.umask(old)
 
 
+def test_an_exclusive_write_never_replaces_what_is_there(tmp_path: Path) -> None:
+    key = tmp_path / "api-key"
+    write_atomic(key, "first", permissions=SECRET_MODE, exclusive=True)
+    with pytest.raises(FileExistsError):
+        write_atomic(key, "second", permissions=SECRET_MODE, exclusive=True)
+    assert key.read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["api-key"]
+
+
 def test_text_mode_and_read_modes(tmp_path: Path) -> None:
     with atomic_write(tmp_path / "a.csv", "w", newline="") as f:
         f.write("a,b\r\n")

@@ -9,6 +9,7 @@ a rerun, so a warm start is seconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -130,7 +131,8 @@ def api_key(data_dir: Path) -> str:
     file's creation on, never readable by others even for a moment."""
     path = data_dir / "api-key"
     if not path.exists():
-        write_atomic(path, secrets.token_urlsafe(24), permissions=SECRET_MODE)
+        with contextlib.suppress(FileExistsError):  # a demo started beside this one made it first
+            write_atomic(path, secrets.token_urlsafe(24), permissions=SECRET_MODE, exclusive=True)
     return path.read_text().strip()
 
 
