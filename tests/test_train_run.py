@@ -169,3 +169,18 @@ def test_the_two_resume_flags_exclude_each_other() -> None:
     ]
     with pytest.raises(ConfigError, match="not both"):
         resume_mode(True, True)
+
+
+def test_a_resume_drops_later_records_and_a_torn_last_line_from_the_metrics(tmp_path: Path) -> None:
+    """Metrics are appended a line per record; a kill mid-append leaves half a line, which a resume must
+    survive (it used to stop on the JSON error)."""
+    from train.run import truncate_metrics
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(
+        '{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 0.9}\n{"step": 30, "loss": 0.8}\n{"st'
+    )
+    truncate_metrics(metrics, 20)
+    assert metrics.read_text() == '{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 0.9}\n'
+    truncate_metrics(tmp_path / "absent.jsonl", 20)  # a first run has none
+    assert not (tmp_path / "absent.jsonl").exists()

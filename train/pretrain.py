@@ -248,31 +248,10 @@ def _run(
     if t.compile:
         forward = torch.compile(forward)
     stream = PretrainStream(corpus, batch_size, t.seed, info.rank, info.world_size, position, config.augment)
-    workers = config.data.num_workers
-    loader = DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=config.data.prefetch_factor if workers else None,
-        worker_init_fn=ignore_sigterm,
-    )
+    loader = _loader(stream, config, device)
     spec = RunSpec(t, config_to_dict(config), run_dir, info, tag="pretrain", samples_per_step=batch_size)
     if info.is_master:
-        logger.info(
-            "GaitSSB %s: %s parameters; %d process(es) on %s, %d sequences/step (%d per process), %s; "
-            "%d steps per epoch of %d sequences; starting at step %d",
-            "x".join(map(str, config.model.channels)),
-            f"{count_parameters(model):,}",
-            info.world_size,
-            device,
-            batch_size,
-            batch_size // info.world_size,
-            t.precision,
-            stream.steps,
-            len(corpus),
-            step,
-        )
+        _log_start(config, model, info, stream.steps, len(corpus), step)
 
     def loss_of(batch: PretrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
         view_a = batch.view_a.to(device, non_blocking=True)  # (b, frames, 64, 44)
@@ -286,6 +265,47 @@ def _run(
 
     model.train()
     return train_loop(spec, state, loader, loss_of, step, position_after)
+
+
+def _loader(
+    stream: PretrainStream, config: PretrainConfig, device: torch.device
+) -> DataLoader[PretrainBatch]:
+    """The stream's batches as they are (it batches itself), from `config.data.num_workers` workers."""
+    workers = config.data.num_workers
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=config.data.prefetch_factor if workers else None,
+        worker_init_fn=ignore_sigterm,
+    )
+
+
+def _log_start(
+    config: PretrainConfig,
+    model: nn.Module,
+    info: distributed.Dist,
+    steps: int,
+    sequences: int,
+    step: int,
+) -> None:
+    """One line on what this run trains, where, how fast it goes through the corpus, and from which step."""
+    batch_size = config.data.global_batch
+    logger.info(
+        "GaitSSB %s: %s parameters; %d process(es) on %s, %d sequences/step (%d per process), %s; "
+        "%d steps per epoch of %d sequences; starting at step %d",
+        "x".join(map(str, config.model.channels)),
+        f"{count_parameters(model):,}",
+        info.world_size,
+        info.device,
+        batch_size,
+        batch_size // info.world_size,
+        config.trainer.precision,
+        steps,
+        sequences,
+        step,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -424,24 +424,31 @@ def train_loop(
                 if distributed.any_rank(not (log.window_finite() and all_finite(state.model)), info):
                     raise diverged(spec.run_dir, f"the loss or the weights are not finite at step {step}")
                 if info.is_master:
-                    ckpt = checkpoint.build_checkpoint(
-                        state.model,
-                        spec.config,
-                        step,
-                        data=where or None,
-                        optimizer=state.optimizer,
-                        scheduler=state.scheduler,
-                        scaler=state.scaler,
-                        head=state.head,
-                        world_size=info.world_size,
-                    )
-                    saved = checkpoint.save_in_run(ckpt, spec.run_dir, t.keep_last)
-                    logger.info("step %d: checkpoint %s", step, saved)
+                    saved = _save_checkpoint(spec, state, step, where)
                 distributed.barrier()
             if stopped:
                 break
     newest = saved if saved is not None else checkpoint.latest_checkpoint(spec.run_dir)
     return RunResult(state.model, step, stopped=stopped and step < t.max_steps, checkpoint=newest)
+
+
+def _save_checkpoint(spec: RunSpec, state: TrainState, step: int, where: dict[str, int]) -> Path:
+    """Rank 0: everything a resume needs at `step` (the data stream's position `where` included), saved
+    in the run folder, which keeps the newest `trainer.keep_last`."""
+    ckpt = checkpoint.build_checkpoint(
+        state.model,
+        spec.config,
+        step,
+        data=where or None,
+        optimizer=state.optimizer,
+        scheduler=state.scheduler,
+        scaler=state.scaler,
+        head=state.head,
+        world_size=spec.info.world_size,
+    )
+    saved = checkpoint.save_in_run(ckpt, spec.run_dir, spec.trainer.keep_last)
+    logger.info("step %d: checkpoint %s", step, saved)
+    return saved
 
 
 def diverged(run_dir: Path, what: str) -> DivergedError:
@@ -535,8 +542,17 @@ class RunLog:
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop records after `last_step` (written after the checkpoint a resume starts from), atomically."""
+    """Drop records after `last_step` (written after the checkpoint a resume starts from), atomically.
+    Records are appended one line at a time (a log, not rewritten per step), so a crash mid-append can
+    leave a torn last line: it is dropped too."""
     if not path.is_file():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step]
-    write_atomic(path, "".join(f"{ln}\n" for ln in lines))
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn append (or an empty line)
+        if record["step"] <= last_step:
+            kept.append(line)
+    write_atomic(path, "".join(f"{line}\n" for line in kept))
