@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= .data
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv demo clean system-deps default-model synthetic-model deploy-check base-image
+.PHONY: run test lint venv demo clean system-deps default-model synthetic-model deploy-check deploy-train-check base-image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -56,6 +56,11 @@ system-deps:
 # itself. About 5 minutes on a fresh machine, 1 once the base image and the build cache exist.
 deploy-check: $(STAMP)
 	.ci/deploy-check
+
+# The training image built with the host's CPU torch wheel (GAITLU_TORCH_WHEEL, else pip's find-links), then
+# 10 pretraining steps of the tiny GaitSSB on a synthetic corpus inside it: about 6 minutes here. Not in CI.
+deploy-train-check: $(STAMP)
+	.ci/deploy-check train
 
 # A base image made from Debian's packages, for machines that cannot pull python:3.11.14-slim-bookworm;
 # prints its name: docker build --build-arg PYTHON_IMAGE=$$(deploy/base-image.sh) ...

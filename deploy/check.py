@@ -11,6 +11,9 @@ API image it made; the base image and the build cache stay, so a rerun is fast.
 
 Needs a Docker engine with BuildKit and a compose binary: `.ci/deploy-check` (`make deploy-check`)
 installs and starts them, then runs this with the project's venv (httpx, numpy).
+
+`deploy/check.py train` (`make deploy-train-check`) checks the training image instead: built with the
+CPU torch wheel, then 10 pretraining steps on a synthetic corpus inside it (minutes of CPU; not in CI).
 """
 
 from __future__ import annotations
@@ -138,14 +141,16 @@ def ca_bundle() -> Path | None:
     return None
 
 
-def build_api_image(tag: str, base: str) -> float:
+def build_image(dockerfile: str, tag: str, base: str, *args: str, timeout: float = 900) -> float:
+    """Seconds to build `dockerfile` as `tag` on `base`, its pip steps reaching the package index through
+    the host's network and trusting the host's CA bundle."""
     command, env = docker_build_command()
-    command += ["--network", "host", "--build-arg", f"PYTHON_IMAGE={base}", "-t", tag]
+    command += ["--network", "host", "--build-arg", f"PYTHON_IMAGE={base}", "-t", tag, *args]
     bundle = ca_bundle()
     if bundle is not None:
         command += ["--secret", f"id=pip-cert,src={bundle}"]
     start = time.monotonic()
-    run([*command, "-f", "Dockerfile", "."], timeout=900, env=env)
+    run([*command, "-f", dockerfile, "."], timeout=timeout, env=env)
     return time.monotonic() - start
 
 
@@ -354,7 +359,7 @@ def main() -> int:
     base = base_image()
     tag = f"gaitlu-api:check-{os.getpid()}"
     step(f"building {tag} on {base}")
-    build_s = build_api_image(tag, base)
+    build_s = build_image("Dockerfile", tag, base)
     step(f"built in {build_s:.0f} s")
     walks = {f"subject-{i}": walk(i) for i in (1, 2)}
     try:
@@ -393,6 +398,82 @@ def main() -> int:
     return 0
 
 
+# ----- the training image (`deploy/check.py train`: manual, minutes of CPU; not part of CI)
+
+TORCH_CPU_WHEEL = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+PRETRAIN = (
+    "set -e; gaitlu synth --out /runs/corpus --subjects 64 --layout gaitlu --workers 2"
+    " && gaitlu train pretrain --config configs/gaitssb_tiny.yaml --data /runs/corpus --out /runs/pretrain"
+    " --max-steps 10 --device cpu"
+    " && python -c 'import torch; assert torch.version.cuda is None, torch.__version__'"
+    " && ls /runs/pretrain/checkpoints"
+)
+
+
+def cpu_torch_wheel() -> Path:
+    """GAITLU_TORCH_WHEEL, else the CPU build among pip's find-links folders (where `pip install
+    torch==2.13.0` takes it from on this host)."""
+    named = os.environ.get("GAITLU_TORCH_WHEEL")
+    if named:
+        return Path(named)
+    probe = [sys.executable, "-m", "pip", "config", "get", "global.find-links"]
+    configured = subprocess.run(probe, capture_output=True, text=True, check=False).stdout
+    for folder in [*os.environ.get("PIP_FIND_LINKS", "").split(), *configured.split()]:
+        wheel = Path(folder) / TORCH_CPU_WHEEL
+        if wheel.is_file():
+            return wheel
+    raise CheckFailed(f"no {TORCH_CPU_WHEEL} in pip's find-links: set GAITLU_TORCH_WHEEL to its path")
+
+
+def train_check() -> int:
+    """The training image built with the CPU torch wheel, then 10 pretraining steps of the tiny GaitSSB
+    on a synthetic corpus inside it, without a network; the image and the volume are removed after."""
+    started = time.monotonic()
+    base = base_image()
+    wheel = cpu_torch_wheel()
+    staged = ROOT / "deploy/wheels" / wheel.name  # the build context holds the wheel during the build only
+    tag, volume = f"gaitlu-train:check-{os.getpid()}", f"gaitlu-train-check-{os.getpid()}"
+    try:
+        try:
+            os.link(wheel, staged)
+        except OSError:
+            shutil.copy2(wheel, staged)
+        step(f"building {tag} on {base} with {wheel.name}")
+        build_s = build_image(
+            "docker/Dockerfile.train", tag, base, "--build-arg", f"TORCH_WHEEL={wheel.name}"
+        )
+        step(f"built in {build_s:.0f} s")
+    finally:
+        staged.unlink(missing_ok=True)
+    try:
+        run(["docker", "volume", "create", volume], timeout=30)
+        start = time.monotonic()
+        listing = run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "-v",
+                f"{volume}:/runs",
+                tag,
+                "sh",
+                "-c",
+                PRETRAIN,
+            ],
+            timeout=1200,
+        )
+        if "step-00000010.pt" not in listing.split():
+            raise CheckFailed(f"no step-10 checkpoint after the pretraining run: {listing}")
+        step(f"synthetic corpus + 10 pretraining steps on CPU in {time.monotonic() - start:.0f} s")
+    finally:
+        subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True, timeout=60, check=False)
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=120, check=False)
+    step(f"passed in {time.monotonic() - started:.0f} s")
+    return 0
+
+
 def interrupted(signum: int, _frame: object) -> None:
     raise CheckFailed(f"stopped by signal {signum}")  # so that the compose project is taken down
 
@@ -400,7 +481,9 @@ def interrupted(signum: int, _frame: object) -> None:
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, interrupted)
     try:
-        sys.exit(main())
+        if sys.argv[1:] not in ([], ["train"]):
+            sys.exit("usage: deploy/check.py [train]")
+        sys.exit(train_check() if sys.argv[1:] == ["train"] else main())
     except (CheckFailed, httpx.HTTPError) as failure:
         print(f"deploy-check: FAILED: {failure!r}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -286,6 +286,19 @@ def test_api_image_pip_steps_can_trust_a_host_ca_without_keeping_it() -> None:
     assert not any("pip" in r for r in runtime.args("RUN"))
 
 
+def test_train_image_takes_a_local_torch_wheel_only_by_build_argument() -> None:
+    """By default the training image installs PyPI's torch==2.13.0 from its lock; TORCH_WHEEL (empty by
+    default) names a wheel of deploy/wheels/ (bind-mounted from the build context) to install instead,
+    and the build fails unless that is the torch installed in the end."""
+    _, stages = parse_dockerfile(ROOT / "docker/Dockerfile.train")
+    build = stages[0]
+    assert "TORCH_WHEEL=" in build.args("ARG")
+    runs = " ".join(build.args("RUN"))
+    assert "--mount=type=bind,source=deploy/wheels,target=/tmp/wheels" in runs
+    assert '"/tmp/wheels/$TORCH_WHEEL"' in runs and "is installed, not $TORCH_WHEEL" in runs
+    assert (ROOT / "deploy/wheels").is_dir() and not dockerignored("deploy/wheels/torch-2.13.0+cpu.whl")
+
+
 def test_hadolint_passes_when_installed() -> None:
     hadolint = shutil.which("hadolint")
     if hadolint is None:
