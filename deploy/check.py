@@ -484,6 +484,9 @@ if __name__ == "__main__":
         if sys.argv[1:] not in ([], ["train"]):
             sys.exit("usage: deploy/check.py [train]")
         sys.exit(train_check() if sys.argv[1:] == ["train"] else main())
-    except (CheckFailed, httpx.HTTPError) as failure:
-        print(f"deploy-check: FAILED: {failure!r}", file=sys.stderr, flush=True)
+    except CheckFailed as failure:
+        print(f"deploy-check: FAILED: {failure}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except httpx.HTTPError as failure:
+        print(f"deploy-check: FAILED: {type(failure).__name__}: {failure}", file=sys.stderr, flush=True)
         sys.exit(1)
