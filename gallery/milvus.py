@@ -30,6 +30,12 @@ Milvus has no multi-row transactions. What holds instead:
   enrolment of that subject. Two clients enrolling the same *new* id with different content at the
   same instant both succeed and the later write wins (client ids are meant for one client's retries).
 
+Servers without nullable fields (Milvus before 2.5, e.g. the 2.3 standalone server that the `milvus`
+package on PyPI ships) create the attribute fields without their nullable flag, and refuse NULL in them.
+A gallery on such a server (its description says so: the fields are not nullable) keeps a missing camera
+or site as "" and a missing capture time as NO_TIME instead; "" is no valid attribute value and NO_TIME
+lies before every real time, so filters and hits read them as missing, as NULL is on a newer server.
+
 Erasure: a delete marks rows deleted (a delta log); the store then flushes and asks for a compaction,
 which on a Milvus cluster rewrites the segments without them, and its garbage collector removes the old
 segment files from object storage after `dataCoord.gc.dropTolerance`. Until then, and on milvus-lite
@@ -94,6 +100,7 @@ TEXT_BYTES = 256  # attribute values: 64 characters of up to 4 UTF-8 bytes
 METADATA_BYTES = validate.MAX_METADATA_BYTES
 EXACT_TYPES = ("FLAT", "BRUTE_FORCE")
 SHAPE_TTL_S = 60.0
+NO_TIME = -1.0e300  # captured_ts of a sequence without one, where the server has no NULL (see above)
 _ESCAPES = {"_": "__", ".": "_d", "-": "_h"}
 _UNESCAPES = {"_": "_", "d": ".", "h": "-"}
 
@@ -126,11 +133,12 @@ def _values(values: Sequence[str] | frozenset[str]) -> str:
     return "[" + ", ".join(literal(v) for v in sorted(values)) + "]"
 
 
-def filter_expression(f: SequenceFilter | None) -> str:
+def filter_expression(f: SequenceFilter | None, nullable: bool = True) -> str:
     """A SequenceFilter as a Milvus boolean expression over the scalar fields ("" matches everything).
 
     A missing attribute is NULL (or an empty tag list), and NULL satisfies no comparison: the reference
-    semantics of `SequenceFilter.matches`.
+    semantics of `SequenceFilter.matches`. Without nullable fields a missing camera or site is "", which
+    no filter value equals, and a missing time NO_TIME, which an upper bound alone would admit: excluded.
     """
     if f is None:
         return ""
@@ -143,6 +151,8 @@ def filter_expression(f: SequenceFilter | None) -> str:
         terms.append(f"captured_ts >= {f.captured_from.timestamp()!r}")
     if f.captured_to is not None:
         terms.append(f"captured_ts < {f.captured_to.timestamp()!r}")
+        if not nullable and f.captured_from is None:
+            terms.append(f"captured_ts > {NO_TIME!r}")
     if f.tags_all:
         terms.append(f"array_contains_all(tags, {_values(f.tags_all)})")
     if f.tags_any is not None:
@@ -158,6 +168,7 @@ class _Gallery:
     created: float
     metadata: dict[str, Any] | None
     index_type: str
+    nullable: bool = True  # whether the server kept the attribute fields nullable (Milvus >= 2.5)
 
     @property
     def sequences(self) -> str:
@@ -346,7 +357,7 @@ class MilvusStore(GalleryCore[_Gallery]):
                 infos.append(self._sequence_info(gallery, held[uid]))
                 continue
             row = {"uid": uid, "subject": subject_id, "metadata": metadata_json[i] or "", "created": now}
-            rows.append(row | _attribute_fields(attrs[i]) | {"embedding": vectors[i]})
+            rows.append(row | _attribute_fields(attrs[i], gallery.nullable) | {"embedding": vectors[i]})
             text = metadata_json[i]
             given_metadata = json.loads(text) if text is not None else None
             infos.append(
@@ -466,7 +477,8 @@ class MilvusStore(GalleryCore[_Gallery]):
     def _search(self, gallery: _Gallery, query: Query) -> list[list[SearchHit]]:
         """The local store's aggregation (gallery/search.py) over Milvus neighbours, the filter applied
         inside Milvus' search."""
-        expr, k, top_m, threshold = filter_expression(query.filter), query.k, query.top_m, query.threshold
+        expr = filter_expression(query.filter, gallery.nullable)
+        k, top_m, threshold = query.k, query.top_m, query.threshold
         # Counting is a scan on some servers (a third of a second on milvus-lite at 10k): the aggregation
         # learns "nothing more" from a short answer instead, and a cached sequences-per-subject figure
         # only sizes the first request. MAX_LIMIT neighbours per query is as far as a search goes.
@@ -485,7 +497,8 @@ class MilvusStore(GalleryCore[_Gallery]):
                     data=list(batch),
                     limit=limit,
                     filter=expr,
-                    output_fields=["subject", *ATTRIBUTE_FIELDS],
+                    # the key as a field too: servers before 2.5 name it "id" in a hit, not "uid"
+                    output_fields=["uid", "subject", *ATTRIBUTE_FIELDS],
                     anns_field="embedding",
                     search_params=search_params,
                     consistency_level="Strong",
@@ -499,7 +512,7 @@ class MilvusStore(GalleryCore[_Gallery]):
             for row, hits in enumerate(found):
                 per_subject: Counter[str] = Counter()
                 for col, hit in enumerate(hits):
-                    uid, subject = str(hit["uid"]), hit["entity"]["subject"]
+                    uid, subject = str(hit["entity"]["uid"]), hit["entity"]["subject"]
                     found_attributes.setdefault(uid, _attributes_of(hit["entity"]))
                     key = keys.setdefault(uid, len(keys))
                     sequences[key] = (subject, uid)
@@ -641,6 +654,7 @@ class MilvusStore(GalleryCore[_Gallery]):
                 f"{props.get(PROPERTY + 'format')!r}, expected {FORMAT})"
             )
         layout = EmbeddingLayout(int(props[PROPERTY + "parts"]), int(props[PROPERTY + "channels"]))
+        attribute_fields = [f for f in described.get("fields", []) if f.get("name") in ATTRIBUTE_FIELDS[:3]]
         return _Gallery(
             name,
             props[PROPERTY + "model_hash"],
@@ -648,6 +662,7 @@ class MilvusStore(GalleryCore[_Gallery]):
             float(props[PROPERTY + "created"]),
             json.loads(props[PROPERTY + "metadata"]),
             props.get(PROPERTY + "index", "FLAT"),
+            all(f.get("nullable", False) for f in attribute_fields),
         )
 
     def _info(self, gallery: _Gallery) -> GalleryInfo:
@@ -749,15 +764,24 @@ def _attributes_of(entity: Mapping[str, Any]) -> SequenceAttributes:
     return SequenceAttributes(
         camera=entity.get("camera") or None,
         site=entity.get("site") or None,
-        captured_at=None if ts is None else datetime.fromtimestamp(ts, UTC),
+        captured_at=None if ts is None or ts <= NO_TIME else datetime.fromtimestamp(ts, UTC),
         tags=frozenset(entity.get("tags") or ()),
     )
 
 
-def _attribute_fields(attrs: SequenceAttributes) -> dict[str, Any]:
+def _attribute_fields(attrs: SequenceAttributes, nullable: bool = True) -> dict[str, Any]:
+    """A sequence's attributes as row fields: None is NULL, or "" / NO_TIME without nullable fields."""
+    if nullable:
+        return {
+            "camera": attrs.camera,
+            "site": attrs.site,
+            "captured_ts": attrs.captured_ts,
+            "tags": sorted(attrs.tags),
+        }
+    ts = attrs.captured_ts
     return {
-        "camera": attrs.camera,
-        "site": attrs.site,
-        "captured_ts": attrs.captured_ts,
+        "camera": attrs.camera or "",
+        "site": attrs.site or "",
+        "captured_ts": NO_TIME if ts is None else ts,
         "tags": sorted(attrs.tags),
     }

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ from gallery import (
 )
 from gallery.backends import MilvusSettings, open_backend
 from gallery.filters import SequenceFilter, attributes
-from gallery.milvus import SEQUENCES, SUBJECTS, collection, filter_expression, gallery_of
+from gallery.milvus import SEQUENCES, SUBJECTS, MilvusStore, collection, filter_expression, gallery_of
 from service.errors import answer
 from tests.support.embeddings import clustered_embeddings, unit_embeddings
 from tests.support.galleries import BACKENDS, open_store
@@ -196,14 +197,33 @@ def random_filter(rng: np.random.Generator) -> SequenceFilter:
     return SequenceFilter.build(**kwargs)
 
 
-def test_filters_run_inside_milvus_search_and_agree_with_the_reference_semantics(milvus_uri):
+@pytest.mark.parametrize("nullable", [True, False], ids=["nullable", "server-without-null"])
+def test_filters_run_inside_milvus_search_and_agree_with_the_reference_semantics(
+    milvus_uri, nullable, monkeypatch
+):
     """Random attributes and random filters: Milvus returns exactly the subjects whose sequences match
-    (`SequenceFilter.matches`), best first, with the brute-force scores of the matching sequences."""
+    (`SequenceFilter.matches`), best first, with the brute-force scores of the matching sequences.
+
+    Also on a server without nullable fields (Milvus before 2.5, such as the 2.3 standalone server on
+    PyPI, creates the attribute fields without the flag): sequences without attributes are enrolled,
+    read back without them, and matched by the same filters. milvus-lite plays that server here by
+    being given the fields as such a server keeps them."""
+    if not nullable:
+        schema = MilvusStore._sequence_schema
+
+        def without_null(self: MilvusStore, dim: int) -> Any:
+            kept = schema(self, dim)
+            for f in kept.fields:
+                f.nullable = False
+            return kept
+
+        monkeypatch.setattr(MilvusStore, "_sequence_schema", without_null)
     rng = np.random.default_rng(5)
     x, labels = clustered_embeddings(60, 3, LAYOUT, noise=0.6, rng=rng)
     metas = [random_metadata(rng) for _ in range(len(x))]
     with milvus_store(milvus_uri, unique_db()) as store:
         store.create_gallery("g", MODEL, LAYOUT)
+        assert store._gallery("g").nullable is nullable
         for subject in range(60):
             rows = np.flatnonzero(labels == subject)
             store.enroll("g", f"s{subject:02d}", x[rows], MODEL, [metas[i] for i in rows])
@@ -217,12 +237,13 @@ def test_filters_run_inside_milvus_search_and_agree_with_the_reference_semantics
             best: dict[str, float] = {}
             for i in np.flatnonzero(match):
                 best[f"s{labels[i]:02d}"] = max(best.get(f"s{labels[i]:02d}", -2.0), float(scores[i]))
-            assert {h.subject_id for h in hits} == set(best), (f, filter_expression(f))
+            assert {h.subject_id for h in hits} == set(best), (f, filter_expression(f, nullable))
             np.testing.assert_allclose(
                 [h.score for h in hits], sorted(best.values(), reverse=True), atol=1e-5
             )
-            for hit in hits:  # the best sequence named is a matching one
+            for hit in hits:  # the best sequence named is a matching one, with its attributes as enrolled
                 assert f.matches(attributes(store.get_sequence("g", hit.sequence_id).metadata))
+                assert hit.attributes == attributes(store.get_sequence("g", hit.sequence_id).metadata)
             checked += bool(best) and len(best) < 60
         assert checked >= 5  # the random filters did select (neither nothing nor everything)
         with pytest.raises(InvalidInputError, match="camera"):
