@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.cli import run_cli
-from tests.support.milvus import unique_db
+from tests.support.milvus import MilvusStandalone, standalone_python, unique_db
 from tests.support.ports import free_port
 from tests.support.servers import ServerProcess, npy_bytes
 from tests.support.walkers import walking_sequence
@@ -119,3 +119,47 @@ def test_a_centred_model_on_milvus_is_refused_at_start_naming_the_remedy(
     )
     assert result.code == 2, result
     assert "--centring off" in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.slow
+def test_replicas_on_milvus_standalone_enrol_search_and_filter_sequences_without_attributes(
+    tiny_artifact, tmp_path
+):
+    """Milvus standalone 2.3 (the server binary in the `milvus` package on PyPI) has no nullable fields
+    and names a hit's key "id": enrolments without attributes, searches and filters work through HTTP."""
+    python = standalone_python()
+    if python is None:
+        pytest.skip("no Milvus standalone: pip install milvus==2.3.5 into .data/milvus-server/venv")
+    server = MilvusStandalone(python, tmp_path / "milvus", tmp_path / "milvus.log")
+    a = None
+    try:
+        server.start()
+        a = replica(tiny_artifact, tmp_path, "a", server.uri, "default").start()
+        assert httpx.post(f"{a.url}/galleries", json={"name": "g"}, timeout=120).status_code == 201
+        assert enrol(a.url, "q0", "s0", seed=0).status_code == 201  # no attributes at all
+        files = {"files": ("q1.npy", npy_bytes(walking_sequence(1, 4)))}
+        metadata = '{"camera": "gate", "captured_at": "2026-01-01T00:00:00Z"}'
+        tagged = httpx.post(
+            f"{a.url}/galleries/g/subjects/s1/sequences",
+            files=files,
+            data={"sequence_ids": "q1", "metadata": metadata},
+            timeout=30,
+        )
+        assert tagged.status_code == 201, tagged.text
+        for seed in (0, 1):
+            hit = best(a.url, seed)
+            assert (hit["sequence_id"], hit["subject_id"]) == (f"q{seed}", f"s{seed}")
+        query = {"files": ("q.npy", npy_bytes(walking_sequence(0, 4)))}
+        for given, found in (
+            ('{"camera": ["gate"]}', {"s1"}),
+            ('{"captured_to": "2027-01-01T00:00:00Z"}', {"s1"}),
+        ):
+            answer = httpx.post(
+                f"{a.url}/search", files=query, data={"gallery": "g", "k": "5", "filter": given}, timeout=30
+            )
+            assert answer.status_code == 200, answer.text
+            assert {h["subject_id"] for h in answer.json()["data"][0]["data"]} == found, given
+    finally:
+        if a is not None:
+            a.kill()
+        server.kill()
