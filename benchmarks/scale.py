@@ -508,7 +508,11 @@ def headline(result: Result) -> str:
     return " ".join(f"{k}={v}" for k, v in pairs.items())
 
 
-def section(result: Result, command: str, seconds: float, session_ttl_s: int, line: str) -> str:
+def section(
+    result: Result, command: str, seconds: float, session_ttl_s: int, line: str, nginx_binary: str
+) -> str:
+    said = subprocess.run([nginx_binary, "-v"], capture_output=True, text=True).stderr.strip()
+    nginx_version = said.split(": ", 1)[-1] or "nginx"  # "nginx version: nginx/1.22.1"
     by = {p.name: p for p in result.phases}
     restart, t = by["milvus restart"], result.timeline
     return f"""{SECTION}
@@ -520,7 +524,7 @@ ratios are the point. The compose `scale` profile's shape from
 processes on loopback: Milvus standalone 2.3.5 (the `milvus` package's server binary; embedded etcd,
 rocksmq and local storage instead of the etcd and MinIO containers; `common.session.ttl` {session_ttl_s} s),
 two `gaitlu serve` replicas of models/default on it (`GAITLU_GALLERY_BACKEND=milvus`, one inference
-thread each), nginx 1.22 (Debian) running deploy/nginx-scale.conf with loopback addresses. 16 honest
+thread each), {nginx_version} running deploy/nginx-scale.conf with loopback addresses. 16 honest
 closed-loop clients through nginx, a quarter enrolments (one 30-frame walker each, client sequence ids)
 and the rest searches probing an acknowledged enrolment (k=1); {seconds:.0f} s for each timed phase,
 after a 5 s warm-up (none with `--quick`).
@@ -600,7 +604,7 @@ def main() -> None:
     if args.write_results:
         given = [a for a in sys.argv[1:] if a != "--keep" and Path(a) != args.keep]  # not where logs went
         command = "python benchmarks/scale.py " + " ".join(given)
-        write_section(section(result, command.strip(), seconds, session_ttl_s, line))
+        write_section(section(result, command.strip(), seconds, session_ttl_s, line, args.nginx))
     print(line)
     if result.lost or result.wrong_subject:
         print(f"LOST acknowledged enrolments: {(result.lost + result.wrong_subject)[:20]}", file=sys.stderr)
