@@ -21,11 +21,11 @@ Milvus (a query iterator, not through the service) and every acknowledged (201) 
 there with its subject: `lost_acked` is the headline (target 0).
 
 Model: the served default, models/default (`--artifact`). Uploads are walkers of tests/support/walkers.py,
-30 model frames each (.npy). Every child process runs in its own process group and is ended on the way
-out, failures and signals included.
+30 model frames each (.npy). Every child process (Milvus and nginx with their process groups) is ended
+on the way out, failures and SIGTERM included.
 
 Usage: python benchmarks/scale.py [--quick] [--seconds S] [--artifact DIR] [--milvus-python PY]
-       [--write-results]
+       [--nginx BIN] [--session-ttl S] [--keep DIR] [--write-results]
 The last line holds the headline figures as name=value pairs.
 """
 
@@ -203,7 +203,6 @@ async def drive(
     load, timeline = Load(), Timeline()
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as c:
-        timeline.started = time.monotonic()
         tasks = [asyncio.create_task(client(c, load, i)) for i in range(CLIENTS)]
         try:
             await asyncio.sleep(warmup)  # answers before the steady phase are left out of the figures
@@ -240,7 +239,8 @@ def first_ok_after(load: Load, op: str, t: float) -> float:
 
 
 def stored_sequences(uri: str) -> dict[str, str]:
-    """Sequence id -> subject, read straight from Milvus (Strong), not through the service."""
+    """Sequence id -> subject, read straight from Milvus (at the collection's level, Strong), not through
+    the service."""
     from pymilvus import MilvusClient
 
     from gallery.milvus import SEQUENCES, collection
