@@ -8,6 +8,7 @@ never skip), naming the install.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -106,6 +107,20 @@ os.execve(os.path.join(bin_dir, "milvus"), ["milvus", "run", "standalone"], env)
 """
 
 
+def distinct_ports(n: int) -> list[int]:
+    """n free loopback ports, all different (free_port() one after another may repeat one)."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def standalone_python() -> Path | None:
     """The Python of a venv holding the `milvus` server package: GAITLU_MILVUS_SERVER_PYTHON, else
     .data/milvus-server/venv (`python3 -m venv .data/milvus-server/venv && .data/milvus-server/venv/bin/pip
@@ -122,11 +137,12 @@ class MilvusStandalone:
     def __init__(self, python: Path, data_dir: Path, log: Path, *, session_ttl_s: int = 30) -> None:
         self.python, self.log = python, log
         data_dir.mkdir(parents=True, exist_ok=True)
+        ports = distinct_ports(len(STANDALONE_PORTS) + 1)
         self.spec: dict[str, Any] = {
             "data_dir": str(data_dir),
             "bin_cache": str(STANDALONE_VENV.parent / "bin-cache"),
-            "ports": {key: free_port() for key in STANDALONE_PORTS},
-            "metrics_port": free_port(),
+            "ports": dict(zip(STANDALONE_PORTS, ports[:-1], strict=True)),
+            "metrics_port": ports[-1],
             "extra": {"common.session.ttl": session_ttl_s},
         }
         self.proc: subprocess.Popen[bytes] | None = None
