@@ -56,7 +56,7 @@ from gallery import validate
 from gallery.backends import open_backend
 from gallery.errors import GalleryError, InvalidInputError, StoreFullError
 from gallery.filters import SequenceFilter
-from gallery.previews import check_reserved, with_geis
+from gallery.previews import Draw, check_reserved, with_geis
 from gallery.protocol import GalleryBackend
 from gallery.records import Erasure, GalleryInfo, GalleryPolicy, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
@@ -655,17 +655,22 @@ class Engine:
         metadata: Sequence[dict[str, Any] | None] | None = None,
         sequence_ids: Sequence[str] | None = None,
         options: VideoOptions = VideoOptions(),
+        *,
+        picture: Draw | None = None,
     ) -> tuple[list[SequenceInfo], list[SequenceEmbedding]]:
         """Embed and enrol sequences of one subject (a video: one of its tracks), all or none; returns
         the stored sequences (input order) and their embeddings. The gallery's model is checked first: a
-        mismatch costs no inference."""
+        mismatch costs no inference. `picture` draws each sequence's model frames for people (the faces
+        pass gaitlu.pictures.gei_png), kept in its metadata unless the caller opted out (None: no
+        pictures)."""
         check_reserved(metadata)
         model_hash = await self._check_model(gallery)
         # A retry is recognised by an equal vector: with client ids, compute it batch-independently.
         decoded = await self.decode(uploads, options)
         embedded = await self._embed_decoded(decoded)
         vectors = np.stack([e.vector for e in embedded])  # n x (P*C,) -> (n, P*C)
-        metadata = await asyncio.to_thread(with_geis, metadata, [d.frames for d in decoded])  # pictures
+        if picture is not None:
+            metadata = await asyncio.to_thread(with_geis, metadata, [d.frames for d in decoded], picture)
         infos = await self._in_store(
             lambda store: store.enroll(gallery, subject_id, vectors, model_hash, metadata, sequence_ids),
             write=True,
