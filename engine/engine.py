@@ -669,13 +669,13 @@ class Engine:
         decoded = await self.decode(uploads, options)
         embedded = await self._embed_decoded(decoded)
         vectors = np.stack([e.vector for e in embedded])  # n x (P*C,) -> (n, P*C)
-        if picture is not None:
-            metadata = await asyncio.to_thread(with_geis, metadata, [d.frames for d in decoded], picture)
-        infos = await self._in_store(
-            lambda store: store.enroll(gallery, subject_id, vectors, model_hash, metadata, sequence_ids),
-            write=True,
-        )
-        return infos, embedded
+        frames = [d.frames for d in decoded]
+
+        def write(store: GalleryBackend) -> list[SequenceInfo]:  # pictures drawn in the writer's thread
+            stored = metadata if picture is None else with_geis(metadata, frames, picture)
+            return store.enroll(gallery, subject_id, vectors, model_hash, stored, sequence_ids)
+
+        return await self._in_store(write, write=True), embedded
 
     async def enroll_embeddings(
         self,

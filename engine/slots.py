@@ -1,7 +1,7 @@
 """Slots: the engine's one way to run blocking work in threads, with bounds and an honest Retry-After.
 
-Every kind of blocking work the engine offloads (decoding uploads, extracting videos, gallery reads and
-writes, the batcher's runtime calls) goes through a `Slots` of its own:
+Every kind of blocking work the engine does for its callers (decoding uploads, extracting videos,
+gallery reads and writes, the batcher's runtime calls) goes through a `Slots` of its own:
 - at most `workers` calls run, each in a thread of one pool of that size: this bounds their memory and
   CPU whatever the callers do. A slot is given back when its thread ends, not when its caller leaves
   (a thread cannot be stopped), so the slots always bound what runs;
