@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= .data
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv demo clean system-deps default-model synthetic-model
+.PHONY: run test lint venv demo clean system-deps default-model synthetic-model deploy-check deploy-train-check base-image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,6 +49,23 @@ test: system-deps lint
 
 system-deps:
 	.ci/system-deps
+
+# The CPU API image built and run with docker compose on host networking: health, enrol + search through its
+# port, the gallery intact after a restart and in a new container, non-root, nothing left after `down`
+# (deploy/check.py). As root on Debian it installs dockerd, compose and debootstrap and starts the engine
+# itself. About 5 minutes on a fresh machine, 1 once the base image and the build cache exist.
+deploy-check: $(STAMP)
+	.ci/deploy-check
+
+# The training image built with the host's CPU torch wheel (GAITLU_TORCH_WHEEL, else pip's find-links), then
+# 10 pretraining steps of the tiny GaitSSB on a synthetic corpus inside it: about 6 minutes here. Not in CI.
+deploy-train-check: $(STAMP)
+	.ci/deploy-check train
+
+# A base image made from Debian's packages, for machines that cannot pull python:3.11.14-slim-bookworm;
+# prints its name: docker build --build-arg PYTHON_IMAGE=$$(deploy/base-image.sh) ...
+base-image:
+	deploy/base-image.sh
 
 clean:
 	rm -rf $(VENV) $(DATA)

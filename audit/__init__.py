@@ -1,4 +1,4 @@
-"""The audit trail (issue 24): an append-only, hash-chained record of every search, verify, enrolment,
+"""The audit trail: an append-only, hash-chained record of every search, verify, enrolment,
 deletion and gallery change, with reviews of matches by two distinct keys and its own retention.
 
 The store (audit/store.py) is plain SQLite and knows no HTTP; the service records into it (service/

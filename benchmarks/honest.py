@@ -1,9 +1,9 @@
 """What an honest benchmark client does with a refusal: count it, wait its Retry-After, ask again.
 
 The service answers 429 (overloaded) or 503 (decode deadline, gallery unavailable) with a Retry-After
-when it cannot take work now. A benchmark that raised on the first one measured nothing (issue 21:
-`benchmarks/service.py` crashed at 32 clients); one that retried at once would be an attacker. So every
-benchmark's honest clients send through `send` / `send_sync`, which return the final answer and how
+when it cannot take work now. A benchmark that raised on the first one measured nothing
+(`benchmarks/service.py` once crashed at 32 clients); one that retried at once would be an attacker. So
+every benchmark's honest clients send through `send` / `send_sync`, which return the final answer and how
 many refusals came before it, and report the refusals.
 """
 

@@ -17,7 +17,7 @@ refused probe is a refusal and a failed one a 5xx.
 The attacks (tests/test_safepickle.py builds the pickles):
 - pickles: 8 MiB of EMPTY_DICT, a memo slot of 2**31, an 8 MiB string with one astral character,
   one 2 MiB data string built into four arrays;
-- sequences: the issue's 3 KB .npz of 720 x 1 x 4096 frames, 8 frames of 512 x 4096 holding a
+- sequences: an outside test's 3 KB .npz of 720 x 1 x 4096 frames, 8 frames of 512 x 4096 holding a
   16 x 4096 band, a float64 (10, 32) array, a 210 KB .npz of 720 empty 480 x 640 frames (221 M
   pixels, over the limit), a 54 KB .npz of 720 empty 320 x 240 frames (55 M pixels: under the limit,
   the costliest decode and scan an upload can ask for);

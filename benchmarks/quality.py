@@ -16,7 +16,6 @@ The last line holds the Rank-1s as name=value pairs.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from gaitlu.evaluation.runner import Embed, embed_sequences, select_test_sequenc
 from gaitlu.labelled import load_partition
 from synth.layout import generate_gaitlu, generate_opengait
 from train import finetune, pretrain
-from train.config import SchedulerConfig, load_config
+from train.config import load_config, replace
 from train.embedder import CheckpointEmbedder, load_checkpoint_embedder
 from train.model import GaitSSB
 
@@ -78,13 +77,13 @@ def make_data(root: Path, size: Size) -> tuple[Path, Path]:
 def run_pretrain(corpus: Path, run_dir: Path, size: Size) -> Path:
     cfg = pretrain.load_pretrain_config(REPO / "configs" / "gaitssb_tiny.yaml")
     t = cfg.trainer
-    cfg = dataclasses.replace(
+    cfg = replace(
         cfg,
-        data=dataclasses.replace(cfg.data, global_batch=size.pretrain_batch),
-        scheduler=SchedulerConfig(scaled(cfg.scheduler.milestones, t.max_steps, size.pretrain_steps)),
-        trainer=dataclasses.replace(
-            t, max_steps=size.pretrain_steps, checkpoint_every=size.pretrain_steps, log_every=10
+        data=replace(cfg.data, global_batch=size.pretrain_batch),
+        scheduler=replace(
+            cfg.scheduler, milestones=scaled(cfg.scheduler.milestones, t.max_steps, size.pretrain_steps)
         ),
+        trainer=replace(t, max_steps=size.pretrain_steps, checkpoint_every=size.pretrain_steps, log_every=10),
     )
     result = pretrain.train(cfg, corpus, run_dir, device="cpu")
     assert result.checkpoint is not None
@@ -94,15 +93,13 @@ def run_pretrain(corpus: Path, run_dir: Path, size: Size) -> Path:
 def run_finetune(init: Path, labelled: Path, run_dir: Path, size: Size) -> Path:
     cfg = load_config(REPO / "configs" / "finetune_tiny.yaml", finetune.FinetuneConfig)
     t = cfg.trainer
-    cfg = dataclasses.replace(
+    cfg = replace(
         cfg,
-        data=dataclasses.replace(
-            cfg.data, subjects_per_batch=size.finetune_p, sequences_per_subject=size.finetune_k
+        data=replace(cfg.data, subjects_per_batch=size.finetune_p, sequences_per_subject=size.finetune_k),
+        scheduler=replace(
+            cfg.scheduler, milestones=scaled(cfg.scheduler.milestones, t.max_steps, size.finetune_steps)
         ),
-        scheduler=SchedulerConfig(scaled(cfg.scheduler.milestones, t.max_steps, size.finetune_steps)),
-        trainer=dataclasses.replace(
-            t, max_steps=size.finetune_steps, checkpoint_every=size.finetune_steps, log_every=10
-        ),
+        trainer=replace(t, max_steps=size.finetune_steps, checkpoint_every=size.finetune_steps, log_every=10),
     )
     result = finetune.finetune(cfg, init, labelled, labelled / "partition.json", run_dir, device="cpu")
     assert result.checkpoint is not None

@@ -388,7 +388,10 @@ def compression_report(precisions: dict[str, dict[str, dict[str, float]]], index
     return "\n".join(lines)
 
 
-def main() -> None:
+Precisions = dict[str, dict[str, dict[str, float]]]
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -408,9 +411,86 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep artifacts and runs here (default: a temp dir)")
     parser.add_argument("--write-results", action="store_true", help="update RESULTS.md and the plot")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not (args.model / MANIFEST_NAME).is_file():
         parser.error(f"no model at {args.model}: build it with `make synthetic-model` or pass --model DIR")
+    return args
+
+
+def trained_rows(
+    args: argparse.Namespace, work: Path, dev: RealSet, embeds: dict[str, Embed]
+) -> tuple[list[Row], Path]:
+    """The random-init, fine-tuned (and `--mixed`) models' rows, and the fine-tuned artifact; their
+    embedders join `embeds`."""
+    random_dir, random_s = random_artifact(work, args.model)
+    embeds["random"] = artifact_embed(random_dir)
+    rows = [
+        score_model(
+            "random",
+            "same network, random init",
+            "seeded init",
+            random_s,
+            embeds["random"],
+            dev,
+            None,
+        )
+    ]
+    tuned_dir, tuned_s, command = finetuned_artifact(work, args.model, args.finetuned)
+    embeds["finetuned"] = artifact_embed(tuned_dir)
+    label = "synthetic model fine-tuned on 001-050"
+    rows.append(score_model("finetuned", label, f"`{command}`", tuned_s, embeds["finetuned"], dev, None))
+    if args.mixed is not None:
+        from train.checkpoint import latest_checkpoint
+
+        mixed_dir = work / "mixed"
+        run(["export", str(latest_checkpoint(args.mixed)), "--out", str(mixed_dir)])
+        embeds["mixed"] = artifact_embed(mixed_dir)
+        label = "synthetic model fine-tuned on 001-050 + 100 synthetic people"
+        command = "the same, `--dataset` = 001-050 and 100 synthetic subject folders (docs/training.md)"
+        rows.append(
+            score_model("mixed", label, command, finetune_wall_s(args.mixed), embeds["mixed"], dev, None)
+        )
+    return rows, tuned_dir
+
+
+def compression_scores(
+    work: Path, tuned_dir: Path, dev: RealSet, everyone: RealSet, rows: list[Row], embeds: dict[str, Embed]
+) -> tuple[Precisions, dict[str, float]]:
+    """Fills each learned row's synthetic-set Rank-1s; returns the fine-tuned model's Rank-1 per precision
+    and, exact against approximate, in an index padded with the other people as distractors."""
+    sets = synthetic_sets(work)
+    for row in rows:
+        if row.name != "random":
+            row.synthetic = {name: synthetic_rank1(path, embeds[row.name]) for name, path in sets.items()}
+    tuned_row = next(r for r in rows if r.name == "finetuned")
+    precisions = precision_rank1(tuned_dir, dev, tuned_row)
+    others = everyone.subset(casiab_dev.TRAIN)
+    others = RealSet(others.sequences, [f[:DISTRACTOR_FRAMES] for f in others.frames])
+    distractors = embed_set(others, embeds["finetuned"])
+    return precisions, index_rank1(tuned_row.test, distractors, np.random.default_rng(0))
+
+
+def write_results(rows: list[Row], body: str, headline: str, extra: str, compression: str) -> None:
+    """The plot and RESULTS.md's two sections on real people."""
+    plot_scores(rows, PLOT)
+    body += f"\n\n![score distributions](plots/{PLOT.name})"
+    body += (
+        "\n\nDoes the gain travel? The same models on 12 synthetic people (no model trained on them; "
+        f"walks cut to their first {SYNTH_FRAMES} frames), "
+        "filmed as CASIA-B is and with another capture (15 fps, cameras 25-35 degrees up, 40-px-tall "
+        "people; `gaitlu synth " + " ".join(SHIFT) + "`); kept = other / CASIA-B capture mean:\n\n" + extra
+    )
+    write_section(f"## Real people (CASIA-B dev set)\n\n{body}\n\n{headline}\n")
+    write_section(
+        "## Compression and search on real embeddings\n\n"
+        "The fine-tuned model of the real-people table (its ONNX artifact exported with `--int8 --fp16`, "
+        "int8 calibrated on real subjects 001-004), on real CASIA-B 051-074; `benchmarks/real.py`.\n\n"
+        f"{compression}\n"
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
@@ -431,54 +511,10 @@ def main() -> None:
                 "default", "synthetic model, zero-shot", default, None, embeds["default"], dev, everyone
             ),
         ]
-        if not args.quick:
-            random_dir, random_s = random_artifact(work, args.model)
-            embeds["random"] = artifact_embed(random_dir)
-            rows.append(
-                score_model(
-                    "random",
-                    "same network, random init",
-                    "seeded init",
-                    random_s,
-                    embeds["random"],
-                    dev,
-                    None,
-                )
-            )
-            tuned_dir, tuned_s, command = finetuned_artifact(work, args.model, args.finetuned)
-            embeds["finetuned"] = artifact_embed(tuned_dir)
-            label = "synthetic model fine-tuned on 001-050"
-            rows.append(
-                score_model("finetuned", label, f"`{command}`", tuned_s, embeds["finetuned"], dev, None)
-            )
-            if args.mixed is not None:
-                from train.checkpoint import latest_checkpoint
-
-                mixed_dir = work / "mixed"
-                run(["export", str(latest_checkpoint(args.mixed)), "--out", str(mixed_dir)])
-                embeds["mixed"] = artifact_embed(mixed_dir)
-                label = "synthetic model fine-tuned on 001-050 + 100 synthetic people"
-                command = (
-                    "the same, `--dataset` = 001-050 and 100 synthetic subject folders (docs/training.md)"
-                )
-                rows.append(
-                    score_model(
-                        "mixed", label, command, finetune_wall_s(args.mixed), embeds["mixed"], dev, None
-                    )
-                )
-            sets = synthetic_sets(work)
-            for row in rows:
-                if row.name != "random":
-                    row.synthetic = {
-                        name: synthetic_rank1(path, embeds[row.name]) for name, path in sets.items()
-                    }
-            tuned_row = next(r for r in rows if r.name == "finetuned")
-            precisions = precision_rank1(tuned_dir, dev, tuned_row)
-            assert everyone is not None
-            others = everyone.subset(casiab_dev.TRAIN)
-            others = RealSet(others.sequences, [f[:DISTRACTOR_FRAMES] for f in others.frames])
-            distractors = embed_set(others, embeds["finetuned"])
-            index = index_rank1(tuned_row.test, distractors, np.random.default_rng(0))
+        if everyone is not None:  # not --quick
+            trained, tuned_dir = trained_rows(args, work, dev, embeds)
+            rows += trained
+            precisions, index = compression_scores(work, tuned_dir, dev, everyone, rows, embeds)
     body, headline = report(rows, args.quick, time.perf_counter() - start)
     print(body)
     if not args.quick:
@@ -488,25 +524,8 @@ def main() -> None:
         int8_change = precisions["int8"]["euc"]["mean"] - precisions["fp32"]["euc"]["mean"]
         headline += f" finetuned_int8_change={int8_change:.2f}"
         headline += f" index_rank1_change={index['approximate'] - index['exact']:.2f}"
-    if args.write_results and not args.quick:
-        plot_scores(rows, PLOT)
-        body += f"\n\n![score distributions](plots/{PLOT.name})"
-        body += (
-            "\n\nDoes the gain travel? The same models on 12 synthetic people (no model trained on them; "
-            f"walks cut to their first {SYNTH_FRAMES} frames), "
-            "filmed as CASIA-B is and with another capture (15 fps, cameras 25-35 degrees up, 40-px-tall "
-            "people; `gaitlu synth "
-            + " ".join(SHIFT)
-            + "`); kept = other / CASIA-B capture mean:\n\n"
-            + extra
-        )
-        write_section(f"## Real people (CASIA-B dev set)\n\n{body}\n\n{headline}\n")
-        write_section(
-            "## Compression and search on real embeddings\n\n"
-            "The fine-tuned model of the real-people table (its ONNX artifact exported with `--int8 --fp16`, "
-            "int8 calibrated on real subjects 001-004), on real CASIA-B 051-074; `benchmarks/real.py`.\n\n"
-            f"{compression}\n"
-        )
+        if args.write_results:
+            write_results(rows, body, headline, extra, compression)
     print(headline)
 
 

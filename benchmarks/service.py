@@ -16,7 +16,7 @@ request log, its own duration from the request head to the response. From these:
 latency, refusals, the share of latency spent outside inference (upload, decoding, preprocessing,
 queueing, response), the HTTP + decode overhead (latency - queue - inference) relative to inference
 time, and the same on the server's side alone (its duration - queue - inference, over inference:
-the issue 21 target is <= 10 %). Client and server share the machine's cores, as a sidecar would.
+the target is <= 10 %). Client and server share the machine's cores, as a sidecar would.
 
 Model: a narrow GaitSSB (channels 8/16/32/64, random weights; the width configs/gaitssb_tiny.yaml trains),
 exported once into the cache folder (needs torch; later runs reuse it), or `--artifact DIR` (e.g.
@@ -332,7 +332,7 @@ Retry-After and counted) post one 92-frame .npy ({len(upload()) // 1024} KiB) to
 {seconds:.0f} s per cell after a warm-up. "outside inference" = 1 - inference / latency;
 "HTTP+decode / inference" = (latency - queue - inference) / inference as the client sees it; "server
 overhead / inference" = the same from the server's request log (its duration from the request head to
-the response, minus queue and inference), the issue 21 target being <= 10 %.
+the response, minus queue and inference), the target being <= 10 %.
 
 {table(runs)}
 

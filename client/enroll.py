@@ -392,24 +392,36 @@ def local_target(
     precision / threads: the runtime's, as for the service (runtime/selection.py)."""
     from anyio.from_thread import start_blocking_portal
 
-    from engine import STORE_FILE, Engine, EngineSettings  # imported here: `gaitlu search` needs no runtime
+    # imported here: `gaitlu search` needs no runtime
+    from engine import STORE_FILE, Engine, EngineOptions, EngineSettings
     from gallery.crypto import master_key_from_env
     from runtime import BACKENDS, PRECISIONS
+    from video import VideoLimits
 
     if backend not in BACKENDS or precision not in PRECISIONS:
         raise ConfigError(
             f"--backend must be one of {list(BACKENDS)} and --precision one of {list(PRECISIONS)}, "
             f"not {backend!r} / {precision!r}"
         )
-    settings = EngineSettings(
-        artifact=Path(artifact),
-        store_path=Path(data_dir) / STORE_FILE,
+    videos = VideoLimits()  # a local dataset's videos: the video stage's own bounds, not an upload's
+    options = EngineOptions(
         backend=backend,  # type: ignore[arg-type]  # checked above
         precision=precision,  # type: ignore[arg-type]
         threads=threads,
-        sequence_limits=DATASET_LIMITS,
         decode_workers=concurrency,
+        decode_timeout_s=None,  # a local file waits for its turn, however long
+        max_video_bytes=videos.max_bytes,
+        max_video_frames=videos.max_frames,
+        max_video_seconds=videos.max_duration_s,
+        max_video_pixels=videos.max_pixels,
+        video_timeout_s=videos.max_seconds,
         video_workers=concurrency,
+    )
+    settings = EngineSettings(
+        artifact=Path(artifact),
+        store_path=Path(data_dir) / STORE_FILE,
+        options=options,
+        sequence_limits=DATASET_LIMITS,
         encryption_key=master_key_from_env(),  # the same key variables as the service
     )
     engine = Engine(settings)

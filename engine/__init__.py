@@ -33,7 +33,7 @@ from engine.errors import (
     ShuttingDown,
     VideoTooLarge,
 )
-from engine.settings import STORE_FILE, EngineSettings
+from engine.settings import STORE_FILE, EngineOptions, EngineSettings
 from engine.videos import VideoOptions, VideoTrack
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "Decoded",
     "Engine",
     "EngineError",
+    "EngineOptions",
     "EngineSettings",
     "Frames",
     "InferenceFailed",

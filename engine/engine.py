@@ -197,7 +197,7 @@ def open_store(settings: EngineSettings, centres: dict[str, np.ndarray] | None =
         index=settings.index,
         milvus=settings.milvus,
         centres=centres,
-        max_bytes=settings.store_max_bytes,
+        max_bytes=settings.options.store_max_bytes,
         encryption_key=settings.encryption_key,
     )
 
@@ -235,22 +235,23 @@ class Engine:
         self._embedder: Embedder | None = None
         self._batcher: Batcher | None = None
         self._store: GalleryBackend | None = None
-        self._limits = settings.sequence_limits
+        options = settings.options
+        self._limits = settings.sequence_limits or options.sequence_limits
         self._decodes = Slots(
             "decode",
-            settings.decode_workers,
-            settings.decode_queue,
-            settings.decode_timeout_s,
+            options.decode_workers,
+            options.decode_queue,
+            options.decode_timeout_s,
             callers="uploads",
             late=DecodeTimeout,
         )
         self.metrics.decodes_running.set_function(lambda: self._decodes.busy)
         self.metrics.decodes_waiting.set_function(lambda: self._decodes.waiting)
-        self._videos = Slots("video", settings.video_workers, 0, callers="videos", mean_s=VIDEO_MEAN_S)
+        self._videos = Slots("video", options.video_workers, 0, callers="videos", mean_s=VIDEO_MEAN_S)
         # The service's admission bounds how many requests wait for the store: no wait list of their own.
         self._store_reads = Slots("gallery-read", STORE_READERS, None)
         self._store_writes = Slots("gallery-write", STORE_WRITERS, None)
-        self._video_limits = settings.video_limits
+        self._video_limits = options.video_limits
         self._segmenter: OnnxSegmenter | None = None
         self._probe = probe_sequence()
         self._reference: np.ndarray | None = None  # (P, C) probe embedding at start
@@ -274,20 +275,22 @@ class Engine:
                     functools.partial(
                         load_artifact_embedder,
                         s.artifact,
-                        backend=s.backend,
-                        precision=s.precision,
-                        threads=s.threads,
+                        backend=s.options.backend,
+                        precision=s.options.precision,
+                        threads=s.options.threads,
                     )
                 )
             reference = await asyncio.to_thread(embedder.embed, [self._probe])  # (1, P, C): the warm-up check
             if not np.isfinite(reference).all():
                 raise ConfigError(f"{s.artifact}: the model returns non-finite values for a probe sequence")
-            if s.segmentation_model is not None:
-                self._segmenter = await asyncio.to_thread(OnnxSegmenter, s.segmentation_model)
+            if s.options.segmentation_model is not None:
+                self._segmenter = await asyncio.to_thread(OnnxSegmenter, s.options.segmentation_model)
             calibration, centre = _manifest_parts(embedder)
             centres = None if centre is None else {embedder.model_hash: centre}
             store = await asyncio.to_thread(open_store, s, centres)
-            batcher = Batcher(embedder.embed, s.batch, self.metrics, on_failure=self._inference_failed)
+            batcher = Batcher(
+                embedder.embed, s.options.batch, self.metrics, on_failure=self._inference_failed
+            )
             await batcher.start()
             self._embedder, self._store, self._batcher = embedder, store, batcher
             self._calibration, self._centre = calibration, centre

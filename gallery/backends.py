@@ -8,51 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass
 
 from gallery.errors import EncryptionKeyError, InvalidInputError
 from gallery.protocol import GalleryBackend
-from gallery.settings import IndexSettings
+from gallery.settings import IndexSettings, MilvusIndexSettings, MilvusIndexType, MilvusSettings
 
 Backend = Literal["local", "milvus"]
 STORE_FILE = "galleries.db"  # the local store inside a data dir
-# Milvus index types a gallery collection may be built with. milvus-lite builds FLAT, IVF_FLAT, IVF_SQ8
-# and HNSW; the others need a Milvus server (GPU_* a GPU query node).
-MilvusIndexType = Literal[
-    "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW", "DISKANN", "AUTOINDEX", "GPU_CAGRA", "GPU_IVF_PQ"
-]
-Param = int | float | str
-
-
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class MilvusIndexSettings:
-    """The vector index of each new gallery collection (fixed at creation) and how it is searched.
-
-    FLAT is exact: the default, and right up to a few million sequences per query node. Larger galleries
-    take IVF_SQ8 / IVF_PQ or DISKANN (docs/gallery.md sizes them); `params` and `search_params` pass
-    through to Milvus (e.g. {"nlist": 4096} and {"nprobe": 64}), which validates them.
-    """
-
-    type: MilvusIndexType = "FLAT"
-    params: dict[str, Param] = Field(default_factory=dict)
-    search_params: dict[str, Param] = Field(default_factory=dict)
-
-
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class MilvusSettings:
-    """Where the galleries live: a Milvus cluster URL, a milvus-lite server address, or a local
-    milvus-lite file (one process only), with an optional token, in one Milvus database."""
-
-    uri: str
-    token: str | None = None
-    db_name: Annotated[str, Field(pattern=r"[A-Za-z_][A-Za-z0-9_]{0,254}")] = "default"
-    index: MilvusIndexSettings = Field(default_factory=MilvusIndexSettings)
-    # per call; a server that does not answer is a 503, not a hang
-    timeout_s: Annotated[float, Field(gt=0)] = 10.0
 
 
 def open_backend(
@@ -97,3 +62,13 @@ def open_backend(
     return GalleryStore(
         store_path, index_settings=index, centres=centres, max_bytes=max_bytes, encryption_key=encryption_key
     )
+
+
+__all__ = [
+    "STORE_FILE",
+    "Backend",
+    "MilvusIndexSettings",
+    "MilvusIndexType",
+    "MilvusSettings",
+    "open_backend",
+]

@@ -55,21 +55,19 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 
 from gaitlu.embedding import EmbeddingLayout
-from gaitlu.schemas import MAX_K
 from gallery import validate
-from gallery.backends import MilvusSettings
+from gallery.core import Enrolment, GalleryCore, NewGallery, Query, check_page, utc
 from gallery.errors import (
     GalleryError,
     GalleryExistsError,
     GalleryNotFoundError,
     InvalidInputError,
-    ModelMismatchError,
     SequenceNotFoundError,
     StoreClosedError,
     StoreUnavailableError,
     SubjectNotFoundError,
 )
-from gallery.filters import MAX_TAGS, SequenceAttributes, SequenceFilter, attributes
+from gallery.filters import MAX_TAGS, SequenceAttributes, SequenceFilter
 from gallery.protocol import EXPORT_CHUNK, SequenceRecord
 from gallery.records import (
     Erasure,
@@ -81,6 +79,7 @@ from gallery.records import (
     SubjectPage,
 )
 from gallery.search import SearchHit, search_subjects
+from gallery.settings import MilvusSettings
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +89,6 @@ PROPERTY = "gaitlu."
 FORMAT = "1"  # the layout above; a later one migrates or refuses, never misreads
 MAX_DIM = 32_768  # Milvus' largest FLOAT_VECTOR
 MAX_LIMIT = 16_384  # Milvus' largest top-k and query window
-MAX_OFFSET = 2**63 - 1  # as the local store
 ID_BYTES = 128  # ids are ASCII (gallery.validate)
 TEXT_BYTES = 256  # attribute values: 64 characters of up to 4 UTF-8 bytes
 METADATA_BYTES = validate.MAX_METADATA_BYTES
@@ -152,10 +150,6 @@ def filter_expression(f: SequenceFilter | None) -> str:
     return " and ".join(terms)
 
 
-def _time(value: float) -> datetime:
-    return datetime.fromtimestamp(value, tz=UTC)
-
-
 @dataclass(frozen=True)
 class _Gallery:
     name: str
@@ -192,7 +186,7 @@ class _Sizes(Mapping[str, int]):
         return self.count
 
 
-class MilvusStore:
+class MilvusStore(GalleryCore[_Gallery]):
     """Galleries on a Milvus server; thread-safe (one gRPC channel, shared), no state of its own beyond
     the connection: every replica sees the same galleries."""
 
@@ -226,38 +220,23 @@ class MilvusStore:
                 self._closed = True
                 self._client.close()
 
-    def __enter__(self) -> MilvusStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def check(self) -> None:
         """Raise StoreUnavailableError unless the server answers (the replica's readiness)."""
         self._call("answer", lambda: self._client.list_collections(timeout=self._timeout))
 
     # ----- galleries
 
-    def create_gallery(
-        self,
-        name: str,
-        model_hash: str,
-        layout: EmbeddingLayout,
-        metadata: dict[str, Any] | None = None,
-        policy: GalleryPolicy = GalleryPolicy(),
-    ) -> GalleryInfo:
-        """An empty gallery (both collections, indexed and loaded). Exclusive: if the name is taken, by
-        this replica or another, GalleryExistsError."""
+    def _check_policy(self, policy: GalleryPolicy) -> None:
         _refuse_policy(policy)
-        name = validate.gallery_name(name)
-        model_hash = validate.model_hash(model_hash)
-        given = validate.layout(layout)
-        layout = EmbeddingLayout(given.parts, given.channels)  # per-part-l2: as stored
-        metadata_json = validate.metadata(metadata)
+
+    def _create(self, new: NewGallery) -> None:
+        """Both collections, indexed and loaded. Exclusive: if the name is taken, by this replica or
+        another, GalleryExistsError."""
+        name, model_hash, layout = new.name, new.model_hash, new.layout
         if layout.size > MAX_DIM:
             raise InvalidInputError(f"embeddings of {layout.size} floats exceed Milvus' {MAX_DIM} dimensions")
         index = self.settings.index
-        gallery = _Gallery(name, model_hash, layout, time.time(), metadata, index.type)
+        gallery = _Gallery(name, model_hash, layout, time.time(), new.metadata, index.type)
         properties = {
             PROPERTY + "format": FORMAT,
             PROPERTY + "name": name,
@@ -265,7 +244,7 @@ class MilvusStore:
             PROPERTY + "parts": str(layout.parts),
             PROPERTY + "channels": str(layout.channels),
             PROPERTY + "created": repr(gallery.created),
-            PROPERTY + "metadata": metadata_json or "null",
+            PROPERTY + "metadata": new.metadata_json or "null",
             PROPERTY + "index": index.type,
         }
         client = self._client
@@ -303,7 +282,6 @@ class MilvusStore:
             )
 
         self._call("create a gallery", subjects)
-        return self.get_gallery(name)
 
     def get_gallery(self, name: str) -> GalleryInfo:
         return self._info(self._gallery(name))
@@ -341,33 +319,10 @@ class MilvusStore:
 
     # ----- enrolment and removal
 
-    def enroll(
-        self,
-        name: str,
-        subject_id: str,
-        embeddings: np.ndarray,
-        model_hash: str,
-        metadata: Sequence[dict[str, Any] | None] | None = None,
-        sequence_ids: Sequence[str] | None = None,
-    ) -> list[SequenceInfo]:
-        """Enrol n sequences of one subject: all checks, then one upsert (see the module docstring);
-        returns them in input order. An id held already for this subject with this embedding is a retry."""
-        subject_id = validate.item_id(subject_id, "subject id")
-        gallery = self._checked(name, model_hash)
-        vectors = validate.embeddings(embeddings, gallery.layout)  # (n, D)
-        n = len(vectors)
-        given = list(metadata) if metadata is not None else [None] * n
-        metadata_json = [validate.metadata(m) for m in given]
-        attrs = [attributes(m) for m in given]
-        uids = (
-            [validate.item_id(u, "sequence id") for u in sequence_ids] if sequence_ids is not None else None
-        )
-        if len(metadata_json) != n or (uids is not None and len(uids) != n):
-            raise InvalidInputError(
-                f"got {n} embeddings but a different number of metadata entries or sequence ids"
-            )
-        if uids is not None and len(set(uids)) != n:
-            raise InvalidInputError("sequence ids repeat within one enrolment")
+    def _enroll(self, gallery: _Gallery, enrolment: Enrolment) -> list[SequenceInfo]:
+        """The ids held already checked as retries, then one upsert (see the module docstring)."""
+        name, subject_id, vectors = gallery.name, enrolment.subject_id, enrolment.vectors
+        metadata_json, attrs, uids = enrolment.metadata_json, enrolment.attributes, enrolment.uids
         held: dict[str, dict[str, Any]] = {}
         if uids is not None:
             rows = self._query(
@@ -384,7 +339,7 @@ class MilvusStore:
                         name, uid, subject_id, vector.astype("<f4").tobytes(), (row["subject"], stored)
                     )
         now = time.time()
-        ids = uids if uids is not None else [uuid.uuid4().hex for _ in range(n)]
+        ids = uids if uids is not None else [uuid.uuid4().hex for _ in vectors]
         infos, rows = [], []
         for i, uid in enumerate(ids):
             if uid in held:
@@ -395,7 +350,7 @@ class MilvusStore:
             text = metadata_json[i]
             given_metadata = json.loads(text) if text is not None else None
             infos.append(
-                SequenceInfo(uid, gallery.name, subject_id, gallery.model_hash, given_metadata, _time(now))
+                SequenceInfo(uid, gallery.name, subject_id, gallery.model_hash, given_metadata, utc(now))
             )
         if rows:
             self._call("enrol", lambda: self._client.upsert(gallery.sequences, rows, timeout=self._timeout))
@@ -439,10 +394,7 @@ class MilvusStore:
     def list_subjects(self, name: str, offset: int = 0, limit: int = 100) -> SubjectPage:
         """One page by subject id. Milvus returns rows in no order: the subject ids are read and sorted
         here (subjects only, never the sequences), so a page costs O(subjects)."""
-        if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= 10_000:
-            raise InvalidInputError(
-                f"offset must be between 0 and {MAX_OFFSET} and limit between 1 and 10000"
-            )
+        check_page(offset, limit)
         gallery = self._gallery(name)
         subjects = sorted(
             (row["sid"], row["created"])
@@ -455,7 +407,7 @@ class MilvusStore:
             expr = f"subject in {_values([sid for sid, _ in page])}"
             for batch in self._iterate(gallery.sequences, expr, ["subject"], EXPORT_CHUNK):
                 sizes.update(row["subject"] for row in batch)
-        data = [SubjectInfo(sid, sizes[sid], _time(created)) for sid, created in page]
+        data = [SubjectInfo(sid, sizes[sid], utc(created)) for sid, created in page]
         return SubjectPage(data=data, count=len(subjects), offset=offset, limit=limit)
 
     def list_sequences(self, name: str, subject_id: str) -> list[SequenceInfo]:
@@ -511,39 +463,10 @@ class MilvusStore:
 
     # ----- search
 
-    def search(
-        self,
-        name: str,
-        query: np.ndarray,
-        model_hash: str,
-        k: int = 5,
-        threshold: float | None = None,
-        top_m: int = 1,
-        filter: SequenceFilter | None = None,
-    ) -> list[SearchHit]:
-        """One query embedding (D,) or (parts, C) -> up to k subjects, best first."""
-        queries = validate.single_query(query, self._checked(name, model_hash).layout)
-        return self.search_batch(name, queries, model_hash, k, threshold, top_m, filter)[0]
-
-    def search_batch(
-        self,
-        name: str,
-        queries: np.ndarray,
-        model_hash: str,
-        k: int = 5,
-        threshold: float | None = None,
-        top_m: int = 1,
-        filter: SequenceFilter | None = None,
-    ) -> list[list[SearchHit]]:
-        """(q, D) or (q, parts, C) queries -> for each, up to k subjects, best first: the local store's
-        aggregation (gallery/search.py) over Milvus neighbours, the filter applied inside Milvus' search."""
-        if not 1 <= k <= MAX_K or top_m < 1:
-            raise InvalidInputError(f"k must be between 1 and {MAX_K} and top_m >= 1")
-        if threshold is not None and not -1.0 <= threshold <= 1.0:
-            raise InvalidInputError("threshold must be between -1 and 1")
-        gallery = self._checked(name, model_hash)
-        vectors = validate.embeddings(queries, gallery.layout)  # (q, D)
-        expr = filter_expression(filter)
+    def _search(self, gallery: _Gallery, query: Query) -> list[list[SearchHit]]:
+        """The local store's aggregation (gallery/search.py) over Milvus neighbours, the filter applied
+        inside Milvus' search."""
+        expr, k, top_m, threshold = filter_expression(query.filter), query.k, query.top_m, query.threshold
         # Counting is a scan on some servers (a third of a second on milvus-lite at 10k): the aggregation
         # learns "nothing more" from a short answer instead, and a cached sequences-per-subject figure
         # only sizes the first request. MAX_LIMIT neighbours per query is as far as a search goes.
@@ -588,13 +511,9 @@ class MilvusStore:
             return scores, ids
 
         found = search_subjects(
-            neighbours, vectors, MAX_LIMIT, gallery.layout.parts, sequences, sizes, k, top_m, threshold
+            neighbours, query.vectors, MAX_LIMIT, gallery.layout.parts, sequences, sizes, k, top_m, threshold
         )
         return [[replace(h, attributes=found_attributes[h.sequence_id]) for h in hits] for hits in found]
-
-    def check_model(self, name: str, model_hash: str) -> None:
-        """GalleryNotFoundError or ModelMismatchError, from the gallery's description alone (no counting)."""
-        self._checked(name, model_hash)
 
     def stats(self) -> list[GalleryStats]:
         """Sizes per gallery: two count queries each."""
@@ -731,20 +650,13 @@ class MilvusStore:
             props.get(PROPERTY + "index", "FLAT"),
         )
 
-    def _checked(self, name: str, model_hash: str) -> _Gallery:
-        gallery = self._gallery(name)
-        given = validate.model_hash(model_hash)
-        if given != gallery.model_hash:
-            raise ModelMismatchError(name, gallery.model_hash, given)
-        return gallery
-
     def _info(self, gallery: _Gallery) -> GalleryInfo:
         return GalleryInfo(
             gallery.name,
             gallery.model_hash,
             gallery.layout,
             gallery.metadata,
-            _time(gallery.created),
+            utc(gallery.created),
             self._count(gallery.subjects, ""),
             self._count(gallery.sequences, ""),
         )
@@ -753,7 +665,7 @@ class MilvusStore:
     def _sequence_info(gallery: _Gallery, row: Mapping[str, Any]) -> SequenceInfo:
         metadata = json.loads(row["metadata"]) if row["metadata"] else None
         return SequenceInfo(
-            row["uid"], gallery.name, row["subject"], gallery.model_hash, metadata, _time(row["created"])
+            row["uid"], gallery.name, row["subject"], gallery.model_hash, metadata, utc(row["created"])
         )
 
     def _subject_rows(self, gallery: _Gallery, subject_id: str, fields: list[str]) -> list[dict[str, Any]]:

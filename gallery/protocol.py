@@ -16,11 +16,19 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from gaitlu.embedding import EmbeddingLayout
+from gaitlu.schemas import MAX_K
 from gallery.filters import SequenceFilter
 from gallery.records import Erasure, GalleryInfo, GalleryPolicy, GalleryStats, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
 
 EXPORT_CHUNK = 1024  # sequences per chunk when a gallery is streamed out
+# What every backend accepts (and the HTTP layer bounds its parameters by): MAX_K subjects per search
+# (gaitlu.schemas, the API's own bound), a page of subjects of 1 to MAX_PAGE from an offset up to
+# MAX_OFFSET (SQLite's largest integer: beyond it the local store's binding overflows).
+MAX_OFFSET = 2**63 - 1
+MAX_PAGE = 10_000
+
+__all__ = ["EXPORT_CHUNK", "MAX_K", "MAX_OFFSET", "MAX_PAGE", "GalleryBackend", "SequenceRecord"]
 
 
 @dataclass(frozen=True)

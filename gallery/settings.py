@@ -1,13 +1,15 @@
-"""Index settings: one typed object for how every gallery's FAISS index is built and searched.
+"""Gallery settings: how the local store's FAISS indexes are built and searched (`IndexSettings`), and
+where the Milvus backend's server is and how its collections are indexed (`MilvusSettings`).
 
-The service takes them from its environment (GAITLU_INDEX__NPROBE=64, ... or GAITLU_INDEX as JSON), code
-passes them to `GalleryStore`; either way an unknown key or an out-of-range value is an error, never
-silently ignored.
+Both sit here, below either backend, so that `gallery.backends` (which opens one) and `gallery.milvus`
+(which one opens) import them without importing each other. The service takes them from its environment
+(GAITLU_INDEX__NPROBE=64, ... or GAITLU_INDEX as JSON; GAITLU_MILVUS_*), code passes them to the
+backend; either way an unknown key or an out-of-range value is an error, never silently ignored.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
@@ -62,3 +64,38 @@ class IndexSettings:
                 "pca_train_size",
             )
         }
+
+
+# Milvus index types a gallery collection may be built with. milvus-lite builds FLAT, IVF_FLAT, IVF_SQ8
+# and HNSW; the others need a Milvus server (GPU_* a GPU query node).
+MilvusIndexType = Literal[
+    "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW", "DISKANN", "AUTOINDEX", "GPU_CAGRA", "GPU_IVF_PQ"
+]
+Param = int | float | str
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class MilvusIndexSettings:
+    """The vector index of each new gallery collection (fixed at creation) and how it is searched.
+
+    FLAT is exact: the default, and right up to a few million sequences per query node. Larger galleries
+    take IVF_SQ8 / IVF_PQ or DISKANN (docs/gallery.md sizes them); `params` and `search_params` pass
+    through to Milvus (e.g. {"nlist": 4096} and {"nprobe": 64}), which validates them.
+    """
+
+    type: MilvusIndexType = "FLAT"
+    params: dict[str, Param] = Field(default_factory=dict)
+    search_params: dict[str, Param] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class MilvusSettings:
+    """Where the galleries live: a Milvus cluster URL, a milvus-lite server address, or a local
+    milvus-lite file (one process only), with an optional token, in one Milvus database."""
+
+    uri: str
+    token: str | None = None
+    db_name: Annotated[str, Field(pattern=r"[A-Za-z_][A-Za-z0-9_]{0,254}")] = "default"
+    index: MilvusIndexSettings = Field(default_factory=MilvusIndexSettings)
+    # per call; a server that does not answer is a 503, not a hang
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0

@@ -1,10 +1,11 @@
 """The OpenVINO backend: the artifact's ONNX on Intel's CPU runtime in fp32, bf16 or int8.
 
 On a CPU with AMX or AVX512-BF16, OpenVINO runs the fp32 graph with bf16 matmuls and convolutions
-(`INFERENCE_PRECISION_HINT=bf16`): about 4.5x onnxruntime fp32 on a paper-width GaitBase (issue 21).
-`int8` runs the artifact's calibrated QDQ graph (`model.int8.onnx`), which OpenVINO turns into int8
-kernels (VNNI / AMX-INT8); the rest of that graph stays fp32. OpenVINO's CPU plugin picks bf16 by itself
-on such CPUs, so fp32 and int8 ask for f32 explicitly: each precision means what it says.
+(`INFERENCE_PRECISION_HINT=bf16`): about 4.5x onnxruntime fp32 on a paper-width GaitBase on this
+project's 2-core AMX CPU. `int8` runs the artifact's calibrated QDQ graph (`model.int8.onnx`), which
+OpenVINO turns into int8 kernels (VNNI / AMX-INT8); the rest of that graph stays fp32.
+OpenVINO's CPU plugin picks bf16 by itself on such CPUs, so fp32 and int8 ask for f32 explicitly: each
+precision means what it says.
 
 The graph keeps its dynamic batch and frame dimensions; OpenVINO compiles shape-agnostic kernels and
 caches per-shape work. `openvino` is an optional dependency (`pip install 'gaitlu[openvino]'`): this

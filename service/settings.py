@@ -8,23 +8,21 @@ a silently weaker server.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from engine import STORE_FILE, EngineSettings
-from engine.batcher import BatchSettings
+from engine import STORE_FILE, EngineOptions, EngineSettings
 from gaitlu.errors import ConfigError
 from gaitlu.schemas import MAX_SEQUENCES
-from gaitlu.sequence import SequenceLimits
 from gallery.backends import Backend, MilvusIndexSettings, MilvusSettings
 from gallery.crypto import master_key
 from gallery.settings import IndexSettings
-from runtime import BackendName, Precision
-from video import VideoLimits
 
 MIB = 1024 * 1024
 MIN_KEY_LENGTH = 16  # a placeholder such as "changeme" is refused
@@ -48,6 +46,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class _EngineVariables(PydanticBaseSettingsSource):
+    """The engine's knobs from their variables, GAITLU_ + the `EngineOptions` field's upper-case name
+    (GAITLU_MAX_BATCH=4), into the nested `engine` (as GAITLU_ENGINE__MAX_BATCH would be)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads them all at once
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {key.upper(): value for key, value in os.environ.items()}
+        names = {f"GAITLU_{name.upper()}": name for name in EngineOptions.model_fields}
+        values = {name: environ[variable] for variable, name in names.items() if variable in environ}
+        return {"engine": values} if values else {}
 
 
 class Settings(BaseSettings):
@@ -82,37 +94,12 @@ class Settings(BaseSettings):
 
     # Input bounds.
     max_upload_bytes: int = Field(32 * MIB, ge=1024)  # the whole request body; uvicorn sets no limit
-    # One decoded sequence, in bytes and in pixels: 720 frames of 320 x 240 raw masks or 30 of 1080p
-    # (larger raw masks: align them client-side with gaitlu.preprocess, or upload the video).
-    max_decoded_bytes: int = Field(64 * MIB, ge=1024)
-    max_frames: int = Field(720, ge=1)  # frames per uploaded sequence (OpenGait's test-time length)
     max_files: int = Field(32, ge=1, le=MAX_SEQUENCES)  # sequences per request
-    decode_workers: int = Field(4, ge=1)  # uploads decoded at once (bounds decode memory and CPU)
-    # Uploads waiting for a decode worker: one more, or one whose wait would outlast decode_timeout_s,
-    # gets 429. As many as max_requests_in_flight, so honest closed-loop clients wait rather than 429.
-    decode_queue: int = Field(64, ge=0)
-    decode_timeout_s: float = Field(30.0, gt=0)  # an upload's wait + decode: else 503 with Retry-After
 
-    # Video uploads (mp4/avi/mkv/mov/webm): silhouettes are extracted server-side, seconds of CPU each.
-    max_video_bytes: int = Field(32 * MIB, ge=1024)  # one video file (the body limit applies as well)
-    max_video_frames: int = Field(1500, ge=1)  # decoded frames per video (a minute at 25 fps)
-    max_video_seconds: float = Field(60.0, gt=0)  # declared duration, then decoded frames x fps
-    max_video_pixels: int = Field(1920 * 1088, ge=64 * 64)  # per frame: 1080p; 4K is refused
-    video_timeout_s: float = Field(60.0, gt=0)  # wall clock of one extraction
-    video_workers: int = Field(2, ge=1)  # extractions at once; one more is refused with 429
-    segmentation_model: Path | None = None  # person-segmentation ONNX: enables `method=onnx`
-
-    # Micro-batching.
-    max_batch: int = Field(8, ge=1, le=1024)  # sequences per runtime call; 1 turns batching off
-    max_wait_ms: float = Field(2.0, ge=0, le=1000)  # how long a lone request waits for company
-    max_queue: int = Field(128, ge=1)  # sequences waiting; beyond this requests get 429
-    inference_timeout_s: float = Field(120.0, gt=0)
-
-    # Runtime (runtime/selection.py): auto = a GPU path on a GPU, OpenVINO bf16 on a bf16 CPU where the
-    # artifact records its parity, else onnxruntime; openvino / cpu / cuda / tensorrt / trt-engine force one.
-    backend: BackendName = "auto"
-    precision: Precision = "auto"  # fp32 / fp16 / bf16 / int8; auto: the backend's fastest checked one
-    threads: int | None = Field(None, ge=1)  # inference threads (onnxruntime intra-op / OpenVINO; None: all)
+    # The engine's knobs (engine/settings.py): the runtime, micro-batching, what one uploaded sequence or
+    # video may cost, how many are decoded and extracted at once, the local store's size. Each is read
+    # from GAITLU_ + its upper-case name (GAITLU_MAX_BATCH=4, GAITLU_DECODE_TIMEOUT_S=10, ...).
+    engine: EngineOptions = EngineOptions()
 
     # Gallery indexes (gallery/settings.py): GAITLU_INDEX__NPROBE=64, or GAITLU_INDEX as JSON.
     index: IndexSettings = IndexSettings()
@@ -124,8 +111,6 @@ class Settings(BaseSettings):
     milvus_token: SecretStr | None = None  # "user:password" or an API key, where the server wants one
     milvus_db: str = Field("default", pattern=r"[A-Za-z_][A-Za-z0-9_]{0,254}")
     milvus_index: MilvusIndexSettings = MilvusIndexSettings()  # for galleries created from now on
-    # How large the local gallery database may grow (None: as its disk allows); beyond, writes get 507.
-    store_max_bytes: int | None = Field(None, ge=256 * 1024)
     # The audit trail (DATA_DIR/audit.db, docs/privacy.md): records older than this many days are
     # deleted by an hourly sweep that keeps the chain verifiable; 0 keeps them for ever. The AI Act
     # (Articles 19 and 26(6)) asks for at least six months.
@@ -135,6 +120,23 @@ class Settings(BaseSettings):
     # A data folder encrypted with a key refuses to start without it; lose the key and the data is lost.
     encryption_key: SecretStr | None = None
     encryption_key_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _EngineVariables(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     @field_validator("api_keys", "read_only_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
@@ -187,7 +189,7 @@ class Settings(BaseSettings):
                 f"refusing to serve on {self.host} without API keys: set GAITLU_API_KEYS, "
                 "bind 127.0.0.1, or pass --insecure"
             )
-        if self.max_files > self.max_queue:
+        if self.max_files > self.engine.max_queue:
             raise ValueError("max_files must not exceed max_queue (such a request could never be queued)")
         if self.gallery_backend == "milvus" and not self.milvus_uri:
             raise ValueError("the milvus gallery backend needs GAITLU_MILVUS_URI (e.g. http://milvus:19530)")
@@ -214,45 +216,15 @@ class Settings(BaseSettings):
     def store_path(self) -> Path:
         return self.data_dir / STORE_FILE
 
-    def sequence_limits(self) -> SequenceLimits:
-        """What one uploaded sequence may cost to read."""
-        return SequenceLimits(
-            max_frames=self.max_frames,
-            max_bytes=self.max_decoded_bytes,
-            max_pixels=self.max_decoded_bytes,  # the frames become uint8: one byte per pixel
-            max_zip_uncompressed=self.max_decoded_bytes,
-        )
-
-    def video_limits(self) -> VideoLimits:
-        """What one uploaded video may cost to decode and extract."""
-        return VideoLimits(
-            max_bytes=self.max_video_bytes,
-            max_frames=self.max_video_frames,
-            max_duration_s=self.max_video_seconds,
-            max_pixels=self.max_video_pixels,
-            max_seconds=self.video_timeout_s,
-        )
-
     def engine_settings(self) -> EngineSettings:
         """What the engine needs of these settings."""
         return EngineSettings(
             artifact=self.artifact,
             store_path=self.store_path,
-            backend=self.backend,
-            precision=self.precision,
-            threads=self.threads,
-            batch=BatchSettings(self.max_batch, self.max_wait_ms, self.max_queue, self.inference_timeout_s),
-            decode_workers=self.decode_workers,
-            decode_queue=self.decode_queue,
-            decode_timeout_s=self.decode_timeout_s,
-            sequence_limits=self.sequence_limits(),
-            video_workers=self.video_workers,
-            video_limits=self.video_limits(),
-            segmentation_model=self.segmentation_model,
+            options=self.engine,
             index=self.index,
             gallery_backend=self.gallery_backend,
             milvus=self.milvus_settings(),
-            store_max_bytes=self.store_max_bytes,
             encryption_key=master_key(
                 self.encryption_key.get_secret_value() if self.encryption_key is not None else None,
                 self.encryption_key_file,
@@ -269,9 +241,14 @@ class Settings(BaseSettings):
 
 
 def load_settings(**values: Any) -> Settings:
-    """Settings from `values` over the environment; every problem becomes one readable ConfigError."""
+    """Settings from `values` over the environment; every problem becomes one readable ConfigError. The
+    engine's knobs may be given by name, as their variables are (`max_batch=4`)."""
+    given = {k: v for k, v in values.items() if v is not None}
+    engine = {k: given.pop(k) for k in EngineOptions.model_fields if k in given}
+    if engine:
+        given["engine"] = {**dict(given.get("engine") or {}), **engine}
     try:
-        return Settings(**{k: v for k, v in values.items() if v is not None})
+        return Settings(**given)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"

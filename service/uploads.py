@@ -162,14 +162,34 @@ async def probe_files(form: FormData) -> list[Upload]:
     return await form_files(form, "files", required=False) + await form_files(form, "file", required=False)
 
 
-VIDEO_FIELDS: dict[str, Any] = {
-    name: {**schema, "description": VideoParams.model_fields[name].description}
-    for name, schema in (
-        ("method", {"type": "string", "enum": ["bgsub", "onnx"], "default": "bgsub"}),
-        ("track", {"type": "integer", "minimum": 0}),
-        ("strip", {"type": "boolean", "default": False}),
-    )
-}
+def form_fields(model: type[BaseModel], *, exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """The OpenAPI properties of `model`'s fields as multipart text fields: the JSON schema pydantic
+    validates them with (limits, enums, defaults, descriptions), so what is documented is what is
+    enforced. An optional field is documented as its type (an absent form field is None)."""
+    properties: dict[str, Any] = model.model_json_schema()["properties"]
+    fields = {}
+    for name, schema in properties.items():
+        if name in exclude:
+            continue
+        schema = dict(schema)
+        options = [o for o in schema.pop("anyOf", []) if o.get("type") != "null"]
+        if len(options) > 1:
+            raise TypeError(f"{model.__name__}.{name}: a form field needs one type, not {options}")
+        schema = {**(options[0] if options else {}), **schema}
+        schema.pop("title", None)
+        if schema.get("default", 0) is None:
+            del schema["default"]
+        fields[name] = schema
+    return fields
+
+
+def form_required(model: type[BaseModel]) -> list[str]:
+    """The fields `model` requires, as its JSON schema lists them."""
+    required: list[str] = model.model_json_schema().get("required", [])
+    return required
+
+
+VIDEO_FIELDS = form_fields(VideoParams)
 
 
 def video_options(form: FormData, *, thumbnails: bool = False) -> VideoOptions:
@@ -211,9 +231,9 @@ def form_texts(form: FormData, field: str) -> list[str] | None:
 
 
 def multipart_schema(files_field: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    """The OpenAPI schema of a multipart body with one repeatable file field."""
+    """The OpenAPI schema of a multipart body with one repeatable file field (always required)."""
     properties = {files_field: {"type": "array", "items": {"type": "string", "format": "binary"}}, **fields}
-    return {"type": "object", "properties": properties, "required": required}
+    return {"type": "object", "properties": properties, "required": [files_field, *required]}
 
 
 def request_body(json_model: type[BaseModel], multipart: dict[str, Any] | None = None) -> dict[str, Any]:

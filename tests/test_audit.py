@@ -1,7 +1,8 @@
-"""The audit trail (issue 24, section 1): every search, verify, enrolment, deletion and gallery change
-leaves a hash-chained record with the key id, digests and decisions but never the key or the data;
-`gaitlu audit verify` names the first tampered record; reviews need two distinct keys; read-only keys
-cannot read the trail; retention keeps the chain verifiable; kill -9 loses no acknowledged record."""
+"""The audit trail, so that who searched for or changed whose biometric data can be answered afterwards: every
+search, verify, enrolment, deletion and gallery change leaves a hash-chained record with the key id, digests
+and decisions but never the key or the data; `gaitlu audit verify` names the first tampered record; reviews
+need two distinct keys; read-only keys cannot read the trail; retention keeps the chain verifiable; kill -9
+loses no acknowledged record."""
 
 from __future__ import annotations
 

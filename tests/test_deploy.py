@@ -24,6 +24,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from engine import EngineOptions
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,6 +127,18 @@ def _volumes(service: dict) -> list[str]:
     return out
 
 
+def test_host_network_override_binds_the_api_to_loopback() -> None:
+    """deploy/compose.host-network.yml (the deployment check's networking): the API shares the host's
+    network stack and binds its loopback, so nothing it serves leaves 127.0.0.1."""
+    override = ["-f", str(ROOT / "deploy/compose.host-network.yml")]
+    result = compose(*override, "config")
+    assert result.returncode == 0, result.stderr
+    api = yaml.safe_load(result.stdout)["services"]["api"]
+    assert api["network_mode"] == "host"
+    assert api["environment"]["GAITLU_HOST"] == "127.0.0.1"
+    assert api["environment"]["GAITLU_API_KEYS"] == KEY  # the main file's settings stay
+
+
 def test_compose_fails_closed_without_api_keys() -> None:
     result = compose("config", api_keys=None)
     assert result.returncode != 0
@@ -214,6 +227,9 @@ def test_api_images_are_torch_free_locked_and_health_checked(dockerfile: str) ->
 
 
 def dockerignored(path: str) -> bool:
+    """Whether .dockerignore leaves `path` out of the build context: the last pattern matching the path or
+    a folder above it decides, a `!pattern` bringing it back (stricter than Docker, whose `*` never
+    crosses a `/`)."""
     patterns = [
         line.strip()
         for line in (ROOT / ".dockerignore").read_text().splitlines()
@@ -221,18 +237,24 @@ def dockerignored(path: str) -> bool:
     ]
     parts = path.split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    return any(fnmatch.fnmatch(p, pattern.removeprefix("**/")) for p in prefixes for pattern in patterns)
+    ignored = False
+    for pattern in patterns:
+        keep = pattern.startswith("!")
+        if any(fnmatch.fnmatch(p, pattern.removeprefix("!").removeprefix("**/")) for p in prefixes):
+            ignored = not keep
+    return ignored
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_copied_sources_exist_and_reach_the_build_context(dockerfile: str) -> None:
-    _, stages = parse_dockerfile(ROOT / dockerfile)
+    global_args, stages = parse_dockerfile(ROOT / dockerfile)
     sources = [
-        source
+        re.sub(r"\$\{(\w+)\}", lambda m: global_args[m.group(1)], source)  # the build argument's default
         for stage in stages
         for copy in stage.args("COPY")
         if not copy.startswith("--from")
         for source in copy.split()[:-1]
+        if not source.startswith("--")  # --chown=...
     ]
     for source in sources:
         assert (ROOT / source).exists(), f"{dockerfile}: COPY {source}: no such path"
@@ -240,6 +262,42 @@ def test_copied_sources_exist_and_reach_the_build_context(dockerfile: str) -> No
     # every package the wheel build includes is copied in (else the image's wheel silently lacks it)
     packages = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
     assert {p.rstrip("*") for p in packages} <= set(sources)
+
+
+def test_the_api_image_serves_a_repository_model_without_its_checkpoint() -> None:
+    """The CPU image copies models/MODEL to /artifacts/current (a new artifacts volume starts as a copy):
+    the ONNX graph and its manifest reach the build context, the torch checkpoint does not."""
+    global_args, stages = parse_dockerfile(ROOT / "Dockerfile")
+    assert "--chown=10001:10001 models/${MODEL} /artifacts/current" in stages[-1].args("COPY")
+    for model in ("default", "synthetic"):
+        assert not dockerignored(f"models/{model}/model.onnx")
+        assert not dockerignored(f"models/{model}/manifest.json")
+        assert dockerignored(f"models/{model}/checkpoint.pt")
+    assert global_args["MODEL"] == "default"
+
+
+def test_api_image_pip_steps_can_trust_a_host_ca_without_keeping_it() -> None:
+    """Every pip step of the build stage may see a CA bundle passed as the BuildKit secret pip-cert (a TLS
+    proxy's CA); secrets are mounted for the step only, and the runtime stage runs no pip at all."""
+    _, stages = parse_dockerfile(ROOT / "Dockerfile")
+    build, runtime = stages[0], stages[-1]
+    mount = "--mount=type=secret,id=pip-cert,target=/etc/ssl/certs/ca-certificates.crt"
+    pip_steps = [r for r in build.args("RUN") if "pip " in r]
+    assert pip_steps and all(r.startswith(mount) for r in pip_steps)
+    assert not any("pip" in r for r in runtime.args("RUN"))
+
+
+def test_train_image_takes_a_local_torch_wheel_only_by_build_argument() -> None:
+    """By default the training image installs PyPI's torch==2.13.0 from its lock; TORCH_WHEEL (empty by
+    default) names a wheel of deploy/wheels/ (bind-mounted from the build context) to install instead,
+    and the build fails unless that is the torch installed in the end."""
+    _, stages = parse_dockerfile(ROOT / "docker/Dockerfile.train")
+    build = stages[0]
+    assert "TORCH_WHEEL=" in build.args("ARG")
+    runs = " ".join(build.args("RUN"))
+    assert "--mount=type=bind,source=deploy/wheels,target=/tmp/wheels" in runs
+    assert '"/tmp/wheels/$TORCH_WHEEL"' in runs and "is installed, not $TORCH_WHEEL" in runs
+    assert (ROOT / "deploy/wheels").is_dir() and not dockerignored("deploy/wheels/torch-2.13.0+cpu.whl")
 
 
 def test_hadolint_passes_when_installed() -> None:
@@ -320,7 +378,9 @@ def compose_variables() -> set[str]:
 
 
 def setting_variables() -> set[str]:
-    return {f"GAITLU_{name.upper()}" for name in Settings.model_fields}
+    """Every service setting's variable; the engine's knobs (nested in `engine`) under their own names."""
+    names = (set(Settings.model_fields) - {"engine"}) | set(EngineOptions.model_fields)
+    return {f"GAITLU_{name.upper()}" for name in names}
 
 
 def test_env_example_names_only_real_settings() -> None:

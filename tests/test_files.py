@@ -1,4 +1,5 @@
-"""gaitlu.files: atomic writes (all or nothing, readable mode, no temp files left) and file hashes."""
+"""gaitlu.files: atomic writes (all or nothing, readable mode or a secret's, no temp files left) and file
+hashes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gaitlu.files import atomic_write, sha256_file, write_atomic
+from gaitlu.files import SECRET_MODE, atomic_write, sha256_file, write_atomic
 
 
 def test_a_write_replaces_the_file_whole_with_a_readable_mode(tmp_path: Path) -> None:
@@ -29,6 +30,35 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
         raise RuntimeError("disk on fire")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]
+
+
+def test_a_secret_is_never_readable_by_others_not_even_while_it_is_written(tmp_path: Path) -> None:
+    """Created with its final mode (no chmod after the bytes are in): under a umask of 0 the temporary file
+    is owner-only before its first byte, and a crash before the rename leaves no key file at all."""
+    old = os.umask(0)  # a umask that narrows nothing: the mode must come from the write itself
+    try:
+        key = tmp_path / "api-key"
+        with (
+            pytest.raises(RuntimeError, match="killed"),
+            atomic_write(key, "w", permissions=SECRET_MODE) as f,
+        ):
+            [temporary] = tmp_path.iterdir()
+            assert stat.S_IMODE(temporary.stat().st_mode) == SECRET_MODE  # before any byte
+            f.write("half-a-ke")
+            raise RuntimeError("killed before the rename")
+        assert not key.exists() and list(tmp_path.iterdir()) == []
+        write_atomic(key, "the-key", permissions=SECRET_MODE)
+        assert key.read_text() == "the-key" and stat.S_IMODE(key.stat().st_mode) == SECRET_MODE
+    finally:
+        os.umask(old)
+
+
+def test_an_exclusive_write_never_replaces_what_is_there(tmp_path: Path) -> None:
+    key = tmp_path / "api-key"
+    write_atomic(key, "first", permissions=SECRET_MODE, exclusive=True)
+    with pytest.raises(FileExistsError):
+        write_atomic(key, "second", permissions=SECRET_MODE, exclusive=True)
+    assert key.read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["api-key"]
 
 
 def test_text_mode_and_read_modes(tmp_path: Path) -> None:

@@ -318,11 +318,18 @@ def test_ids_no_store_could_hold_are_simply_not_found(backend, tmp_path, request
 
 
 def test_a_retry_repairs_the_subject_row_a_crash_between_the_two_writes_left_out(milvus_uri):
-    with milvus_store(milvus_uri, unique_db()) as store:
+    from pymilvus import MilvusClient
+
+    db = unique_db()
+    with milvus_store(milvus_uri, db) as store:
         store.create_gallery("g", MODEL, LAYOUT)
         x = unit_embeddings(np.random.default_rng(8), 2, LAYOUT)
         store.enroll("g", "s", x, MODEL, sequence_ids=["a", "b"])
-        store._client.delete(collection(SUBJECTS, "g"), ids=["s"])  # as if killed before the subject row
+        other = MilvusClient(uri=milvus_uri, db_name=db)  # on the server, as if killed before the subject row
+        try:
+            other.delete(collection(SUBJECTS, "g"), ids=["s"])
+        finally:
+            other.close()
         assert store.list_subjects("g").count == 0 and store.get_gallery("g").sequence_count == 2
         store.enroll("g", "s", x, MODEL, sequence_ids=["a", "b"])  # the client's retry: nothing new
         page = store.list_subjects("g")

@@ -1,7 +1,8 @@
-"""Encryption at rest (issue 24 section 4), through HTTP, the CLI and the store: with a master key no
-embedding or picture is in the data folder's bytes, answers are those of a plaintext store, a missing or
-wrong key stops the start with a message naming the setting, rotation moves everything to the new key
-(and away from the old one, all or nothing), and an altered ciphertext is an error, never an answer."""
+"""Encryption at rest, so that a copied disk or backup does not give the biometric data away, through HTTP,
+the CLI and the store: with a master key no embedding or picture is in the data folder's bytes, answers are
+those of a plaintext store, a missing or wrong key stops the start with a message naming the setting, rotation
+moves everything to the new key (and away from the old one, all or nothing), and an altered ciphertext is an
+error, never an answer."""
 
 from __future__ import annotations
 

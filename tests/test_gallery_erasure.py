@@ -1,7 +1,8 @@
-"""Erasure that erases, retention and minimisation in the gallery store (issue 24, sections 2 and 3):
-after a deletion or a retention sweep no byte of the erased embeddings or pictures is left anywhere in
-the data folder (database, WAL, index snapshots); every erasure is logged, and the log brings exports
-made before it in step. The same through HTTP and the CLI is in tests/test_service_privacy.py."""
+"""Erasure that erases, retention and minimisation in the gallery store: a deleted or expired person must be
+gone, not only unindexed. After a deletion or a retention sweep no byte of the erased embeddings or pictures
+is left anywhere in the data folder (database, WAL, index snapshots); every erasure is logged, and the log
+brings exports made before it in step. The same through HTTP and the CLI is in
+tests/test_service_privacy.py."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from gallery import Erasure, GalleryPolicy, GalleryStore, InvalidInputError
 from gallery.backends import MilvusSettings, open_backend
 from gallery.portable import erase_export, export_gallery
 from gallery.previews import GEI_KEY
+from gallery.schema import BUSY_TIMEOUT_MS
 from tests.support.embeddings import unit_embeddings
 from tests.support.milvus import unique_db
 from tests.support.remnants import remnants
@@ -104,7 +106,9 @@ def test_a_long_read_delays_the_wal_truncation_never_the_erasure(stored, folder)
     next(reading)  # an export's read transaction, open on its own connection: it holds the WAL
     started = time.monotonic()
     store.delete_subject("g", "p2")
-    assert time.monotonic() - started < 5  # not the 30 s busy timeout
+    # Not the 30 s busy timeout: the erasure did not wait for the reader (which is still open), however
+    # slow a loaded machine makes the deletion itself.
+    assert time.monotonic() - started < BUSY_TIMEOUT_MS / 1000 / 2
     assert remnants(folder, *secrets_of(vectors["p2"], "p2"))  # the database file still has them...
     reading.close()
     store.delete_sequence("g", "p3-0")  # ...until the next write's checkpoint

@@ -18,7 +18,7 @@ import pytest
 
 from gaitlu.embedding import EmbeddingLayout
 from gallery import GalleryStore, IndexSettings
-from gallery import store as store_module
+from gallery import index as index_module
 from tests.support.embeddings import unit_embeddings
 
 MODEL = hashlib.sha256(b"model").hexdigest()
@@ -37,7 +37,7 @@ class Gate:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.armed, self.entered, self.opened = False, threading.Event(), threading.Event()
-        real = store_module.GalleryIndex.build
+        real = index_module.GalleryIndex.build
 
         def gated(*args: Any, **kwargs: Any) -> Any:
             if self.armed:
@@ -45,7 +45,7 @@ class Gate:
                 assert self.opened.wait(60), "the gate was never opened"
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(store_module.GalleryIndex, "build", staticmethod(gated))
+        monkeypatch.setattr(index_module.GalleryIndex, "build", staticmethod(gated))
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from gallery import (
     StoreLockedError,
     SubjectNotFoundError,
 )
-from gallery.protocol import GalleryBackend
+from gallery.protocol import MAX_K, MAX_PAGE, GalleryBackend
 from tests.support.embeddings import clustered_embeddings, unit_embeddings
 from tests.support.galleries import open_store
 
@@ -187,6 +187,21 @@ def test_pagination_and_deletes(store):
         with pytest.raises(InvalidInputError, match="offset must be between 0 and"):
             store.list_subjects("g", offset)
     assert store.list_subjects("g", 2**63 - 1).data == []
+
+
+def test_the_protocol_limits_are_what_every_backend_takes(store):
+    store.create_gallery("g", MODEL, LAYOUT)
+    rng = np.random.default_rng(9)
+    store.enroll("g", "s", unit(rng, 2), MODEL)
+    query = unit(rng)[0]
+    assert [h.subject_id for h in store.search("g", query, MODEL, k=MAX_K, threshold=-1.0)] == ["s"]
+    for bad in ({"k": 0}, {"k": MAX_K + 1}, {"top_m": 0}, {"threshold": 1.01}, {"threshold": -1.01}):
+        with pytest.raises(InvalidInputError, match=r"(k|threshold) must be between"):
+            store.search("g", query, MODEL, **bad)
+    assert store.list_subjects("g", limit=MAX_PAGE).count == 1
+    for limit in (0, MAX_PAGE + 1):
+        with pytest.raises(InvalidInputError, match="limit between 1 and"):
+            store.list_subjects("g", limit=limit)
 
 
 def test_absurd_query_components_are_refused_not_zeroed(store):

@@ -155,3 +155,10 @@ def test_optional_backends_are_imported_by_their_module_only_and_only_when_chose
         [sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_service_loads_the_local_gallery_store_only_when_it_opens_one() -> None:
+    """The routes take the gallery limits from gallery.protocol: serving from Milvus never loads FAISS."""
+    code = "import sys, service.app\nsys.exit(sorted({'gallery.store', 'faiss'} & set(sys.modules)) or 0)\n"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

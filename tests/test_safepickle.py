@@ -132,7 +132,7 @@ def test_out_of_band_buffers_and_trailing_bytes_are_refused() -> None:
 
 
 def _dict_bomb() -> bytes:
-    """The issue's attack: MARK, 8 million EMPTY_DICT, LIST (~400 MB of dicts from 8 MiB)."""
+    """A reported attack: MARK, 8 million EMPTY_DICT, LIST (~400 MB of dicts from 8 MiB)."""
     return pickle.PROTO + b"\x04" + pickle.MARK + pickle.EMPTY_DICT * ATTACK_BYTES + pickle.LIST + pickle.STOP
 
 
@@ -194,13 +194,13 @@ ATTACKS: dict[str, tuple[Callable[[], bytes], type[Exception], str]] = {
 def test_hostile_pickles_are_refused_within_twice_their_size(attack: str) -> None:
     build, error, match = ATTACKS[attack]
     data = build()
-    started = time.perf_counter()
+    started = time.process_time()  # CPU spent, whatever else loads the machine
     peak, result = peak_of(lambda: loads_array(data, name="attack.pkl"))
     assert isinstance(result, error), result
     assert re.search(match, str(result)), str(result)
     assert str(result).startswith("attack.pkl: ")
     assert peak <= 2 * len(data) + SLACK, f"{attack}: peak {peak} bytes for a {len(data)}-byte pickle"
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 2.0, f"{attack}: refused only after seconds of CPU work"
 
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])

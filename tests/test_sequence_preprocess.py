@@ -184,7 +184,7 @@ def test_matches_opengait_pretreatment_up_to_resampling(frame: np.ndarray) -> No
 
 
 def test_a_sequence_of_flat_strips_is_refused_naming_the_box_without_resizing_it() -> None:
-    strips = np.full((720, 1, 4096), 255, np.uint8)  # the 3 KB .npz: each frame once took ~0.1 s
+    strips = np.full((720, 1, 4096), 255, np.uint8)  # a 3 KB .npz: each frame once took ~0.1 s
     with pytest.raises(SequenceError, match=r"none of the 720 frames.*720 have a person box under 16 px tall "
                        r"\(e\.g\. 1x4096 px\)"):  # fmt: skip
         align_sequence(strips)

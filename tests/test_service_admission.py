@@ -1,4 +1,5 @@
-"""Admission (issue 21): honest load that can be served within its deadline is taken, never 429.
+"""Admission: honest load that can be served within its deadline is taken, never 429; a refusal is only
+for load the server cannot serve in time.
 
 32 closed-loop clients are what benchmarks/service.py runs; with the old defaults (4 decode workers and
 16 waiting) every 13th of them got 429 while the server had time to spare. Now an upload is refused

@@ -19,7 +19,7 @@ import pytest
 
 from runtime import load_artifact_embedder
 from service.app import create_app
-from tests.support.servers import gauge_in, npy_bytes, settings_for
+from tests.support.servers import gauge_in, npy_bytes, settings_for, until_async
 from tests.support.walkers import walking_sequence
 
 
@@ -120,11 +120,13 @@ def test_full_queue_answers_429_with_retry_after(tiny_artifact, tmp_path, embedd
         gated.gate.clear()
         gated.entered.clear()
         running = asyncio.create_task(embed_one(c, walking_sequence(1)))
-        while not gated.entered.is_set():  # the first request is inside the runtime, holding it
-            await asyncio.sleep(0.01)
+        await until_async(gated.entered.is_set, what="the first request inside the runtime, holding it")
         queued = [asyncio.create_task(embed_one(c, walking_sequence(i))) for i in (2, 3)]
-        while gauge_in((await c.get("/metrics")).text, "gaitlu_queue_depth") < 2:
-            await asyncio.sleep(0.01)
+
+        async def two_queued() -> bool:
+            return gauge_in((await c.get("/metrics")).text, "gaitlu_queue_depth") >= 2
+
+        await until_async(two_queued, what="two requests queued")
         refused = await embed_one(c, walking_sequence(4))
         assert refused.status_code == 429, refused.text
         assert refused.json()["error"]["code"] == "overloaded"

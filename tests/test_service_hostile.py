@@ -34,7 +34,7 @@ from tests.support.walkers import walking_sequence
 from tests.test_safepickle import ATTACKS
 
 MIB = 1024 * 1024
-QUICK_S = 5.0  # what a refused attack may take, at most, on a busy 2-core machine
+CHEAP_CPU_S = 5.0  # CPU seconds a refused attack may cost (the strips once took 68 s to align)
 
 
 BAND = np.zeros((8, 512, 4096), np.uint8)  # frames of a sane size, each holding a 16 x 4096 band
@@ -64,7 +64,7 @@ def api(tiny_artifact, tmp_path_factory):
 @pytest.mark.parametrize(
     ("name", "data", "match"),
     [
-        # The issue's 3 KB .npz: 720 frames of 1 x 4096 took 68 s to align.
+        # A 3 KB .npz: 720 frames of 1 x 4096 once took 68 s to align.
         ("strips.npz", npz_bytes(np.full((720, 1, 4096), 255, np.uint8)), "under the 16-pixel side minimum"),
         ("band.npz", npz_bytes(BAND), "person box over 4x wider than tall"),
         ("bomb.pkl", ATTACKS["dict bomb"][0](), "EMPTY_DICT"),
@@ -72,11 +72,13 @@ def api(tiny_artifact, tmp_path_factory):
     ],
 )
 def test_cheap_uploads_that_cost_a_lot_are_refused_quickly(api, name: str, data: bytes, match: str) -> None:
-    started = time.monotonic()
+    """What a refusal costs is the CPU time of this process (the in-process server's threads included),
+    which other load on the machine does not inflate as it does wall-clock time."""
+    started = time.process_time()
     response = api.post("/embed", files={"files": (name, data)})
     assert error_code(response, 422) in ("invalid_sequence", "unsafe_pickle")
     assert match in response.json()["error"]["message"]
-    assert time.monotonic() - started < QUICK_S
+    assert time.process_time() - started < CHEAP_CPU_S, f"{name} was refused after seconds of CPU work"
 
 
 # ----- wrong answers and 500s
@@ -91,7 +93,7 @@ def test_a_two_dimensional_array_is_not_a_sequence(api) -> None:
 
 
 def test_empty_frames_are_dropped_and_a_sequence_without_enough_is_refused_with_the_count(api) -> None:
-    """The issue's blank (30, 64, 44) sequence was embedded (200) and enrolled (201) as a person, and a
+    """A blank (30, 64, 44) sequence was once embedded (200) and enrolled (201) as a person, and a
     half-blank one reported frames=30: empty frames are dropped, as docs/api.md says."""
     blank = {"files": ("blank.npy", npy_bytes(np.zeros((30, 64, 44), np.uint8)))}
     for path in ("/embed", "/galleries/g/subjects/nobody/sequences"):
@@ -169,15 +171,16 @@ def test_json_with_more_values_than_any_request_needs_is_refused_before_it_is_pa
     assert api.get("/galleries/g").json()["sequence_count"] == 1
     assert api.get("/galleries/h").status_code == 404
 
-    # Refused at a small fraction of what parsing would cost (measured here, on this machine's load).
+    # Refused at a small fraction of what parsing would cost (this thread's CPU time: what other load on
+    # the machine does not inflate).
     text = json.dumps(bodies["/embed"]).encode()
-    started = time.perf_counter()
+    started = time.thread_time()
     with pytest.raises(InvalidRequest):
         load_json(text)
-    refused = time.perf_counter() - started
-    started = time.perf_counter()
+    refused = time.thread_time() - started
+    started = time.thread_time()
     pydantic_core.from_json(text)
-    parsed = time.perf_counter() - started
+    parsed = time.thread_time() - started
     assert refused < parsed / 4, (refused, parsed)
 
     # The longest embedding a search takes is within the bounds: refused by the gallery, not the scan.
@@ -291,6 +294,7 @@ LIMITS = {
     "max_body_bytes_in_flight": str(2 * MIB),
     "body_timeout_s": "2",
 }
+HOLD_S = "600"  # a body timeout no step of a test outlasts, however loaded the machine: held is held
 
 
 @pytest.fixture(scope="module")
@@ -301,9 +305,19 @@ def server(tiny_artifact, tmp_path_factory) -> Iterator[ServerProcess]:
     process.stop()
 
 
+@pytest.fixture(scope="module")
+def holding(tiny_artifact, tmp_path_factory) -> Iterator[ServerProcess]:
+    """The same bounds, with stalled uploads held until the test lets them go."""
+    root = tmp_path_factory.mktemp("holding")
+    limits = {**LIMITS, "body_timeout_s": HOLD_S}
+    process = ServerProcess(tiny_artifact, root / "data", root / "server.log", **limits).start()
+    yield process
+    process.stop()
+
+
 def slow_upload(port: int, declared: int, sent: bytes = b"--x\r\n") -> socket.socket:
     """A connection that announces a `declared`-byte upload, sends its first bytes and then stalls."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)  # an answer that never comes fails
     head = (
         f"POST /embed HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {declared}\r\n\r\n"
@@ -325,33 +339,38 @@ def test_a_slow_body_gets_408_and_frees_its_slot(server) -> None:
         reply = answer(sock)  # the server closes the connection after its answer
     waited = time.monotonic() - started
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
-    assert b"body_timeout" in reply and 1.5 < waited < 2 + QUICK_S
-
-
-def test_over_the_bounds_requests_get_429_at_once_and_probes_still_answer(server) -> None:
-    small = {"files": ("a.npy", npy_bytes(walking_sequence(4)))}
+    assert b"body_timeout" in reply and waited > 1.5  # at the body timeout (2 s), not before
     with httpx.Client(base_url=server.url, timeout=30) as c:
-        held = [slow_upload(server.port, 900_000)]  # 0.9 MiB of the 2 MiB of bodies in flight
-        until(lambda: gauge(c, "gaitlu_requests_in_flight") == 1)
-        started = time.monotonic()
-        with slow_upload(server.port, MIB + 1) as sock:
+        until(lambda: gauge(c, "gaitlu_requests_in_flight") == 0, what="the timed-out upload's slot freed")
+        assert gauge(c, "gaitlu_request_body_bytes_in_flight") == 0
+
+
+def test_over_the_bounds_requests_get_429_at_once_and_probes_still_answer(holding) -> None:
+    """The held uploads stay held (a body timeout of HOLD_S) until the test closes them, so each refusal is
+    seen with the bound still full: answered at once, not after waiting for room."""
+    small = {"files": ("a.npy", npy_bytes(walking_sequence(4)))}
+    with httpx.Client(base_url=holding.url, timeout=60) as c:
+        held = [slow_upload(holding.port, 900_000)]  # 0.9 MiB of the 2 MiB of bodies in flight
+        until(lambda: gauge(c, "gaitlu_requests_in_flight") == 1, what="the first held upload admitted")
+        with slow_upload(holding.port, MIB + 1) as sock:
             assert answer(sock).startswith(b"HTTP/1.1 413")  # over the upload limit: 413, not 429
         # 0.9 + 0.9 MiB fit, a third 0.9 MiB does not: bytes in flight.
-        held.append(slow_upload(server.port, 900_000))
-        until(lambda: gauge(c, "gaitlu_request_body_bytes_in_flight") == 1_800_000)
+        held.append(slow_upload(holding.port, 900_000))
+        until(lambda: gauge(c, "gaitlu_request_body_bytes_in_flight") == 1_800_000, what="1.8 MB held")
         refused = c.post("/embed", files={"files": ("big.npy", b"\0" * 900_000)})
         assert error_code(refused, 429) == "overloaded" and "bytes of request bodies" in refused.text
         assert refused.headers["Retry-After"] == "1"
         # A third held request reaches the request bound: even a small one is refused.
-        held.append(slow_upload(server.port, 10))
-        until(lambda: gauge(c, "gaitlu_requests_in_flight") == 3)
+        held.append(slow_upload(holding.port, 10))
+        until(lambda: gauge(c, "gaitlu_requests_in_flight") == 3, what="three held uploads admitted")
         refused = c.post("/embed", files=small)
         assert error_code(refused, 429) == "overloaded" and "limit of 3 requests" in refused.text
-        assert time.monotonic() - started < QUICK_S  # answered at once, never queued
         assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
-        for sock in held:  # each times out (408) and frees what it held
-            assert answer(sock).startswith(b"HTTP/1.1 408")
+        assert gauge(c, "gaitlu_requests_in_flight") == 3  # refused while all three were still held
+        for sock in held:  # a client that gives up frees what it held
             sock.close()
+        until(lambda: gauge(c, "gaitlu_requests_in_flight") == 0, what="the closed uploads' slots freed")
+        assert gauge(c, "gaitlu_request_body_bytes_in_flight") == 0
         assert c.post("/embed", files=small).status_code == 200
 
 
@@ -393,7 +412,7 @@ def test_a_request_head_over_the_bound_gets_431_in_the_error_shape_and_a_close(s
 
 
 def test_an_unterminated_huge_head_is_cut_at_the_bound_without_growing_the_server(server) -> None:
-    """The issue's attack: six connections each sending a 64 MiB header line that never ends raised the
+    """A reported attack: six connections each sending a 64 MiB header line that never ends raised the
     server's memory by 301 MiB. Now each is closed once 64 KiB of head have arrived."""
     assert server.proc is not None
     before = rss_kib(server.proc.pid)
@@ -463,6 +482,6 @@ def test_reserved_metadata_and_absurd_floats_are_clean_422s_logged_as_json_with_
         assert not [e for e in entries if e["level"] == "warning" and e["logger"] == "py.warnings"]
         return [e for e in entries if e["request_id"] == "huge-floats-1" and e["logger"] == "service.access"]
 
-    until(lambda: bool(access_lines()))  # written after the answer
+    until(lambda: bool(access_lines()), what="the access log line (written after the answer)")
     (line,) = access_lines()
     assert line["status"] == 422 and line["code"] == "invalid_input"

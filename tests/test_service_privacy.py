@@ -1,7 +1,8 @@
-"""Erasure, retention and minimisation through HTTP and the CLI (issue 24, sections 2 and 3): deleting a
-subject, a sequence or a gallery leaves none of its embeddings or pictures in the data folder; the
-erasure log and `gaitlu galleries erase` reach exports made before; per-gallery `retention_days` and
-`store_pictures` are validated, changeable, honoured by the sweep and audited."""
+"""Erasure, retention and minimisation through HTTP and the CLI, since a deleted or expired person must be
+gone, not only unindexed: deleting a subject, a sequence or a gallery leaves none of its embeddings or
+pictures in the data folder; the erasure log and `gaitlu galleries erase` reach exports made before;
+per-gallery `retention_days` and `store_pictures` are validated, changeable, honoured by the sweep and
+audited."""
 
 from __future__ import annotations
 

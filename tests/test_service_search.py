@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from gaitlu.manifest import read_manifest
+from gaitlu.schemas import MAX_K
 from tests.support.servers import client, npy_bytes
 from tests.support.walkers import walking_sequence
 
@@ -204,6 +205,31 @@ def test_the_field_file_is_still_read_for_a_search(plain):
         "/search", files={"file": ("q.npy", npy_bytes(sequence(3)))}, data={"gallery": "people"}
     )
     assert response.json()["data"][0]["data"][0]["subject_id"] == "s3"
+
+
+def test_the_multipart_forms_document_the_limits_they_enforce(plain):
+    schema = plain.get("/openapi.json").json()
+    paths, models = schema["paths"], schema["components"]["schemas"]
+
+    def form(path: str) -> dict:
+        return paths[path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+
+    search_form, verify_form = form("/search"), form("/verify")
+    assert search_form["properties"]["k"]["maximum"] == MAX_K
+    assert search_form["required"] == ["files", "gallery"] and verify_form["required"] == ["files"]
+    for fields, model in ((search_form, "SearchRequest"), (verify_form, "VerifyRequest")):
+        for name, field in fields["properties"].items():  # a form field is its JSON field, limits and all
+            if name in models[model]["properties"] and name != "filter":
+                json_field = models[model]["properties"][name]
+                json_field = next((o for o in json_field.get("anyOf", []) if o["type"] != "null"), json_field)
+                limits = ("maximum", "minimum", "exclusiveMinimum", "maxLength", "type", "enum")
+                assert {k: v for k, v in field.items() if k in limits} == {
+                    k: v for k, v in json_field.items() if k in limits
+                }, name
+    for k, status in ((MAX_K, 200), (MAX_K + 1, 422)):  # and the documented maximum is the one enforced
+        files = {"files": ("q.npy", npy_bytes(sequence(3)))}
+        response = plain.post("/search", files=files, data={"gallery": "people", "k": str(k)})
+        assert response.status_code == status, response.text
 
 
 # ----- metadata and filters

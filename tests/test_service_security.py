@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from engine import EngineOptions
 from gaitlu.errors import ConfigError
 from service.settings import load_settings
 from tests.support.servers import FULL_KEY, READ_KEY, client, error_code, npy_bytes
@@ -80,12 +81,32 @@ def test_unsafe_settings_are_refused(tmp_path, values):
         load_settings(artifact=tmp_path, data_dir=tmp_path, **values)
 
 
+def test_the_engine_knobs_are_the_engines_own_with_one_default_each(tmp_path, monkeypatch):
+    settings = load_settings(artifact=tmp_path, data_dir=tmp_path)
+    assert settings.engine == EngineOptions() and settings.engine.decode_timeout_s == 30
+    assert settings.engine_settings().options is settings.engine  # handed over whole, not copied by hand
+    monkeypatch.setenv("GAITLU_DECODE_TIMEOUT_S", "5")  # the documented variable
+    monkeypatch.setenv("GAITLU_ENGINE__VIDEO_WORKERS", "3")  # nested, as GAITLU_INDEX__NPROBE is
+    settings = load_settings(artifact=tmp_path, data_dir=tmp_path, max_batch=2)
+    assert (settings.engine.decode_timeout_s, settings.engine.video_workers, settings.engine.max_batch) == (
+        5,
+        3,
+        2,
+    )
+    assert (
+        load_settings(artifact=tmp_path, data_dir=tmp_path, decode_timeout_s=7).engine.decode_timeout_s == 7
+    )
+    monkeypatch.setenv("GAITLU_MAX_QUEUE", "many")
+    with pytest.raises(ConfigError, match=r"engine\.max_queue"):
+        load_settings(artifact=tmp_path, data_dir=tmp_path)
+
+
 def test_settings_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("GAITLU_API_KEYS", f"{FULL_KEY}, {FULL_KEY}x")
     monkeypatch.setenv("GAITLU_MAX_BATCH", "3")
     settings = load_settings(artifact=tmp_path, data_dir=tmp_path, host="0.0.0.0")
     assert [k.get_secret_value() for k in settings.api_keys] == [FULL_KEY, FULL_KEY + "x"]
-    assert settings.max_batch == 3
+    assert settings.engine.max_batch == 3
     assert FULL_KEY not in repr(settings)  # secrets stay out of logs
     monkeypatch.delenv("GAITLU_API_KEYS")
     assert load_settings(artifact=tmp_path, data_dir=tmp_path, host="0.0.0.0", insecure=True).insecure

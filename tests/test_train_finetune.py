@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pickle
@@ -21,7 +20,7 @@ from gaitlu.errors import ConfigError, DataError
 from gaitlu.labelled import LabelledSequence
 from tests.support.cli import gaitlu_argv, run_cli
 from train.checkpoint import atomic_save, build_checkpoint, list_checkpoints, load_checkpoint
-from train.config import build_config
+from train.config import build_config, replace
 from train.finetune import (
     FinetuneConfig,
     LearningRates,
@@ -316,7 +315,7 @@ def test_finetune_cli_end_to_end_then_eval(
         ({"init": "missing.pt"}, "checkpoint not found"),
         ({"dataset": "nowhere"}, "dataset folder not found"),
         ({"partition": "nowhere.json"}, "partition file not found"),
-        ({"config_text": "trainer: {max_step: 3}\n"}, "unknown keys"),
+        ({"config_text": "trainer: {max_step: 3}\n"}, "trainer.max_step: unknown key"),
         ({"config_text": "data: {subjects_per_batch: 9}\n"}, "fewer than data.subjects_per_batch"),
     ],
 )
@@ -351,7 +350,7 @@ def test_an_init_of_another_architecture_is_refused_naming_what_init_takes(
     )
     assert code == 2
     assert "holds a gaitbase model" in err and "starts from a GaitSSB checkpoint" in err
-    assert "import-opengait" in err and "unknown keys" not in err and "Traceback" not in err
+    assert "import-opengait" in err and "unknown key" not in err and "Traceback" not in err
     assert not list_checkpoints(tmp_path / "run")
 
 
@@ -397,11 +396,11 @@ def test_resume_refuses_other_clips_or_loss_in_one_message(tmp_path: Path, datas
     init = pretrain_checkpoint(tmp_path / "init.pt")
     config = build_config(FinetuneConfig, _yaml_text(TINY_FINETUNE))
     finetune(config, init, dataset, dataset / "partition.json", tmp_path / "run", device="cpu")
-    other = dataclasses.replace(
+    other = replace(
         config,
-        data=dataclasses.replace(config.data, frames=7, num_workers=1),  # workers may change, frames not
-        loss=dataclasses.replace(config.loss, margin=0.2),
-        trainer=dataclasses.replace(config.trainer, max_steps=6),
+        data=replace(config.data, frames=7, num_workers=1),  # workers may change, frames not
+        loss=replace(config.loss, margin=0.2),
+        trainer=replace(config.trainer, max_steps=6),
     )
     with pytest.raises(ConfigError) as caught:
         finetune(

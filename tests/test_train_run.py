@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 from gaitlu.errors import ConfigError
 from train import checkpoint
 from train.augment import AugmentConfig
-from train.config import OptimizerConfig, SchedulerConfig, TrainerConfig, config_to_dict
+from train.config import OptimizerConfig, SchedulerConfig, TrainerConfig, config_to_dict, replace
 from train.model import GaitSSB, ModelConfig
 from train.pretrain import RESUME_MAY_CHANGE, PretrainConfig
 from train.run import TrainState, check_resumable, optimizer_step, prepare_run_dir, resume_mode
@@ -86,10 +85,10 @@ def check(ckpt: dict, config: PretrainConfig, world_size: int = 1) -> None:
 
 
 def test_pace_and_loader_settings_may_change_on_resume() -> None:
-    paced = dataclasses.replace(
+    paced = replace(
         FP32,
-        trainer=dataclasses.replace(FP32.trainer, max_steps=10, log_every=5, checkpoint_every=7, keep_last=1),
-        data=dataclasses.replace(FP32.data, num_workers=1, prefetch_factor=4),
+        trainer=replace(FP32.trainer, max_steps=10, log_every=5, checkpoint_every=7, keep_last=1),
+        data=replace(FP32.data, num_workers=1, prefetch_factor=4),
     )
     check(saved_as(FP32), paced)
 
@@ -101,7 +100,7 @@ def test_checkpoints_from_before_the_augment_section_still_resume() -> None:
 
 
 def test_resuming_an_fp32_checkpoint_in_fp16_is_refused_with_the_reason() -> None:
-    fp16 = dataclasses.replace(FP32, trainer=dataclasses.replace(FP32.trainer, precision="fp16"))
+    fp16 = replace(FP32, trainer=replace(FP32.trainer, precision="fp16"))
     with pytest.raises(ConfigError) as caught:
         check(saved_as(FP32), fp16)
     message = str(caught.value)
@@ -111,11 +110,11 @@ def test_resuming_an_fp32_checkpoint_in_fp16_is_refused_with_the_reason() -> Non
 
 
 def test_every_difference_that_matters_is_listed_at_once() -> None:
-    changed = dataclasses.replace(
+    changed = replace(
         FP32,
         optimizer=OptimizerConfig(lr=0.1),
         augment=AugmentConfig(p_flip=0.0),
-        model=dataclasses.replace(FP32.model, channels=(8, 16, 32, 64)),
+        model=replace(FP32.model, channels=(8, 16, 32, 64)),
     )
     with pytest.raises(ConfigError) as caught:
         check(saved_as(FP32), changed)
@@ -170,3 +169,18 @@ def test_the_two_resume_flags_exclude_each_other() -> None:
     ]
     with pytest.raises(ConfigError, match="not both"):
         resume_mode(True, True)
+
+
+def test_a_resume_drops_later_records_and_a_torn_last_line_from_the_metrics(tmp_path: Path) -> None:
+    """Metrics are appended a line per record; a kill mid-append leaves half a line, which a resume must
+    survive (it used to stop on the JSON error)."""
+    from train.run import truncate_metrics
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(
+        '{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 0.9}\n{"step": 30, "loss": 0.8}\n{"st'
+    )
+    truncate_metrics(metrics, 20)
+    assert metrics.read_text() == '{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 0.9}\n'
+    truncate_metrics(tmp_path / "absent.jsonl", 20)  # a first run has none
+    assert not (tmp_path / "absent.jsonl").exists()

@@ -149,8 +149,8 @@ def test_resume_continues_the_run_exactly_head_included(
     ("text", "message"),
     [
         ("model: {architecture: gaitnet}\n", "unknown architecture 'gaitnet'"),
-        ("model: {config: {channel: [1, 2, 3, 4]}}\n", "unknown keys ['channel']"),
-        ("optimizer: {solver: lion}\n", "'lion' is not one of"),
+        ("model: {config: {channel: [1, 2, 3, 4]}}\n", "model.config.channel: unknown key"),
+        ("optimizer: {solver: lion}\n", "optimizer.solver: input should be 'sgd' or 'adam', got 'lion'"),
         ("augment: {p_holes: 1.5}\n", "augment.p_holes must be in [0, 1]"),
         ("data: {subjects_per_batch: 9, sequences_per_subject: 2}\n", "fewer than data.subjects_per_batch"),
     ],

@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import pickle
 import re
 import shutil
+import stat
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -461,3 +463,35 @@ def test_the_demo_page_offers_walkers_the_gallery_knows_and_strangers(
     finally:
         proc.stop()
     assert demo.page_url("127.0.0.1", 8000, "k3y") == "http://127.0.0.1:8000/#key=k3y"
+
+
+def test_the_demo_api_key_is_made_once_and_never_readable_by_others(tmp_path: Path) -> None:
+    """Under a umask that narrows nothing the key file is still owner-only (its mode is given at creation,
+    not by a chmod after the key is in), and a rerun prints the same key."""
+    from workflows import demo
+
+    old = os.umask(0)
+    try:
+        key = demo.api_key(tmp_path / "data")
+    finally:
+        os.umask(old)
+    path = tmp_path / "data" / "api-key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(key) >= 32
+    assert demo.api_key(tmp_path / "data") == key and sorted(p.name for p in path.parent.iterdir()) == [
+        "api-key"
+    ]
+
+
+def test_the_demo_without_serving_says_where_the_page_is_with_its_key_and_a_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gaitlu demo --no-serve` on the shipped synthetic model: the gallery is enrolled and the banner
+    hands over the page's address with the kept key and a search to paste."""
+    from workflows import demo
+
+    monkeypatch.setattr(demo, "GALLERY_WALKS", 2)
+    demo.demo(data_dir=tmp_path / "data", model="synthetic", subjects=3, serve=False)
+    out = capsys.readouterr().err  # the console that reports steps writes to stderr
+    key = (tmp_path / "data" / "api-key").read_text().strip()
+    assert "gaitlu is ready" in out and f"/#key={key}" in out
+    assert f"X-API-Key: {key}" in out and "probe-003.pkl" in out and "gallery=demo" in out

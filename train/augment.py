@@ -18,19 +18,19 @@ Deliberate differences from OpenGait:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from gaitlu.errors import ConfigError, SequenceError
+from train.config import ConfigModel, Ints
 
 MAX_CLIP_FRAMES = 128  # OpenCV 5 handles at most 128 channels in one call
 FRAME_HEIGHT = 64  # model frames are 64 x 44
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(ConfigModel):
     """How each training clip is drawn and augmented: the `augment` section of a pretraining config.
 
     Defaults are the GaitSSB recipe. Saved with the resolved config in every checkpoint, and part of
@@ -45,11 +45,11 @@ class AugmentConfig:
     p_flip: float = 0.5
     p_dilate: float = 0.2  # dilate a horizontal body band (simulates clothing)
     p_blur: float = 0.2  # blur that band, then threshold
-    band_top: tuple[int, ...] = (9, 20)  # the band's first row is drawn from this inclusive range
-    band_bottom: tuple[int, ...] = (39, 50)  # its end row (exclusive) from this inclusive range
+    band_top: Ints = (9, 20)  # the band's first row is drawn from this inclusive range
+    band_bottom: Ints = (39, 50)  # its end row (exclusive) from this inclusive range
     blur_threshold: float = 0.2
 
-    def __post_init__(self) -> None:
+    def model_post_init(self, context: Any, /) -> None:
         if not 0 < self.frames <= self.window:
             raise ConfigError(
                 f"augment needs 0 < frames <= window, got frames={self.frames} window={self.window}"

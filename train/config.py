@@ -1,31 +1,46 @@
 """Typed, strict experiment configs loaded from YAML.
 
 One YAML per experiment with a few sections (model, data, optimizer, scheduler, trainer, ...), each a
-frozen dataclass. Unknown keys are errors (OpenGait silently drops them, which hides typos), and the
-resolved config is saved in every checkpoint.
+frozen pydantic model (`ConfigModel`). Unknown keys are errors (OpenGait silently drops them, which hides
+typos), values are checked strictly (a number is a number, never a string or a bool; an int is accepted
+where a float is asked), and the resolved config is saved in every checkpoint.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import types
-import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from gaitlu.errors import ConfigError
-
-T = TypeVar("T")
 
 TrainPrecision = Literal["auto", "fp32", "fp16", "bf16"]  # training autocast; export precisions: the manifest
 
 
-@dataclass(frozen=True)
-class OptimizerConfig:
+class ConfigModel(BaseModel):
+    """A config section: frozen, unknown keys refused, strict types (no '1e-3' or True for a number, no
+    NaN or infinity)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+T = TypeVar("T")
+
+
+def _as_tuple(value: Any) -> Any:
+    """YAML and JSON have lists where a config holds tuples; the items are still checked strictly."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+Ints = Annotated[tuple[int, ...], BeforeValidator(_as_tuple)]
+Floats = Annotated[tuple[float, ...], BeforeValidator(_as_tuple)]
+
+
+class OptimizerConfig(ConfigModel):
     """SGD with momentum (the GaitSSB recipe and most of OpenGait's), or Adam (GaitGL's)."""
 
     solver: Literal["sgd", "adam"] = "sgd"
@@ -34,88 +49,81 @@ class OptimizerConfig:
     weight_decay: float = 5e-4
 
 
-@dataclass(frozen=True)
-class SchedulerConfig:
+class SchedulerConfig(ConfigModel):
     """Multi-step LR: multiply by `gamma` at each milestone iteration."""
 
-    milestones: tuple[int, ...] = (80_000, 120_000)
+    milestones: Ints = (80_000, 120_000)
     gamma: float = 0.1
 
 
-@dataclass(frozen=True)
-class TrainerConfig:
+class TrainerConfig(ConfigModel):
     """The `trainer` section, the same for every training stage: what the run skeleton (train/run.py) does."""
 
-    max_steps: int = 150_000
+    max_steps: int = Field(150_000, gt=0)
     # Autocast dtype. auto: fp16 (with a GradScaler) on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16
     # or AMX: several times faster than fp32 there), fp32 on other CPUs (train/run.py::effective_trainer).
     precision: TrainPrecision = "auto"
     channels_last: bool = False  # NHWC convs: a win on GPU tensor cores and with bf16 on CPU
     compile: bool = False  # torch.compile the training forward; ignored on CPU
-    checkpoint_every: int = 10_000
-    keep_last: int = 3  # checkpoints kept in RUN_DIR/checkpoints
-    log_every: int = 100  # also how often the host waits for the device (metrics are read back then)
-    seed: int = 0  # initial weights and the data order / augmentation
+    checkpoint_every: int = Field(10_000, gt=0)
+    keep_last: int = Field(3, gt=0)  # checkpoints kept in RUN_DIR/checkpoints
+    # also how often the host waits for the device (metrics are read back then)
+    log_every: int = Field(100, gt=0)
+    seed: int = Field(0, ge=0)  # initial weights and the data order / augmentation
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower; for tests and debugging)
 
-    def __post_init__(self) -> None:
-        for key in ("max_steps", "checkpoint_every", "keep_last", "log_every"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"trainer.{key} must be positive, got {getattr(self, key)}")
-        if self.seed < 0:
-            raise ConfigError(f"trainer.seed must be >= 0, got {self.seed}")
+
+def replace(config: T, **changes: Any) -> T:
+    """A copy of the config model `config` with `changes`, validated as the original was (`model_copy`
+    checks nothing)."""
+    if not isinstance(config, BaseModel):
+        raise TypeError(f"not a config model: {type(config).__name__}")
+    copy: T = build_config(type(config), {**dict(config), **changes})
+    return copy
 
 
-def _build(cls: Any, values: Any, where: str) -> Any:
-    """Build `cls` (a dataclass, tuple, or scalar type) from YAML values, strictly."""
-    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
-        if values is None:
-            values = {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
-        hints = typing.get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = set(values) - names
-        if unknown:
-            raise ConfigError(f"{where or 'config'}: unknown keys {sorted(unknown)}; known: {sorted(names)}")
-        kwargs = {k: _build(hints[k], v, f"{where}.{k}" if where else k) for k, v in values.items()}
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:
-            raise ConfigError(f"{where or 'config'}: {exc}") from exc
-    if cls is Any:
-        return values
-    origin = typing.get_origin(cls)
-    args = typing.get_args(cls)
-    if origin in (typing.Union, types.UnionType):
-        if values is None and type(None) in args:
+def _path(loc: tuple[int | str, ...], where: str) -> str:
+    """("scheduler", "milestones", 1) -> "scheduler.milestones[1]", under `where` when given."""
+    text = where
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "config"
+
+
+def _section(cls: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model that holds the key at `loc` (to list its keys), if `loc` walks through models only."""
+    for part in loc[:-1]:
+        field = cls.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
-        errors = []
-        for inner in (a for a in args if a is not type(None)):
-            try:
-                return _build(inner, values, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(" or ".join(errors))
-    if origin is typing.Literal:
-        if values not in args:
-            raise ConfigError(f"{where}: {values!r} is not one of {list(args)}")
-        return values
-    if origin is tuple:
-        if not isinstance(values, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {values!r}")
-        return tuple(_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(values))
-    if origin is dict:
-        if not isinstance(values, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {values!r}")
-        return {_build(args[0], k, where): _build(args[1], v, f"{where}.{k}") for k, v in values.items()}
-    if cls is float:
-        if isinstance(values, int | float) and not isinstance(values, bool):
-            return float(values)
-        raise ConfigError(f"{where}: expected a number, got {values!r}")
-    if cls in (int, str, bool) and type(values) is not cls:
-        raise ConfigError(f"{where}: expected {cls.__name__}, got {values!r}")
-    return values
+        cls = annotation
+    return cls
+
+
+def _problem(cls: type[BaseModel], error: Any, where: str) -> str:
+    """One validation error as `key.path: what is wrong, got VALUE`."""
+    loc = tuple(error["loc"])
+    if error["type"] == "extra_forbidden":
+        section = _section(cls, loc)
+        known = f"; known: {sorted(section.model_fields)}" if section is not None else ""
+        return f"{_path(loc, where)}: unknown key{known}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    if error["type"] == "missing" or "input" not in error:
+        return f"{_path(loc, where)}: {message}"
+    return f"{_path(loc, where)}: {message}, got {error['input']!r}"
+
+
+def build_config(cls: type[Model], values: Any, where: str = "") -> Model:
+    """A config model from a plain mapping (a YAML file's, a checkpoint's saved config); ConfigError
+    naming each wrong key by its path (`optimizer.lr: ...`), under `where` for a nested mapping."""
+    try:
+        return cls.model_validate({} if values is None else values)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_problem(cls, e, where) for e in exc.errors())) from None
+    except ConfigError as exc:  # a check across keys, whose message names them
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -137,14 +145,8 @@ ConfigLoader.add_implicit_resolver(
 )
 
 
-def build_config(cls: type[T], values: dict[str, Any]) -> T:
-    """A config dataclass from a plain mapping (e.g. a checkpoint's saved config)."""
-    config: T = _build(cls, values, "")
-    return config
-
-
-def load_config(path: str | Path, cls: type[T]) -> T:
-    """Read a YAML experiment file into the dataclass `cls`, failing with a message that names the key."""
+def load_config(path: str | Path, cls: type[Model]) -> Model:
+    """Read a YAML experiment file into the config model `cls`, failing with a message that names the key."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -159,7 +161,9 @@ def load_config(path: str | Path, cls: type[T]) -> T:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """Plain, YAML/JSON-friendly mapping of a config dataclass (tuples become lists)."""
+    """Plain, YAML/JSON-friendly mapping of a config model (tuples become lists)."""
+    if not isinstance(config, BaseModel):
+        raise TypeError(f"not a config model: {type(config).__name__}")
 
     def plain(value: Any) -> Any:
         if isinstance(value, tuple | list):
@@ -168,7 +172,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
             return {k: plain(v) for k, v in value.items()}
         return value
 
-    values: dict[str, Any] = plain(dataclasses.asdict(config))
+    values: dict[str, Any] = plain(config.model_dump())
     return values
 
 

@@ -19,19 +19,28 @@ grad scaler and the non-finite guard belong to the shared loop (train/run.py).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader
 
 from gaitlu.errors import ConfigError, DataError
 from train import checkpoint, distributed
-from train.config import OptimizerConfig, SchedulerConfig, TrainerConfig, build_config, config_to_dict
+from train.config import (
+    ConfigModel,
+    Floats,
+    OptimizerConfig,
+    SchedulerConfig,
+    TrainerConfig,
+    build_config,
+    config_to_dict,
+    replace,
+)
 from train.losses import TRIPLET_MARGIN, batch_all_triplet, labels_per_class
 from train.model import GaitSSB, ModelConfig
 from train.run import (
@@ -55,23 +64,21 @@ logger = logging.getLogger(__name__)
 RESUME_MAY_CHANGE = frozenset({"data.num_workers"})
 
 
-@dataclass(frozen=True)
-class FinetuneDataConfig:
+class FinetuneDataConfig(ConfigModel):
     subjects_per_batch: int = 8  # P
     sequences_per_subject: int = 16  # K (drawn with replacement when a subject has fewer)
     frames: int = 30  # per training clip, drawn at random from the whole sequence
     num_workers: int = 2  # data-loader processes
 
 
-@dataclass(frozen=True)
-class LearningRates:
+class LearningRates(ConfigModel):
     """Per-module learning rates; the head uses `optimizer.lr` (OpenGait's base lr)."""
 
-    backbone: tuple[float, ...] = (0.0, 1e-3, 1e-3, 1e-3)  # one per stage; 0 freezes the stage
+    backbone: Floats = (0.0, 1e-3, 1e-3, 1e-3)  # one per stage; 0 freezes the stage
     projector: float = 1e-2
     floor: float = 1e-4  # no group's lr decays below this (0 disables)
 
-    def __post_init__(self) -> None:
+    def model_post_init(self, context: Any, /) -> None:
         if len(self.backbone) != 4 or any(lr < 0 for lr in self.backbone):
             raise ConfigError(f"lr.backbone needs 4 non-negative values (one per stage), got {self.backbone}")
         frozen = [i for i, lr in enumerate(self.backbone) if lr == 0]
@@ -82,27 +89,25 @@ class LearningRates:
             )
 
 
-@dataclass(frozen=True)
-class TripletLossConfig:
+class TripletLossConfig(ConfigModel):
     """The batch-all triplet loss (train/losses.py::batch_all_triplet)."""
 
     margin: float = TRIPLET_MARGIN
 
 
-@dataclass(frozen=True)
-class FinetuneConfig:
-    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
-    loss: TripletLossConfig = field(default_factory=TripletLossConfig)
-    lr: LearningRates = field(default_factory=LearningRates)
-    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=0.1))
-    scheduler: SchedulerConfig = field(
+class FinetuneConfig(ConfigModel):
+    data: FinetuneDataConfig = Field(default_factory=FinetuneDataConfig)
+    loss: TripletLossConfig = Field(default_factory=TripletLossConfig)
+    lr: LearningRates = Field(default_factory=LearningRates)
+    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(lr=0.1))
+    scheduler: SchedulerConfig = Field(
         default_factory=lambda: SchedulerConfig(milestones=(6000, 8000, 10000))
     )
-    trainer: TrainerConfig = field(
+    trainer: TrainerConfig = Field(
         default_factory=lambda: TrainerConfig(max_steps=12_000, checkpoint_every=2_000)
     )
 
-    def __post_init__(self) -> None:
+    def model_post_init(self, context: Any, /) -> None:
         d = self.data
         positive = {
             "data.frames": d.frames,
@@ -137,7 +142,7 @@ def finetune_model(init: dict[str, Any]) -> GaitSSB:
             f"imported with `gaitlu train import-opengait` ({arch} can be evaluated and exported as it is)"
         )
     source = build_config(ModelConfig, init["model_config"])
-    model = GaitSSB(dataclasses.replace(source, form="finetune"))
+    model = GaitSSB(replace(source, form="finetune"))
     state = {k: v for k, v in init["model"].items() if not k.startswith("predictor.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("head.") for k in missing):
@@ -242,7 +247,7 @@ def finetune(
     """Fine-tune into RUN_DIR/checkpoints/step-*.pt (see the module docstring); returns at
     trainer.max_steps or on SIGTERM, with the newest checkpoint."""
     trainer = effective_trainer(config.trainer, distributed.resolve_device(device))
-    inputs = prepare(dataclasses.replace(config, trainer=trainer), init, dataset, partition, run_dir, resume)
+    inputs = prepare(replace(config, trainer=trainer), init, dataset, partition, run_dir, resume)
     info = distributed.setup(device)  # one process: resolves the device, joins no group
     with torch_settings(trainer):
         return _run(inputs, run_dir, info)

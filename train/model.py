@@ -9,8 +9,7 @@ Training-only pieces (projector/predictor outputs for the loss) are separate met
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,21 +17,21 @@ from torch import nn
 
 from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
+from train.config import ConfigModel, Ints
 from train.network import GaitNetwork
 
 Form = Literal["pretrain", "finetune"]
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(ConfigModel):
     """Architecture arguments; saved whole in every checkpoint and artifact manifest."""
 
-    channels: tuple[int, ...] = (64, 128, 256, 512)  # stage widths of the frame-wise ResNet9
-    strides: tuple[int, ...] = (1, 2, 2, 1)  # 64x44 -> 16x11 feature maps
-    bins: tuple[int, ...] = (16, 8, 4, 2, 1)  # horizontal pyramid: 31 parts
+    channels: Ints = (64, 128, 256, 512)  # stage widths of the frame-wise ResNet9
+    strides: Ints = (1, 2, 2, 1)  # 64x44 -> 16x11 feature maps
+    bins: Ints = (16, 8, 4, 2, 1)  # horizontal pyramid: 31 parts
     form: Form = "pretrain"  # pretrain: projector + predictor; finetune: projector + head0
 
-    def __post_init__(self) -> None:
+    def model_post_init(self, context: Any, /) -> None:
         if len(self.channels) != 4 or len(self.strides) != 4:
             raise ConfigError("model.channels and model.strides need exactly 4 values (one per stage)")
         if any(c <= 0 for c in self.channels) or any(s not in (1, 2) for s in self.strides):

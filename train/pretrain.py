@@ -12,15 +12,14 @@ SIGTERM, the fp16 grad scaler and the non-finite guard belong to the shared loop
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -29,7 +28,15 @@ from gaitlu.errors import ConfigError, DataError
 from gaitlu.preprocess import to_model_frames
 from train import checkpoint, distributed
 from train.augment import AugmentConfig
-from train.config import OptimizerConfig, SchedulerConfig, TrainerConfig, config_to_dict, load_config
+from train.config import (
+    ConfigModel,
+    OptimizerConfig,
+    SchedulerConfig,
+    TrainerConfig,
+    config_to_dict,
+    load_config,
+    replace,
+)
 from train.data import DataPosition, PretrainBatch, PretrainStream, steps_per_epoch
 from train.losses import LABEL_SMOOTHING, SCALE, gaitssb_loss
 from train.model import GaitSSB, ModelConfig, count_parameters
@@ -54,30 +61,27 @@ logger = logging.getLogger(__name__)
 RESUME_MAY_CHANGE = frozenset({"data.num_workers", "data.prefetch_factor"})
 
 
-@dataclass(frozen=True)
-class PretrainDataConfig:
+class PretrainDataConfig(ConfigModel):
     global_batch: int = 512  # sequences per step over all ranks (paper: 8 GPUs x 64); 2 clips each
     num_workers: int = 8  # data-loader processes per rank (augmentation is CPU work)
     prefetch_factor: int = 2  # batches each worker keeps ready
 
 
-@dataclass(frozen=True)
-class ContrastiveLossConfig:
+class ContrastiveLossConfig(ConfigModel):
     """GaitSSB's per-part contrastive loss (train/losses.py::gaitssb_loss)."""
 
     scale: float = SCALE  # cosine logits x 16
     label_smoothing: float = LABEL_SMOOTHING
 
 
-@dataclass(frozen=True)
-class PretrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    loss: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+class PretrainConfig(ConfigModel):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: PretrainDataConfig = Field(default_factory=PretrainDataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    loss: ContrastiveLossConfig = Field(default_factory=ContrastiveLossConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
 
 class TwoViewStep(nn.Module):
@@ -170,7 +174,7 @@ def check_data(path: str | Path, config: PretrainConfig, world_size: int) -> Cor
 def for_device(config: PretrainConfig, device: str) -> PretrainConfig:
     """The config as it runs on `device` (CPU: fp32, no compile): what checks, checkpoints and resumes see."""
     trainer = effective_trainer(config.trainer, distributed.resolve_device(device))
-    return dataclasses.replace(config, trainer=trainer)
+    return replace(config, trainer=trainer)
 
 
 def prepare(
@@ -244,31 +248,10 @@ def _run(
     if t.compile:
         forward = torch.compile(forward)
     stream = PretrainStream(corpus, batch_size, t.seed, info.rank, info.world_size, position, config.augment)
-    workers = config.data.num_workers
-    loader = DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=config.data.prefetch_factor if workers else None,
-        worker_init_fn=ignore_sigterm,
-    )
+    loader = _loader(stream, config, device)
     spec = RunSpec(t, config_to_dict(config), run_dir, info, tag="pretrain", samples_per_step=batch_size)
     if info.is_master:
-        logger.info(
-            "GaitSSB %s: %s parameters; %d process(es) on %s, %d sequences/step (%d per process), %s; "
-            "%d steps per epoch of %d sequences; starting at step %d",
-            "x".join(map(str, config.model.channels)),
-            f"{count_parameters(model):,}",
-            info.world_size,
-            device,
-            batch_size,
-            batch_size // info.world_size,
-            t.precision,
-            stream.steps,
-            len(corpus),
-            step,
-        )
+        _log_start(config, model, info, stream.steps, len(corpus), step)
 
     def loss_of(batch: PretrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
         view_a = batch.view_a.to(device, non_blocking=True)  # (b, frames, 64, 44)
@@ -282,6 +265,47 @@ def _run(
 
     model.train()
     return train_loop(spec, state, loader, loss_of, step, position_after)
+
+
+def _loader(
+    stream: PretrainStream, config: PretrainConfig, device: torch.device
+) -> DataLoader[PretrainBatch]:
+    """The stream's batches as they are (it batches itself), from `config.data.num_workers` workers."""
+    workers = config.data.num_workers
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=config.data.prefetch_factor if workers else None,
+        worker_init_fn=ignore_sigterm,
+    )
+
+
+def _log_start(
+    config: PretrainConfig,
+    model: nn.Module,
+    info: distributed.Dist,
+    steps: int,
+    sequences: int,
+    step: int,
+) -> None:
+    """One line on what this run trains, where, how fast it goes through the corpus, and from which step."""
+    batch_size = config.data.global_batch
+    logger.info(
+        "GaitSSB %s: %s parameters; %d process(es) on %s, %d sequences/step (%d per process), %s; "
+        "%d steps per epoch of %d sequences; starting at step %d",
+        "x".join(map(str, config.model.channels)),
+        f"{count_parameters(model):,}",
+        info.world_size,
+        info.device,
+        batch_size,
+        batch_size // info.world_size,
+        config.trainer.precision,
+        steps,
+        sequences,
+        step,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,6 @@ and hands them to `train_loop`, which does the rest the same way for both:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -49,6 +48,7 @@ from gaitlu.errors import ConfigError, GaitluError
 from gaitlu.files import write_atomic
 from train import checkpoint, distributed
 from train.config import (
+    ConfigModel,
     OptimizerConfig,
     SchedulerConfig,
     TrainerConfig,
@@ -56,6 +56,7 @@ from train.config import (
     build_config,
     config_to_dict,
     flatten,
+    replace,
 )
 from train.network import GaitNetwork, NetworkConfig
 
@@ -115,8 +116,8 @@ def with_max_steps(config: Config, max_steps: int | None) -> Config:
     """`--max-steps` applied to a stage config (it is saved with the resolved config)."""
     if max_steps is None:
         return config
-    trainer = dataclasses.replace(config.trainer, max_steps=max_steps)
-    return dataclasses.replace(config, trainer=trainer)  # type: ignore[type-var]
+    # the trainer as a mapping, so that a refused value is named by its path (trainer.max_steps)
+    return replace(config, trainer={**dict(config.trainer), "max_steps": max_steps})
 
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -148,7 +149,7 @@ def effective_trainer(trainer: TrainerConfig, device: torch.device) -> TrainerCo
     bf16 and fp32 on any other CPU; a CPU runs fp16 (emulated, slow) and bf16 without native support as
     fp32, and never compiles (compile does not pay on CPU). channels_last is honoured everywhere."""
     if device.type == "cuda":
-        return trainer if trainer.precision != "auto" else dataclasses.replace(trainer, precision="fp16")
+        return trainer if trainer.precision != "auto" else replace(trainer, precision="fp16")
     bf16 = cpu_has_bf16()
     precision = trainer.precision
     if precision == "auto":
@@ -160,7 +161,7 @@ def effective_trainer(trainer: TrainerConfig, device: torch.device) -> TrainerCo
     }
     if changed:
         logger.info("on CPU: using %s", ", ".join(f"{k}={v}" for k, v in changed.items()))
-    return dataclasses.replace(trainer, **changed)
+    return replace(trainer, **changed)
 
 
 def prepare_run_dir(run_dir: Path, resume: Resume) -> Path | None:
@@ -194,13 +195,14 @@ def check_resumable(
 ) -> None:
     """Refuse (ConfigError listing every difference) a checkpoint trained with another setup.
 
-    `config` is the stage's config dataclass as this run resolved it (CPU adjustments applied), `model`
+    `config` is the stage's config model as this run resolved it (CPU adjustments applied), `model`
     the architecture it would build. Changing anything but `MAY_CHANGE | may_change` would silently
     not continue the run (optimiser and schedule state override the config; a different data, seed or
     number of processes changes the stream), or fail halfway through loading (another precision's
     grad scaler, another model).
     """
-    sections = {f.name for f in dataclasses.fields(config)}
+    assert isinstance(config, ConfigModel) and isinstance(model, ConfigModel), "config models expected"
+    sections = set(type(config).model_fields)
     try:
         saved = build_config(type(config), {k: v for k, v in ckpt["config"].items() if k in sections})
         saved_model = build_config(type(model), ckpt["model_config"])
@@ -422,24 +424,31 @@ def train_loop(
                 if distributed.any_rank(not (log.window_finite() and all_finite(state.model)), info):
                     raise diverged(spec.run_dir, f"the loss or the weights are not finite at step {step}")
                 if info.is_master:
-                    ckpt = checkpoint.build_checkpoint(
-                        state.model,
-                        spec.config,
-                        step,
-                        data=where or None,
-                        optimizer=state.optimizer,
-                        scheduler=state.scheduler,
-                        scaler=state.scaler,
-                        head=state.head,
-                        world_size=info.world_size,
-                    )
-                    saved = checkpoint.save_in_run(ckpt, spec.run_dir, t.keep_last)
-                    logger.info("step %d: checkpoint %s", step, saved)
+                    saved = _save_checkpoint(spec, state, step, where)
                 distributed.barrier()
             if stopped:
                 break
     newest = saved if saved is not None else checkpoint.latest_checkpoint(spec.run_dir)
     return RunResult(state.model, step, stopped=stopped and step < t.max_steps, checkpoint=newest)
+
+
+def _save_checkpoint(spec: RunSpec, state: TrainState, step: int, where: dict[str, int]) -> Path:
+    """Rank 0: everything a resume needs at `step` (the data stream's position `where` included), saved
+    in the run folder, which keeps the newest `trainer.keep_last`."""
+    ckpt = checkpoint.build_checkpoint(
+        state.model,
+        spec.config,
+        step,
+        data=where or None,
+        optimizer=state.optimizer,
+        scheduler=state.scheduler,
+        scaler=state.scaler,
+        head=state.head,
+        world_size=spec.info.world_size,
+    )
+    saved = checkpoint.save_in_run(ckpt, spec.run_dir, spec.trainer.keep_last)
+    logger.info("step %d: checkpoint %s", step, saved)
+    return saved
 
 
 def diverged(run_dir: Path, what: str) -> DivergedError:
@@ -533,8 +542,17 @@ class RunLog:
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop records after `last_step` (written after the checkpoint a resume starts from), atomically."""
+    """Drop records after `last_step` (written after the checkpoint a resume starts from), atomically.
+    Records are appended one line at a time (a log, not rewritten per step), so a crash mid-append can
+    leave a torn last line: it is dropped too."""
     if not path.is_file():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step]
-    write_atomic(path, "".join(f"{ln}\n" for ln in lines))
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn append (or an empty line)
+        if record["step"] <= last_step:
+            kept.append(line)
+    write_atomic(path, "".join(f"{line}\n" for line in kept))

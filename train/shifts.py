@@ -12,20 +12,20 @@ sequences of a dev split (`TEST_SHIFTS`), so a model and GEI are scored on the s
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from gaitlu.errors import ConfigError
+from train.config import ConfigModel
 
 LOW_RES = (22, 32)  # (width, height): a person about 35 px tall, as OpenCV sizes are given
 ONE_CYCLE = 10  # frames of one gait cycle at 25 fps
 _ELLIPSE3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
 
-@dataclass(frozen=True)
-class ShiftConfig:
+class ShiftConfig(ConfigModel):
     """Per-clip probabilities of each shift in training (each drawn independently)."""
 
     p_low_res: float = 0.3  # coarsen to 32 x 22 and upsample back
@@ -36,8 +36,8 @@ class ShiftConfig:
     p_band: float = 0.2  # a random horizontal band erased (an occluder, a lost limb segment)
     p_flip: float = 0.0  # left-right mirror (walking the other way)
 
-    def __post_init__(self) -> None:
-        for name, value in vars(self).items():
+    def model_post_init(self, context: Any, /) -> None:
+        for name, value in dict(self).items():
             if not 0 <= value <= 1:
                 raise ConfigError(f"augment.{name} must be in [0, 1], got {value}")
 

@@ -16,20 +16,28 @@ train/run.py's.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader
 
 from gaitlu.errors import ConfigError, DataError
 from train import checkpoint, distributed
-from train.config import OptimizerConfig, SchedulerConfig, TrainerConfig, config_to_dict
+from train.config import (
+    ConfigModel,
+    OptimizerConfig,
+    SchedulerConfig,
+    TrainerConfig,
+    build_config,
+    config_to_dict,
+    replace,
+)
 from train.losses import LABEL_SMOOTHING, SCALE, batch_all_triplet, labels_per_class, part_cross_entropy
 from train.model import PartBatchNorm
 from train.network import GaitNetwork, NetworkConfig
@@ -55,27 +63,25 @@ logger = logging.getLogger(__name__)
 RESUME_MAY_CHANGE = frozenset({"data.num_workers"})
 
 
-@dataclass(frozen=True)
-class NetworkSection:
+class NetworkSection(ConfigModel):
     """The network to train from scratch: a registered architecture and its config keys."""
 
     architecture: str = "gaitbase"
-    config: dict[str, Any] = field(default_factory=dict)  # the architecture's config (defaults: paper)
+    config: dict[str, Any] = Field(default_factory=dict)  # the architecture's config (defaults: paper)
 
-    def __post_init__(self) -> None:
-        architecture(self.architecture)  # ConfigError naming the known ones
+    def model_post_init(self, context: Any, /) -> None:
+        arch = architecture(self.architecture)  # ConfigError naming the known ones
+        build_config(arch.config, self.config, "model.config")  # its keys, as strictly as any section
 
 
-@dataclass(frozen=True)
-class SupervisedData:
+class SupervisedData(ConfigModel):
     subjects_per_batch: int = 8  # P
     sequences_per_subject: int = 16  # K (drawn with replacement when a subject has fewer)
     frames: int = 30  # per training clip
     num_workers: int = 2  # data-loader processes
 
 
-@dataclass(frozen=True)
-class SupervisedLoss:
+class SupervisedLoss(ConfigModel):
     margin: float = 0.2  # batch-all triplet margin, on the embedding
     ce_weight: float = 1.0  # BNNeck cross-entropy weight; 0 trains with the triplet loss alone
     scale: float = SCALE  # cosine logits are multiplied by this
@@ -83,21 +89,20 @@ class SupervisedLoss:
     cosine: bool = True  # BNNeck logits: cosine to unit class weights (False: raw, as GaitGL's head)
 
 
-@dataclass(frozen=True)
-class SupervisedConfig:
-    model: NetworkSection = field(default_factory=NetworkSection)
-    data: SupervisedData = field(default_factory=SupervisedData)
-    augment: ShiftConfig = field(default_factory=ShiftConfig)
-    loss: SupervisedLoss = field(default_factory=SupervisedLoss)
-    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=0.1))
-    scheduler: SchedulerConfig = field(
+class SupervisedConfig(ConfigModel):
+    model: NetworkSection = Field(default_factory=NetworkSection)
+    data: SupervisedData = Field(default_factory=SupervisedData)
+    augment: ShiftConfig = Field(default_factory=ShiftConfig)
+    loss: SupervisedLoss = Field(default_factory=SupervisedLoss)
+    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(lr=0.1))
+    scheduler: SchedulerConfig = Field(
         default_factory=lambda: SchedulerConfig(milestones=(20_000, 40_000, 50_000))
     )
-    trainer: TrainerConfig = field(
+    trainer: TrainerConfig = Field(
         default_factory=lambda: TrainerConfig(max_steps=60_000, checkpoint_every=10_000)
     )
 
-    def __post_init__(self) -> None:
+    def model_post_init(self, context: Any, /) -> None:
         d, loss = self.data, self.loss
         if d.frames < 1 or self.optimizer.lr <= 0 or loss.margin <= 0 or loss.scale <= 0:
             raise ConfigError("data.frames, optimizer.lr, loss.margin and loss.scale must be positive")
@@ -203,7 +208,7 @@ def train(
 ) -> RunResult:
     """Train into RUN_DIR/checkpoints/step-*.pt; returns at trainer.max_steps or on SIGTERM."""
     trainer = effective_trainer(config.trainer, distributed.resolve_device(device))
-    config = dataclasses.replace(config, trainer=trainer)
+    config = replace(config, trainer=trainer)
     inputs = prepare(config, init, dataset, partition, run_dir, resume)
     info = distributed.setup(device)
     with torch_settings(trainer):

@@ -9,6 +9,7 @@ a rerun, so a warm start is seconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from gaitlu.files import SECRET_MODE, write_atomic
 from gaitlu.manifest import MANIFEST_NAME, read_manifest
 from workflows.models import (
     CASIAB_DEV_SOURCE,
@@ -123,15 +125,14 @@ def page_url(host: str, port: int, key: str) -> str:
     return f"http://{host}:{port}/#key={key}"
 
 
-def _api_key(data_dir: Path) -> str:
-    """The demo's API key: made once, kept (owner-readable only) so reruns print the same one."""
+def api_key(data_dir: Path) -> str:
+    """The demo's API key: made once, kept (owner-readable only) so reruns print the same one. Written
+    whole or not at all (an interrupted first run leaves no empty key to serve with), owner-only from the
+    file's creation on, never readable by others even for a moment."""
     path = data_dir / "api-key"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # Created with its final mode (never readable by others, not even for a moment), exclusively.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(24))
+        with contextlib.suppress(FileExistsError):  # a demo started beside this one made it first
+            write_atomic(path, secrets.token_urlsafe(24), permissions=SECRET_MODE, exclusive=True)
     return path.read_text().strip()
 
 
@@ -175,20 +176,8 @@ def demo(
     # One service folder per model: a gallery is only searchable with the model that enrolled it.
     service_dir = data_dir / "service" / read_manifest(artifact).model_sha256[:12]
     probe = enroll_demo_gallery(data_dir, artifact, service_dir, subjects, seed)
-    key = _api_key(data_dir)
-    url = f"http://{host}:{port}"
-    console.rule("[bold green]gaitlu is ready[/bold green]")
-    console.print(f"Web page:  {page_url(host, port, key)}")
-    console.print("           (hands the page the API key; the demo walkers enrolled-* are in the gallery,")
-    console.print(f"            stranger-* are not)   API docs: {url}/docs")
-    console.print(f"API key:   {key}   (kept in {data_dir / 'api-key'})")
-    console.print(f"Gallery:   '{DEMO_GALLERY}' ({subjects} synthetic subjects)")
-    console.print("Search with a new walk of subject 003:")
-    console.print(
-        f"  curl -s -H 'X-API-Key: {key}' -F gallery={DEMO_GALLERY} -F k=5 -F max_far=0.001 "
-        f"-F files=@{probe} {url}/search",
-        soft_wrap=True,
-    )
+    key = api_key(data_dir)
+    print_ready(host, port, key, data_dir, subjects, probe)
     if serve:
         os.environ["GAITLU_API_KEYS"] = key
         gaitlu(
@@ -205,3 +194,20 @@ def demo(
                 str(port),
             ],
         )
+
+
+def print_ready(host: str, port: int, key: str, data_dir: Path, subjects: int, probe: Path) -> None:
+    """Where the web page and the API are, the key, and a search to paste."""
+    url = f"http://{host}:{port}"
+    console.rule("[bold green]gaitlu is ready[/bold green]")
+    console.print(f"Web page:  {page_url(host, port, key)}")
+    console.print("           (hands the page the API key; the demo walkers enrolled-* are in the gallery,")
+    console.print(f"            stranger-* are not)   API docs: {url}/docs")
+    console.print(f"API key:   {key}   (kept in {data_dir / 'api-key'})")
+    console.print(f"Gallery:   '{DEMO_GALLERY}' ({subjects} synthetic subjects)")
+    console.print("Search with a new walk of subject 003:")
+    console.print(
+        f"  curl -s -H 'X-API-Key: {key}' -F gallery={DEMO_GALLERY} -F k=5 -F max_far=0.001 "
+        f"-F files=@{probe} {url}/search",
+        soft_wrap=True,
+    )

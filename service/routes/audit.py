@@ -22,7 +22,7 @@ from gaitlu.schemas import (
     ReviewRequest,
     ReviewResponse,
 )
-from gallery.store import MAX_OFFSET
+from gallery.protocol import MAX_OFFSET  # the largest integer SQLite binds: record ids and offsets
 from service.auditing import AuditorDep, caller, record_public, review_public
 from service.context import request_id
 from service.deps import WriteAccess

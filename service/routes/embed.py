@@ -23,7 +23,7 @@ from service.uploads import (
 
 router = APIRouter(tags=["embed"], dependencies=[ReadAccess])
 
-_BODY = request_body(EmbedRequest, multipart_schema("files", VIDEO_FIELDS, ["files"]))
+_BODY = request_body(EmbedRequest, multipart_schema("files", VIDEO_FIELDS, []))
 
 
 def _from_json(body: EmbedRequest, settings: Settings) -> tuple[list[Upload], VideoOptions]:

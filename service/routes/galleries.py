@@ -30,8 +30,8 @@ from gaitlu.schemas import (
     SubjectsPublic,
     VideoTrackPublic,
 )
+from gallery.protocol import MAX_OFFSET  # SQLite's largest integer: a larger offset cannot be bound
 from gallery.records import GalleryPolicy
-from gallery.store import MAX_OFFSET  # SQLite's largest integer: a larger offset cannot be bound
 from service.auditing import AuditorDep, change_entry
 from service.deps import EngineDep, ReadAccess, SettingsDep, WriteAccess
 from service.errors import InvalidRequest
@@ -67,7 +67,7 @@ _ENROLL_FIELDS = {
     },
     **VIDEO_FIELDS,
 }
-_ENROLL_BODY = request_body(EnrollRequest, multipart_schema("files", _ENROLL_FIELDS, ["files"]))
+_ENROLL_BODY = request_body(EnrollRequest, multipart_schema("files", _ENROLL_FIELDS, []))
 _CREATE_BODY = request_body(GalleryCreate)
 _UPDATE_BODY = request_body(GalleryUpdate)
 

@@ -34,7 +34,7 @@ router = APIRouter(prefix="/sequences", tags=["web"], dependencies=[ReadAccess])
 _BODY = {
     "requestBody": {
         "required": True,
-        "content": {MULTIPART: {"schema": multipart_schema("files", VIDEO_FIELDS, ["files"])}},
+        "content": {MULTIPART: {"schema": multipart_schema("files", VIDEO_FIELDS, [])}},
     }
 }
 

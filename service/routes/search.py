@@ -35,7 +35,9 @@ from service.settings import Settings
 from service.uploads import (
     VIDEO_FIELDS,
     check_count,
+    form_fields,
     form_json,
+    form_required,
     json_uploads,
     multipart_schema,
     probe_files,
@@ -47,32 +49,20 @@ from service.uploads import (
 
 router = APIRouter(tags=["search"], dependencies=[ReadAccess])
 
-_DECISION_FIELDS = {
-    "threshold": {"type": "number", "minimum": -1, "maximum": 1, "description": "Accept scores >= this."},
-    "max_far": {
-        "type": "number",
-        "exclusiveMinimum": 0,
-        "maximum": 0.5,
-        "description": "Accept scores whose false accept rate is at most this (calibrated models).",
-    },
-    "top_m": {"type": "integer", "minimum": 1, "default": 1, "description": "Sequences a subject averages."},
-}
+# The multipart fields: the models' own fields (one source for what is documented and enforced); the
+# filter, an object, travels as a JSON text field.
 _SEARCH_FIELDS = {
-    "gallery": {"type": "string", "maxLength": 64},
-    "k": {"type": "integer", "minimum": 1, "default": 5},
-    **_DECISION_FIELDS,
+    **form_fields(SearchParams, exclude=["filter"]),
     "filter": {"type": "string", "description": "JSON: a SequenceFilterParams object."},
     **VIDEO_FIELDS,
 }
-_VERIFY_FIELDS = {
-    "gallery": {"type": "string", "maxLength": 64},
-    "subject_id": {"type": "string", "maxLength": 128},
-    "sequence_id": {"type": "string", "maxLength": 128},
-    **_DECISION_FIELDS,
-    **VIDEO_FIELDS,
-}
-_SEARCH_BODY = request_body(SearchRequest, multipart_schema("files", _SEARCH_FIELDS, ["files", "gallery"]))
-_VERIFY_BODY = request_body(VerifyRequest, multipart_schema("files", _VERIFY_FIELDS, ["files"]))
+_VERIFY_FIELDS = {**form_fields(VerifyParams), **VIDEO_FIELDS}
+_SEARCH_BODY = request_body(
+    SearchRequest, multipart_schema("files", _SEARCH_FIELDS, form_required(SearchParams))
+)
+_VERIFY_BODY = request_body(
+    VerifyRequest, multipart_schema("files", _VERIFY_FIELDS, form_required(VerifyParams))
+)
 
 
 def _probes(body: SearchRequest | VerifyRequest, settings: Settings) -> list[Probe]:
@@ -86,7 +76,7 @@ def _fields(form: FormData, names: list[str]) -> dict[str, object]:
 
 
 async def _search_form(form: FormData) -> tuple[SearchParams, list[Probe], VideoOptions]:
-    fields = _fields(form, ["gallery", "k", "top_m", "threshold", "max_far"])
+    fields = _fields(form, [name for name in SearchParams.model_fields if name != "filter"])
     if "filter" in form:
         fields["filter"] = form_json(form, "filter")
     return validate_model(SearchParams, fields), list(await probe_files(form)), video_options(form)
@@ -170,8 +160,7 @@ async def search(
 
 
 async def _verify_form(form: FormData) -> tuple[VerifyParams, list[Probe], VideoOptions]:
-    names = ["gallery", "subject_id", "sequence_id", "top_m", "threshold", "max_far"]
-    params = validate_model(VerifyParams, _fields(form, names))
+    params = validate_model(VerifyParams, _fields(form, list(VerifyParams.model_fields)))
     return params, list(await probe_files(form)), video_options(form)
 
 

@@ -1,4 +1,5 @@
-"""Searching a data folder's bytes for what an erasure must have removed (issue 24, section 2)."""
+"""Searching a data folder's bytes for what an erasure must have removed: an erased person's embeddings
+and pictures must be gone from every byte on disk, not only from the answers."""
 
 from __future__ import annotations
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -143,9 +144,25 @@ def gauge_in(text: str, name: str) -> float:
     raise AssertionError(f"/metrics has no {name}")
 
 
-def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for observable state (`condition()` true), polling; fails after `timeout` seconds."""
+async def until_async(
+    condition: Callable[[], Awaitable[bool] | bool], timeout: float = 60.0, what: str = "the condition"
+) -> None:
+    """`until` inside an event loop: the loop runs on while it waits (`condition` may be a coroutine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        met = condition()
+        if not isinstance(met, bool):
+            met = await met
+        if met:
+            return
+        assert time.monotonic() < deadline, f"waited {timeout:g} s for {what}"
+        await asyncio.sleep(0.01)
+
+
+def until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "the condition") -> None:
+    """Wait for observable state (`condition()` true), polling; fails, saying `what` it waited for, after
+    `timeout` seconds (generous: a loaded machine is slow, and a condition that is met ends the wait)."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
+        assert time.monotonic() < deadline, f"waited {timeout:g} s for {what}"
         time.sleep(0.01)

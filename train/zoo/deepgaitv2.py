@@ -12,8 +12,7 @@ length along the batch axis is exact; padding or packing them along time is not)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +20,7 @@ from torch import nn
 
 from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
+from train.config import ConfigModel, Ints
 from train.network import GaitNetwork
 from train.zoo.parts import (
     PartBatchNorm,
@@ -38,16 +38,15 @@ PARTS = 16  # DeepGaitV2's pyramid is one level of 16 strips
 STRIDES = (1, 2, 2, 1)
 
 
-@dataclass(frozen=True)
-class DeepGaitV2Config:
+class DeepGaitV2Config(ConfigModel):
     """Architecture arguments (OpenGait's `Backbone` and `use_emb2`)."""
 
     mode: Literal["2d", "p3d"] = "p3d"
-    channels: tuple[int, ...] = (64, 128, 256, 512)
-    layers: tuple[int, ...] = (1, 4, 4, 1)  # blocks per stage
+    channels: Ints = (64, 128, 256, 512)
+    layers: Ints = (1, 4, 4, 1)  # blocks per stage
     use_emb2: bool = False  # embed with the BNNeck feature instead of the FCs output
 
-    def __post_init__(self) -> None:
+    def model_post_init(self, context: Any, /) -> None:
         if self.mode not in ("2d", "p3d"):
             raise ConfigError(f"DeepGaitV2 mode must be '2d' or 'p3d', not {self.mode!r}")
         if len(self.channels) != 4 or len(self.layers) != 4:

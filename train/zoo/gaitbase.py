@@ -7,31 +7,30 @@ losses, so they are not part of this network (the importer checks and drops thei
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
+from train.config import ConfigModel, Ints
 from train.network import GaitNetwork
 from train.zoo.parts import SeparateFC, frames_of, pyramid_pool, resnet_stage, set_pool
 
 
-@dataclass(frozen=True)
-class GaitBaseConfig:
+class GaitBaseConfig(ConfigModel):
     """Architecture arguments (OpenGait's `backbone_cfg`, `SeparateFCs` and `bin_num`)."""
 
-    channels: tuple[int, ...] = (64, 128, 256, 512)  # ResNet9 stage widths
-    layers: tuple[int, ...] = (1, 1, 1, 1)  # basic blocks per stage
-    strides: tuple[int, ...] = (1, 2, 2, 1)  # 64x44 -> 16x11 feature maps
+    channels: Ints = (64, 128, 256, 512)  # ResNet9 stage widths
+    layers: Ints = (1, 1, 1, 1)  # basic blocks per stage
+    strides: Ints = (1, 2, 2, 1)  # 64x44 -> 16x11 feature maps
     maxpool: bool = False  # the torchvision 3x3/2 max-pool after the stem
-    bins: tuple[int, ...] = (16,)  # horizontal pyramid: one part per strip
+    bins: Ints = (16,)  # horizontal pyramid: one part per strip
     fc_dim: int = 256  # SeparateFCs.out_channels: channels per part of the embedding
     fc_norm: bool = False  # SeparateFCs.norm: weights L2-normalised over their input dimension
 
-    def __post_init__(self) -> None:
+    def model_post_init(self, context: Any, /) -> None:
         if not (len(self.channels) == len(self.layers) == len(self.strides) == 4):
             raise ConfigError("GaitBase needs 4 stages: channels, layers and strides of 4 values each")
         if min(self.channels) < 1 or min(self.layers) < 1 or any(s not in (1, 2) for s in self.strides):

@@ -18,8 +18,7 @@ frames, so a sequence must be embedded whole and alone on its batch row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +26,7 @@ from torch import nn
 
 from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
+from train.config import ConfigModel, Ints
 from train.network import GaitNetwork
 from train.zoo.parts import GeMPool, PartBatchNorm, SeparateFC, normalise_parts
 
@@ -35,16 +35,15 @@ MIN_FRAMES = 3  # the stride-3 temporal aggregation needs three frames
 GaitGLBranch = Literal["casia-b", "oumvlp-grew"]  # OpenGait builds the deeper one for OU-MVLP and GREW
 
 
-@dataclass(frozen=True)
-class GaitGLConfig:
+class GaitGLConfig(ConfigModel):
     """Architecture arguments (OpenGait's `channels`, the dataset-chosen branch and the head)."""
 
-    channels: tuple[int, ...] = (32, 64, 128)  # 3 widths (casia-b) or 4 (oumvlp-grew)
+    channels: Ints = (32, 64, 128)  # 3 widths (casia-b) or 4 (oumvlp-grew)
     branch: GaitGLBranch = "casia-b"
     head: Literal["bn", "bnneck"] = "bn"
     bnneck_norm: bool = True  # bnneck head: L2-normalise each part of the BNNeck feature
 
-    def __post_init__(self) -> None:
+    def model_post_init(self, context: Any, /) -> None:
         widths = {"casia-b": 3, "oumvlp-grew": 4}.get(self.branch)
         if widths is None:
             raise ConfigError(f"GaitGL branch must be 'casia-b' or 'oumvlp-grew', not {self.branch!r}")

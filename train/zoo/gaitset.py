@@ -8,27 +8,26 @@ Frames are independent until set pooling, so the result does not depend on their
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from gaitlu.embedding import EmbeddingLayout
 from gaitlu.errors import ConfigError
+from train.config import ConfigModel, Ints
 from train.network import GaitNetwork
 from train.zoo.parts import SeparateFC, frames_of, pyramid_pool, set_pool
 
 
-@dataclass(frozen=True)
-class GaitSetConfig:
+class GaitSetConfig(ConfigModel):
     """Architecture arguments (OpenGait's `in_channels`, `SeparateFCs.out_channels`, `bin_num`)."""
 
-    channels: tuple[int, ...] = (32, 64, 128)  # widths of the three blocks (OpenGait lists the input 1 first)
-    bins: tuple[int, ...] = (16, 8, 4, 2, 1)
+    channels: Ints = (32, 64, 128)  # widths of the three blocks (OpenGait lists the input 1 first)
+    bins: Ints = (16, 8, 4, 2, 1)
     fc_dim: int = 256  # channels per part of the embedding
 
-    def __post_init__(self) -> None:
+    def model_post_init(self, context: Any, /) -> None:
         if len(self.channels) != 3 or min(self.channels) < 1:
             raise ConfigError(f"GaitSet needs 3 positive block widths, got {self.channels}")
         if not self.bins or min(self.bins) < 1 or self.fc_dim < 1:

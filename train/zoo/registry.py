@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from gaitlu.errors import ConfigError
-from train.config import build_config
+from train.config import ConfigModel, build_config
 from train.model import GaitSSB, ModelConfig
 from train.network import GaitNetwork, NetworkConfig
 from train.zoo.deepgaitv2 import DeepGaitV2, DeepGaitV2Config
@@ -27,7 +27,7 @@ from train.zoo.gaitset import GaitSet, GaitSetConfig
 class Architecture:
     name: str  # recorded in checkpoints ("architecture") and manifests ("model.name")
     network: type[GaitNetwork[NetworkConfig]]
-    config: type  # the frozen config dataclass the network takes
+    config: type[ConfigModel]  # the frozen config model the network takes
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -58,7 +58,7 @@ def architecture_of(model: nn.Module) -> Architecture:
 
 
 def build_network(name: str, config: Any) -> GaitNetwork[NetworkConfig]:
-    """A fresh network of architecture `name` from its config dataclass or a plain mapping of it."""
+    """A fresh network of architecture `name` from its config model or a plain mapping of it."""
     arch = architecture(name)
     if isinstance(config, dict):
         config = build_config(arch.config, config)
