@@ -333,7 +333,7 @@ class EncryptionRound:
 
 def encryption_round(mode: str, key: bytes | None, data: tuple, folder: Path) -> EncryptionRound:
     """One store built, searched and reopened with or without a master key."""
-    from gallery.previews import png_data_uri
+    from gaitlu.pictures import png_data_uri
     from gallery.store import GalleryStore
 
     x, labels, probes, layout, model = data

@@ -18,6 +18,7 @@ another model's gallery) stops the run, and is returned as `EnrollSummary.fatal`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -34,6 +35,7 @@ import numpy as np
 from client.api import ApiError, ClientError, GaitluClient, sequence_npz
 from gaitlu.errors import ConfigError, DataError, GaitluError
 from gaitlu.labelled import DATASET_LIMITS, LabelledSequence, read_labelled, scan_labelled
+from gaitlu.pictures import gei_png
 from gaitlu.sequence import iter_sequence_files, load_sequence, natural_key
 from gallery import validate
 from gallery.errors import (
@@ -293,14 +295,10 @@ class LocalTarget:
         return self._send(item, LocalFile(item.relpath, item.path))
 
     def _send(self, item: DatasetItem, sequence: SequenceInput) -> Outcome:
+        enroll = functools.partial(self.engine.enroll, picture=gei_png)  # the picture the service stores
         try:
             self.portal.call(
-                self.engine.enroll,
-                self.gallery,
-                item.subject_id,
-                [sequence],
-                [item.metadata],
-                [item.sequence_id],
+                enroll, self.gallery, item.subject_id, [sequence], [item.metadata], [item.sequence_id]
             )
         except SequenceIdConflictError as exc:
             raise Conflict(str(exc)) from None

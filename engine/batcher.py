@@ -3,9 +3,9 @@
 A request submits its sequences; a single worker task takes up to `max_batch` queued sequences, waiting
 at most `max_wait_ms` after the oldest arrived for more to join (only while requests come concurrently:
 after a batch of one the next runs at once, so a lone client never pays the wait), and runs the runtime
-in a dedicated thread so the event loop keeps serving. While a batch runs, new arrivals queue and form
-the next one, so the batch size follows the load. Results are identical to unbatched calls because the
-runtime never pads (it groups sequences of equal length).
+in a thread of its own (one slot, engine/slots.py) so the event loop keeps serving. While a batch runs,
+new arrivals queue and form the next one, so the batch size follows the load. Results are identical to
+unbatched calls because the runtime never pads (it groups sequences of equal length).
 
 The queue is bounded: a request whose sequences do not all fit is refused at once (`Overloaded`, all or
 none, so a multi-file request is never half-served). A failed runtime call fails only its batch
@@ -22,13 +22,13 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from engine.errors import InferenceFailed, InferenceTimeout, Overloaded, ShuttingDown
 from engine.metrics import EngineMetrics
+from engine.slots import Slots
 from engine.timings import timings
 
 logger = logging.getLogger(__name__)
@@ -77,9 +77,8 @@ class Batcher:
         self._priority: deque[_Job] = deque()  # the readiness probe's lane: taken first, never refused
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._inference = Slots("inference", 1, None)  # one runtime call at a time; its mean: Retry-After
         self._closed = False
-        self._mean_batch_s = 0.05  # running estimate for Retry-After
         self._last_batch_size = settings.max_batch  # > 1: requests come concurrently, worth waiting for
 
     @property
@@ -90,7 +89,6 @@ class Batcher:
         if self._worker is not None:
             return
         self._closed = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaitlu-inference")
         self._worker = asyncio.create_task(self._run(), name="gaitlu-batcher")
 
     async def stop(self) -> None:
@@ -107,9 +105,7 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        self._inference.close(wait=True)
 
     async def submit(self, sequences: list[np.ndarray], *, priority: bool = False) -> list[Embedded]:
         """Embed (T_i, 64, 44) sequences; `Overloaded` if they do not all fit in the queue.
@@ -142,8 +138,7 @@ class Batcher:
 
     def _retry_after(self) -> int:
         """Seconds until the queue has likely drained: batches queued x observed batch time."""
-        batches = math.ceil(len(self._pending) / self.settings.max_batch)
-        return max(1, math.ceil(batches * self._mean_batch_s))
+        return self._inference.retry_after(math.ceil(len(self._pending) / self.settings.max_batch))
 
     async def _next_batch(self) -> list[_Job]:
         """Wait for work, then up to max_wait for the batch to fill; skip abandoned jobs."""
@@ -183,14 +178,11 @@ class Batcher:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
             started = time.perf_counter()
             try:
-                vectors = await loop.run_in_executor(
-                    self._executor, self._embed, [job.frames for job in batch]
-                )
+                vectors = await self._inference.run(self._embed, [job.frames for job in batch])
             except Exception as exc:
                 logger.exception("inference failed on a batch of %d sequences", len(batch))
                 self._metrics.inference_failures.inc()
@@ -201,7 +193,6 @@ class Batcher:
                         job.future.set_exception(InferenceFailed(exc))
                 continue
             elapsed = time.perf_counter() - started
-            self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * elapsed
             self._metrics.inference.observe(elapsed)
             self._metrics.batch_size.observe(len(batch))
             for job, vector in zip(batch, vectors, strict=True):

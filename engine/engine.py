@@ -7,13 +7,15 @@
     [result] = await engine.embed([Upload("walk.pkl", data)])
     await engine.stop()
 
-Blocking work never runs on the event loop: decoding and preprocessing run in decode threads (at most
-`decode_workers` at once, which bounds their memory; a short wait list, then `Overloaded`; a deadline:
-engine/decoding.py), inference in the batcher's thread, gallery calls (SQLite commits, FAISS searches)
-in the default thread pool, writes at most `STORE_WRITERS` at once: they queue on one store lock, and
-threads parked there would leave none for reads. Video uploads (engine/videos.py) are extracted in
-their own threads, at most `video_workers` at once; one more is refused (`Overloaded`) rather than
-queued, since each costs seconds of CPU.
+Blocking work never runs on the event loop, and each kind runs in slots of its own (engine/slots.py:
+bounded threads, a bounded wait, a deadline, a Retry-After estimate): decoding and preprocessing in
+decode slots (at most `decode_workers` at once, which bounds their memory; a short wait list, then
+`Overloaded`; a deadline, then `DecodeTimeout`), inference in the batcher's one slot, gallery reads
+(SQLite reads, FAISS searches) in up to `STORE_READERS` threads, writes in `STORE_WRITERS`: they queue
+on one store lock, and threads parked there would leave none for reads. Video uploads
+(engine/videos.py) are extracted in video slots, at most `video_workers` at once; one more is refused
+(`Overloaded`) rather than queued, since each costs seconds of CPU. What runs once (loading the model,
+opening the store) runs in asyncio's default thread pool.
 
 Readiness: `start` warms the runtime and records a reference embedding of a fixed probe sequence.
 `probe()` embeds it again through the batcher, ahead of its queue (a busy server is not a broken one),
@@ -28,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -36,16 +37,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 
-import anyio
 import numpy as np
-from anyio.to_thread import run_sync
 
 from engine.batcher import Batcher, Embedded
 from engine.decisions import Decision, Verification, decision, far_of, scores, subject_score
-from engine.decoding import DecodeSlots
-from engine.errors import MethodUnavailable, NotStarted, Overloaded, VideoTooLarge
+from engine.errors import DecodeTimeout, MethodUnavailable, NotStarted, VideoTooLarge
 from engine.metrics import EngineMetrics
 from engine.settings import EngineSettings
+from engine.slots import Slots
 from engine.videos import VideoOptions, VideoTrack, extract_video, is_video
 from gaitlu.embedding import Embedder, EmbeddingLayout, mean_part_cosine
 from gaitlu.errors import ConfigError, GaitluError, SequenceError
@@ -57,7 +56,7 @@ from gallery import validate
 from gallery.backends import open_backend
 from gallery.errors import GalleryError, InvalidInputError, StoreFullError
 from gallery.filters import SequenceFilter
-from gallery.previews import check_reserved, with_geis
+from gallery.previews import Draw, check_reserved, with_geis
 from gallery.protocol import GalleryBackend
 from gallery.records import Erasure, GalleryInfo, GalleryPolicy, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
@@ -72,6 +71,8 @@ PROBE_MIN_COSINE = 0.999  # a probe in another batch may differ by float roundin
 PROBE_TIMEOUT_S = 10.0
 MAX_NAME = 128
 STORE_WRITERS = 2  # threads for gallery writes: one commits, one waits for the store lock
+STORE_READERS = 40  # threads for gallery reads (as many as anyio's default pool lent them before)
+VIDEO_MEAN_S = 1.0  # a video extraction's time, until one is measured (for Retry-After)
 
 
 @dataclass(frozen=True)
@@ -236,14 +237,21 @@ class Engine:
         self._store: GalleryBackend | None = None
         options = settings.options
         self._limits = settings.sequence_limits or options.sequence_limits
-        self._decodes = DecodeSlots(options.decode_workers, options.decode_queue, options.decode_timeout_s)
+        self._decodes = Slots(
+            "decode",
+            options.decode_workers,
+            options.decode_queue,
+            options.decode_timeout_s,
+            callers="uploads",
+            late=DecodeTimeout,
+        )
         self.metrics.decodes_running.set_function(lambda: self._decodes.busy)
         self.metrics.decodes_waiting.set_function(lambda: self._decodes.waiting)
-        self._store_writers = anyio.CapacityLimiter(STORE_WRITERS)
+        self._videos = Slots("video", options.video_workers, 0, callers="videos", mean_s=VIDEO_MEAN_S)
+        # The service's admission bounds how many requests wait for the store: no wait list of their own.
+        self._store_reads = Slots("gallery-read", STORE_READERS, None)
+        self._store_writes = Slots("gallery-write", STORE_WRITERS, None)
         self._video_limits = options.video_limits
-        self._video_threads = anyio.CapacityLimiter(options.video_workers)
-        self._videos_busy = 0  # extractions running; checked and changed on the event loop only
-        self._video_mean_s = 1.0  # running mean of an extraction's time, for Retry-After
         self._segmenter: OnnxSegmenter | None = None
         self._probe = probe_sequence()
         self._reference: np.ndarray | None = None  # (P, C) probe embedding at start
@@ -263,7 +271,7 @@ class Engine:
             s = self.settings
             embedder = self._given_embedder
             if embedder is None:
-                embedder = await run_sync(
+                embedder = await asyncio.to_thread(
                     functools.partial(
                         load_artifact_embedder,
                         s.artifact,
@@ -272,14 +280,14 @@ class Engine:
                         threads=s.options.threads,
                     )
                 )
-            reference = await run_sync(embedder.embed, [self._probe])  # (1, P, C): the warm-up check
+            reference = await asyncio.to_thread(embedder.embed, [self._probe])  # (1, P, C): the warm-up check
             if not np.isfinite(reference).all():
                 raise ConfigError(f"{s.artifact}: the model returns non-finite values for a probe sequence")
             if s.options.segmentation_model is not None:
-                self._segmenter = await run_sync(OnnxSegmenter, s.options.segmentation_model)
+                self._segmenter = await asyncio.to_thread(OnnxSegmenter, s.options.segmentation_model)
             calibration, centre = _manifest_parts(embedder)
             centres = None if centre is None else {embedder.model_hash: centre}
-            store = await run_sync(open_store, s, centres)
+            store = await asyncio.to_thread(open_store, s, centres)
             batcher = Batcher(
                 embedder.embed, s.options.batch, self.metrics, on_failure=self._inference_failed
             )
@@ -310,9 +318,10 @@ class Engine:
                 self._batcher = None
             if self._store is not None:
                 self.metrics.watch_galleries(None)
-                await run_sync(self._store.close)
+                await asyncio.to_thread(self._store.close)
                 self._store = None
-            self._decodes.close()
+            for slots in (self._decodes, self._videos, self._store_reads, self._store_writes):
+                slots.close()
             self._embedder = None
 
     @property
@@ -384,7 +393,7 @@ class Engine:
             logger.warning("readiness: every decode worker is busy past the decode deadline")
             return (
                 f"all {self._decodes.workers} decode workers have been busy past the "
-                f"{self._decodes.timeout_s:g} s decode deadline"
+                f"{self._decodes.deadline_s:g} s decode deadline"
             )
         if self._probing is None or self._probing.done():
             self._probing = asyncio.create_task(self._run_probe())
@@ -396,7 +405,8 @@ class Engine:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 [result] = await batcher.submit([self._probe], priority=True)
                 self._ready = self._matches_reference(result.vector)
-                await run_sync(store.check)  # the galleries answer too (a Milvus server, a full disk)
+                # the galleries answer too (a Milvus server, a full disk)
+                await self._store_reads.run(store.check)
         except StoreFullError as exc:  # the model answered; the gallery store takes no writes
             logger.warning("readiness: the gallery store is full: %s", exc.cause)
             return (
@@ -418,7 +428,7 @@ class Engine:
     ) -> list[Decoded]:
         """Raw uploads (or sequences read already) -> model frames, in worker threads; the first bad one
         fails the call. A video becomes the frames of one of its tracks (`options`)."""
-        # sequential per request: the limiter spreads work across requests
+        # sequential per request: the slots spread work across requests
         return [await self._decode_one(upload, options) for upload in uploads]
 
     async def _decode_one(self, upload: SequenceInput, options: VideoOptions) -> Decoded:
@@ -432,7 +442,7 @@ class Engine:
     @property
     def videos_busy(self) -> int:
         """Video extractions running now."""
-        return self._videos_busy
+        return self._videos.busy
 
     async def _extract(self, upload: Upload | LocalFile, options: VideoOptions) -> Decoded:
         """One video -> its track's model frames, in a video worker; Overloaded when all of them are busy."""
@@ -446,20 +456,12 @@ class Engine:
                 "method 'onnx' needs a person-segmentation model, and this server has none "
                 "(the operator sets GAITLU_SEGMENTATION_MODEL); use method 'bgsub'"
             )
-        if self._videos_busy >= self.settings.options.video_workers:
-            raise Overloaded(max(1, math.ceil(self._video_mean_s)), "every video worker is busy")
-        self._videos_busy += 1
+        model = self._segmenter if options.method == "onnx" else None
+        extract = functools.partial(extract_video, model=model)
         started = time.perf_counter()
-        try:
-            model = self._segmenter if options.method == "onnx" else None
-            extract = functools.partial(extract_video, model=model)
-            # Not abandoned on cancellation: the slot is freed only when the thread is done.
-            video = await run_sync(extract, source, upload.name, limits, options, limiter=self._video_threads)
-        finally:
-            self._videos_busy -= 1
-            elapsed = time.perf_counter() - started
-            self._video_mean_s = 0.8 * self._video_mean_s + 0.2 * elapsed
-        return Decoded(upload.name, video.frames, elapsed * 1000, video)
+        # A caller that leaves does not free the slot: that happens when the thread is done.
+        video = await self._videos.run(extract, source, upload.name, limits, options)
+        return Decoded(upload.name, video.frames, (time.perf_counter() - started) * 1000, video)
 
     async def embed_frames(self, sequences: list[np.ndarray]) -> list[Embedded]:
         """(T_i, 64, 44) uint8 sequences -> their embeddings, through the shared batcher."""
@@ -492,9 +494,9 @@ class Engine:
 
     async def _in_store(self, call: Callable[[GalleryBackend], T], *, write: bool = False) -> T:
         """`call(store)` in a worker thread: store calls block (SQLite commits, FAISS searches). Writes
-        take one of the few writer threads, so writes stalled on the store lock never fill the pool."""
+        take one of the few writer threads, so writes stalled on the store lock never hold up reads."""
         store = self.store
-        return await run_sync(call, store, limiter=self._store_writers if write else None)
+        return await (self._store_writes if write else self._store_reads).run(call, store)
 
     async def search(
         self,
@@ -656,22 +658,27 @@ class Engine:
         metadata: Sequence[dict[str, Any] | None] | None = None,
         sequence_ids: Sequence[str] | None = None,
         options: VideoOptions = VideoOptions(),
+        *,
+        picture: Draw | None = None,
     ) -> tuple[list[SequenceInfo], list[SequenceEmbedding]]:
         """Embed and enrol sequences of one subject (a video: one of its tracks), all or none; returns
         the stored sequences (input order) and their embeddings. The gallery's model is checked first: a
-        mismatch costs no inference."""
+        mismatch costs no inference. `picture` draws each sequence's model frames for people (the faces
+        pass gaitlu.pictures.gei_png), kept in its metadata unless the caller opted out (None: no
+        pictures)."""
         check_reserved(metadata)
         model_hash = await self._check_model(gallery)
         # A retry is recognised by an equal vector: with client ids, compute it batch-independently.
         decoded = await self.decode(uploads, options)
         embedded = await self._embed_decoded(decoded)
         vectors = np.stack([e.vector for e in embedded])  # n x (P*C,) -> (n, P*C)
-        metadata = await run_sync(with_geis, metadata, [d.frames for d in decoded])  # pictures for people
-        infos = await self._in_store(
-            lambda store: store.enroll(gallery, subject_id, vectors, model_hash, metadata, sequence_ids),
-            write=True,
-        )
-        return infos, embedded
+        frames = [d.frames for d in decoded]
+
+        def write(store: GalleryBackend) -> list[SequenceInfo]:  # pictures drawn in the writer's thread
+            stored = metadata if picture is None else with_geis(metadata, frames, picture)
+            return store.enroll(gallery, subject_id, vectors, model_hash, stored, sequence_ids)
+
+        return await self._in_store(write, write=True), embedded
 
     async def enroll_embeddings(
         self,

@@ -2,14 +2,14 @@
 
 A video becomes one person's silhouette sequence: `video.extract_tracks` finds every walking person, the
 caller's `track` (an index into the tracks found, in order of appearance) or else the best track is
-taken, and its aligned (T, 64, 64) silhouettes are cut to model frames like any other sequence. The
-pictures people look at (a strip of aligned frames; a few downscaled video frames with the track's box)
-are made here too, in the same worker, from the same extraction.
+taken, and its aligned (T, 64, 64) silhouettes are cut to model frames like any other sequence. What
+people look at (a strip of aligned frames; a few downscaled video frames with the track's box) is cut
+here too, as arrays, in the same worker, from the same extraction; the faces turn them into pictures
+(service/presentation.py).
 """
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +19,12 @@ import numpy as np
 
 from engine.errors import InvalidTrack
 from gaitlu.preprocess import to_model_frames
-from gallery.previews import png_data_uri
 from video import OnnxSegmenter, Track, TrackQualityError, VideoLimits, extract_tracks
 from video.decode import VIDEO_SUFFIXES, VideoReader, video_path
 
 STRIP_FRAMES = 12
 THUMBNAILS = 8
 THUMBNAIL_WIDTH = 160  # video pixels are shown at this width
-JPEG_PREFIX = "data:image/jpeg;base64,"
-JPEG_QUALITY = 80
 BOX_COLOUR = (0, 200, 255)  # BGR amber: visible on most scenes
 
 
@@ -38,18 +35,18 @@ def is_video(name: str, content_type: str = "") -> bool:
 
 @dataclass(frozen=True)
 class VideoOptions:
-    """How to turn a video upload into a sequence, and which pictures to return with it."""
+    """How to turn a video upload into a sequence, and which pictures to cut from it."""
 
     method: str = "bgsub"  # "bgsub" or "onnx" (needs the operator's segmentation model)
     track: int | None = None  # index into the tracks found (order of appearance); None: the best
-    strip: bool = False  # a PNG of STRIP_FRAMES aligned frames side by side
+    strip: bool = False  # STRIP_FRAMES aligned frames side by side
     thumbnails: bool = False  # THUMBNAILS downscaled video frames with the track's box (the preview)
 
 
 @dataclass(frozen=True)
 class Thumbnail:
     frame: int  # video frame index
-    image: str  # JPEG data URI, THUMBNAIL_WIDTH wide, the track's box drawn
+    image: np.ndarray  # (h, THUMBNAIL_WIDTH, 3) BGR uint8, the track's box drawn
     position: int  # index of the silhouette of this frame in the track's sequence (and model frames)
 
 
@@ -63,11 +60,12 @@ class VideoTrack:
     method: str
     video: dict[str, Any]  # the container's metadata (VideoInfo.to_dict)
     frames: np.ndarray  # (T, 64, 44) uint8 model frames of the track
-    strip: str | None = None
+    strip: np.ndarray | None = None  # (64, n*44) uint8: n <= STRIP_FRAMES model frames side by side
     thumbnails: list[Thumbnail] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready: which track, its frame range and quality, and the video it came from."""
+        """JSON-ready: which track, its frame range and quality, and the video it came from (the strip,
+        an array, is the caller's to draw)."""
         return {
             "index": self.index,
             "track_id": self.track.track_id,
@@ -77,7 +75,6 @@ class VideoTrack:
             "tracks_found": self.tracks_found,
             "method": self.method,
             "video": self.video,
-            "strip": self.strip,
         }
 
 
@@ -88,8 +85,8 @@ def extract_video(
     options: VideoOptions,
     model: OnnxSegmenter | None = None,
 ) -> VideoTrack:
-    """Blocking: decode and extract one video (uploaded bytes, or a local file), choose its track, make
-    the pictures asked for.
+    """Blocking: decode and extract one video (uploaded bytes, or a local file), choose its track, cut
+    the pictures asked for (as arrays).
 
     Raises VideoError (unreadable, over a limit), NoPersonError / TrackQualityError (nothing usable, or the
     chosen track is not), InvalidTrack for a track index the video does not have."""
@@ -114,7 +111,7 @@ def extract_video(
         method=result.method,
         video=result.video.to_dict(),
         frames=frames,
-        strip=strip_png(frames) if options.strip else None,
+        strip=strip_image(frames) if options.strip else None,
         thumbnails=thumbnails,
     )
 
@@ -124,17 +121,10 @@ def spread(n_items: int, n_wanted: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_items - 1, min(n_items, n_wanted)).round().astype(int))
 
 
-def strip_png(frames: np.ndarray, count: int = STRIP_FRAMES) -> str:
-    """(T, 64, 44) frames -> `count` evenly spaced ones side by side, as a (64, count*44) PNG data URI."""
+def strip_image(frames: np.ndarray, count: int = STRIP_FRAMES) -> np.ndarray:
+    """(T, 64, 44) frames -> `count` evenly spaced ones side by side, a (64, count*44) image."""
     chosen = frames[spread(len(frames), count)]  # (n, 64, 44)
-    return png_data_uri(np.concatenate(list(chosen), axis=1))  # n x (64, 44) -> (64, n*44)
-
-
-def jpeg_data_uri(image: np.ndarray) -> str:
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:  # only for arrays cv2 cannot encode, which decoded frames never are
-        raise ValueError(f"cannot encode an image of shape {image.shape} as JPEG")
-    return JPEG_PREFIX + base64.b64encode(encoded.tobytes()).decode("ascii")
+    return np.concatenate(list(chosen), axis=1)  # n x (64, 44) -> (64, n*44)
 
 
 def _thumbnails(path: Path, label: str, track: Track, limits: VideoLimits) -> list[Thumbnail]:
@@ -159,4 +149,4 @@ def _thumbnail(frame: np.ndarray, track: Track, index: int, position: int) -> Th
     small = cv2.resize(frame, (THUMBNAIL_WIDTH, max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
     x, y, w, h = (track.boxes[index - track.frame_range[0]] * scale).round().astype(int)  # video -> small px
     cv2.rectangle(small, (int(x), int(y)), (int(x + w), int(y + h)), BOX_COLOUR, 1)
-    return Thumbnail(index, jpeg_data_uri(small), position)
+    return Thumbnail(index, small, position)

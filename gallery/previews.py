@@ -1,55 +1,27 @@
-"""Pictures of sequences for people: model frames and GEIs as PNG data URIs.
+"""The picture a sequence's metadata may hold for people: its GEI, under a reserved key.
 
-The web page animates an upload's frames and shows its GEI (Gait Energy Image, the mean silhouette),
-and shows each search hit's GEI. Galleries keep embeddings, not frames, so every enrolment (through the
-service or `gaitlu enroll --offline`) stores a small GEI of the sequence in its metadata under the
-reserved key `GEI_KEY` (~1.5 KB of the store's 16 KB): no schema change, and it is added and removed in
-the same transaction as the sequence. Responses carry it apart from the caller's metadata, as `gei_png`
-(`split_gei`).
+The web page shows each enrolled sequence's GEI (Gait Energy Image, the mean silhouette), and each
+search hit's. Galleries keep embeddings, not frames, so every enrolment (through the service or
+`gaitlu enroll --offline`) stores a small picture of the sequence in its metadata under the reserved key
+`GEI_KEY` (~1.5 KB of the store's 16 KB): no schema change, and it is added and removed in the same
+transaction as the sequence. Responses carry it apart from the caller's metadata, as `gei_png`
+(`split_gei`). The picture is drawn by whoever enrols (the faces: gaitlu/pictures.py); the galleries
+only keep it, or leave it out (a gallery's `store_pictures`).
 """
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
-from gaitlu.evaluation.gei import gait_energy_image
 from gallery.errors import InvalidInputError
 from gallery.validate import MAX_METADATA_BYTES
 
-PNG_PREFIX = "data:image/png;base64,"
 GEI_KEY = "gei_png"  # reserved metadata key: the server's; a caller may only set it to null (no picture)
-
-
-@dataclass(frozen=True)
-class SequencePreview:
-    frames: list[str]  # one PNG data URI per model frame
-    gei: str  # PNG data URI of the mean frame
-
-
-def png_data_uri(image: np.ndarray) -> str:
-    """(H, W) uint8 -> `data:image/png;base64,...`."""
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:  # cv2 only fails on unsupported arrays, which model frames never are
-        raise ValueError(f"cannot encode an image of shape {image.shape} and dtype {image.dtype} as PNG")
-    return PNG_PREFIX + base64.b64encode(encoded.tobytes()).decode("ascii")
-
-
-def gei_png(frames: np.ndarray) -> str:
-    """(T, 64, 44) uint8 model frames -> their GEI as a grey PNG data URI."""
-    gei = np.round(gait_energy_image(frames) * 255).astype(np.uint8)  # (64, 44) in [0, 255]
-    return png_data_uri(gei)
-
-
-def sequence_preview(frames: np.ndarray) -> SequencePreview:
-    """(T, 64, 44) uint8 model frames -> every frame and the GEI as PNG data URIs."""
-    return SequencePreview([png_data_uri(frame) for frame in frames], gei_png(frames))
+Draw = Callable[[np.ndarray], str]  # (T, 64, 44) uint8 model frames -> the picture stored under GEI_KEY
 
 
 def check_reserved(metadata: Sequence[dict[str, Any] | None] | None) -> None:
@@ -64,12 +36,12 @@ def check_reserved(metadata: Sequence[dict[str, Any] | None] | None) -> None:
             )
 
 
-def with_gei(metadata: dict[str, Any] | None, frames: np.ndarray) -> dict[str, Any] | None:
-    """`metadata` plus the sequence's GEI under GEI_KEY, unless the caller set that key (to null: no
-    picture) or the GEI would push the metadata over the store's size limit (then it has no picture)."""
+def with_gei(metadata: dict[str, Any] | None, frames: np.ndarray, draw: Draw) -> dict[str, Any] | None:
+    """`metadata` plus `draw(frames)` under GEI_KEY, unless the caller set that key (to null: no
+    picture) or the picture would push the metadata over the store's size limit (then it has none)."""
     if metadata is not None and GEI_KEY in metadata:
         return metadata
-    extended = {**(metadata or {}), GEI_KEY: gei_png(frames)}
+    extended = {**(metadata or {}), GEI_KEY: draw(frames)}
     if len(json.dumps(extended, separators=(",", ":")).encode()) > MAX_METADATA_BYTES:
         return metadata
     return extended
@@ -86,11 +58,11 @@ def split_gei(metadata: dict[str, Any] | None) -> tuple[dict[str, Any] | None, s
 
 
 def with_geis(
-    metadata: Sequence[dict[str, Any] | None] | None, frames: Sequence[np.ndarray]
+    metadata: Sequence[dict[str, Any] | None] | None, frames: Sequence[np.ndarray], draw: Draw
 ) -> Sequence[dict[str, Any] | None] | None:
     """Per-sequence `with_gei`; a metadata list of the wrong length is returned unchanged so that the
     store reports the mismatch with its own message."""
     given = metadata if metadata is not None else [None] * len(frames)
     if len(given) != len(frames):
         return metadata
-    return [with_gei(m, f) for m, f in zip(given, frames, strict=True)]
+    return [with_gei(m, f, draw) for m, f in zip(given, frames, strict=True)]

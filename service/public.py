@@ -22,6 +22,7 @@ from gallery.filters import SequenceAttributes
 from gallery.previews import split_gei
 from gallery.records import GalleryInfo, SequenceInfo
 from gallery.search import SearchHit
+from service.presentation import strip_png
 
 
 @overload
@@ -33,7 +34,7 @@ def track_public(video: None) -> None: ...
 
 
 def track_public(video: VideoTrack | None) -> VideoTrackPublic | None:
-    return None if video is None else VideoTrackPublic(**video.summary())
+    return None if video is None else VideoTrackPublic(**video.summary(), strip=strip_png(video))
 
 
 def timings_public(embedded: Sequence[SequenceEmbedding]) -> Timings:

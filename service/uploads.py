@@ -17,12 +17,12 @@ string costs ~3 ms. So a JSON body is scanned for its structure before it is par
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import pydantic_core
-from anyio.to_thread import run_sync
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
@@ -70,7 +70,7 @@ def validate_model(model: type[M], data: Any, prefix: tuple[str, ...] = ("body",
 async def read_json(request: Request, model: type[M]) -> M:
     """The body validated as `model`, in a worker thread: a 30 MB body of small entries takes seconds
     to validate, and on the event loop it would stall every other request meanwhile."""
-    return await run_sync(parse_json, await request.body(), model)
+    return await asyncio.to_thread(parse_json, await request.body(), model)
 
 
 def parse_json(body: bytes, model: type[M]) -> M:

@@ -18,9 +18,11 @@ import pytest
 from client.api import ApiError, GaitluClient, RetryPolicy, UnreachableError, sequence_npz
 from client.enroll import Layout, Outcome, RemoteTarget, enroll_items, scan_dataset
 from engine import STORE_FILE
+from gaitlu.pictures import PNG_PREFIX
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import load_sequence, save_sequence
 from gallery import GalleryStore
+from gallery.previews import split_gei
 from runtime import load_artifact_embedder
 from service.settings import load_settings
 from tests.support.cli import run_cli
@@ -183,13 +185,20 @@ def test_offline_builds_the_same_gallery(
         np.testing.assert_allclose(embedded.embedding, vector, atol=1e-5)  # same preprocessing, same model
         remote = client.search("online", ("q.pkl", query.read_bytes()), k=3).data[0].data
         assert client.search("online", vector, k=3).data[0].data[0].subject_id == "003"  # by embedding
-        remote_ids = {
-            s.sequence_id for subject in SUBJECTS for s in client.subject_sequences("online", subject)
+        remote_pictures = {
+            s.sequence_id: s.gei_png
+            for subject in SUBJECTS
+            for s in client.subject_sequences("online", subject)
         }
     with GalleryStore(tmp_path / STORE_FILE) as store:
         local = store.search("online", vector, embedder.model_hash, k=3)
-        local_ids = {s.sequence_id for subject in SUBJECTS for s in store.list_sequences("online", subject)}
-    assert local_ids == remote_ids
+        local_pictures = {
+            s.sequence_id: split_gei(s.metadata)[1]
+            for subject in SUBJECTS
+            for s in store.list_sequences("online", subject)
+        }
+    assert local_pictures == remote_pictures  # the same sequences, with the same GEI pictures stored
+    assert all(picture is not None and picture.startswith(PNG_PREFIX) for picture in local_pictures.values())
     assert [h.subject_id for h in local] == [h.subject_id for h in remote]
     np.testing.assert_allclose([h.score for h in local], [h.score for h in remote], atol=1e-4)
 

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from gaitlu.embedding import EmbeddingLayout
+from gaitlu.pictures import PNG_PREFIX
 from gallery import crypto
 from gallery.backends import MilvusSettings, open_backend
 from gallery.crypto import Keyring, master_key
 from gallery.errors import EncryptionKeyError, TamperedDataError
-from gallery.previews import PNG_PREFIX
 from gallery.store import GalleryStore
 from tests.support.cli import gaitlu_argv, run_cli
 from tests.support.embeddings import unit_embeddings

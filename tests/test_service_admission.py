@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import engine.engine as engine_module
-from engine.decoding import DecodeSlots
-from engine.errors import Overloaded
+from engine.errors import DecodeTimeout, Overloaded
+from engine.slots import Slots
 from tests.support.servers import client, error_code, gauge, npy_bytes, until
 from tests.support.walkers import walking_sequence
 
@@ -46,7 +46,7 @@ def test_32_simultaneous_honest_uploads_all_get_answers_not_429(tiny_artifact, t
 
 def test_an_upload_whose_wait_would_outlast_its_deadline_is_refused_at_once() -> None:
     async def scenario() -> None:
-        slots = DecodeSlots(workers=1, queue=64, timeout_s=2.0)
+        slots = Slots("decode", 1, 64, 2.0, callers="uploads", late=DecodeTimeout)
         release = threading.Event()
         running = asyncio.ensure_future(slots.run(release.wait, 10))
         while slots.busy == 0:

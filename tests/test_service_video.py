@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engine import Engine, Overloaded, Upload
-from engine.videos import JPEG_PREFIX, STRIP_FRAMES, THUMBNAIL_WIDTH, spread
+from engine.videos import STRIP_FRAMES, THUMBNAIL_WIDTH, spread
 from gaitlu.evaluation.gei import gait_energy_image
+from gaitlu.pictures import JPEG_PREFIX, PNG_PREFIX
 from gaitlu.preprocess import to_model_frames
-from gallery.previews import PNG_PREFIX
 from tests.support.servers import client, error_code, npy_bytes, settings_for
 from tests.support.videos import FRAMES, SIZE, Videos, synthetic_videos
 from video import extract_tracks

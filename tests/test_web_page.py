@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 
 from gaitlu.evaluation.gei import gait_energy_image
+from gaitlu.pictures import PNG_PREFIX, gei_png
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import load_sequence
-from gallery.previews import GEI_KEY, PNG_PREFIX, with_gei
+from gallery.previews import GEI_KEY, with_gei
 from gallery.validate import MAX_METADATA_BYTES
 from service.demo import FRAMES, SUBJECTS, WALKS, ensure_demo, find_demo, list_demo
 from tests.support.servers import FULL_KEY, ServerProcess, error_code, pkl_bytes
@@ -206,9 +207,9 @@ def test_enrollment_stores_the_gei_beside_the_callers_metadata(api: httpx.Client
 
 def test_a_gei_that_would_overflow_the_metadata_limit_is_left_out() -> None:
     frames = walking_sequence(3)
-    assert with_gei(None, frames)[GEI_KEY].startswith(PNG_PREFIX)
+    assert with_gei(None, frames, gei_png)[GEI_KEY].startswith(PNG_PREFIX)
     big = {"notes": "x" * (MAX_METADATA_BYTES - 100)}  # fits the store's limit alone, not with a GEI
-    assert with_gei(big, frames) == big
+    assert with_gei(big, frames, gei_png) == big
 
 
 # ----- the page in a browser

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from anyio.to_thread import run_sync
+import asyncio
+
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
@@ -29,7 +30,7 @@ class DemoSequencesPublic(BaseModel):
 async def list_demo_sequences(settings: SettingsDep) -> DemoSequencesPublic:
     """The demo files; the first call renders synthetic walkers if the folder holds none (~0.5 s)."""
     try:
-        files = await run_sync(ensure_demo, demo_folder(settings.data_dir))
+        files = await asyncio.to_thread(ensure_demo, demo_folder(settings.data_dir))
     except (OSError, SequenceError) as exc:
         raise Unavailable("demo_unavailable", f"cannot prepare the demo sequences: {exc}") from None
     data = [DemoSequencePublic(name=f.name, size_bytes=f.size_bytes) for f in files]
@@ -41,7 +42,7 @@ async def list_demo_sequences(settings: SettingsDep) -> DemoSequencesPublic:
 )
 async def get_demo_sequence(name: str, settings: SettingsDep) -> FileResponse:
     """One demo file, as it would be uploaded."""
-    found = await run_sync(find_demo, demo_folder(settings.data_dir), name)
+    found = await asyncio.to_thread(find_demo, demo_folder(settings.data_dir), name)
     if found is None:
         raise ResourceNotFound(f"no demo sequence {name!r} (GET /demo/sequences lists them)")
     return FileResponse(found.path, media_type="application/octet-stream", filename=found.name)

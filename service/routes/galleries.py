@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from starlette.datastructures import FormData
 
 from engine import SequenceEmbedding, Upload, VideoOptions
+from gaitlu.pictures import gei_png
 from gaitlu.schemas import (
     EnrollRequest,
     EnrollResponse,
@@ -204,7 +205,9 @@ async def enroll(
         infos = await engine.enroll_embeddings(name, subject_id, items, model_hash, metadata, ids)
         embedded, tracks = [], [None] * len(infos)
     else:
-        infos, embedded = await engine.enroll(name, subject_id, items, metadata, ids, options)
+        infos, embedded = await engine.enroll(
+            name, subject_id, items, metadata, ids, options, picture=gei_png
+        )
         tracks = [track_public(e.video) for e in embedded]
     ids_stored = [info.sequence_id for info in infos]
     inputs = list(items)  # each upload's bytes, or each embedding, is digested (never kept)

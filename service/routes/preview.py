@@ -8,15 +8,16 @@ box drawn, each paired with its silhouette, so people can check the extraction b
 
 from __future__ import annotations
 
-from anyio.to_thread import run_sync
+import asyncio
+
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from engine import VideoTrack
 from gaitlu.schemas import VideoTrackPublic
-from gallery.previews import sequence_preview
 from service.deps import EngineDep, ReadAccess, SettingsDep
 from service.errors import InvalidRequest
+from service.presentation import SequencePreview, sequence_preview
 from service.public import track_public
 from service.uploads import (
     MULTIPART,
@@ -60,10 +61,13 @@ class PreviewResponse(BaseModel):
     video: VideoPreviewPublic | None = Field(None, description="For a video: the track and its frames.")
 
 
-def _video_preview(video: VideoTrack | None) -> VideoPreviewPublic | None:
+def _video_preview(video: VideoTrack | None, shown: SequencePreview) -> VideoPreviewPublic | None:
     if video is None:
         return None
-    frames = [VideoFramePublic(frame=t.frame, image=t.image, silhouette=t.position) for t in video.thumbnails]
+    frames = [
+        VideoFramePublic(frame=t.frame, image=image, silhouette=t.position)
+        for t, image in zip(video.thumbnails, shown.thumbnails, strict=True)
+    ]
     return VideoPreviewPublic(track=track_public(video), frames=frames)
 
 
@@ -77,7 +81,7 @@ async def preview(request: Request, engine: EngineDep, settings: SettingsDep) ->
     if len(files) != 1:
         raise InvalidRequest("one_file", f"preview takes one sequence in the field 'files', got {len(files)}")
     [decoded] = await engine.decode(files, options)
-    shown = await run_sync(sequence_preview, decoded.frames)
+    shown = await asyncio.to_thread(sequence_preview, decoded.frames, decoded.video)
     _, height, width = decoded.frames.shape  # (T, 64, 44)
     return PreviewResponse(
         name=decoded.name,
@@ -87,5 +91,5 @@ async def preview(request: Request, engine: EngineDep, settings: SettingsDep) ->
         data=shown.frames,
         gei=shown.gei,
         decode_ms=decoded.decode_ms,
-        video=_video_preview(decoded.video),
+        video=_video_preview(decoded.video, shown),
     )
