@@ -41,7 +41,7 @@ import numpy as np
 from anyio.to_thread import run_sync
 
 from engine.batcher import Batcher, Embedded
-from engine.decisions import Decision, Verification, decision, far_of, scores, subject_score
+from engine.decisions import Threshold, Verification, far_of, resolve_threshold, scores, subject_score
 from engine.decoding import DecodeSlots
 from engine.errors import MethodUnavailable, NotStarted, Overloaded, VideoTooLarge
 from engine.metrics import EngineMetrics
@@ -352,9 +352,9 @@ class Engine:
         self._parts()
         return self._calibration
 
-    def decision(self, comparison: Comparison, threshold: float | None, max_far: float | None) -> Decision:
+    def threshold(self, comparison: Comparison, threshold: float | None, max_far: float | None) -> Threshold:
         """The score threshold of a request (from a score or a FAR); NotCalibrated for a FAR without one."""
-        return decision(self.calibration, comparison, threshold, max_far)
+        return resolve_threshold(self.calibration, comparison, threshold, max_far)
 
     def far(self, comparison: Comparison, score: float) -> float | None:
         """The estimated FAR of a score (None: an uncalibrated model)."""
@@ -587,7 +587,7 @@ class Engine:
                 "verify a probe against a gallery's subject_id or sequence_id, or against a second probe"
             )
         comparison: Comparison = "subject" if subject_id is not None else "sequence"
-        chosen = self.decision(comparison, threshold, max_far)  # before any work: a bad max_far costs none
+        chosen = self.threshold(comparison, threshold, max_far)  # before any work: a bad max_far costs none
         if gallery is not None:
             await self._check_model(gallery)
         uploads = [p for p in (probe, other) if isinstance(p, Upload)]
