@@ -115,7 +115,7 @@ def enroll(
         str,
         typer.Option(
             envvar="GAITLU_BACKEND",
-            help="--offline: inference backend (auto, openvino, cpu, cuda, tensorrt, trt-engine).",
+            help="--offline: inference backend (auto, openvino, cpu, cuda, tensorrt, trt-plan).",
         ),
     ] = "auto",
     precision: Annotated[

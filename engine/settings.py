@@ -32,7 +32,8 @@ class EngineOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Runtime (runtime/selection.py): auto = a GPU path on a GPU, OpenVINO bf16 on a bf16 CPU where the
-    # artifact records its parity, else onnxruntime; openvino / cpu / cuda / tensorrt / trt-engine force one.
+    # artifact records its parity, else onnxruntime; openvino / cpu / cuda / tensorrt / trt-plan force one
+    # (trt-engine: trt-plan's older name, still accepted).
     backend: BackendName = "auto"
     precision: Precision = "auto"  # fp32 / fp16 / bf16 / int8; auto: the backend's fastest checked one
     threads: int | None = Field(None, ge=1)  # inference threads (onnxruntime intra-op / OpenVINO; None: all)

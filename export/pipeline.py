@@ -206,7 +206,7 @@ def export_artifact(checkpoint: Path, out: Path, options: ExportOptions) -> Expo
         if options.trt:
             reason = tensorrt.tensorrt_unavailable_reason()
             if reason is None:
-                trt_info = tensorrt.build_engine(
+                trt_info = tensorrt.build_plan(
                     staging / FP32_FILE,
                     staging,
                     options.max_batch,

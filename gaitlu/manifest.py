@@ -1,7 +1,7 @@
 """The export artifact's manifest: what `gaitlu export` writes beside model.onnx and the service trusts.
 
 An artifact is a folder: `manifest.json` plus the model files it lists (`model.onnx`, optionally
-`model.int8.onnx`, `model.fp16.onnx`, a TensorRT engine). The manifest says how to feed the model
+`model.int8.onnx`, `model.fp16.onnx`, a TensorRT plan). The manifest says how to feed the model
 (input spec and preprocessing), what its output is (the model's own embedding, raw or normalised by the
 model), what the service does to it before indexing (`indexing`, a separate recorded step), how to
 compare the indexed vectors (metric), how OpenGait evaluates the model (`evaluation`, for imported
