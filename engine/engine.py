@@ -504,10 +504,10 @@ class Engine:
         threshold: float | None,
         options: VideoOptions = VideoOptions(),
         top_m: int = 1,
-        filter: SequenceFilter | None = None,
+        sequence_filter: SequenceFilter | None = None,
     ) -> tuple[list[SearchHit], SequenceEmbedding | None]:
         """Rank a gallery's subjects against a sequence or video (embedded first) or a given embedding."""
-        [result] = await self.search_batch(gallery, [query], k, threshold, options, top_m, filter)
+        [result] = await self.search_batch(gallery, [query], k, threshold, options, top_m, sequence_filter)
         if result.error is not None:
             raise result.error
         return result.hits, result.embedded
@@ -520,7 +520,7 @@ class Engine:
         threshold: float | None,
         options: VideoOptions = VideoOptions(),
         top_m: int = 1,
-        filter: SequenceFilter | None = None,
+        sequence_filter: SequenceFilter | None = None,
     ) -> list[ProbeResult]:
         """Rank a gallery's subjects against several probes, answered in order: sequences and videos are
         decoded one by one and embedded together (one batcher submission), then every searchable probe
@@ -559,7 +559,7 @@ class Engine:
             found = iter(
                 await self._in_store(
                     lambda store: store.search_batch(
-                        gallery, stacked, model_hash, k, threshold, top_m=top_m, filter=filter
+                        gallery, stacked, model_hash, k, threshold, top_m, sequence_filter
                     )
                 )
             )

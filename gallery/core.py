@@ -77,7 +77,7 @@ class Query:
     k: int
     top_m: int
     threshold: float | None
-    filter: SequenceFilter | None
+    sequence_filter: SequenceFilter | None
 
 
 class Described(Protocol):
@@ -186,11 +186,11 @@ class GalleryCore(ABC, Generic[G]):
         k: int = 5,
         threshold: float | None = None,
         top_m: int = 1,
-        filter: SequenceFilter | None = None,
+        sequence_filter: SequenceFilter | None = None,
     ) -> list[SearchHit]:
         """One query embedding (D,) or (parts, C) -> up to k subjects, best first."""
         queries = validate.single_query(query, self._checked(name, model_hash).layout)
-        return self.search_batch(name, queries, model_hash, k, threshold, top_m, filter)[0]
+        return self.search_batch(name, queries, model_hash, k, threshold, top_m, sequence_filter)[0]
 
     def search_batch(
         self,
@@ -200,19 +200,19 @@ class GalleryCore(ABC, Generic[G]):
         k: int = 5,
         threshold: float | None = None,
         top_m: int = 1,
-        filter: SequenceFilter | None = None,
+        sequence_filter: SequenceFilter | None = None,
     ) -> list[list[SearchHit]]:
         """(q, D) or (q, parts, C) queries -> for each, up to k subjects, best first.
 
         A subject scores the mean of its best `top_m` sequence scores (1: its best sequence); scores are
         mean per-part cosines in [-1, 1] (estimates on an approximate index); `threshold` drops lower ones.
-        `filter` keeps only the sequences it matches, inside the index search: subjects score, and count
-        their sequences, among those only.
+        `sequence_filter` keeps only the sequences it matches, inside the index search: subjects score,
+        and count their sequences, among those only.
         """
         check_search(k, top_m, threshold)
         gallery = self._checked(name, model_hash)
         vectors = validate.embeddings(queries, gallery.layout)  # (q, D)
-        return self._search(gallery, Query(vectors, k, top_m, threshold, filter))
+        return self._search(gallery, Query(vectors, k, top_m, threshold, sequence_filter))
 
     @abstractmethod
     def _search(self, gallery: G, query: Query) -> list[list[SearchHit]]:

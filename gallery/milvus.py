@@ -466,7 +466,8 @@ class MilvusStore(GalleryCore[_Gallery]):
     def _search(self, gallery: _Gallery, query: Query) -> list[list[SearchHit]]:
         """The local store's aggregation (gallery/search.py) over Milvus neighbours, the filter applied
         inside Milvus' search."""
-        expr, k, top_m, threshold = filter_expression(query.filter), query.k, query.top_m, query.threshold
+        expr = filter_expression(query.sequence_filter)
+        k, top_m, threshold = query.k, query.top_m, query.threshold
         # Counting is a scan on some servers (a third of a second on milvus-lite at 10k): the aggregation
         # learns "nothing more" from a short answer instead, and a cached sequences-per-subject figure
         # only sizes the first request. MAX_LIMIT neighbours per query is as far as a search goes.

@@ -117,7 +117,7 @@ class GalleryBackend(Protocol):
         k: int = 5,
         threshold: float | None = None,
         top_m: int = 1,
-        filter: SequenceFilter | None = None,
+        sequence_filter: SequenceFilter | None = None,
     ) -> list[SearchHit]: ...
 
     def search_batch(
@@ -128,7 +128,7 @@ class GalleryBackend(Protocol):
         k: int = 5,
         threshold: float | None = None,
         top_m: int = 1,
-        filter: SequenceFilter | None = None,
+        sequence_filter: SequenceFilter | None = None,
     ) -> list[list[SearchHit]]: ...
 
     def centre(self, model_hash: str) -> np.ndarray | None:

@@ -270,10 +270,10 @@ class GalleryStore(GalleryCore[Live]):
         with live.lock.read():
             index = live.index
             sizes: Mapping[str, int] = live.subject_sizes
-            if query.filter is None or query.filter.is_empty:
+            if query.sequence_filter is None or query.sequence_filter.is_empty:
                 search, ntotal = index.search, index.ntotal
             else:
-                ids, sizes = live.attributes.select(query.filter)
+                ids, sizes = live.attributes.select(query.sequence_filter)
                 search, ntotal = partial(index.search, ids=ids), len(ids)
             found = search_subjects(
                 search,

@@ -212,7 +212,7 @@ def test_filters_run_inside_milvus_search_and_agree_with_the_reference_semantics
             f = random_filter(rng) if trial else SequenceFilter()
             match = np.array([f.matches(attributes(m)) for m in metas])
             query = x[rng.integers(len(x))]
-            hits = store.search("g", query, MODEL, k=100, filter=f)
+            hits = store.search("g", query, MODEL, k=100, sequence_filter=f)
             scores = x @ query / LAYOUT.parts
             best: dict[str, float] = {}
             for i in np.flatnonzero(match):

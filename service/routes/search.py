@@ -86,7 +86,7 @@ def _search_json(body: SearchRequest, settings: Settings) -> tuple[SearchParams,
     return body, _probes(body, settings), VideoOptions()
 
 
-def sequence_filter(params: SequenceFilterParams | None) -> SequenceFilter | None:
+def parse_filter(params: SequenceFilterParams | None) -> SequenceFilter | None:
     """The wire filter as the galleries' contract (gallery.filters); InvalidInputError if malformed."""
     if params is None:
         return None
@@ -138,9 +138,9 @@ async def search(
         )
     check_count(len(probes), settings)
     threshold = engine.threshold("subject", params.threshold, params.max_far)
-    where = sequence_filter(params.filter)
+    sequence_filter = parse_filter(params.filter)
     results = await engine.search_batch(
-        params.gallery, probes, params.k, threshold.score, options, params.top_m, where
+        params.gallery, probes, params.k, threshold.score, options, params.top_m, sequence_filter
     )
     records = await auditor.record(
         search_entries(request, params.gallery, probes, results, threshold, engine)
