@@ -15,12 +15,12 @@ threads parked there would leave none for reads. Video uploads (engine/videos.py
 their own threads, at most `video_workers` at once; one more is refused (`Overloaded`) rather than
 queued, since each costs seconds of CPU.
 
-Readiness: `start` warms the runtime and records a reference embedding of a fixed probe sequence.
-`probe()` embeds it again through the batcher, ahead of its queue (a busy server is not a broken one),
+Readiness: `start` warms the runtime and records a reference embedding of a fixed check sequence.
+`check_ready()` embeds it again through the batcher, ahead of its queue (a busy server is not a broken one),
 and asks the galleries to answer (`check`: a Milvus server must be reachable, a local store that found
 its disk full must take a trial write); the engine is ready while the answer matches, the galleries
 answer and some decode worker is free of overdue work. A failed batch makes the engine not ready until a
-probe succeeds again.
+check succeeds again.
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ from video import OnnxSegmenter
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PROBE_FRAMES = 4
-PROBE_MIN_COSINE = 0.999  # a probe in another batch may differ by float rounding, never by more
-PROBE_TIMEOUT_S = 10.0
+CHECK_FRAMES = 4
+CHECK_MIN_COSINE = 0.999  # a check in another batch may differ by float rounding, never by more
+CHECK_TIMEOUT_S = 10.0
 MAX_NAME = 128
 STORE_WRITERS = 2  # threads for gallery writes: one commits, one waits for the store lock
 
@@ -151,11 +151,11 @@ def safe_name(name: str | None, index: int) -> str:
     return base or f"sequence-{index}"
 
 
-def probe_sequence() -> np.ndarray:
-    """A fixed, person-like (PROBE_FRAMES, 64, 44) uint8 silhouette: an upright ellipse that sways."""
+def check_sequence() -> np.ndarray:
+    """A fixed, person-like (CHECK_FRAMES, 64, 44) uint8 silhouette: an upright ellipse that sways."""
     rows, cols = np.mgrid[0:64, 0:44]  # (64, 44) each
     frames = []
-    for t in range(PROBE_FRAMES):
+    for t in range(CHECK_FRAMES):
         centre = 22 + 2 * np.sin(t)
         inside = ((rows - 32) / 30) ** 2 + ((cols - centre) / 9) ** 2 <= 1
         frames.append(inside.astype(np.uint8) * 255)
@@ -245,12 +245,12 @@ class Engine:
         self._videos_busy = 0  # extractions running; checked and changed on the event loop only
         self._video_mean_s = 1.0  # running mean of an extraction's time, for Retry-After
         self._segmenter: OnnxSegmenter | None = None
-        self._probe = probe_sequence()
-        self._reference: np.ndarray | None = None  # (P, C) probe embedding at start
+        self._check_sequence = check_sequence()
+        self._reference: np.ndarray | None = None  # (P, C) check embedding at start
         self._calibration: Calibration | None = None
         self._centre: np.ndarray | None = None  # (P, C): the model's centring, applied by the index
         self._ready = False
-        self._probing: asyncio.Task[str | None] | None = None
+        self._checking: asyncio.Task[str | None] | None = None
         self._lifecycle = asyncio.Lock()
 
     # ----- lifecycle
@@ -272,9 +272,9 @@ class Engine:
                         threads=s.options.threads,
                     )
                 )
-            reference = await run_sync(embedder.embed, [self._probe])  # (1, P, C): the warm-up check
+            reference = await run_sync(embedder.embed, [self._check_sequence])  # (1, P, C): the warm-up check
             if not np.isfinite(reference).all():
-                raise ConfigError(f"{s.artifact}: the model returns non-finite values for a probe sequence")
+                raise ConfigError(f"{s.artifact}: the model returns non-finite values for the check sequence")
             if s.options.segmentation_model is not None:
                 self._segmenter = await run_sync(OnnxSegmenter, s.options.segmentation_model)
             calibration, centre = _manifest_parts(embedder)
@@ -372,12 +372,12 @@ class Engine:
     def _matches_reference(self, vector: np.ndarray) -> bool:
         if self._reference is None or not np.isfinite(vector).all():
             return False
-        return float(mean_part_cosine(self._reference, vector)) >= PROBE_MIN_COSINE  # (P, C) each
+        return float(mean_part_cosine(self._reference, vector)) >= CHECK_MIN_COSINE  # (P, C) each
 
-    async def probe(self) -> str | None:
-        """Why the engine cannot serve now, or None when it can: the probe sequence, embedded ahead of the
+    async def check_ready(self) -> str | None:
+        """Why the engine cannot serve now, or None when it can: the check sequence, embedded ahead of the
         batch queue, must answer as at start, the galleries must answer (and take writes), and not every
-        decode worker may be stuck past its deadline. Concurrent callers share one probe."""
+        decode worker may be stuck past its deadline. Concurrent callers share one check."""
         if not self.started:
             return "the engine is not started"
         if self._decodes.stuck:
@@ -386,15 +386,15 @@ class Engine:
                 f"all {self._decodes.workers} decode workers have been busy past the "
                 f"{self._decodes.timeout_s:g} s decode deadline"
             )
-        if self._probing is None or self._probing.done():
-            self._probing = asyncio.create_task(self._run_probe())
-        return await asyncio.shield(self._probing)
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.create_task(self._run_check())
+        return await asyncio.shield(self._checking)
 
-    async def _run_probe(self) -> str | None:
+    async def _run_check(self) -> str | None:
         _, batcher, store = self._parts()
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
-                [result] = await batcher.submit([self._probe], priority=True)
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                [result] = await batcher.submit([self._check_sequence], priority=True)
                 self._ready = self._matches_reference(result.vector)
                 await run_sync(store.check)  # the galleries answer too (a Milvus server, a full disk)
         except StoreFullError as exc:  # the model answered; the gallery store takes no writes
@@ -407,9 +407,9 @@ class Engine:
             logger.warning("readiness: the galleries cannot serve: %s", exc)
             return f"the galleries cannot serve: {exc}"
         except Exception as exc:  # any failure means "not ready"; the reason goes to the log
-            logger.warning("readiness probe failed: %s", exc)
+            logger.warning("readiness check failed: %s", exc)
             self._ready = False
-        return None if self._ready else "the model does not answer the readiness probe (see the logs)"
+        return None if self._ready else "the model does not answer the readiness check (see the logs)"
 
     # ----- embedding
 
