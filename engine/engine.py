@@ -58,7 +58,7 @@ from gallery.backends import open_backend
 from gallery.errors import GalleryError, InvalidInputError, StoreFullError
 from gallery.filters import SequenceFilter
 from gallery.previews import check_reserved, with_geis
-from gallery.protocol import GalleryBackend
+from gallery.protocol import Store
 from gallery.records import Erasure, GalleryInfo, GalleryPolicy, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
 from runtime import ArtifactEmbedder, load_artifact_embedder
@@ -186,7 +186,7 @@ def _decode(item: SequenceInput, limits: SequenceLimits) -> Decoded:
     return Decoded(item.name, frames, (time.perf_counter() - started) * 1000)
 
 
-def open_store(settings: EngineSettings, centres: dict[str, np.ndarray] | None = None) -> GalleryBackend:
+def open_store(settings: EngineSettings, centres: dict[str, np.ndarray] | None = None) -> Store:
     """The galleries the engine serves: the one place that says which store (the local SQLite + FAISS
     one, or the Milvus server that replicas share). `centres`: the running model's calibrated centring,
     by model hash (its galleries index centred)."""
@@ -233,7 +233,7 @@ class Engine:
         self._given_embedder = embedder
         self._embedder: Embedder | None = None
         self._batcher: Batcher | None = None
-        self._store: GalleryBackend | None = None
+        self._store: Store | None = None
         options = settings.options
         self._limits = settings.sequence_limits or options.sequence_limits
         self._decodes = DecodeSlots(options.decode_workers, options.decode_queue, options.decode_timeout_s)
@@ -319,7 +319,7 @@ class Engine:
     def started(self) -> bool:
         return self._batcher is not None
 
-    def _parts(self) -> tuple[Embedder, Batcher, GalleryBackend]:
+    def _parts(self) -> tuple[Embedder, Batcher, Store]:
         if self._embedder is None or self._batcher is None or self._store is None:
             raise NotStarted()
         return self._embedder, self._batcher, self._store
@@ -343,7 +343,7 @@ class Engine:
         return RuntimeInfo(type(embedder).__name__, "unknown", "an embedder given to the engine")
 
     @property
-    def store(self) -> GalleryBackend:
+    def store(self) -> Store:
         return self._parts()[2]
 
     @property
@@ -490,7 +490,7 @@ class Engine:
 
     # ----- galleries
 
-    async def _in_store(self, call: Callable[[GalleryBackend], T], *, write: bool = False) -> T:
+    async def _in_store(self, call: Callable[[Store], T], *, write: bool = False) -> T:
         """`call(store)` in a worker thread: store calls block (SQLite commits, FAISS searches). Writes
         take one of the few writer threads, so writes stalled on the store lock never fill the pool."""
         store = self.store

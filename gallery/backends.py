@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from gallery.errors import EncryptionKeyError, InvalidInputError
-from gallery.protocol import GalleryBackend
+from gallery.protocol import Store
 from gallery.settings import IndexSettings, MilvusIndexSettings, MilvusIndexType, MilvusSettings
 
 Backend = Literal["local", "milvus"]
@@ -29,7 +29,7 @@ def open_backend(
     centres: Mapping[str, np.ndarray] | None = None,
     max_bytes: int | None = None,
     encryption_key: bytes | None = None,
-) -> GalleryBackend:
+) -> Store:
     """The galleries to serve: the local store at `store_path`, or those on the Milvus server.
 
     `centres` (model hash -> (parts, channels) centre: a calibrated model's centring) only the local
@@ -57,9 +57,9 @@ def open_backend(
         return MilvusStore(milvus)
     if store_path is None:
         raise InvalidInputError("the local gallery backend needs the path of its database")
-    from gallery.store import GalleryStore
+    from gallery.store import LocalStore
 
-    return GalleryStore(
+    return LocalStore(
         store_path, index_settings=index, centres=centres, max_bytes=max_bytes, encryption_key=encryption_key
     )
 

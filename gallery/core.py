@@ -1,9 +1,9 @@
 """What both gallery backends do alike: argument checks, enrolment validation and the search entry points.
 
-`GalleryCore` implements the parts of `gallery.protocol.GalleryBackend` that do not depend on where the
+`GalleryCore` implements the parts of `gallery.protocol.Store` that do not depend on where the
 galleries are kept: it validates what a caller gives (names, hashes, layouts, embeddings, metadata,
 sequence ids, k / top_m / threshold, paging bounds) and hands the storage adapter checked values. An
-adapter (`gallery.store.GalleryStore`, `gallery.milvus.MilvusStore`) supplies the gallery lookup and the
+adapter (`gallery.store.LocalStore`, `gallery.milvus.MilvusStore`) supplies the gallery lookup and the
 storage primitives (`_gallery`, `_create`, `_enroll`, `_search`).
 """
 

@@ -13,7 +13,7 @@ The format (`gaitlu-gallery`, version 1) is an uncompressed POSIX tar whose memb
                             in order}: a file cut short has no end, or a wrong digest
 
 Embeddings do not compress, so there is no compression; `tar tvf` lists a file and any tar reader (or
-numpy.frombuffer) reads it. Export reads the gallery chunk by chunk (`GalleryBackend.iter_records`) into a
+numpy.frombuffer) reads it. Export reads the gallery chunk by chunk (`Store.iter_records`) into a
 temporary file renamed over the target at the end; import reads the file twice, first to check it whole
 (structure, digest, shapes), then to enrol it subject group by subject group with the exported sequence
 ids, so an import that stops can be run again with `resume` and adds only what is missing. Sequence and
@@ -21,7 +21,7 @@ subject ids, metadata and embeddings survive the trip exactly; creation times ar
 but the importing gallery stamps its own.
 
 An export is a copy of biometric data that later erasures must reach too: `erase_export` rewrites one
-without given subjects or sequences, or without what a store's erasure log (`GalleryBackend.erasures`)
+without given subjects or sequences, or without what a store's erasure log (`Store.erasures`)
 says was erased from its gallery after the sequences were enrolled (their `created`), so a person
 erased today is also erased from last month's export (docs/privacy.md).
 """
@@ -46,7 +46,7 @@ from gaitlu.embedding import EmbeddingLayout
 from gaitlu.files import atomic_write
 from gallery import validate
 from gallery.errors import GalleryError, GalleryExistsError, InvalidInputError, ModelMismatchError
-from gallery.protocol import EXPORT_CHUNK, GalleryBackend, SequenceRecord
+from gallery.protocol import EXPORT_CHUNK, SequenceRecord, Store
 from gallery.records import Erasure, SequenceInfo
 
 FORMAT, VERSION = "gaitlu-gallery", 1
@@ -123,7 +123,7 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def export_gallery(
-    store: GalleryBackend,
+    store: Store,
     name: str,
     out: str | Path,
     *,
@@ -273,7 +273,7 @@ def _rows_bytes(records: list[SequenceRecord]) -> bytes:
 
 
 def import_gallery(
-    store: GalleryBackend,
+    store: Store,
     path: str | Path,
     *,
     name: str | None = None,

@@ -1,6 +1,6 @@
-"""The gallery contract: what the engine, the CLI and the portable format need of a gallery backend.
+"""The gallery contract: what the engine, the CLI and the portable format need of a gallery store.
 
-Two backends implement it: `gallery.store.GalleryStore` (`local`: SQLite + FAISS in this process, the
+Two stores implement it: `gallery.store.LocalStore` (`local`: SQLite + FAISS in this process, the
 default) and `gallery.milvus.MilvusStore` (`milvus`: a Milvus server or cluster that API replicas share).
 `tests/test_gallery_contract.py` runs one behavioural suite against both. Every method raises the domain
 errors of gallery/errors.py and nothing else meant for the user.
@@ -28,7 +28,7 @@ EXPORT_CHUNK = 1024  # sequences per chunk when a gallery is streamed out
 MAX_OFFSET = 2**63 - 1
 MAX_PAGE = 10_000
 
-__all__ = ["EXPORT_CHUNK", "MAX_K", "MAX_OFFSET", "MAX_PAGE", "GalleryBackend", "SequenceRecord"]
+__all__ = ["EXPORT_CHUNK", "MAX_K", "MAX_OFFSET", "MAX_PAGE", "SequenceRecord", "Store"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class SequenceRecord:
 
 
 @runtime_checkable
-class GalleryBackend(Protocol):
+class Store(Protocol):
     """Galleries of enrolled subjects for one model each, searchable by embedding. Thread-safe."""
 
     # ----- galleries
@@ -150,6 +150,6 @@ class GalleryBackend(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> GalleryBackend: ...
+    def __enter__(self) -> Store: ...
 
     def __exit__(self, *exc: object) -> None: ...

@@ -1,4 +1,4 @@
-"""GalleryStore: enrolled subjects in SQLite (the truth) with a FAISS index per gallery (a cache).
+"""LocalStore: enrolled subjects in SQLite (the truth) with a FAISS index per gallery (a cache).
 
 Concurrency contract (the service calls this from a thread pool):
 - writes (create/delete gallery, enrol, delete) are serialised by one store lock: commit to SQLite first,
@@ -60,7 +60,7 @@ DAY_S = 86_400.0
 SWEEP_BATCH = 10_000  # sequences per retention transaction (and per `expire` erasure and audit record)
 
 
-class GalleryStore(GalleryCore[Live]):
+class LocalStore(GalleryCore[Live]):
     """Galleries of enrolled subjects for one model each, searchable by embedding. Thread-safe.
 
     A thin facade: `Database` (gallery/database.py) is the SQLite side, `LiveIndexes` (gallery/live.py)

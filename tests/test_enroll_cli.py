@@ -20,7 +20,7 @@ from client.enroll import Layout, Outcome, RemoteTarget, enroll_items, scan_data
 from engine import STORE_FILE
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import load_sequence, save_sequence
-from gallery import GalleryStore
+from gallery import LocalStore
 from runtime import load_artifact_embedder
 from service.settings import load_settings
 from tests.support.cli import run_cli
@@ -186,7 +186,7 @@ def test_offline_builds_the_same_gallery(
         remote_ids = {
             s.sequence_id for subject in SUBJECTS for s in client.subject_sequences("online", subject)
         }
-    with GalleryStore(tmp_path / STORE_FILE) as store:
+    with LocalStore(tmp_path / STORE_FILE) as store:
         local = store.search("online", vector, embedder.model_hash, k=3)
         local_ids = {s.sequence_id for subject in SUBJECTS for s in store.list_sequences("online", subject)}
     assert local_ids == remote_ids

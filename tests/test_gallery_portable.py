@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gaitlu.embedding import EmbeddingLayout
-from gallery import GalleryExistsError, GalleryNotFoundError, GalleryStore
+from gallery import GalleryExistsError, GalleryNotFoundError, LocalStore
 from gallery.portable import PortableFormatError, check_file, export_gallery, import_gallery
 from tests.support.cli import run_cli
 from tests.support.embeddings import clustered_embeddings
@@ -27,7 +27,7 @@ def filled_store(path, subjects: int, per_subject: int, layout: EmbeddingLayout 
     x, labels = clustered_embeddings(
         subjects, per_subject, layout, noise=0.5, rng=np.random.default_rng(seed)
     )
-    store = GalleryStore(path, synchronous="NORMAL")
+    store = LocalStore(path, synchronous="NORMAL")
     store.create_gallery("lab", MODEL, layout, metadata={"site": "lab", "n": 1})
     for s in range(subjects):
         rows = np.flatnonzero(labels == s)
@@ -56,7 +56,7 @@ def test_round_trip_local_milvus_local_gives_identical_searches(tmp_path, capsys
     assert run_cli(capsys, "galleries", "export", "lab-copy", "--out", b, *milvus).code == 0
     assert run_cli(capsys, "galleries", "import", b, "--as", "lab", "--data-dir", second).code == 0
 
-    with GalleryStore(second / "galleries.db") as back:
+    with LocalStore(second / "galleries.db") as back:
         after = back.search_batch("lab", queries, MODEL, k=7, top_m=2)
         info = back.get_gallery("lab")
         assert (info.sequence_count, info.subject_count, info.metadata) == (200, 40, {"site": "lab", "n": 1})
@@ -72,7 +72,7 @@ def test_round_trip_local_milvus_local_gives_identical_searches(tmp_path, capsys
     assert (
         run_cli(capsys, "galleries", "import", b, "--as", "lab", "--data-dir", second, "--resume").code == 0
     )
-    with GalleryStore(second / "galleries.db") as back:
+    with LocalStore(second / "galleries.db") as back:
         assert back.get_gallery("lab").sequence_count == 200
 
 
@@ -99,7 +99,7 @@ def test_export_and_import_stream_in_memory_bounded_by_the_chunk(tmp_path):
         out = folder / "lab.gallery"
         exported = transient_peak(lambda: export_gallery(store, "lab", out, chunk=chunk))  # noqa: B023
         store.close()
-        target = GalleryStore(folder / "out.db", synchronous="NORMAL")
+        target = LocalStore(folder / "out.db", synchronous="NORMAL")
         imported = transient_peak(lambda: import_gallery(target, out, name="copy"))  # noqa: B023
         assert target.get_gallery("copy").sequence_count == subjects * 100
         target.close()

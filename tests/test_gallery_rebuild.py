@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from gaitlu.embedding import EmbeddingLayout
-from gallery import GalleryStore, IndexSettings
+from gallery import IndexSettings, LocalStore
 from gallery import index as index_module
 from tests.support.embeddings import unit_embeddings
 
@@ -49,8 +49,8 @@ class Gate:
 
 
 @pytest.fixture
-def store(tmp_path) -> Iterator[GalleryStore]:
-    with GalleryStore(tmp_path / "g.db", index_settings=SETTINGS, synchronous="NORMAL") as s:
+def store(tmp_path) -> Iterator[LocalStore]:
+    with LocalStore(tmp_path / "g.db", index_settings=SETTINGS, synchronous="NORMAL") as s:
         yield s
 
 
@@ -111,7 +111,7 @@ def test_closing_during_a_retrain_abandons_it_and_keeps_every_sequence(monkeypat
     rng = np.random.default_rng(1)
     gate = Gate(monkeypatch)
     path = tmp_path / "g.db"
-    store = GalleryStore(path, index_settings=SETTINGS, synchronous="NORMAL")
+    store = LocalStore(path, index_settings=SETTINGS, synchronous="NORMAL")
     store.create_gallery("g", MODEL, LAYOUT)
     gate.armed = True
     for s in range(EXACT_MAX // 5 + 1):
@@ -123,6 +123,6 @@ def test_closing_during_a_retrain_abandons_it_and_keeps_every_sequence(monkeypat
     closing.join(30)
     assert not closing.is_alive()
     monkeypatch.undo()
-    with GalleryStore(path, index_settings=SETTINGS) as reopened:
+    with LocalStore(path, index_settings=SETTINGS) as reopened:
         (stats,) = reopened.stats()
         assert (stats.sequences, stats.index_kind) == (5 * (EXACT_MAX // 5 + 1), "approximate")

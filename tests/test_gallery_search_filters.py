@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gaitlu.embedding import EmbeddingLayout, centre_parts, normalise_parts
-from gallery import GalleryStore, IndexSettings, InvalidInputError
+from gallery import IndexSettings, InvalidInputError, LocalStore
 from gallery.filters import SequenceAttributes, SequenceFilter, attributes
 from tests.support.embeddings import clustered_embeddings
 
@@ -53,7 +53,7 @@ def gallery(request, tmp_path_factory):
     rng = np.random.default_rng(3)
     vectors, labels = clustered_embeddings(300, 4, LAYOUT, 0.8, rng)
     settings = APPROXIMATE if request.param == "approximate" else IndexSettings()
-    store = GalleryStore(tmp_path_factory.mktemp(request.param) / "g.db", index_settings=settings)
+    store = LocalStore(tmp_path_factory.mktemp(request.param) / "g.db", index_settings=settings)
     store.create_gallery("g", MODEL, LAYOUT)
     uids, attrs = [], []
     for subject in np.unique(labels):
@@ -117,7 +117,7 @@ def test_an_empty_filter_is_no_filter_and_hits_carry_attributes(gallery):
 def test_top_m_counts_only_the_sequences_a_filter_keeps(tmp_path):
     rng = np.random.default_rng(1)
     vectors, _ = clustered_embeddings(2, 3, LAYOUT, 0.3, rng)
-    with GalleryStore(tmp_path / "g.db") as store:
+    with LocalStore(tmp_path / "g.db") as store:
         store.create_gallery("g", MODEL, LAYOUT)
         metas = [{"camera": "a"}, {"camera": "b"}, {"camera": "b"}]
         store.enroll("g", "x", vectors[:3], MODEL, metas)
@@ -135,7 +135,7 @@ def test_top_m_counts_only_the_sequences_a_filter_keeps(tmp_path):
 def test_malformed_attributes_are_refused_at_enrolment(tmp_path):
     rng = np.random.default_rng(2)
     vectors, _ = clustered_embeddings(1, 2, LAYOUT, 0.3, rng)
-    with GalleryStore(tmp_path / "g.db") as store:
+    with LocalStore(tmp_path / "g.db") as store:
         store.create_gallery("g", MODEL, LAYOUT)
         with pytest.raises(InvalidInputError, match="captured_at"):
             store.enroll("g", "x", vectors, MODEL, [{"camera": "a"}, {"captured_at": "2026-05-01 12:00"}])
@@ -146,11 +146,11 @@ def test_attributes_are_read_back_from_the_database_after_a_restart(tmp_path):
     rng = np.random.default_rng(4)
     vectors, _ = clustered_embeddings(3, 2, LAYOUT, 0.3, rng)
     metas = [{"site": "a", "tags": ["t"]}, None, {"site": "b", "captured_at": "2026-01-01T00:00:00+01:00"}]
-    with GalleryStore(tmp_path / "g.db") as store:
+    with LocalStore(tmp_path / "g.db") as store:
         store.create_gallery("g", MODEL, LAYOUT)
         for s in range(3):
             store.enroll("g", f"s{s}", vectors[2 * s : 2 * s + 2], MODEL, [metas[s], metas[s]])
-    with GalleryStore(tmp_path / "g.db") as store:
+    with LocalStore(tmp_path / "g.db") as store:
         hits = store.search(
             "g", vectors[0], MODEL, k=3, sequence_filter=SequenceFilter.build(site=["a", "b"])
         )
@@ -164,14 +164,14 @@ def test_centred_galleries_score_centred_vectors_and_keep_the_enrolled_ones(tmp_
     rng = np.random.default_rng(5)
     vectors, _ = clustered_embeddings(4, 2, LAYOUT, 0.5, rng)
     centre = LAYOUT.unflatten(vectors.mean(axis=0))[0] * 0.9  # (P, C)
-    with GalleryStore(tmp_path / "g.db") as store:
+    with LocalStore(tmp_path / "g.db") as store:
         store.create_gallery("g", MODEL, LAYOUT)
         for s in range(4):
             store.enroll(
                 "g", f"s{s}", vectors[2 * s : 2 * s + 2], MODEL, sequence_ids=[f"q{2 * s}", f"q{2 * s + 1}"]
             )
         raw = store.search("g", vectors[0], MODEL, k=4)
-    with GalleryStore(tmp_path / "g.db", centres={MODEL: centre}) as store:  # snapshot is stale: rebuilt
+    with LocalStore(tmp_path / "g.db", centres={MODEL: centre}) as store:  # snapshot is stale: rebuilt
         hits = store.search("g", vectors[0], MODEL, k=4)
         np.testing.assert_array_equal(store.get_embedding("g", "q3"), vectors[3])  # stored as enrolled
         ids, stored = store.subject_embeddings("g", "s1")

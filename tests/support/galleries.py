@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gallery.backends import Backend, MilvusSettings, open_backend
-from gallery.protocol import GalleryBackend
+from gallery.protocol import Store
 from gallery.settings import IndexSettings
 from tests.support.milvus import unique_db
 
@@ -17,7 +17,7 @@ BACKENDS: tuple[Backend, ...] = ("local", "milvus")
 
 def open_store(
     backend: Backend, folder: Path, request: pytest.FixtureRequest, index: IndexSettings | None = None
-) -> GalleryBackend:
+) -> Store:
     milvus = None
     if backend == "milvus":
         milvus = MilvusSettings(uri=request.getfixturevalue("milvus_uri"), db_name=unique_db())
