@@ -234,8 +234,8 @@ def measure_backends(size: int, queries: int, folder: Path) -> list[BackendPoint
     """The three backends on one gallery of `size` sequences (10 per subject) and the same probes."""
     import hashlib
 
-    from gallery.backends import MilvusSettings, open_backend
     from gallery.store import LocalStore
+    from gallery.stores import MilvusSettings, open_gallery_store
     from tests.support.milvus import milvus_lite_server
 
     model = hashlib.sha256(b"benchmark").hexdigest()
@@ -288,7 +288,7 @@ def measure_backends(size: int, queries: int, folder: Path) -> list[BackendPoint
     with milvus_lite_server(folder / f"milvus-{size}", **env) as server:
         base = rss_bytes(server.pid)
         settings = MilvusSettings(uri=server.uri, timeout_s=120)
-        with open_backend("milvus", milvus=settings) as store:
+        with open_gallery_store("milvus", milvus=settings) as store:
             run("milvus-lite FLAT", store, lambda _: (rss_bytes(server.pid) - base) / len(x))
     return points
 

@@ -54,13 +54,13 @@ from gaitlu.manifest import Calibration, Comparison
 from gaitlu.preprocess import drop_empty_frames, to_model_frames
 from gaitlu.sequence import SequenceLimits, load_sequence, validate_sequence
 from gallery import validate
-from gallery.backends import open_backend
 from gallery.errors import GalleryError, InvalidInputError, StoreFullError
 from gallery.filters import SequenceFilter
 from gallery.previews import check_reserved, with_geis
 from gallery.protocol import Store
 from gallery.records import Erasure, GalleryInfo, GalleryPolicy, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
+from gallery.stores import open_gallery_store
 from runtime import ArtifactEmbedder, load_artifact_embedder
 from video import OnnxSegmenter
 
@@ -190,8 +190,8 @@ def open_store(settings: EngineSettings, centres: dict[str, np.ndarray] | None =
     """The galleries the engine serves: the one place that says which store (the local SQLite + FAISS
     one, or the Milvus server that replicas share). `centres`: the running model's calibrated centring,
     by model hash (its galleries index centred)."""
-    return open_backend(
-        settings.gallery_backend,
+    return open_gallery_store(
+        settings.store_kind,
         store_path=settings.store_path,
         index=settings.index,
         milvus=settings.milvus,
@@ -289,7 +289,7 @@ class Engine:
             self._reference = reference[0]
             self._ready = True
             self.metrics.watch_galleries(store.stats)
-            where = s.milvus.uri if s.gallery_backend == "milvus" and s.milvus else s.store_path
+            where = s.milvus.uri if s.store_kind == "milvus" and s.milvus else s.store_path
             runtime = self.runtime
             logger.info(
                 "engine started: model %s on %s %s (%s), %s galleries at %s",
@@ -297,7 +297,7 @@ class Engine:
                 runtime.backend,
                 runtime.precision,
                 runtime.reason,
-                s.gallery_backend,
+                s.store_kind,
                 where,
             )
 

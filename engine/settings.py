@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.batcher import BatchSettings
 from gaitlu.sequence import SequenceLimits
-from gallery.backends import STORE_FILE, Backend, MilvusSettings
 from gallery.settings import IndexSettings
+from gallery.stores import STORE_FILE, MilvusSettings, StoreKind
 from runtime import BackendName, Precision
 from video import VideoLimits
 
@@ -101,7 +101,7 @@ class EngineSettings:
     # offline CLI passes the dataset limits (gaitlu.labelled.DATASET_LIMITS).
     sequence_limits: SequenceLimits | None = None
     index: IndexSettings = field(default_factory=IndexSettings)  # how local galleries are indexed
-    gallery_backend: Backend = "local"  # "milvus": the galleries on `milvus` (shared by replicas)
+    store_kind: StoreKind = "local"  # "milvus": the galleries on `milvus` (shared by replicas)
     milvus: MilvusSettings | None = None
     # the master key that encrypts the local store at rest (gallery/crypto.py); None: plaintext
     encryption_key: bytes | None = field(default=None, repr=False)

@@ -1,6 +1,6 @@
 """A gallery's filterable attributes in memory, beside its index: which index ids a `SequenceFilter` keeps.
 
-The local backend filters inside the FAISS search (an id selector over the matching ids), so it needs the
+The local store filters inside the FAISS search (an id selector over the matching ids), so it needs the
 matching ids before searching; evaluating a filter over a Python dict per sequence would cost seconds
 per query at a million sequences. The table keeps one numpy column per attribute (camera and site as
 dictionary codes, capture time as UTC microseconds, the subject as a code) and an inverted index per

@@ -1,4 +1,4 @@
-"""What both gallery backends do alike: argument checks, enrolment validation and the search entry points.
+"""What both gallery stores do alike: argument checks, enrolment validation and the search entry points.
 
 `GalleryCore` implements the parts of `gallery.protocol.Store` that do not depend on where the
 galleries are kept: it validates what a caller gives (names, hashes, layouts, embeddings, metadata,
@@ -97,7 +97,7 @@ G = TypeVar("G", bound=Described)
 
 
 class GalleryCore(ABC, Generic[G]):
-    """The backend-independent half of a gallery backend; `G` is the adapter's gallery description."""
+    """The store-independent half of a gallery store; `G` is the adapter's gallery description."""
 
     # ----- lifecycle
 
@@ -134,7 +134,7 @@ class GalleryCore(ABC, Generic[G]):
     def get_gallery(self, name: str) -> GalleryInfo: ...
 
     def _check_policy(self, policy: GalleryPolicy) -> None:
-        """Refuse a policy the backend cannot honour (every one is honoured unless overridden)."""
+        """Refuse a policy the store cannot honour (every one is honoured unless overridden)."""
 
     @abstractmethod
     def _create(self, new: NewGallery) -> None:

@@ -1,4 +1,4 @@
-"""Portable galleries: one gallery of either backend as one file, streamed in and out in bounded memory.
+"""Portable galleries: one gallery of either store as one file, streamed in and out in bounded memory.
 
 The format (`gaitlu-gallery`, version 1) is an uncompressed POSIX tar whose members come in this order:
 

@@ -22,7 +22,7 @@ from gallery.records import Erasure, GalleryInfo, GalleryPolicy, GalleryStats, S
 from gallery.search import SearchHit
 
 EXPORT_CHUNK = 1024  # sequences per chunk when a gallery is streamed out
-# What every backend accepts (and the HTTP layer bounds its parameters by): MAX_K subjects per search
+# What every store accepts (and the HTTP layer bounds its parameters by): MAX_K subjects per search
 # (gaitlu.schemas, the API's own bound), a page of subjects of 1 to MAX_PAGE from an offset up to
 # MAX_OFFSET (SQLite's largest integer: beyond it the local store's binding overflows).
 MAX_OFFSET = 2**63 - 1
@@ -54,7 +54,7 @@ class Store(Protocol):
     ) -> GalleryInfo: ...
 
     def set_policy(self, name: str, policy: GalleryPolicy) -> GalleryInfo:
-        """Change what a gallery keeps (a backend that cannot honour a policy refuses it)."""
+        """Change what a gallery keeps (a store that cannot honour a policy refuses it)."""
         ...
 
     def get_gallery(self, name: str) -> GalleryInfo: ...

@@ -18,11 +18,11 @@ import pytest
 
 from gaitlu.embedding import EmbeddingLayout
 from gallery import crypto
-from gallery.backends import MilvusSettings, open_backend
 from gallery.crypto import Keyring, master_key
 from gallery.errors import EncryptionKeyError, TamperedDataError
 from gallery.previews import PNG_PREFIX
 from gallery.store import LocalStore
+from gallery.stores import MilvusSettings, open_gallery_store
 from tests.support.cli import gaitlu_argv, run_cli
 from tests.support.embeddings import unit_embeddings
 from tests.support.servers import client, npy_bytes
@@ -286,5 +286,5 @@ def test_a_plaintext_folder_given_a_key_is_refused_and_milvus_refuses_encryption
         LocalStore(tmp_path / "g.db", encryption_key=key)
     with LocalStore(tmp_path / "g.db") as store:  # refused, not half-converted: it opens as it was
         assert [g.name for g in store.list_galleries()] == ["g"]
-    with pytest.raises(EncryptionKeyError, match="milvus gallery backend cannot encrypt"):
-        open_backend("milvus", milvus=MilvusSettings(uri="http://127.0.0.1:9"), encryption_key=key)
+    with pytest.raises(EncryptionKeyError, match="milvus gallery store cannot encrypt"):
+        open_gallery_store("milvus", milvus=MilvusSettings(uri="http://127.0.0.1:9"), encryption_key=key)

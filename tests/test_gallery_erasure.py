@@ -17,10 +17,10 @@ import pytest
 
 from gaitlu.embedding import EmbeddingLayout
 from gallery import Erasure, GalleryPolicy, InvalidInputError, LocalStore
-from gallery.backends import MilvusSettings, open_backend
 from gallery.portable import erase_export, export_gallery
 from gallery.previews import GEI_KEY
 from gallery.schema import BUSY_TIMEOUT_MS
+from gallery.stores import MilvusSettings, open_gallery_store
 from tests.support.embeddings import unit_embeddings
 from tests.support.milvus import unique_db
 from tests.support.remnants import remnants
@@ -207,12 +207,12 @@ def test_old_exports_are_brought_in_step_with_later_erasures(stored, tmp_path):
 
 
 def test_the_milvus_backend_refuses_what_it_cannot_honour(milvus_uri):
-    with open_backend("milvus", milvus=MilvusSettings(uri=milvus_uri, db_name=unique_db())) as store:
+    with open_gallery_store("milvus", milvus=MilvusSettings(uri=milvus_uri, db_name=unique_db())) as store:
         for policy in (GalleryPolicy(retention_days=30), GalleryPolicy(store_pictures=False)):
-            with pytest.raises(InvalidInputError, match="local backend"):
+            with pytest.raises(InvalidInputError, match="local store"):
                 store.create_gallery("g", MODEL, LAYOUT, policy=policy)
         store.create_gallery("g", MODEL, LAYOUT)
-        with pytest.raises(InvalidInputError, match="local backend"):
+        with pytest.raises(InvalidInputError, match="local store"):
             store.set_policy("g", GalleryPolicy(retention_days=1))
         with pytest.raises(InvalidInputError, match="erasure log"):
             store.erasures()

@@ -46,11 +46,12 @@ def test_round_trip_local_milvus_local_gives_identical_searches(tmp_path, capsys
              for s in store.list_sequences("lab", subj.subject_id)}  # fmt: skip
     store.close()
 
-    milvus = ["--backend", "milvus", "--milvus-uri", milvus_uri, "--milvus-db", unique_db()]
+    milvus = ["--store", "milvus", "--milvus-uri", milvus_uri, "--milvus-db", unique_db()]
     a, b = tmp_path / "a.gallery", tmp_path / "b.gallery"
     result = run_cli(capsys, "galleries", "export", "lab", "--out", a, "--data-dir", first, "--json")
     assert result.code == 0 and result.json()["sequences"] == 200, result.err
-    result = run_cli(capsys, "galleries", "import", a, "--as", "lab-copy", *milvus, "--json")
+    older = ["--backend" if arg == "--store" else arg for arg in milvus]  # --store's older name works too
+    result = run_cli(capsys, "galleries", "import", a, "--as", "lab-copy", *older, "--json")
     assert result.code == 0 and result.json() == {"gallery": "lab-copy", "sequences": 200, "chunks": 1,
                                                    "file": str(a)}, result.err  # fmt: skip
     assert run_cli(capsys, "galleries", "export", "lab-copy", "--out", b, *milvus).code == 0

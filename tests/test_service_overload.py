@@ -26,8 +26,8 @@ import pytest
 import engine.engine as engine_module
 from engine.batcher import Batcher
 from gaitlu.embedding import Embedder
-from gallery.backends import STORE_FILE
 from gallery.index import GalleryIndex
+from gallery.stores import STORE_FILE
 from runtime import load_artifact_embedder
 from tests.support.servers import FULL_KEY, ServerProcess, client, error_code, gauge, npy_bytes, until
 from tests.support.walkers import walking_sequence
