@@ -239,7 +239,7 @@ def measure_backends(size: int, queries: int, folder: Path) -> list[BackendPoint
     from tests.support.milvus import milvus_lite_server
 
     model = hashlib.sha256(b"benchmark").hexdigest()
-    layout = EmbeddingLayout(parts=8, channels=32)
+    layout = EmbeddingLayout(parts=8, part_dim=32)
     x, labels, probes, _ = gallery_and_probes(size, layout.size, layout.parts, np.random.default_rng(size))
     probes = probes[:queries]
     subjects = int(labels.max()) + 1
@@ -374,7 +374,7 @@ def encryption_main(quick: bool) -> None:
     import tempfile
 
     size, rounds, queries = (1_000, 2, 100) if quick else (5_000, 3, 300)
-    layout = EmbeddingLayout(parts=PARTS, channels=FULL_DIM // PARTS)
+    layout = EmbeddingLayout(parts=PARTS, part_dim=FULL_DIM // PARTS)
     x, labels, probes, _ = gallery_and_probes(size, layout.size, layout.parts, np.random.default_rng(7))
     probes = np.resize(probes, (queries, layout.size))  # (queries, D): cycled when there are fewer
     data = (x, labels, probes, layout, hashlib.sha256(b"benchmark").hexdigest())

@@ -56,7 +56,7 @@ def export_command(
     manifest = result.manifest
     out_spec = manifest.output
     console.print(
-        f"{manifest.model.name}: embedding {out_spec.parts} x {out_spec.channels}, output normalisation "
+        f"{manifest.model.name}: embedding {out_spec.parts} x {out_spec.part_dim}, output normalisation "
         f"{out_spec.normalisation}; the service applies {manifest.indexing.normalisation} before indexing"
         + (f"; OpenGait evaluates it with metric {manifest.evaluation.metric}" if manifest.evaluation else "")
     )

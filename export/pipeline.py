@@ -165,7 +165,7 @@ def build_manifest(
         output=OutputSpec(
             name=graph.OUTPUT_NAME,
             parts=config.layout.parts,
-            channels=config.layout.channels,
+            part_dim=config.layout.part_dim,
             layout="part-major",
             normalisation=config.layout.normalisation,
         ),

@@ -4,8 +4,9 @@ One model per direction (`*Request` in, `*Public` / `*Response` out): the servic
 with them, and the client (client/api.py) parses answers into them, so a shape is written once.
 
 Embeddings travel as flat float lists, part-major (gaitlu.embedding): `dim` = `parts` x `channels`
-floats (the layout's `size`), each part L2-normalised for a per-part-l2 model, so the inner product of
-two embeddings divided by `parts` is their mean per-part cosine (the score galleries report).
+floats (the layout's `size`; `channels` is the wire's name for the layout's `part_dim`), each part
+L2-normalised for a per-part-l2 model, so the inner product of two embeddings divided by `parts` is their
+mean per-part cosine (the score galleries report).
 """
 
 from __future__ import annotations

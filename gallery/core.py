@@ -126,7 +126,7 @@ class GalleryCore(ABC, Generic[G]):
         name = validate.gallery_name(name)
         model_hash = validate.model_hash(model_hash)
         given = validate.layout(layout)
-        layout = EmbeddingLayout(given.parts, given.channels)  # per-part-l2: as stored
+        layout = EmbeddingLayout(given.parts, given.part_dim)  # per-part-l2: as stored
         self._create(NewGallery(name, model_hash, layout, metadata, validate.metadata(metadata), policy))
         return self.get_gallery(name)
 

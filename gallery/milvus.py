@@ -242,7 +242,7 @@ class MilvusStore(GalleryCore[_Gallery]):
             PROPERTY + "name": name,
             PROPERTY + "model_hash": model_hash,
             PROPERTY + "parts": str(layout.parts),
-            PROPERTY + "channels": str(layout.channels),
+            PROPERTY + "channels": str(layout.part_dim),
             PROPERTY + "created": repr(gallery.created),
             PROPERTY + "metadata": new.metadata_json or "null",
             PROPERTY + "index": index.type,

@@ -3,10 +3,11 @@
 The format (`gaitlu-gallery`, version 1) is an uncompressed POSIX tar whose members come in this order:
 
     manifest.json          {"format": "gaitlu-gallery", "version": 1, "gallery", "model_hash", "parts",
-                            "channels", "normalisation": "per-part-l2", "dtype": "<f4", "metadata",
-                            "created" (ISO 8601), "sequences" (the count when the export started)}
+                            "channels" (the part_dim), "normalisation": "per-part-l2", "dtype": "<f4",
+                            "metadata", "created" (ISO 8601), "sequences" (the count when the export
+                            started)}
     chunks/000000.jsonl    one JSON object per sequence: sequence_id, subject_id, metadata, created
-    chunks/000000.f32      the same sequences' embeddings, row by row: n x (parts * channels) float32,
+    chunks/000000.f32      the same sequences' embeddings, row by row: n x (parts * part_dim) float32,
                            little-endian, part-major, each part unit-norm
     ...                    (at most EXPORT_CHUNK sequences per chunk)
     end.json               {"sequences": n, "chunks": c, "sha256": hex digest of every chunk member's bytes
@@ -74,7 +75,7 @@ class Manifest:
             "gallery": self.gallery,
             "model_hash": self.model_hash,
             "parts": self.layout.parts,
-            "channels": self.layout.channels,
+            "channels": self.layout.part_dim,
             "normalisation": "per-part-l2",
             "dtype": "<f4",
             "metadata": self.metadata,

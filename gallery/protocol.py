@@ -132,7 +132,7 @@ class Store(Protocol):
     ) -> list[list[SearchHit]]: ...
 
     def centre(self, model_hash: str) -> np.ndarray | None:
-        """The (parts, channels) centre the galleries of `model_hash` are scored with, if any."""
+        """The (parts, part_dim) centre the galleries of `model_hash` are scored with, if any."""
         ...
 
     def check_model(self, name: str, model_hash: str) -> None:

@@ -77,7 +77,7 @@ class LocalStore(GalleryCore[Live]):
         max_bytes: int | None = None,
         encryption_key: bytes | None = None,
     ) -> None:
-        """`centres`: model hash -> the (parts, channels) centre of that model's calibrated centring
+        """`centres`: model hash -> the (parts, part_dim) centre of that model's calibrated centring
         (gaitlu.embedding.centre_parts): its galleries index and search centred vectors. SQLite keeps
         the vectors as enrolled, so a new centre only rebuilds the index (a cache). `max_bytes`: how
         large the database file may grow (SQLite's max_page_count; None: as the disk allows); a write
@@ -289,7 +289,7 @@ class LocalStore(GalleryCore[Live]):
             return [_with_attributes(live, hits) for hits in found]
 
     def centre(self, model_hash: str) -> np.ndarray | None:
-        """The (parts, channels) centre this store's galleries of `model_hash` are scored with, if any."""
+        """The (parts, part_dim) centre this store's galleries of `model_hash` are scored with, if any."""
         return self._centres.get(validate.model_hash(model_hash))
 
     def stats(self) -> list[GalleryStats]:

@@ -32,7 +32,7 @@ def open_gallery_store(
 ) -> Store:
     """The galleries to serve: the local store at `store_path`, or those on the Milvus server.
 
-    `centres` (model hash -> (parts, channels) centre: a calibrated model's centring) only the local
+    `centres` (model hash -> (parts, part_dim) centre: a calibrated model's centring) only the local
     store applies: its index is a cache rebuilt from the vectors as enrolled, while a Milvus server
     indexes what it is given, so a centred model there would need its galleries re-enrolled whenever the
     centre changed. Refused rather than served with scores its calibration does not describe.

@@ -67,7 +67,7 @@ class ArtifactEmbedder:
         self.choice = choice or Choice(backend.name, "fp32", "given")
         self.model_hash = model_hash
         self.output_layout = manifest.output.embedding_layout
-        self.layout = EmbeddingLayout(self.output_layout.parts, self.output_layout.channels, "per-part-l2")
+        self.layout = EmbeddingLayout(self.output_layout.parts, self.output_layout.part_dim, "per-part-l2")
         self.max_batch = max_batch
         self.max_call_frames = max_call_frames
         self.max_frames = manifest.input.max_frames

@@ -52,7 +52,7 @@ def test_artifact_files_and_manifest(artifact: Path, checkpoint: Path) -> None:
     manifest = read_manifest(artifact)
     assert manifest.model_sha256 == sha256_file(artifact / "model.onnx")
     assert manifest.model.config["channels"] == [8, 16, 32, 64]
-    assert manifest.output.embedding_layout == EmbeddingLayout(parts=31, channels=64)
+    assert manifest.output.embedding_layout == EmbeddingLayout(parts=31, part_dim=64)
     assert manifest.input.shape == ["batch", "frames", 64, 44]
     assert manifest.metric == "ip"
     assert manifest.source.sha256 == sha256_file(checkpoint)

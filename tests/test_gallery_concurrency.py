@@ -20,7 +20,7 @@ from gallery import IndexSettings, LocalStore
 from tests.support.embeddings import unit_embeddings
 
 MODEL = hashlib.sha256(b"model").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 MIN_STEPS = 8
 
 
@@ -100,7 +100,7 @@ CHILD = textwrap.dedent(
     rng = np.random.default_rng(0)
     i = 0
     while True:
-        x = unit_embeddings(rng, 3, EmbeddingLayout(parts=4, channels=16))
+        x = unit_embeddings(rng, 3, EmbeddingLayout(parts=4, part_dim=16))
         infos = store.enroll("g", f"s{i % 7}", x, sys.argv[2])
         print(" ".join(info.sequence_id for info in infos), flush=True)
         i += 1

@@ -37,7 +37,7 @@ from tests.support.milvus import milvus_lite_server, unique_db
 
 MODEL = hashlib.sha256(b"contract").hexdigest()
 OTHER = hashlib.sha256(b"another").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 CLIENTS = 32
 
 
@@ -143,7 +143,7 @@ def test_hits_carry_their_sequence_attributes_and_embeddings_read_back_as_enroll
 
 
 def test_a_centred_model_is_served_by_the_local_store_only(tmp_path, milvus_uri):
-    centre = np.full((LAYOUT.parts, LAYOUT.channels), 0.1, np.float32)
+    centre = np.full((LAYOUT.parts, LAYOUT.part_dim), 0.1, np.float32)
     with open_gallery_store("local", store_path=tmp_path / "g.db", centres={MODEL: centre}) as store:
         np.testing.assert_array_equal(store.centre(MODEL), centre)
         assert store.centre(OTHER) is None

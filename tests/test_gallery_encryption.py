@@ -32,7 +32,7 @@ KEY = base64.b64encode(bytes(range(32))).decode()
 OTHER_KEY = base64.b64encode(bytes(range(100, 132))).decode()
 SUBJECTS, WALKS = 3, 2
 MODEL = "ab" * 32
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 
 
 def enrol(api) -> None:

@@ -26,7 +26,7 @@ from tests.support.milvus import unique_db
 from tests.support.remnants import remnants
 
 MODEL = hashlib.sha256(b"model-a").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=64)  # 1 KB per embedding: its bytes span SQLite cells
+LAYOUT = EmbeddingLayout(parts=4, part_dim=64)  # 1 KB per embedding: its bytes span SQLite cells
 
 
 def picture(subject: str, i: int) -> str:

@@ -15,7 +15,7 @@ from gallery.index import GalleryIndex, new_exact, projection, train_approximate
 from tests.support.embeddings import clustered_embeddings
 
 MODEL = hashlib.sha256(b"model").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=32)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=32)
 DIM, PARTS = LAYOUT.size, LAYOUT.parts  # the index sees flattened vectors of DIM floats
 PCA = {"pca_dim": 32, "pca_train_size": 512}
 APPROX = {

@@ -20,7 +20,7 @@ from tests.support.embeddings import clustered_embeddings
 from tests.support.milvus import unique_db
 
 MODEL = hashlib.sha256(b"portable").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 
 
 def filled_store(path, subjects: int, per_subject: int, layout: EmbeddingLayout = LAYOUT, seed: int = 0):
@@ -90,7 +90,7 @@ def transient_peak(call) -> int:
 
 @pytest.mark.slow
 def test_export_and_import_stream_in_memory_bounded_by_the_chunk(tmp_path):
-    layout = EmbeddingLayout(parts=8, channels=64)  # 2 KB per embedding
+    layout = EmbeddingLayout(parts=8, part_dim=64)  # 2 KB per embedding
     chunk = 256  # 512 KB of embeddings per chunk
     peaks = {}
     for subjects in (30, 120):  # 3,000 and 12,000 sequences: 6 MB and 24 MB of embeddings

@@ -22,7 +22,7 @@ from gallery import index as index_module
 from tests.support.embeddings import unit_embeddings
 
 MODEL = hashlib.sha256(b"model").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 EXACT_MAX = 200
 SETTINGS = IndexSettings(exact_max=EXACT_MAX, nlist=4, nprobe=4, codec="flat", pca_dim=None, train_size=1000)
 PROMPT_S = 5.0  # a store call that waits on the rebuild would take as long as the gate is shut

@@ -19,7 +19,7 @@ from gallery.filters import SequenceAttributes, SequenceFilter, attributes
 from tests.support.embeddings import clustered_embeddings
 
 MODEL = hashlib.sha256(b"model-a").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 CAMERAS, SITES, TAGS = ("c0", "c1", "c2", "c3"), ("north", "south"), ("day", "night", "rain", "vip")
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 APPROXIMATE = IndexSettings(exact_max=200, nlist=16, nprobe=2, train_size=1000, k_factor=2)

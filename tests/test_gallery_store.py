@@ -30,7 +30,7 @@ from tests.support.galleries import open_store
 
 MODEL = hashlib.sha256(b"model-a").hexdigest()
 OTHER = hashlib.sha256(b"model-b").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 DIM, PARTS = LAYOUT.size, LAYOUT.parts
 
 
