@@ -152,9 +152,9 @@ def load_artifact_embedder(
     onnxruntime on the CPU), 'tensorrt' / 'cuda' / 'cpu' (that onnxruntime provider; an error if
     missing), 'trt-plan' (older name 'trt-engine') or 'openvino' (parity-gated: a pair without a
     passing `gaitlu parity` record is refused). precision: 'fp32' (model.onnx), 'int8'
-    (model.int8.onnx), 'fp16' (model.fp16.onnx),
-    'bf16' (model.onnx in bf16 arithmetic, OpenVINO only) or 'auto' (the backend's fastest checked
-    one: the service's default); the plan is fp16 whatever it says. runtime/selection.py decides.
+    (model.int8.onnx), 'fp16' (model.fp16.onnx), 'bf16' (model.onnx in bf16 arithmetic, OpenVINO only)
+    or 'auto' (the backend's fastest checked one: the service's default); the plan is fp16 whatever it
+    says. runtime/selection.py decides.
     threads: onnxruntime's intra-op pool or OpenVINO's INFERENCE_NUM_THREADS; inter_threads:
     onnxruntime's inter-op pool. max_batch defaults to the export's. cache_dir holds TensorRT-provider
     plans (default: <artifact>/trt-cache).
