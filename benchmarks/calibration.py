@@ -166,9 +166,9 @@ def answered(request: Callable[[], httpx.Response], probes: int) -> None:
 def search_throughput(artifact: Path, folder: Path, sequences: int) -> dict[str, float]:
     """Probes per second: one /search with PROBES probes vs PROBES calls of one, JSON and multipart."""
     manifest = read_manifest(artifact)
-    layout = EmbeddingLayout(manifest.output.parts, manifest.output.channels)
+    layout = EmbeddingLayout(manifest.output.parts, manifest.output.part_dim)
     rng = np.random.default_rng(0)
-    rows = rng.standard_normal((sequences, layout.parts, layout.channels)).astype(np.float32)
+    rows = rng.standard_normal((sequences, layout.parts, layout.part_dim)).astype(np.float32)
     rows /= np.linalg.norm(rows, axis=2, keepdims=True)
     gallery = rows.reshape(sequences, -1)
     with (

@@ -285,7 +285,7 @@ def bench_model(name: str, grid: tuple[tuple[int, int], ...], quick: bool, folde
         "quality": quality,
         "export_s": export_s,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "embedding": f"{parts} x {model.config.layout.channels}",
+        "embedding": f"{parts} x {model.config.layout.part_dim}",
         "gflop_per_frame": per_frame / 1e9,
         "gflop_per_seq_92": count_flops(model, 92)[1] / 1e9,
         "openvino": {p: backend.properties for p, backend in ov.items()},

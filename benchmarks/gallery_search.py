@@ -8,7 +8,7 @@ full embeddings through the store's own projection + approximate build. Variants
 same data and flat baseline: the default (IVF 4-bit PQ fast-scan candidates re-scored with fp16 codes)
 and the previous default (IVF-SQ8, no re-scoring); the full run adds flat and sq8 re-scoring at 1M.
 Rank-1 is on synthetic labelled embeddings (no trained model yet), aggregated per subject exactly as
-GalleryStore.search does.
+LocalStore.search does.
 
     python benchmarks/gallery_search.py --quick   # 1k (full dims) + 100k (256-d), <= 60 s
     python benchmarks/gallery_search.py           # adds 1M (256-d); minutes
@@ -170,7 +170,7 @@ def measure(
 
 
 def rank1(index: GalleryIndex, labels: np.ndarray, probes: np.ndarray, probe_labels: np.ndarray) -> float:
-    """Share of probes whose best subject (GalleryStore's aggregation) is their own."""
+    """Share of probes whose best subject (LocalStore's aggregation) is their own."""
     sequences = {i: (str(label), str(i)) for i, label in enumerate(labels.tolist())}
     sizes = Counter(subject for subject, _ in sequences.values())
     hits = search_subjects(index.search, probes, index.ntotal, PARTS, sequences, sizes, 1, 1, None)
@@ -234,12 +234,12 @@ def measure_backends(size: int, queries: int, folder: Path) -> list[BackendPoint
     """The three backends on one gallery of `size` sequences (10 per subject) and the same probes."""
     import hashlib
 
-    from gallery.backends import MilvusSettings, open_backend
-    from gallery.store import GalleryStore
+    from gallery.store import LocalStore
+    from gallery.stores import MilvusSettings, open_gallery_store
     from tests.support.milvus import milvus_lite_server
 
     model = hashlib.sha256(b"benchmark").hexdigest()
-    layout = EmbeddingLayout(parts=8, channels=32)
+    layout = EmbeddingLayout(parts=8, part_dim=32)
     x, labels, probes, _ = gallery_and_probes(size, layout.size, layout.parts, np.random.default_rng(size))
     probes = probes[:queries]
     subjects = int(labels.max()) + 1
@@ -278,9 +278,9 @@ def measure_backends(size: int, queries: int, folder: Path) -> list[BackendPoint
     def local_bytes(store) -> float:
         return store.stats()[0].index_bytes / len(x)
 
-    with GalleryStore(folder / f"exact-{size}.db", index_settings=IndexSettings(exact_max=size + 1)) as store:
+    with LocalStore(folder / f"exact-{size}.db", index_settings=IndexSettings(exact_max=size + 1)) as store:
         run("local exact", store, local_bytes)
-    with GalleryStore(folder / f"approx-{size}.db", index_settings=IndexSettings(exact_max=500)) as store:
+    with LocalStore(folder / f"approx-{size}.db", index_settings=IndexSettings(exact_max=500)) as store:
         run("local approximate", store, local_bytes)
     # A small memtable: milvus-lite scans unflushed rows in Python, so they are flushed into indexed
     # segments early (a server setting, not the store's).
@@ -288,7 +288,7 @@ def measure_backends(size: int, queries: int, folder: Path) -> list[BackendPoint
     with milvus_lite_server(folder / f"milvus-{size}", **env) as server:
         base = rss_bytes(server.pid)
         settings = MilvusSettings(uri=server.uri, timeout_s=120)
-        with open_backend("milvus", milvus=settings) as store:
+        with open_gallery_store("milvus", milvus=settings) as store:
             run("milvus-lite FLAT", store, lambda _: (rss_bytes(server.pid) - base) / len(x))
     return points
 
@@ -334,14 +334,14 @@ class EncryptionRound:
 def encryption_round(mode: str, key: bytes | None, data: tuple, folder: Path) -> EncryptionRound:
     """One store built, searched and reopened with or without a master key."""
     from gaitlu.pictures import png_data_uri
-    from gallery.store import GalleryStore
+    from gallery.store import LocalStore
 
     x, labels, probes, layout, model = data
     picture = png_data_uri(
         (np.outer(np.hanning(64), np.hanning(44)) * 255).astype(np.uint8)
     )  # a GEI-like blob
     path = folder / f"{mode}.db"
-    with GalleryStore(path, encryption_key=key) as store:
+    with LocalStore(path, encryption_key=key) as store:
         store.create_gallery("g", model, layout)
         start = time.perf_counter()
         for s in range(int(labels.max()) + 1):
@@ -355,7 +355,7 @@ def encryption_round(mode: str, key: bytes | None, data: tuple, folder: Path) ->
             store.search("g", probe, model, k=10)
         searches = len(probes) / (time.perf_counter() - start)
     start = time.perf_counter()
-    with GalleryStore(path, encryption_key=key) as store:
+    with LocalStore(path, encryption_key=key) as store:
         assert store.stats()[0].index_source == "snapshot"
         opened = time.perf_counter() - start
     for file in folder.glob(f"{mode}.db*"):  # the next round starts from an empty folder
@@ -374,7 +374,7 @@ def encryption_main(quick: bool) -> None:
     import tempfile
 
     size, rounds, queries = (1_000, 2, 100) if quick else (5_000, 3, 300)
-    layout = EmbeddingLayout(parts=PARTS, channels=FULL_DIM // PARTS)
+    layout = EmbeddingLayout(parts=PARTS, part_dim=FULL_DIM // PARTS)
     x, labels, probes, _ = gallery_and_probes(size, layout.size, layout.parts, np.random.default_rng(7))
     probes = np.resize(probes, (queries, layout.size))  # (queries, D): cycled when there are fewer
     data = (x, labels, probes, layout, hashlib.sha256(b"benchmark").hexdigest())

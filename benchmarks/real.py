@@ -378,7 +378,7 @@ def compression_report(precisions: dict[str, dict[str, dict[str, float]]], index
         lines.append(f"| {name} | {fmt(figures['euc'])} | {fmt(figures['cos'])} | {change} |")
     exact, approx = index["exact"], index["approximate"]
     search = (
-        f"Subject search (`GalleryStore`'s aggregation) over {index['gallery']:.0f} gallery sequences: the "
+        f"Subject search (`LocalStore`'s aggregation) over {index['gallery']:.0f} gallery sequences: the "
         f"1,056 nm-01..04 walks of 051-074 plus {DISTRACTOR_COPIES} noisy copies of 001-050's embeddings "
         "(each copy other identities); probes: 051-074's 1,584 NM/BG/CL walks, any view. Rank-1 exact "
         f"{exact:.2f} %, approximate index (default settings: projection to 256-d, IVF with 4-bit PQ "

@@ -50,7 +50,7 @@ def step_seconds(
     if channels_last:
         model = to_channels_last(model)
     layout = model.config.layout
-    head = BNNeck(layout.parts, layout.channels, 8, config.loss.cosine)
+    head = BNNeck(layout.parts, layout.part_dim, 8, config.loss.cosine)
     params = list(model.parameters()) + list(head.parameters())
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
     sils = (torch.rand(clips, frames, 64, 44) > 0.5).float()

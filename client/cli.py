@@ -115,7 +115,7 @@ def enroll(
         str,
         typer.Option(
             envvar="GAITLU_BACKEND",
-            help="--offline: inference backend (auto, openvino, cpu, cuda, tensorrt, trt-engine).",
+            help="--offline: inference backend (auto, openvino, cpu, cuda, tensorrt, trt-plan).",
         ),
     ] = "auto",
     precision: Annotated[
@@ -261,8 +261,14 @@ def galleries(
 
 # Export and import open the store directly, as the service would (its GAITLU_* variables apply): the
 # local store only while no service holds it; a Milvus server at any time.
-BackendOption = Annotated[
-    str, typer.Option("--backend", envvar="GAITLU_GALLERY_BACKEND", help="Gallery backend: local or milvus.")
+StoreOption = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        "--backend",  # the older name, still accepted
+        envvar="GAITLU_GALLERY_BACKEND",
+        help="Gallery store: local or milvus (--backend: its older name).",
+    ),
 ]
 DataDir = Annotated[
     Path | None,
@@ -279,20 +285,22 @@ MilvusDb = Annotated[str, typer.Option("--milvus-db", envvar="GAITLU_MILVUS_DB",
 
 
 @contextmanager
-def _store(backend: str, data_dir: Path | None, uri: str | None, token: str | None, db: str) -> Iterator[Any]:
-    from gallery.backends import STORE_FILE, MilvusSettings, open_backend
+def _store(kind: str, data_dir: Path | None, uri: str | None, token: str | None, db: str) -> Iterator[Any]:
     from gallery.crypto import master_key_from_env
+    from gallery.stores import STORE_FILE, MilvusSettings, open_gallery_store
 
-    if backend == "local":
+    if kind == "local":
         if data_dir is None:
-            raise ConfigError("the local backend needs --data-dir (GAITLU_DATA_DIR)")
-        store = open_backend("local", store_path=data_dir / STORE_FILE, encryption_key=master_key_from_env())
-    elif backend == "milvus":
+            raise ConfigError("the local store needs --data-dir (GAITLU_DATA_DIR)")
+        store = open_gallery_store(
+            "local", store_path=data_dir / STORE_FILE, encryption_key=master_key_from_env()
+        )
+    elif kind == "milvus":
         if uri is None:
-            raise ConfigError("the milvus backend needs --milvus-uri (GAITLU_MILVUS_URI)")
-        store = open_backend("milvus", milvus=MilvusSettings(uri=uri, token=token, db_name=db))
+            raise ConfigError("the milvus store needs --milvus-uri (GAITLU_MILVUS_URI)")
+        store = open_gallery_store("milvus", milvus=MilvusSettings(uri=uri, token=token, db_name=db))
     else:
-        raise ConfigError(f"unknown gallery backend {backend!r}: use local or milvus")
+        raise ConfigError(f"unknown gallery store {kind!r}: use local or milvus")
     with store:
         yield store
 
@@ -314,7 +322,7 @@ def export(
     out: Annotated[
         Path, typer.Option("--out", help="File to write (a gaitlu-gallery tar, docs/gallery.md).")
     ],
-    backend: BackendOption = "local",
+    kind: StoreOption = "local",
     data_dir: DataDir = None,
     milvus_uri: MilvusUri = None,
     milvus_token: MilvusToken = None,
@@ -324,7 +332,7 @@ def export(
     """Write one gallery (ids, subjects, metadata, embeddings, model hash) to a portable file."""
     from gallery.portable import export_gallery
 
-    with _store(backend, data_dir, milvus_uri, milvus_token, milvus_db) as store:
+    with _store(kind, data_dir, milvus_uri, milvus_token, milvus_db) as store:
         total = store.get_gallery(name).sequence_count
         with _bar("exporting", total, not as_json) as progress:
             done = export_gallery(store, name, out, progress=progress)
@@ -338,14 +346,14 @@ def import_(
         str | None, typer.Option("--as", help="Gallery name (default: the exported one).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an import into the gallery that stopped.")] = False,
-    backend: BackendOption = "local",
+    kind: StoreOption = "local",
     data_dir: DataDir = None,
     milvus_uri: MilvusUri = None,
     milvus_token: MilvusToken = None,
     milvus_db: MilvusDb = "default",
     as_json: AsJson = False,
 ) -> None:
-    """Create a gallery from a portable file (checked whole first), in either backend."""
+    """Create a gallery from a portable file (checked whole first), in either store."""
     from gallery.portable import check_file, import_gallery
 
     if not file.is_file():
@@ -353,7 +361,7 @@ def import_(
     with _bar("checking", None, not as_json) as checked:
         manifest = check_file(file, checked)
     with (
-        _store(backend, data_dir, milvus_uri, milvus_token, milvus_db) as store,
+        _store(kind, data_dir, milvus_uri, milvus_token, milvus_db) as store,
         _bar("importing", manifest.sequences, not as_json) as progress,
     ):
         done = import_gallery(store, file, name=as_name, resume=resume, progress=progress, manifest=manifest)

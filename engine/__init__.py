@@ -6,7 +6,7 @@ a bounded queue and an inference thread) -> the runtime (runtime/, an export art
 and the galleries (gallery/).
 """
 
-from engine.decisions import Decision, Verification
+from engine.decisions import Threshold, Verification
 from engine.engine import (
     Decoded,
     Engine,
@@ -38,7 +38,6 @@ from engine.videos import VideoOptions, VideoTrack
 
 __all__ = [
     "STORE_FILE",
-    "Decision",
     "DecodeTimeout",
     "Decoded",
     "Engine",
@@ -60,6 +59,7 @@ __all__ = [
     "SequenceEmbedding",
     "SequenceInput",
     "ShuttingDown",
+    "Threshold",
     "Upload",
     "Verification",
     "VideoOptions",

@@ -9,7 +9,7 @@ unbatched calls because the runtime never pads (it groups sequences of equal len
 
 The queue is bounded: a request whose sequences do not all fit is refused at once (`Overloaded`, all or
 none, so a multi-file request is never half-served). A failed runtime call fails only its batch
-(`InferenceFailed`). The readiness probe has a lane of its own (`priority`): it joins the next batch
+(`InferenceFailed`). The readiness check has a lane of its own (`priority`): it joins the next batch
 whatever waits, so it measures whether the model answers, not how long the queue is.
 """
 
@@ -74,7 +74,7 @@ class Batcher:
         self._metrics = metrics
         self._on_failure = on_failure
         self._pending: deque[_Job] = deque()
-        self._priority: deque[_Job] = deque()  # the readiness probe's lane: taken first, never refused
+        self._priority: deque[_Job] = deque()  # the readiness check's lane: taken first, never refused
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._inference = Slots("inference", 1, None)  # one runtime call at a time; its mean: Retry-After
@@ -110,7 +110,7 @@ class Batcher:
     async def submit(self, sequences: list[np.ndarray], *, priority: bool = False) -> list[Embedded]:
         """Embed (T_i, 64, 44) sequences; `Overloaded` if they do not all fit in the queue.
 
-        `priority` puts them ahead of the queue, admitted even when it is full (the readiness probe: an
+        `priority` puts them ahead of the queue, admitted even when it is full (the readiness check: an
         overloaded server is busy, not broken, and its probe must not wait for the whole queue)."""
         if self._closed or self._worker is None:
             raise ShuttingDown()

@@ -21,26 +21,26 @@ MIN_FAR, MAX_FAR = 1e-9, 0.5  # a max_far outside this range is not a decision a
 
 
 @dataclass(frozen=True)
-class Decision:
-    """The score threshold a request decides at (None: no decision asked), and what it was given as."""
+class Threshold:
+    """The score a request decides at (None: no decision asked), and the FAR it was given as, if any."""
 
-    threshold: float | None
+    score: float | None
     max_far: float | None
 
 
-def decision(
+def resolve_threshold(
     calibration: Calibration | None, comparison: Comparison, threshold: float | None, max_far: float | None
-) -> Decision:
+) -> Threshold:
     """A request's threshold: given as a score, or as a FAR through the calibration (never both)."""
     if threshold is not None and max_far is not None:
         raise InvalidInputError("give a score threshold or a max_far, not both")
     if max_far is None:
-        return Decision(threshold, None)
+        return Threshold(threshold, None)
     if not MIN_FAR <= max_far <= MAX_FAR:
         raise InvalidInputError(f"max_far must be between {MIN_FAR:g} and {MAX_FAR:g}")
     if calibration is None:
         raise NotCalibrated()
-    return Decision(calibration.table(comparison).threshold(max_far), max_far)
+    return Threshold(calibration.table(comparison).threshold(max_far), max_far)
 
 
 def far_of(calibration: Calibration | None, comparison: Comparison, score: float) -> float | None:
@@ -75,10 +75,10 @@ class Verification:
     comparison: Comparison
     score: float
     far: float | None
-    decision: Decision
+    threshold: Threshold
     sequence_id: str | None  # the stored sequence compared (a subject's best), None for two probes
 
     @property
     def match(self) -> bool | None:
-        threshold = self.decision.threshold
-        return None if threshold is None else self.score >= threshold
+        at = self.threshold.score
+        return None if at is None else self.score >= at

@@ -17,12 +17,12 @@ on one store lock, and threads parked there would leave none for reads. Video up
 (`Overloaded`) rather than queued, since each costs seconds of CPU. What runs once (loading the model,
 opening the store) runs in asyncio's default thread pool.
 
-Readiness: `start` warms the runtime and records a reference embedding of a fixed probe sequence.
-`probe()` embeds it again through the batcher, ahead of its queue (a busy server is not a broken one),
+Readiness: `start` warms the runtime and records a reference embedding of a fixed check sequence.
+`check_ready()` embeds it again through the batcher, ahead of its queue (a busy server is not a broken one),
 and asks the galleries to answer (`check`: a Milvus server must be reachable, a local store that found
 its disk full must take a trial write); the engine is ready while the answer matches, the galleries
 answer and some decode worker is free of overdue work. A failed batch makes the engine not ready until a
-probe succeeds again.
+check succeeds again.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any, TypeGuard, TypeVar
 import numpy as np
 
 from engine.batcher import Batcher, Embedded
-from engine.decisions import Decision, Verification, decision, far_of, scores, subject_score
+from engine.decisions import Threshold, Verification, far_of, resolve_threshold, scores, subject_score
 from engine.errors import DecodeTimeout, MethodUnavailable, NotStarted, VideoTooLarge
 from engine.metrics import EngineMetrics
 from engine.settings import EngineSettings
@@ -53,22 +53,22 @@ from gaitlu.manifest import Calibration, Comparison
 from gaitlu.preprocess import drop_empty_frames, to_model_frames
 from gaitlu.sequence import SequenceLimits, load_sequence, validate_sequence
 from gallery import validate
-from gallery.backends import open_backend
 from gallery.errors import GalleryError, InvalidInputError, StoreFullError
 from gallery.filters import SequenceFilter
 from gallery.previews import Draw, check_reserved, with_geis
-from gallery.protocol import GalleryBackend
+from gallery.protocol import Store
 from gallery.records import Erasure, GalleryInfo, GalleryPolicy, SequenceInfo, SubjectPage
 from gallery.search import SearchHit
+from gallery.stores import open_gallery_store
 from runtime import ArtifactEmbedder, load_artifact_embedder
 from video import OnnxSegmenter
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PROBE_FRAMES = 4
-PROBE_MIN_COSINE = 0.999  # a probe in another batch may differ by float rounding, never by more
-PROBE_TIMEOUT_S = 10.0
+CHECK_FRAMES = 4
+CHECK_MIN_COSINE = 0.999  # a check in another batch may differ by float rounding, never by more
+CHECK_TIMEOUT_S = 10.0
 MAX_NAME = 128
 STORE_WRITERS = 2  # threads for gallery writes: one commits, one waits for the store lock
 STORE_READERS = 40  # threads for gallery reads (as many as anyio's default pool lent them before)
@@ -152,11 +152,11 @@ def safe_name(name: str | None, index: int) -> str:
     return base or f"sequence-{index}"
 
 
-def probe_sequence() -> np.ndarray:
-    """A fixed, person-like (PROBE_FRAMES, 64, 44) uint8 silhouette: an upright ellipse that sways."""
+def check_sequence() -> np.ndarray:
+    """A fixed, person-like (CHECK_FRAMES, 64, 44) uint8 silhouette: an upright ellipse that sways."""
     rows, cols = np.mgrid[0:64, 0:44]  # (64, 44) each
     frames = []
-    for t in range(PROBE_FRAMES):
+    for t in range(CHECK_FRAMES):
         centre = 22 + 2 * np.sin(t)
         inside = ((rows - 32) / 30) ** 2 + ((cols - centre) / 9) ** 2 <= 1
         frames.append(inside.astype(np.uint8) * 255)
@@ -187,12 +187,12 @@ def _decode(item: SequenceInput, limits: SequenceLimits) -> Decoded:
     return Decoded(item.name, frames, (time.perf_counter() - started) * 1000)
 
 
-def open_store(settings: EngineSettings, centres: dict[str, np.ndarray] | None = None) -> GalleryBackend:
+def open_store(settings: EngineSettings, centres: dict[str, np.ndarray] | None = None) -> Store:
     """The galleries the engine serves: the one place that says which store (the local SQLite + FAISS
     one, or the Milvus server that replicas share). `centres`: the running model's calibrated centring,
     by model hash (its galleries index centred)."""
-    return open_backend(
-        settings.gallery_backend,
+    return open_gallery_store(
+        settings.store_kind,
         store_path=settings.store_path,
         index=settings.index,
         milvus=settings.milvus,
@@ -234,7 +234,7 @@ class Engine:
         self._given_embedder = embedder
         self._embedder: Embedder | None = None
         self._batcher: Batcher | None = None
-        self._store: GalleryBackend | None = None
+        self._store: Store | None = None
         options = settings.options
         self._limits = settings.sequence_limits or options.sequence_limits
         self._decodes = Slots(
@@ -253,12 +253,12 @@ class Engine:
         self._store_writes = Slots("gallery-write", STORE_WRITERS, None)
         self._video_limits = options.video_limits
         self._segmenter: OnnxSegmenter | None = None
-        self._probe = probe_sequence()
-        self._reference: np.ndarray | None = None  # (P, C) probe embedding at start
+        self._check_sequence = check_sequence()
+        self._reference: np.ndarray | None = None  # (P, C) check embedding at start
         self._calibration: Calibration | None = None
         self._centre: np.ndarray | None = None  # (P, C): the model's centring, applied by the index
         self._ready = False
-        self._probing: asyncio.Task[str | None] | None = None
+        self._checking: asyncio.Task[str | None] | None = None
         self._lifecycle = asyncio.Lock()
 
     # ----- lifecycle
@@ -280,9 +280,9 @@ class Engine:
                         threads=s.options.threads,
                     )
                 )
-            reference = await asyncio.to_thread(embedder.embed, [self._probe])  # (1, P, C): the warm-up check
+            reference = await asyncio.to_thread(embedder.embed, [self._check_sequence])  # (1, P, C): warm-up
             if not np.isfinite(reference).all():
-                raise ConfigError(f"{s.artifact}: the model returns non-finite values for a probe sequence")
+                raise ConfigError(f"{s.artifact}: the model returns non-finite values for the check sequence")
             if s.options.segmentation_model is not None:
                 self._segmenter = await asyncio.to_thread(OnnxSegmenter, s.options.segmentation_model)
             calibration, centre = _manifest_parts(embedder)
@@ -297,7 +297,7 @@ class Engine:
             self._reference = reference[0]
             self._ready = True
             self.metrics.watch_galleries(store.stats)
-            where = s.milvus.uri if s.gallery_backend == "milvus" and s.milvus else s.store_path
+            where = s.milvus.uri if s.store_kind == "milvus" and s.milvus else s.store_path
             runtime = self.runtime
             logger.info(
                 "engine started: model %s on %s %s (%s), %s galleries at %s",
@@ -305,7 +305,7 @@ class Engine:
                 runtime.backend,
                 runtime.precision,
                 runtime.reason,
-                s.gallery_backend,
+                s.store_kind,
                 where,
             )
 
@@ -328,7 +328,7 @@ class Engine:
     def started(self) -> bool:
         return self._batcher is not None
 
-    def _parts(self) -> tuple[Embedder, Batcher, GalleryBackend]:
+    def _parts(self) -> tuple[Embedder, Batcher, Store]:
         if self._embedder is None or self._batcher is None or self._store is None:
             raise NotStarted()
         return self._embedder, self._batcher, self._store
@@ -352,7 +352,7 @@ class Engine:
         return RuntimeInfo(type(embedder).__name__, "unknown", "an embedder given to the engine")
 
     @property
-    def store(self) -> GalleryBackend:
+    def store(self) -> Store:
         return self._parts()[2]
 
     @property
@@ -361,9 +361,9 @@ class Engine:
         self._parts()
         return self._calibration
 
-    def decision(self, comparison: Comparison, threshold: float | None, max_far: float | None) -> Decision:
+    def threshold(self, comparison: Comparison, threshold: float | None, max_far: float | None) -> Threshold:
         """The score threshold of a request (from a score or a FAR); NotCalibrated for a FAR without one."""
-        return decision(self.calibration, comparison, threshold, max_far)
+        return resolve_threshold(self.calibration, comparison, threshold, max_far)
 
     def far(self, comparison: Comparison, score: float) -> float | None:
         """The estimated FAR of a score (None: an uncalibrated model)."""
@@ -381,12 +381,12 @@ class Engine:
     def _matches_reference(self, vector: np.ndarray) -> bool:
         if self._reference is None or not np.isfinite(vector).all():
             return False
-        return float(mean_part_cosine(self._reference, vector)) >= PROBE_MIN_COSINE  # (P, C) each
+        return float(mean_part_cosine(self._reference, vector)) >= CHECK_MIN_COSINE  # (P, C) each
 
-    async def probe(self) -> str | None:
-        """Why the engine cannot serve now, or None when it can: the probe sequence, embedded ahead of the
+    async def check_ready(self) -> str | None:
+        """Why the engine cannot serve now, or None when it can: the check sequence, embedded ahead of the
         batch queue, must answer as at start, the galleries must answer (and take writes), and not every
-        decode worker may be stuck past its deadline. Concurrent callers share one probe."""
+        decode worker may be stuck past its deadline. Concurrent callers share one check."""
         if not self.started:
             return "the engine is not started"
         if self._decodes.stuck:
@@ -395,15 +395,15 @@ class Engine:
                 f"all {self._decodes.workers} decode workers have been busy past the "
                 f"{self._decodes.deadline_s:g} s decode deadline"
             )
-        if self._probing is None or self._probing.done():
-            self._probing = asyncio.create_task(self._run_probe())
-        return await asyncio.shield(self._probing)
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.create_task(self._run_check())
+        return await asyncio.shield(self._checking)
 
-    async def _run_probe(self) -> str | None:
+    async def _run_check(self) -> str | None:
         _, batcher, store = self._parts()
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
-                [result] = await batcher.submit([self._probe], priority=True)
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                [result] = await batcher.submit([self._check_sequence], priority=True)
                 self._ready = self._matches_reference(result.vector)
                 # the galleries answer too (a Milvus server, a full disk)
                 await self._store_reads.run(store.check)
@@ -417,9 +417,9 @@ class Engine:
             logger.warning("readiness: the galleries cannot serve: %s", exc)
             return f"the galleries cannot serve: {exc}"
         except Exception as exc:  # any failure means "not ready"; the reason goes to the log
-            logger.warning("readiness probe failed: %s", exc)
+            logger.warning("readiness check failed: %s", exc)
             self._ready = False
-        return None if self._ready else "the model does not answer the readiness probe (see the logs)"
+        return None if self._ready else "the model does not answer the readiness check (see the logs)"
 
     # ----- embedding
 
@@ -492,7 +492,7 @@ class Engine:
 
     # ----- galleries
 
-    async def _in_store(self, call: Callable[[GalleryBackend], T], *, write: bool = False) -> T:
+    async def _in_store(self, call: Callable[[Store], T], *, write: bool = False) -> T:
         """`call(store)` in a worker thread: store calls block (SQLite commits, FAISS searches). Writes
         take one of the few writer threads, so writes stalled on the store lock never hold up reads."""
         store = self.store
@@ -506,10 +506,10 @@ class Engine:
         threshold: float | None,
         options: VideoOptions = VideoOptions(),
         top_m: int = 1,
-        filter: SequenceFilter | None = None,
+        sequence_filter: SequenceFilter | None = None,
     ) -> tuple[list[SearchHit], SequenceEmbedding | None]:
         """Rank a gallery's subjects against a sequence or video (embedded first) or a given embedding."""
-        [result] = await self.search_batch(gallery, [query], k, threshold, options, top_m, filter)
+        [result] = await self.search_batch(gallery, [query], k, threshold, options, top_m, sequence_filter)
         if result.error is not None:
             raise result.error
         return result.hits, result.embedded
@@ -522,7 +522,7 @@ class Engine:
         threshold: float | None,
         options: VideoOptions = VideoOptions(),
         top_m: int = 1,
-        filter: SequenceFilter | None = None,
+        sequence_filter: SequenceFilter | None = None,
     ) -> list[ProbeResult]:
         """Rank a gallery's subjects against several probes, answered in order: sequences and videos are
         decoded one by one and embedded together (one batcher submission), then every searchable probe
@@ -561,7 +561,7 @@ class Engine:
             found = iter(
                 await self._in_store(
                     lambda store: store.search_batch(
-                        gallery, stacked, model_hash, k, threshold, top_m=top_m, filter=filter
+                        gallery, stacked, model_hash, k, threshold, top_m, sequence_filter
                     )
                 )
             )
@@ -589,7 +589,7 @@ class Engine:
                 "verify a probe against a gallery's subject_id or sequence_id, or against a second probe"
             )
         comparison: Comparison = "subject" if subject_id is not None else "sequence"
-        chosen = self.decision(comparison, threshold, max_far)  # before any work: a bad max_far costs none
+        chosen = self.threshold(comparison, threshold, max_far)  # before any work: a bad max_far costs none
         if gallery is not None:
             await self._check_model(gallery)
         uploads = [p for p in (probe, other) if isinstance(p, Upload)]
@@ -674,7 +674,7 @@ class Engine:
         vectors = np.stack([e.vector for e in embedded])  # n x (P*C,) -> (n, P*C)
         frames = [d.frames for d in decoded]
 
-        def write(store: GalleryBackend) -> list[SequenceInfo]:  # pictures drawn in the writer's thread
+        def write(store: Store) -> list[SequenceInfo]:  # pictures drawn in the writer's thread
             stored = metadata if picture is None else with_geis(metadata, frames, picture)
             return store.enroll(gallery, subject_id, vectors, model_hash, stored, sequence_ids)
 

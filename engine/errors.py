@@ -44,16 +44,16 @@ class ShuttingDown(EngineError):
 
 
 class NotReady(EngineError):
-    """The engine cannot serve now: its model does not answer the readiness probe as it did at start, or
-    every decode worker is stuck; `Engine.probe` says which."""
+    """The engine cannot serve now: its model does not answer the readiness check as it did at start, or
+    every decode worker is stuck; `Engine.check_ready` says which."""
 
-    def __init__(self, reason: str = "the model does not answer the readiness probe (see the logs)") -> None:
+    def __init__(self, reason: str = "the model does not answer the readiness check (see the logs)") -> None:
         super().__init__(reason)
 
 
 class InferenceFailed(EngineError):
-    """The runtime raised on a batch: not the caller's fault; the engine is not ready until a probe
-    succeeds again."""
+    """The runtime raised on a batch: not the caller's fault; the engine is not ready until a
+    readiness check succeeds again."""
 
     def __init__(self, cause: BaseException) -> None:
         super().__init__("inference failed on this batch; retry shortly")

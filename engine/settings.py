@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.batcher import BatchSettings
 from gaitlu.sequence import SequenceLimits
-from gallery.backends import STORE_FILE, Backend, MilvusSettings
 from gallery.settings import IndexSettings
+from gallery.stores import STORE_FILE, MilvusSettings, StoreKind
 from runtime import BackendName, Precision
 from video import VideoLimits
 
@@ -32,7 +32,8 @@ class EngineOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Runtime (runtime/selection.py): auto = a GPU path on a GPU, OpenVINO bf16 on a bf16 CPU where the
-    # artifact records its parity, else onnxruntime; openvino / cpu / cuda / tensorrt / trt-engine force one.
+    # artifact records its parity, else onnxruntime; openvino / cpu / cuda / tensorrt / trt-plan force one
+    # (trt-engine: trt-plan's older name, still accepted).
     backend: BackendName = "auto"
     precision: Precision = "auto"  # fp32 / fp16 / bf16 / int8; auto: the backend's fastest checked one
     threads: int | None = Field(None, ge=1)  # inference threads (onnxruntime intra-op / OpenVINO; None: all)
@@ -100,7 +101,7 @@ class EngineSettings:
     # offline CLI passes the dataset limits (gaitlu.labelled.DATASET_LIMITS).
     sequence_limits: SequenceLimits | None = None
     index: IndexSettings = field(default_factory=IndexSettings)  # how local galleries are indexed
-    gallery_backend: Backend = "local"  # "milvus": the galleries on `milvus` (shared by replicas)
+    store_kind: StoreKind = "local"  # "milvus": the galleries on `milvus` (shared by replicas)
     milvus: MilvusSettings | None = None
     # the master key that encrypts the local store at rest (gallery/crypto.py); None: plaintext
     encryption_key: bytes | None = field(default=None, repr=False)

@@ -23,7 +23,7 @@ def export_command(
     opset: Annotated[int, typer.Option(help="ONNX opset (18 or higher).")] = 18,
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write model.fp16.onnx (float32 I/O).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (static QDQ).")] = False,
-    trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT fp16 engine (GPU host).")] = False,
+    trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT fp16 plan (GPU host).")] = False,
     max_batch: Annotated[int, typer.Option(help="Largest batch (TensorRT profile).", min=1)] = 32,
     max_frames: Annotated[
         int, typer.Option(help="Longest sequence; longer ones keep their first frames.", min=1)
@@ -56,7 +56,7 @@ def export_command(
     manifest = result.manifest
     out_spec = manifest.output
     console.print(
-        f"{manifest.model.name}: embedding {out_spec.parts} x {out_spec.channels}, output normalisation "
+        f"{manifest.model.name}: embedding {out_spec.parts} x {out_spec.part_dim}, output normalisation "
         f"{out_spec.normalisation}; the service applies {manifest.indexing.normalisation} before indexing"
         + (f"; OpenGait evaluates it with metric {manifest.evaluation.metric}" if manifest.evaluation else "")
     )

@@ -165,7 +165,7 @@ def build_manifest(
         output=OutputSpec(
             name=graph.OUTPUT_NAME,
             parts=config.layout.parts,
-            channels=config.layout.channels,
+            part_dim=config.layout.part_dim,
             layout="part-major",
             normalisation=config.layout.normalisation,
         ),
@@ -206,7 +206,7 @@ def export_artifact(checkpoint: Path, out: Path, options: ExportOptions) -> Expo
         if options.trt:
             reason = tensorrt.tensorrt_unavailable_reason()
             if reason is None:
-                trt_info = tensorrt.build_engine(
+                trt_info = tensorrt.build_plan(
                     staging / FP32_FILE,
                     staging,
                     options.max_batch,

@@ -1,8 +1,8 @@
 """Embeddings: their layout, what embeds sequences, and how two embeddings are compared.
 
-A gait model embeds a sequence into P horizontal parts of C channels each, (P, C), flattened part-major
+A gait model embeds a sequence into P horizontal parts of C floats each, (P, C), flattened part-major
 into P*C floats wherever it travels or is stored (the wire, the galleries). `EmbeddingLayout` names the
-three numbers so that none is confused with another: `parts`, `channels` (floats per part) and `size`
+three numbers so that none is confused with another: `parts`, `part_dim` (floats per part) and `size`
 (floats in a flattened embedding). `normalisation` says what the model does to its output:
 "per-part-l2" (every part unit-norm, as GaitSSB) or "none" (raw features, as OpenGait's zoo models).
 
@@ -25,14 +25,14 @@ ZERO_NORM = 1e-12  # below this a part counts as all-zero: it is left at zero, n
 
 @dataclass(frozen=True)
 class EmbeddingLayout:
-    """P parts x C channels, flattened part-major to `size` = P*C floats."""
+    """P parts x C floats per part (`part_dim`), flattened part-major to `size` = P*C floats."""
 
     parts: int
-    channels: int  # floats per part
+    part_dim: int  # floats per part (never `channels`: train/'s word for a network's stage widths)
     normalisation: Normalisation = "per-part-l2"
 
     def __post_init__(self) -> None:
-        for name in ("parts", "channels"):
+        for name in ("parts", "part_dim"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"an embedding layout needs a positive integer {name}, not {value!r}")
@@ -42,7 +42,7 @@ class EmbeddingLayout:
     @property
     def size(self) -> int:
         """Floats in one flattened embedding."""
-        return self.parts * self.channels
+        return self.parts * self.part_dim
 
     @classmethod
     def from_size(
@@ -55,7 +55,7 @@ class EmbeddingLayout:
 
     def unflatten(self, flat: np.ndarray) -> np.ndarray:
         """(N, P*C) or (P*C,) -> (N, P, C), a view where possible."""
-        return np.asarray(flat).reshape(-1, self.parts, self.channels)
+        return np.asarray(flat).reshape(-1, self.parts, self.part_dim)
 
     def flatten(self, emb: np.ndarray) -> np.ndarray:
         """(N, P, C) -> (N, P*C), part-major."""

@@ -1,7 +1,7 @@
 """The export artifact's manifest: what `gaitlu export` writes beside model.onnx and the service trusts.
 
 An artifact is a folder: `manifest.json` plus the model files it lists (`model.onnx`, optionally
-`model.int8.onnx`, `model.fp16.onnx`, a TensorRT engine). The manifest says how to feed the model
+`model.int8.onnx`, `model.fp16.onnx`, a TensorRT plan). The manifest says how to feed the model
 (input spec and preprocessing), what its output is (the model's own embedding, raw or normalised by the
 model), what the service does to it before indexing (`indexing`, a separate recorded step), how to
 compare the indexed vectors (metric), how OpenGait evaluates the model (`evaluation`, for imported
@@ -43,6 +43,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _renamed(data: Any, key: str, older: tuple[str, ...]) -> Any:
+    """A manifest section with `key` under the first of its `older` names it holds, read as `key`."""
+    if not isinstance(data, dict) or key in data:
+        return data
+    found = next((name for name in older if name in data), None)
+    return data if found is None else {(key if k == found else k): v for k, v in data.items()}
+
+
 class ModelInfo(_Strict):
     name: str  # the architecture ("gaitssb", "gaitbase", "deepgaitv2", "gaitset", "gaitgl")
     config: dict[str, Any]  # its config fields (e.g. GaitSSB's channels, strides, bins, form)
@@ -71,21 +79,19 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     name: str
     parts: int
-    channels: int  # floats per part
+    part_dim: int  # floats per part
     layout: Literal["part-major"]  # (N, P, C) flattened to (N, P*C)
     normalisation: Normalisation  # what the model computes; "none" = raw features (e.g. before a BNNeck)
 
     @model_validator(mode="before")
     @classmethod
-    def _dim_was_channels(cls, data: Any) -> Any:
-        """Artifacts exported before the embedding vocabulary (gaitlu.embedding) called channels `dim`."""
-        if isinstance(data, dict) and "dim" in data and "channels" not in data:
-            data = {("channels" if key == "dim" else key): value for key, value in data.items()}
-        return data
+    def _older_names(cls, data: Any) -> Any:
+        """Artifacts exported before called `part_dim` `channels`, and before that `dim`."""
+        return _renamed(data, "part_dim", ("channels", "dim"))
 
     @property
     def embedding_layout(self) -> EmbeddingLayout:
-        return EmbeddingLayout(self.parts, self.channels, self.normalisation)
+        return EmbeddingLayout(self.parts, self.part_dim, self.normalisation)
 
 
 class Quality(_Strict):
@@ -168,11 +174,17 @@ class Centring(_Strict):
     """A reference mean subtracted from every per-part-normalised embedding before it is normalised again:
     it removes the direction all embeddings of a model share, so scores spread over more of [-1, 1]."""
 
-    mean_b64: str  # (parts, channels) float32, little-endian, part-major, base64
+    mean_b64: str  # (parts, part_dim) float32, little-endian, part-major, base64
     parts: int
-    channels: int
+    part_dim: int
     reference: str  # what the mean was computed on (a data set's name)
     sequences: int  # how many sequences it averages
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_name(cls, data: Any) -> Any:
+        """Artifacts calibrated before called `part_dim` `channels`."""
+        return _renamed(data, "part_dim", ("channels",))
 
     @model_validator(mode="after")
     def _size(self) -> Centring:
@@ -180,8 +192,8 @@ class Centring(_Strict):
             size = len(base64.b64decode(self.mean_b64, validate=True))
         except binascii.Error as exc:
             raise ValueError(f"centring.mean_b64 is not base64: {exc}") from None
-        if size != 4 * self.parts * self.channels:
-            raise ValueError(f"centring.mean_b64 holds {size} bytes, not 4 x {self.parts} x {self.channels}")
+        if size != 4 * self.parts * self.part_dim:
+            raise ValueError(f"centring.mean_b64 holds {size} bytes, not 4 x {self.parts} x {self.part_dim}")
         return self
 
 
@@ -350,11 +362,11 @@ class Manifest(_Strict):
             if Path(entry.file).name != entry.file:
                 raise ValueError(f"variants.{key}.file must be a plain file name, got {entry.file!r}")
         centring = self.indexing.centring
-        if centring is not None and (centring.parts, centring.channels) != (
+        if centring is not None and (centring.parts, centring.part_dim) != (
             self.output.parts,
-            self.output.channels,
+            self.output.part_dim,
         ):
-            raise ValueError("indexing.centring does not have the output's parts x channels")
+            raise ValueError("indexing.centring does not have the output's parts x part_dim")
         if self.calibration is not None and self.calibration.centred != (centring is not None):
             raise ValueError("calibration.centred must say whether indexing.centring is set")
         for pair, record in self.backend_parity.items():

@@ -4,8 +4,9 @@ One model per direction (`*Request` in, `*Public` / `*Response` out): the servic
 with them, and the client (client/api.py) parses answers into them, so a shape is written once.
 
 Embeddings travel as flat float lists, part-major (gaitlu.embedding): `dim` = `parts` x `channels`
-floats (the layout's `size`), each part L2-normalised for a per-part-l2 model, so the inner product of
-two embeddings divided by `parts` is their mean per-part cosine (the score galleries report).
+floats (the layout's `size`; `channels` is the wire's name for the layout's `part_dim`), each part
+L2-normalised for a per-part-l2 model, so the inner product of two embeddings divided by `parts` is their
+mean per-part cosine (the score galleries report).
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ class SequenceFilterParams(_In):
     tags_any: ValueSet | None = Field(None, description="Tags of which at least one must be present.")
 
 
-class Decided(_In):
+class ThresholdParams(_In):
     """A decision threshold, as a score or (for a calibrated model) as a false accept rate."""
 
     threshold: float | None = Field(
@@ -202,13 +203,13 @@ class Decided(_In):
     )
 
     @model_validator(mode="after")
-    def _one_threshold(self) -> Decided:
+    def _one_threshold(self) -> ThresholdParams:
         if self.threshold is not None and self.max_far is not None:
             raise ValueError("give `threshold` or `max_far`, not both")
         return self
 
 
-class SearchParams(Decided):
+class SearchParams(ThresholdParams):
     gallery: str = Field(max_length=64)
     k: int = Field(5, ge=1, le=MAX_K)
     top_m: int = Field(
@@ -308,7 +309,7 @@ class SearchResponse(BaseModel):
     timings: Timings = Field(description="The whole request's.")
 
 
-class VerifyParams(Decided):
+class VerifyParams(ThresholdParams):
     """A probe against a gallery's `subject_id` (scored like /search: its best top_m sequences) or one
     stored `sequence_id`; without a gallery, against a second probe."""
 

@@ -1,6 +1,7 @@
 """Galleries of enrolled subjects: SQLite as the source of truth, a FAISS index per gallery (torch-free).
 
-`GalleryStore` is imported on first use, so the records and the error types work without faiss.
+`LocalStore` (the local store; `GalleryStore` is its older name, still importable) is imported on first use,
+so the records and the error types work without faiss.
 """
 
 from typing import Any
@@ -34,10 +35,10 @@ from gallery.settings import IndexSettings
 
 
 def __getattr__(name: str) -> Any:
-    if name == "GalleryStore":
-        from gallery.store import GalleryStore
+    if name in ("LocalStore", "GalleryStore"):
+        from gallery.store import LocalStore
 
-        return GalleryStore
+        return LocalStore
     raise AttributeError(f"module 'gallery' has no attribute {name!r}")
 
 
@@ -53,6 +54,7 @@ __all__ = [
     "GalleryStore",
     "IndexSettings",
     "InvalidInputError",
+    "LocalStore",
     "ModelMismatchError",
     "NotFoundError",
     "SearchHit",

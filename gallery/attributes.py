@@ -1,6 +1,6 @@
 """A gallery's filterable attributes in memory, beside its index: which index ids a `SequenceFilter` keeps.
 
-The local backend filters inside the FAISS search (an id selector over the matching ids), so it needs the
+The local store filters inside the FAISS search (an id selector over the matching ids), so it needs the
 matching ids before searching; evaluating a filter over a Python dict per sequence would cost seconds
 per query at a million sequences. The table keeps one numpy column per attribute (camera and site as
 dictionary codes, capture time as UTC microseconds, the subject as a code) and an inverted index per
@@ -108,26 +108,26 @@ class AttributeTable:
         slot = self._by_uid.get(sequence_id)
         return None if slot is None else self._row[slot][1]
 
-    def select(self, where: SequenceFilter) -> tuple[np.ndarray, dict[str, int]]:
-        """The index ids of the live sequences `where` keeps, and each subject's count among them."""
+    def select(self, sequence_filter: SequenceFilter) -> tuple[np.ndarray, dict[str, int]]:
+        """The index ids of the live sequences the filter keeps, and each subject's count among them."""
         n = self._used
         keep = self._alive[:n].copy()
-        if where.camera is not None:
-            keep &= np.isin(self._camera[:n], self._cameras.lookup(where.camera))
-        if where.site is not None:
-            keep &= np.isin(self._site[:n], self._sites.lookup(where.site))
-        if where.captured_from is not None or where.captured_to is not None:
+        if sequence_filter.camera is not None:
+            keep &= np.isin(self._camera[:n], self._cameras.lookup(sequence_filter.camera))
+        if sequence_filter.site is not None:
+            keep &= np.isin(self._site[:n], self._sites.lookup(sequence_filter.site))
+        if sequence_filter.captured_from is not None or sequence_filter.captured_to is not None:
             times = self._time[:n]
             keep &= times != NO_TIME
-            if where.captured_from is not None:
-                keep &= times >= microseconds(where.captured_from)
-            if where.captured_to is not None:
-                keep &= times < microseconds(where.captured_to)
-        for tag in where.tags_all:
+            if sequence_filter.captured_from is not None:
+                keep &= times >= microseconds(sequence_filter.captured_from)
+            if sequence_filter.captured_to is not None:
+                keep &= times < microseconds(sequence_filter.captured_to)
+        for tag in sequence_filter.tags_all:
             keep &= self._has(tag, n)
-        if where.tags_any is not None:
+        if sequence_filter.tags_any is not None:
             anyof = np.zeros(n, bool)
-            for tag in where.tags_any:
+            for tag in sequence_filter.tags_any:
                 anyof |= self._has(tag, n)
             keep &= anyof
         counts = np.bincount(self._subject[:n][keep], minlength=len(self._subjects.names))

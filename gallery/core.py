@@ -1,9 +1,9 @@
-"""What both gallery backends do alike: argument checks, enrolment validation and the search entry points.
+"""What both gallery stores do alike: argument checks, enrolment validation and the search entry points.
 
-`GalleryCore` implements the parts of `gallery.protocol.GalleryBackend` that do not depend on where the
+`GalleryCore` implements the parts of `gallery.protocol.Store` that do not depend on where the
 galleries are kept: it validates what a caller gives (names, hashes, layouts, embeddings, metadata,
 sequence ids, k / top_m / threshold, paging bounds) and hands the storage adapter checked values. An
-adapter (`gallery.store.GalleryStore`, `gallery.milvus.MilvusStore`) supplies the gallery lookup and the
+adapter (`gallery.store.LocalStore`, `gallery.milvus.MilvusStore`) supplies the gallery lookup and the
 storage primitives (`_gallery`, `_create`, `_enroll`, `_search`).
 """
 
@@ -77,7 +77,7 @@ class Query:
     k: int
     top_m: int
     threshold: float | None
-    filter: SequenceFilter | None
+    sequence_filter: SequenceFilter | None
 
 
 class Described(Protocol):
@@ -97,7 +97,7 @@ G = TypeVar("G", bound=Described)
 
 
 class GalleryCore(ABC, Generic[G]):
-    """The backend-independent half of a gallery backend; `G` is the adapter's gallery description."""
+    """The store-independent half of a gallery store; `G` is the adapter's gallery description."""
 
     # ----- lifecycle
 
@@ -126,7 +126,7 @@ class GalleryCore(ABC, Generic[G]):
         name = validate.gallery_name(name)
         model_hash = validate.model_hash(model_hash)
         given = validate.layout(layout)
-        layout = EmbeddingLayout(given.parts, given.channels)  # per-part-l2: as stored
+        layout = EmbeddingLayout(given.parts, given.part_dim)  # per-part-l2: as stored
         self._create(NewGallery(name, model_hash, layout, metadata, validate.metadata(metadata), policy))
         return self.get_gallery(name)
 
@@ -134,7 +134,7 @@ class GalleryCore(ABC, Generic[G]):
     def get_gallery(self, name: str) -> GalleryInfo: ...
 
     def _check_policy(self, policy: GalleryPolicy) -> None:
-        """Refuse a policy the backend cannot honour (every one is honoured unless overridden)."""
+        """Refuse a policy the store cannot honour (every one is honoured unless overridden)."""
 
     @abstractmethod
     def _create(self, new: NewGallery) -> None:
@@ -186,11 +186,11 @@ class GalleryCore(ABC, Generic[G]):
         k: int = 5,
         threshold: float | None = None,
         top_m: int = 1,
-        filter: SequenceFilter | None = None,
+        sequence_filter: SequenceFilter | None = None,
     ) -> list[SearchHit]:
         """One query embedding (D,) or (parts, C) -> up to k subjects, best first."""
         queries = validate.single_query(query, self._checked(name, model_hash).layout)
-        return self.search_batch(name, queries, model_hash, k, threshold, top_m, filter)[0]
+        return self.search_batch(name, queries, model_hash, k, threshold, top_m, sequence_filter)[0]
 
     def search_batch(
         self,
@@ -200,19 +200,19 @@ class GalleryCore(ABC, Generic[G]):
         k: int = 5,
         threshold: float | None = None,
         top_m: int = 1,
-        filter: SequenceFilter | None = None,
+        sequence_filter: SequenceFilter | None = None,
     ) -> list[list[SearchHit]]:
         """(q, D) or (q, parts, C) queries -> for each, up to k subjects, best first.
 
         A subject scores the mean of its best `top_m` sequence scores (1: its best sequence); scores are
         mean per-part cosines in [-1, 1] (estimates on an approximate index); `threshold` drops lower ones.
-        `filter` keeps only the sequences it matches, inside the index search: subjects score, and count
-        their sequences, among those only.
+        `sequence_filter` keeps only the sequences it matches, inside the index search: subjects score,
+        and count their sequences, among those only.
         """
         check_search(k, top_m, threshold)
         gallery = self._checked(name, model_hash)
         vectors = validate.embeddings(queries, gallery.layout)  # (q, D)
-        return self._search(gallery, Query(vectors, k, top_m, threshold, filter))
+        return self._search(gallery, Query(vectors, k, top_m, threshold, sequence_filter))
 
     @abstractmethod
     def _search(self, gallery: G, query: Query) -> list[list[SearchHit]]:

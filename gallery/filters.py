@@ -9,10 +9,10 @@ and returned but never filtered on:
     captured_at  ISO 8601 with a UTC offset   time range [captured_from, captured_to)
     tags         list of up to 16 str         all of / any of
 
-A backend applies a `SequenceFilter` inside its index search (the local FAISS index through an id
+A store applies a `SequenceFilter` inside its index search (the local FAISS index through an id
 selector, Milvus through a boolean expression over scalar fields), never by over-fetching and dropping,
 so `k` hits come back whenever k matching subjects exist. `SequenceFilter.matches` is the reference
-semantics every backend must agree with (tests compare against it).
+semantics every store must agree with (tests compare against it).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from gallery.errors import InvalidInputError
 ATTRIBUTE_KEYS = ("camera", "site", "captured_at", "tags")
 VALUE_RE = re.compile(r"[^\x00-\x1f\x7f]{1,64}")  # printable, 1-64 characters
 MAX_TAGS = 16
-MAX_FILTER_VALUES = 256  # per set in a filter: bounds the expression a backend evaluates
+MAX_FILTER_VALUES = 256  # per set in a filter: bounds the expression a store evaluates
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class SequenceAttributes:
 
     @property
     def captured_ts(self) -> float | None:
-        """`captured_at` as UTC epoch seconds: what backends store and compare."""
+        """`captured_at` as UTC epoch seconds: what stores keep and compare."""
         return None if self.captured_at is None else self.captured_at.timestamp()
 
 
@@ -142,7 +142,7 @@ class SequenceFilter:
         return self == SequenceFilter()
 
     def matches(self, attrs: SequenceAttributes) -> bool:
-        """The reference semantics (every backend's results must agree with this)."""
+        """The reference semantics (every store's results must agree with this)."""
         if self.camera is not None and attrs.camera not in self.camera:
             return False
         if self.site is not None and attrs.site not in self.site:

@@ -156,8 +156,8 @@ def centred(vectors: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
     """(n, D) flattened embeddings -> centred (`gaitlu.embedding.centre_parts`) with a (P, C) centre."""
     if centre is None:
         return vectors
-    parts, channels = centre.shape
-    by_part = np.asarray(vectors, np.float32).reshape(-1, parts, channels)  # (n, P, C)
+    parts, part_dim = centre.shape
+    by_part = np.asarray(vectors, np.float32).reshape(-1, parts, part_dim)  # (n, P, C)
     return np.ascontiguousarray(centre_parts(by_part, centre).reshape(len(by_part), -1), dtype=np.float32)
 
 

@@ -106,7 +106,7 @@ class LiveIndexes:
     ) -> None:
         self.db = db
         self.settings = settings
-        self.centres = centres  # model hash -> (parts, channels) centre
+        self.centres = centres  # model hash -> (parts, part_dim) centre
         self.snapshots = snapshots
         self.galleries: dict[str, Live] = {}
         self.builders: dict[int, threading.Thread] = {}  # gallery id -> its rebuild in the background

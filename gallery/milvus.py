@@ -1,6 +1,6 @@
-"""MilvusStore: galleries on a Milvus server that several API replicas share (the `milvus` backend).
+"""MilvusStore: galleries on a Milvus server that several API replicas share (the `milvus` store).
 
-Layout (docs/gallery.md, "The Milvus backend"): per gallery two collections in the configured database,
+Layout (docs/gallery.md, "The Milvus store"): per gallery two collections in the configured database,
 named from the gallery name (`gaitlu_seq_<name>`, `gaitlu_sub_<name>`, escaped to Milvus' alphabet):
 - sequences: primary key `uid` (the public sequence id, VARCHAR), `subject`, `metadata` (the JSON text),
   `created`, the filterable attributes as scalar fields (`camera`, `site` VARCHAR, `captured_ts` DOUBLE,
@@ -40,7 +40,7 @@ Erasure: a delete marks rows deleted (a delta log); the store then flushes and a
 which on a Milvus cluster rewrites the segments without them, and its garbage collector removes the old
 segment files from object storage after `dataCoord.gc.dropTolerance`. Until then, and on milvus-lite
 (whose compaction leaves the segment as it is), the erased vectors stay in the server's data files. So
-this backend keeps neither an erasure log nor gallery policies: retention and `store_pictures=false`
+this store keeps neither an erasure log nor gallery policies: retention and `store_pictures=false`
 are refused at creation, not silently ignored (docs/privacy.md).
 """
 
@@ -253,7 +253,7 @@ class MilvusStore(GalleryCore[_Gallery]):
             PROPERTY + "name": name,
             PROPERTY + "model_hash": model_hash,
             PROPERTY + "parts": str(layout.parts),
-            PROPERTY + "channels": str(layout.channels),
+            PROPERTY + "channels": str(layout.part_dim),
             PROPERTY + "created": repr(gallery.created),
             PROPERTY + "metadata": new.metadata_json or "null",
             PROPERTY + "index": index.type,
@@ -318,7 +318,7 @@ class MilvusStore(GalleryCore[_Gallery]):
 
     def erasures(self, gallery: str | None = None, since: datetime | None = None) -> list[Erasure]:
         raise InvalidInputError(
-            "the milvus gallery backend keeps no erasure log: the audit trail's delete_subject, "
+            "the milvus gallery store keeps no erasure log: the audit trail's delete_subject, "
             "delete_sequence and delete_gallery records list the erasures (GET /audit)"
         )
 
@@ -469,7 +469,7 @@ class MilvusStore(GalleryCore[_Gallery]):
         return [row["uid"] for row in rows], vectors
 
     def centre(self, model_hash: str) -> np.ndarray | None:
-        """None: a Milvus gallery scores vectors as enrolled (gallery.backends refuses centred models)."""
+        """None: a Milvus gallery scores vectors as enrolled (gallery.stores refuses centred models)."""
         return None
 
     # ----- search
@@ -477,7 +477,7 @@ class MilvusStore(GalleryCore[_Gallery]):
     def _search(self, gallery: _Gallery, query: Query) -> list[list[SearchHit]]:
         """The local store's aggregation (gallery/search.py) over Milvus neighbours, the filter applied
         inside Milvus' search."""
-        expr = filter_expression(query.filter, gallery.nullable)
+        expr = filter_expression(query.sequence_filter, gallery.nullable)
         k, top_m, threshold = query.k, query.top_m, query.threshold
         # Counting is a scan on some servers (a third of a second on milvus-lite at 10k): the aggregation
         # learns "nothing more" from a short answer instead, and a cached sequences-per-subject figure
@@ -745,8 +745,8 @@ class MilvusStore(GalleryCore[_Gallery]):
 def _refuse_policy(policy: GalleryPolicy) -> None:
     if policy != GalleryPolicy():
         raise InvalidInputError(
-            "the milvus gallery backend keeps every sequence and its picture until deleted: retention_days "
-            "and store_pictures=false need the local backend (docs/privacy.md)"
+            "the milvus gallery store keeps every sequence and its picture until deleted: retention_days "
+            "and store_pictures=false need the local store (docs/privacy.md)"
         )
 
 

@@ -1,19 +1,20 @@
-"""Portable galleries: one gallery of either backend as one file, streamed in and out in bounded memory.
+"""Portable galleries: one gallery of either store as one file, streamed in and out in bounded memory.
 
 The format (`gaitlu-gallery`, version 1) is an uncompressed POSIX tar whose members come in this order:
 
     manifest.json          {"format": "gaitlu-gallery", "version": 1, "gallery", "model_hash", "parts",
-                            "channels", "normalisation": "per-part-l2", "dtype": "<f4", "metadata",
-                            "created" (ISO 8601), "sequences" (the count when the export started)}
+                            "channels" (the part_dim), "normalisation": "per-part-l2", "dtype": "<f4",
+                            "metadata", "created" (ISO 8601), "sequences" (the count when the export
+                            started)}
     chunks/000000.jsonl    one JSON object per sequence: sequence_id, subject_id, metadata, created
-    chunks/000000.f32      the same sequences' embeddings, row by row: n x (parts * channels) float32,
+    chunks/000000.f32      the same sequences' embeddings, row by row: n x (parts * part_dim) float32,
                            little-endian, part-major, each part unit-norm
     ...                    (at most EXPORT_CHUNK sequences per chunk)
     end.json               {"sequences": n, "chunks": c, "sha256": hex digest of every chunk member's bytes
                             in order}: a file cut short has no end, or a wrong digest
 
 Embeddings do not compress, so there is no compression; `tar tvf` lists a file and any tar reader (or
-numpy.frombuffer) reads it. Export reads the gallery chunk by chunk (`GalleryBackend.iter_records`) into a
+numpy.frombuffer) reads it. Export reads the gallery chunk by chunk (`Store.iter_records`) into a
 temporary file renamed over the target at the end; import reads the file twice, first to check it whole
 (structure, digest, shapes), then to enrol it subject group by subject group with the exported sequence
 ids, so an import that stops can be run again with `resume` and adds only what is missing. Sequence and
@@ -21,7 +22,7 @@ subject ids, metadata and embeddings survive the trip exactly; creation times ar
 but the importing gallery stamps its own.
 
 An export is a copy of biometric data that later erasures must reach too: `erase_export` rewrites one
-without given subjects or sequences, or without what a store's erasure log (`GalleryBackend.erasures`)
+without given subjects or sequences, or without what a store's erasure log (`Store.erasures`)
 says was erased from its gallery after the sequences were enrolled (their `created`), so a person
 erased today is also erased from last month's export (docs/privacy.md).
 """
@@ -46,7 +47,7 @@ from gaitlu.embedding import EmbeddingLayout
 from gaitlu.files import atomic_write
 from gallery import validate
 from gallery.errors import GalleryError, GalleryExistsError, InvalidInputError, ModelMismatchError
-from gallery.protocol import EXPORT_CHUNK, GalleryBackend, SequenceRecord
+from gallery.protocol import EXPORT_CHUNK, SequenceRecord, Store
 from gallery.records import Erasure, SequenceInfo
 
 FORMAT, VERSION = "gaitlu-gallery", 1
@@ -74,7 +75,7 @@ class Manifest:
             "gallery": self.gallery,
             "model_hash": self.model_hash,
             "parts": self.layout.parts,
-            "channels": self.layout.channels,
+            "channels": self.layout.part_dim,
             "normalisation": "per-part-l2",
             "dtype": "<f4",
             "metadata": self.metadata,
@@ -123,7 +124,7 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def export_gallery(
-    store: GalleryBackend,
+    store: Store,
     name: str,
     out: str | Path,
     *,
@@ -273,7 +274,7 @@ def _rows_bytes(records: list[SequenceRecord]) -> bytes:
 
 
 def import_gallery(
-    store: GalleryBackend,
+    store: Store,
     path: str | Path,
     *,
     name: str | None = None,

@@ -1,6 +1,6 @@
-"""The gallery contract: what the engine, the CLI and the portable format need of a gallery backend.
+"""The gallery contract: what the engine, the CLI and the portable format need of a gallery store.
 
-Two backends implement it: `gallery.store.GalleryStore` (`local`: SQLite + FAISS in this process, the
+Two stores implement it: `gallery.store.LocalStore` (`local`: SQLite + FAISS in this process, the
 default) and `gallery.milvus.MilvusStore` (`milvus`: a Milvus server or cluster that API replicas share).
 `tests/test_gallery_contract.py` runs one behavioural suite against both. Every method raises the domain
 errors of gallery/errors.py and nothing else meant for the user.
@@ -22,13 +22,13 @@ from gallery.records import Erasure, GalleryInfo, GalleryPolicy, GalleryStats, S
 from gallery.search import SearchHit
 
 EXPORT_CHUNK = 1024  # sequences per chunk when a gallery is streamed out
-# What every backend accepts (and the HTTP layer bounds its parameters by): MAX_K subjects per search
+# What every store accepts (and the HTTP layer bounds its parameters by): MAX_K subjects per search
 # (gaitlu.schemas, the API's own bound), a page of subjects of 1 to MAX_PAGE from an offset up to
 # MAX_OFFSET (SQLite's largest integer: beyond it the local store's binding overflows).
 MAX_OFFSET = 2**63 - 1
 MAX_PAGE = 10_000
 
-__all__ = ["EXPORT_CHUNK", "MAX_K", "MAX_OFFSET", "MAX_PAGE", "GalleryBackend", "SequenceRecord"]
+__all__ = ["EXPORT_CHUNK", "MAX_K", "MAX_OFFSET", "MAX_PAGE", "SequenceRecord", "Store"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class SequenceRecord:
 
 
 @runtime_checkable
-class GalleryBackend(Protocol):
+class Store(Protocol):
     """Galleries of enrolled subjects for one model each, searchable by embedding. Thread-safe."""
 
     # ----- galleries
@@ -54,7 +54,7 @@ class GalleryBackend(Protocol):
     ) -> GalleryInfo: ...
 
     def set_policy(self, name: str, policy: GalleryPolicy) -> GalleryInfo:
-        """Change what a gallery keeps (a backend that cannot honour a policy refuses it)."""
+        """Change what a gallery keeps (a store that cannot honour a policy refuses it)."""
         ...
 
     def get_gallery(self, name: str) -> GalleryInfo: ...
@@ -117,7 +117,7 @@ class GalleryBackend(Protocol):
         k: int = 5,
         threshold: float | None = None,
         top_m: int = 1,
-        filter: SequenceFilter | None = None,
+        sequence_filter: SequenceFilter | None = None,
     ) -> list[SearchHit]: ...
 
     def search_batch(
@@ -128,11 +128,11 @@ class GalleryBackend(Protocol):
         k: int = 5,
         threshold: float | None = None,
         top_m: int = 1,
-        filter: SequenceFilter | None = None,
+        sequence_filter: SequenceFilter | None = None,
     ) -> list[list[SearchHit]]: ...
 
     def centre(self, model_hash: str) -> np.ndarray | None:
-        """The (parts, channels) centre the galleries of `model_hash` are scored with, if any."""
+        """The (parts, part_dim) centre the galleries of `model_hash` are scored with, if any."""
         ...
 
     def check_model(self, name: str, model_hash: str) -> None:
@@ -150,6 +150,6 @@ class GalleryBackend(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> GalleryBackend: ...
+    def __enter__(self) -> Store: ...
 
     def __exit__(self, *exc: object) -> None: ...

@@ -1,10 +1,10 @@
 """Gallery settings: how the local store's FAISS indexes are built and searched (`IndexSettings`), and
-where the Milvus backend's server is and how its collections are indexed (`MilvusSettings`).
+where the Milvus store's server is and how its collections are indexed (`MilvusSettings`).
 
-Both sit here, below either backend, so that `gallery.backends` (which opens one) and `gallery.milvus`
+Both sit here, below either store, so that `gallery.stores` (which opens one) and `gallery.milvus`
 (which one opens) import them without importing each other. The service takes them from its environment
 (GAITLU_INDEX__NPROBE=64, ... or GAITLU_INDEX as JSON; GAITLU_MILVUS_*), code passes them to the
-backend; either way an unknown key or an out-of-range value is an error, never silently ignored.
+store; either way an unknown key or an out-of-range value is an error, never silently ignored.
 """
 
 from __future__ import annotations

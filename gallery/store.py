@@ -1,4 +1,4 @@
-"""GalleryStore: enrolled subjects in SQLite (the truth) with a FAISS index per gallery (a cache).
+"""LocalStore: enrolled subjects in SQLite (the truth) with a FAISS index per gallery (a cache).
 
 Concurrency contract (the service calls this from a thread pool):
 - writes (create/delete gallery, enrol, delete) are serialised by one store lock: commit to SQLite first,
@@ -60,7 +60,7 @@ DAY_S = 86_400.0
 SWEEP_BATCH = 10_000  # sequences per retention transaction (and per `expire` erasure and audit record)
 
 
-class GalleryStore(GalleryCore[Live]):
+class LocalStore(GalleryCore[Live]):
     """Galleries of enrolled subjects for one model each, searchable by embedding. Thread-safe.
 
     A thin facade: `Database` (gallery/database.py) is the SQLite side, `LiveIndexes` (gallery/live.py)
@@ -77,7 +77,7 @@ class GalleryStore(GalleryCore[Live]):
         max_bytes: int | None = None,
         encryption_key: bytes | None = None,
     ) -> None:
-        """`centres`: model hash -> the (parts, channels) centre of that model's calibrated centring
+        """`centres`: model hash -> the (parts, part_dim) centre of that model's calibrated centring
         (gaitlu.embedding.centre_parts): its galleries index and search centred vectors. SQLite keeps
         the vectors as enrolled, so a new centre only rebuilds the index (a cache). `max_bytes`: how
         large the database file may grow (SQLite's max_page_count; None: as the disk allows); a write
@@ -270,10 +270,10 @@ class GalleryStore(GalleryCore[Live]):
         with live.lock.read():
             index = live.index
             sizes: Mapping[str, int] = live.subject_sizes
-            if query.filter is None or query.filter.is_empty:
+            if query.sequence_filter is None or query.sequence_filter.is_empty:
                 search, ntotal = index.search, index.ntotal
             else:
-                ids, sizes = live.attributes.select(query.filter)
+                ids, sizes = live.attributes.select(query.sequence_filter)
                 search, ntotal = partial(index.search, ids=ids), len(ids)
             found = search_subjects(
                 search,
@@ -289,7 +289,7 @@ class GalleryStore(GalleryCore[Live]):
             return [_with_attributes(live, hits) for hits in found]
 
     def centre(self, model_hash: str) -> np.ndarray | None:
-        """The (parts, channels) centre this store's galleries of `model_hash` are scored with, if any."""
+        """The (parts, part_dim) centre this store's galleries of `model_hash` are scored with, if any."""
         return self._centres.get(validate.model_hash(model_hash))
 
     def stats(self) -> list[GalleryStats]:

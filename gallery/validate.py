@@ -65,7 +65,7 @@ def single_query(query: Any, layout: EmbeddingLayout) -> np.ndarray:
     """One query embedding (D,) or (P, C) -> a batch of one (1, ...) for `search_batch`."""
     if np.ndim(query) not in (1, 2) or (np.ndim(query) == 2 and np.shape(query)[0] != layout.parts):
         raise InvalidInputError(
-            f"a single query must have shape ({layout.size},) or ({layout.parts}, {layout.channels})"
+            f"a single query must have shape ({layout.size},) or ({layout.parts}, {layout.part_dim})"
         )
     return np.asarray(query)[None]
 
@@ -75,15 +75,15 @@ def embeddings(values: Any, layout: EmbeddingLayout) -> np.ndarray:
     float64 (what JSON numbers are) before the cast, so a component past float32's range is refused by
     its value, never cast to infinity with a RuntimeWarning."""
     x = np.asarray(values, dtype=np.float64)
-    parts, channels, size = layout.parts, layout.channels, layout.size
+    parts, part_dim, size = layout.parts, layout.part_dim, layout.size
     if x.ndim == 1:
         x = x[None]
-    if x.ndim == 3 and x.shape[1:] == (parts, channels):
+    if x.ndim == 3 and x.shape[1:] == (parts, part_dim):
         x = layout.flatten(x)  # (n, P, C) -> (n, P*C), part-major like the model output
     if x.ndim != 2 or x.shape[1] != size:
         raise InvalidInputError(
             f"embedding shape {np.shape(values)} does not match the gallery: expected (D,), (n, D) or "
-            f"(n, {parts}, {channels}) with D = {size}"
+            f"(n, {parts}, {part_dim}) with D = {size}"
         )
     if len(x) == 0:
         raise InvalidInputError("no embeddings given")

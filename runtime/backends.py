@@ -1,7 +1,7 @@
 """Inference backends behind one call: `run((N, T, 64, 44) float32) -> (N, D) float32`.
 
 onnxruntime with the best execution provider this install offers (TensorRT, CUDA, CPU), a prebuilt
-TensorRT engine from the artifact, or OpenVINO on the CPU (runtime/openvino_backend.py; which one runs
+TensorRT plan from the artifact, or OpenVINO on the CPU (runtime/openvino_backend.py; which one runs
 is runtime/selection.py's choice). GPU libraries are imported only when chosen, so a CPU host needs
 neither CUDA nor TensorRT. No torch here: the service stays torch-free.
 """
@@ -21,8 +21,9 @@ from gaitlu.manifest import InputSpec
 
 logger = logging.getLogger(__name__)
 
-BackendName = Literal["auto", "tensorrt", "cuda", "cpu", "trt-engine", "openvino"]
-BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "cuda", "cpu", "trt-engine", "openvino")
+# "trt-engine" is the documented older name of "trt-plan" (GAITLU_BACKEND values already deployed).
+BackendName = Literal["auto", "tensorrt", "cuda", "cpu", "trt-plan", "trt-engine", "openvino"]
+BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "cuda", "cpu", "trt-plan", "trt-engine", "openvino")
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -76,7 +77,7 @@ def ort_provider_chain(
         if name == "tensorrt":
             options: dict[str, Any] = {
                 "trt_fp16_enable": True,
-                "trt_engine_cache_enable": True,  # the first start builds the engine; later starts reuse it
+                "trt_engine_cache_enable": True,  # the first start builds the plan; later starts reuse it
                 "trt_engine_cache_path": str(cache_dir),
                 **tensorrt_profile(spec, max_batch),
             }
@@ -116,30 +117,28 @@ class OrtBackend:
         return out
 
 
-def trt_engine_usable() -> bool:
-    """Whether a prebuilt engine could run here: TensorRT and the CUDA runtime bindings import."""
+def trt_plan_usable() -> bool:
+    """Whether a prebuilt plan could run here: TensorRT and the CUDA runtime bindings import."""
     return all(importlib.util.find_spec(name) is not None for name in ("tensorrt", "cuda"))
 
 
-class TensorRTEngineBackend:
-    """A serialized TensorRT engine run through the CUDA runtime bindings (cuda-python), no torch.
+class TensorRTPlanBackend:
+    """A TensorRT plan (serialized engine) run through the CUDA runtime bindings (cuda-python), no torch.
 
     Buffers are allocated per call: simple and correct; a service under load would keep a pool.
     """
 
-    def __init__(self, engine_path: Path, input_name: str, output_name: str) -> None:
+    def __init__(self, plan_path: Path, input_name: str, output_name: str) -> None:
         import tensorrt as trt
         from cuda.bindings import runtime as cudart
 
         self._trt, self._cudart = trt, cudart
-        self._engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
-            engine_path.read_bytes()
+        self._cuda_engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
+            plan_path.read_bytes()
         )
-        if self._engine is None:
-            raise ConfigError(
-                f"{engine_path}: TensorRT cannot load this engine (built for another GPU/version?)"
-            )
-        self._context = self._engine.create_execution_context()
+        if self._cuda_engine is None:
+            raise ConfigError(f"{plan_path}: TensorRT cannot load this plan (built for another GPU/version?)")
+        self._context = self._cuda_engine.create_execution_context()
         self._stream = self._check(cudart.cudaStreamCreate())
         self.input_name, self.output_name = input_name, output_name
         self.name = f"tensorrt/{trt.__version__}"

@@ -32,9 +32,9 @@ from gaitlu.preprocess import to_float
 from runtime.backends import (
     Backend,
     OrtBackend,
-    TensorRTEngineBackend,
+    TensorRTPlanBackend,
     ort_provider_chain,
-    trt_engine_usable,
+    trt_plan_usable,
 )
 from runtime.openvino_backend import OpenVINOBackend
 from runtime.selection import Choice, choose
@@ -67,7 +67,7 @@ class ArtifactEmbedder:
         self.choice = choice or Choice(backend.name, "fp32", "given")
         self.model_hash = model_hash
         self.output_layout = manifest.output.embedding_layout
-        self.layout = EmbeddingLayout(self.output_layout.parts, self.output_layout.channels, "per-part-l2")
+        self.layout = EmbeddingLayout(self.output_layout.parts, self.output_layout.part_dim, "per-part-l2")
         self.max_batch = max_batch
         self.max_call_frames = max_call_frames
         self.max_frames = manifest.input.max_frames
@@ -146,17 +146,18 @@ def load_artifact_embedder(
 ) -> ArtifactEmbedder:
     """Open an export artifact for inference.
 
-    backend: 'auto' (a prebuilt TensorRT engine when the artifact has one and TensorRT + cuda-python
+    backend: 'auto' (a prebuilt TensorRT plan when the artifact has one and TensorRT + cuda-python
     import, else onnxruntime's GPU providers on a GPU host, else OpenVINO bf16 when precision is 'auto'
     or 'bf16', the CPU has native bf16 and the manifest records that pair's parity as passed, else
     onnxruntime on the CPU), 'tensorrt' / 'cuda' / 'cpu' (that onnxruntime provider; an error if
-    missing), 'trt-engine' or 'openvino' (parity-gated: a pair without a passing `gaitlu parity` record
-    is refused). precision: 'fp32' (model.onnx), 'int8' (model.int8.onnx), 'fp16' (model.fp16.onnx),
-    'bf16' (model.onnx in bf16 arithmetic, OpenVINO only) or 'auto' (the backend's fastest checked
-    one: the service's default); the engine is fp16 whatever it says. runtime/selection.py decides.
+    missing), 'trt-plan' (older name 'trt-engine') or 'openvino' (parity-gated: a pair without a
+    passing `gaitlu parity` record is refused). precision: 'fp32' (model.onnx), 'int8'
+    (model.int8.onnx), 'fp16' (model.fp16.onnx), 'bf16' (model.onnx in bf16 arithmetic, OpenVINO only)
+    or 'auto' (the backend's fastest checked one: the service's default); the plan is fp16 whatever it
+    says. runtime/selection.py decides.
     threads: onnxruntime's intra-op pool or OpenVINO's INFERENCE_NUM_THREADS; inter_threads:
     onnxruntime's inter-op pool. max_batch defaults to the export's. cache_dir holds TensorRT-provider
-    engines (default: <artifact>/trt-cache).
+    plans (default: <artifact>/trt-cache).
     """
     folder = Path(artifact_dir)
     manifest = read_manifest(folder)
@@ -179,18 +180,18 @@ def open_choice(
 ) -> ArtifactEmbedder:
     """An artifact on a pair already chosen, gates passed or not: `load_artifact_embedder` after
     `choose`, and `gaitlu parity`, which measures the pairs the gate would refuse."""
-    engine = manifest.tensorrt
+    plan = manifest.tensorrt
     chosen: Backend
-    if choice.backend == "trt-engine":
-        if engine is None:
+    if choice.backend == "trt-plan":
+        if plan is None:
             raise ConfigError(
-                f"backend 'trt-engine': {folder} has no TensorRT engine (export with --trt on a GPU)"
+                f"backend 'trt-plan': {folder} has no TensorRT plan (export with --trt on a GPU)"
             )
-        if not trt_engine_usable():
-            raise ConfigError("backend 'trt-engine' needs the tensorrt and cuda-python packages")
-        model_hash = engine.sha256
-        chosen = TensorRTEngineBackend(
-            verified_path(folder, engine.file, engine.sha256), manifest.input.name, manifest.output.name
+        if not trt_plan_usable():
+            raise ConfigError("backend 'trt-plan' needs the tensorrt and cuda-python packages")
+        model_hash = plan.sha256
+        chosen = TensorRTPlanBackend(
+            verified_path(folder, plan.file, plan.sha256), manifest.input.name, manifest.output.name
         )
     elif choice.backend == "openvino":
         entry = manifest.variant("fp32" if choice.precision == "bf16" else choice.precision)

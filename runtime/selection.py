@@ -1,7 +1,7 @@
 """Which backend and precision run an artifact: what was asked for, what this host offers, what passed.
 
 `choose` turns a (backend, precision) request into one concrete pair and says why. `auto` takes the
-fastest pair that is checked for this artifact: a prebuilt TensorRT engine or onnxruntime's GPU
+fastest pair that is checked for this artifact: a prebuilt TensorRT plan or onnxruntime's GPU
 providers on a GPU host; on a CPU with native bf16 (AMX or AVX512-BF16) OpenVINO in bf16 when the
 artifact's manifest records that pair's parity as passed (`gaitlu parity`); onnxruntime otherwise.
 OpenVINO pairs are parity-gated: one whose record is missing or failed is refused when asked for and
@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from gaitlu.errors import ConfigError
 from gaitlu.manifest import Manifest
-from runtime.backends import BACKENDS, PROVIDERS, trt_engine_usable
+from runtime.backends import BACKENDS, PROVIDERS, trt_plan_usable
 from runtime.openvino_backend import NOT_INSTALLED, OV_PRECISIONS, cpu_capability, openvino_available
 
 Precision = Literal["auto", "fp32", "fp16", "bf16", "int8"]
@@ -111,9 +111,9 @@ def choose(manifest: Manifest, backend: str, precision: str) -> Choice:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
     if backend == "openvino":
         return _openvino(manifest, precision)
-    has_engine = manifest.tensorrt is not None and trt_engine_usable()
-    if backend == "trt-engine" or (backend == "auto" and has_engine):
-        return Choice("trt-engine", "fp16", "the artifact's prebuilt TensorRT engine (fp16)")
+    has_plan = manifest.tensorrt is not None and trt_plan_usable()
+    if backend in ("trt-plan", "trt-engine") or (backend == "auto" and has_plan):
+        return Choice("trt-plan", "fp16", "the artifact's prebuilt TensorRT plan (fp16)")
     if precision == "bf16" and backend != "auto":
         raise ConfigError(f"precision 'bf16' runs on backend 'openvino' (or 'auto'), not {backend!r}")
     if backend == "auto":

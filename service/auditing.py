@@ -36,8 +36,7 @@ from audit import (
     sha256_hex,
 )
 from audit.store import REQUIRED_CONFIRMATIONS
-from engine import Decision as Threshold
-from engine import Engine, Probe, ProbeResult, Upload, Verification
+from engine import Engine, Probe, ProbeResult, Threshold, Upload, Verification
 from gaitlu.schemas import AuditHitPublic, AuditRecordPublic, ReviewStatePublic
 from service.context import request_id
 from service.deps import KeyRing
@@ -205,7 +204,7 @@ def search_entries(
     gallery: str,
     probes: Sequence[Probe],
     results: Sequence[ProbeResult],
-    decided: Threshold,
+    threshold: Threshold,
     engine: Engine,
 ) -> list[Entry]:
     """One record per probe: its digest, the hits returned (above the threshold when one was given) and
@@ -220,7 +219,7 @@ def search_entries(
         decision: Decision | None = None
         if result.error is not None:
             decision = "error"
-        elif decided.threshold is not None:
+        elif threshold.score is not None:
             decision = "match" if hits else "unknown"
         entries.append(
             Entry(
@@ -230,8 +229,8 @@ def search_entries(
                 gallery=gallery,
                 input_sha256=(digest(probe),),
                 hits=hits,
-                threshold=decided.threshold,
-                max_far=decided.max_far,
+                threshold=threshold.score,
+                max_far=threshold.max_far,
                 decision=decision,
                 error=answer(result.error).code if result.error is not None else None,
             )
@@ -257,8 +256,8 @@ def verify_entry(
         sequence_ids=sequence_ids,
         input_sha256=tuple(digest(p) for p in probes),
         hits=(Hit(subject_id, checked.sequence_id, checked.score, checked.far),),
-        threshold=checked.decision.threshold,
-        max_far=checked.decision.max_far,
+        threshold=checked.threshold.score,
+        max_far=checked.threshold.max_far,
         decision=None if match is None else "verified" if match else "rejected",
     )
 

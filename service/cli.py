@@ -36,7 +36,7 @@ def serve(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="Inference backend: auto, openvino, cpu, cuda, tensorrt, trt-engine (default auto, or "
+            help="Inference backend: auto, openvino, cpu, cuda, tensorrt, trt-plan (default auto, or "
             "GAITLU_BACKEND)."
         ),
     ] = None,

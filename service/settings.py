@@ -20,9 +20,9 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from engine import STORE_FILE, EngineOptions, EngineSettings
 from gaitlu.errors import ConfigError
 from gaitlu.schemas import MAX_SEQUENCES
-from gallery.backends import Backend, MilvusIndexSettings, MilvusSettings
 from gallery.crypto import master_key
 from gallery.settings import IndexSettings
+from gallery.stores import MilvusIndexSettings, MilvusSettings, StoreKind
 
 MIB = 1024 * 1024
 MIN_KEY_LENGTH = 16  # a placeholder such as "changeme" is refused
@@ -106,7 +106,7 @@ class Settings(BaseSettings):
 
     # Where galleries live: "local" (DATA_DIR/galleries.db, one process) or "milvus" (a Milvus server or
     # cluster that every replica shares; docs/gallery.md).
-    gallery_backend: Backend = "local"
+    gallery_backend: StoreKind = "local"
     milvus_uri: str | None = None  # http://milvus:19530, a milvus-lite server address, or a local .db file
     milvus_token: SecretStr | None = None  # "user:password" or an API key, where the server wants one
     milvus_db: str = Field("default", pattern=r"[A-Za-z_][A-Za-z0-9_]{0,254}")
@@ -192,7 +192,7 @@ class Settings(BaseSettings):
         if self.max_files > self.engine.max_queue:
             raise ValueError("max_files must not exceed max_queue (such a request could never be queued)")
         if self.gallery_backend == "milvus" and not self.milvus_uri:
-            raise ValueError("the milvus gallery backend needs GAITLU_MILVUS_URI (e.g. http://milvus:19530)")
+            raise ValueError("the milvus gallery store needs GAITLU_MILVUS_URI (e.g. http://milvus:19530)")
         if self.max_body_bytes_in_flight < self.max_upload_bytes:
             raise ValueError(
                 "max_body_bytes_in_flight must be at least max_upload_bytes (else no large upload fits)"
@@ -223,7 +223,7 @@ class Settings(BaseSettings):
             store_path=self.store_path,
             options=self.engine,
             index=self.index,
-            gallery_backend=self.gallery_backend,
+            store_kind=self.gallery_backend,
             milvus=self.milvus_settings(),
             encryption_key=master_key(
                 self.encryption_key.get_secret_value() if self.encryption_key is not None else None,

@@ -30,7 +30,7 @@ from synth.layout import generate_opengait
 from tests.support.cli import run_cli
 from tests.support.embeddings import clustered_embeddings
 
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 
 
 def gaussian_scores(rng: np.random.Generator, n_impostor: int) -> PairScores:

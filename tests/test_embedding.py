@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -10,11 +11,11 @@ import numpy as np
 import pytest
 
 from gaitlu.embedding import EmbeddingLayout, mean_part_cosine, normalise_parts, part_cosines
-from gaitlu.manifest import MANIFEST_NAME, read_manifest
+from gaitlu.manifest import MANIFEST_NAME, Centring, read_manifest
 
 
 def test_layout_names_parts_channels_and_size() -> None:
-    layout = EmbeddingLayout(parts=31, channels=64)
+    layout = EmbeddingLayout(parts=31, part_dim=64)
     assert (layout.size, layout.normalisation) == (31 * 64, "per-part-l2")
     assert EmbeddingLayout.from_size(31 * 64, 31) == layout
     flat = np.arange(2 * layout.size, dtype=np.float32).reshape(2, -1)
@@ -28,7 +29,7 @@ def test_layout_names_parts_channels_and_size() -> None:
     ("make", "message"),
     [
         (lambda: EmbeddingLayout(0, 8), "positive integer parts"),
-        (lambda: EmbeddingLayout(4, 2.5), "positive integer channels"),
+        (lambda: EmbeddingLayout(4, 2.5), "positive integer part_dim"),
         (lambda: EmbeddingLayout(4, 8, "l1"), "normalisation must be one of"),
         (lambda: EmbeddingLayout.from_size(100, 3), "does not split into 3 parts"),
     ],
@@ -66,3 +67,20 @@ def test_an_artifact_exported_before_the_rename_still_reads(tiny_artifact: Path,
     data["output"] = {("dim" if key == "channels" else key): value for key, value in data["output"].items()}
     (old / MANIFEST_NAME).write_text(json.dumps(data))
     assert read_manifest(old).output.embedding_layout == read_manifest(tiny_artifact).output.embedding_layout
+
+
+@pytest.mark.parametrize("model", ["default", "synthetic"])
+def test_the_committed_models_read_their_channels_key_as_part_dim(model: str) -> None:
+    """The shipped manifests say `channels` for floats per part: they load unchanged."""
+    folder = Path(__file__).resolve().parents[1] / "models" / model
+    assert "channels" in json.loads((folder / MANIFEST_NAME).read_text())["output"]
+    layout = read_manifest(folder).output.embedding_layout
+    assert (layout.parts, layout.part_dim, layout.size) == (31, 64, 31 * 64)
+
+
+def test_a_centring_written_with_channels_still_reads() -> None:
+    mean = base64.b64encode(np.zeros((2, 3), "<f4").tobytes()).decode()
+    old = {"mean_b64": mean, "parts": 2, "channels": 3, "reference": "x", "sequences": 1}
+    new = {("part_dim" if key == "channels" else key): value for key, value in old.items()}
+    assert Centring.model_validate(old) == Centring.model_validate(new)
+    assert Centring.model_validate(old).part_dim == 3

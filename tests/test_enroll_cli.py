@@ -21,7 +21,7 @@ from engine import STORE_FILE
 from gaitlu.pictures import PNG_PREFIX
 from gaitlu.preprocess import to_model_frames
 from gaitlu.sequence import load_sequence, save_sequence
-from gallery import GalleryStore
+from gallery import LocalStore
 from gallery.previews import split_gei
 from runtime import load_artifact_embedder
 from service.settings import load_settings
@@ -190,7 +190,7 @@ def test_offline_builds_the_same_gallery(
             for subject in SUBJECTS
             for s in client.subject_sequences("online", subject)
         }
-    with GalleryStore(tmp_path / STORE_FILE) as store:
+    with LocalStore(tmp_path / STORE_FILE) as store:
         local = store.search("online", vector, embedder.model_hash, k=3)
         local_pictures = {
             s.sequence_id: split_gei(s.metadata)[1]

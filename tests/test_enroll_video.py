@@ -13,7 +13,7 @@ import pytest
 from client.api import GaitluClient
 from client.enroll import Layout, scan_dataset
 from engine import STORE_FILE
-from gallery import GalleryStore
+from gallery import LocalStore
 from tests.support.cli import run_cli
 from tests.support.servers import served_in_thread
 from tests.support.videos import WALKS, synthetic_videos
@@ -84,7 +84,7 @@ def test_online_and_offline_enrollment_of_videos_agree(
     with GaitluClient(server, KEY) as client:
         remote = client.search("walks", ("q.mp4", query), k=2).data[0].data
         vector = np.asarray(client.embed([("q.mp4", query)]).data[0].embedding, np.float32)
-    with GalleryStore(tmp_path / STORE_FILE) as store:
+    with LocalStore(tmp_path / STORE_FILE) as store:
         local = store.search("walks", vector, store.get_gallery("walks").model_hash, k=2)
     assert remote[0].subject_id == "bob" and remote[0].score > 0.99  # the enrolled copy of the query
     assert [(h.subject_id, h.sequence_id) for h in local] == [(h.subject_id, h.sequence_id) for h in remote]

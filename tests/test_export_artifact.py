@@ -52,7 +52,7 @@ def test_artifact_files_and_manifest(artifact: Path, checkpoint: Path) -> None:
     manifest = read_manifest(artifact)
     assert manifest.model_sha256 == sha256_file(artifact / "model.onnx")
     assert manifest.model.config["channels"] == [8, 16, 32, 64]
-    assert manifest.output.embedding_layout == EmbeddingLayout(parts=31, channels=64)
+    assert manifest.output.embedding_layout == EmbeddingLayout(parts=31, part_dim=64)
     assert manifest.input.shape == ["batch", "frames", 64, 44]
     assert manifest.metric == "ip"
     assert manifest.source.sha256 == sha256_file(checkpoint)
@@ -164,7 +164,7 @@ def test_cli_end_to_end_with_trt_but_no_tensorrt(
 
 
 @pytest.mark.gpu
-def test_trt_engine_export_and_runtime(tmp_path: Path, checkpoint: Path) -> None:
+def test_trt_plan_export_and_runtime(tmp_path: Path, checkpoint: Path) -> None:
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
@@ -174,8 +174,8 @@ def test_trt_engine_export_and_runtime(tmp_path: Path, checkpoint: Path) -> None
     options = ExportOptions(trt=True, max_batch=4, max_frames=64, parity_cases=SMALL_PARITY)
     info = export_artifact(checkpoint, out, options).manifest.tensorrt
     assert info is not None and info.min_cosine_vs_onnx >= 0.999
-    engine = load_artifact_embedder(out, backend="trt-engine")
+    plan = load_artifact_embedder(out, backend="trt-plan")
     cpu = load_artifact_embedder(out, backend="cpu")
     batch = [walking_sequence(i, 20) for i in range(3)]
-    assert engine.model_hash == info.sha256
-    assert (engine.embed(batch) * cpu.embed(batch)).sum(-1).min() >= 0.999
+    assert plan.model_hash == info.sha256 and info.file == "model.fp16.plan"
+    assert (plan.embed(batch) * cpu.embed(batch)).sum(-1).min() >= 0.999

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from gaitlu.embedding import EmbeddingLayout
-from gallery import GalleryStore, IndexSettings
+from gallery import IndexSettings, LocalStore
 from tests.support.embeddings import unit_embeddings
 
 MODEL = hashlib.sha256(b"model").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 MIN_STEPS = 8
 
 
@@ -28,7 +28,7 @@ MIN_STEPS = 8
 def test_threads_enrolling_deleting_and_searching_stay_consistent(tmp_path):
     # Crosses from exact to IVF mid-run; nprobe = nlist keeps IVF exhaustive, so answers stay exact.
     settings = IndexSettings(exact_max=150, nlist=4, nprobe=4, codec="flat", pca_dim=None)
-    store = GalleryStore(tmp_path / "g.db", index_settings=settings, synchronous="NORMAL")
+    store = LocalStore(tmp_path / "g.db", index_settings=settings, synchronous="NORMAL")
     store.create_gallery("g", MODEL, LAYOUT)
     deadline = time.monotonic() + 3.0
     enrolled: dict[str, tuple[str, np.ndarray]] = {}  # sequence id -> (subject, embedding), once returned
@@ -93,14 +93,14 @@ def test_threads_enrolling_deleting_and_searching_stay_consistent(tmp_path):
 CHILD = textwrap.dedent(
     """
     import sys, numpy as np
-    from gallery import GalleryStore
+    from gallery import LocalStore
     from gaitlu.embedding import EmbeddingLayout
     from tests.support.embeddings import unit_embeddings
-    store = GalleryStore(sys.argv[1])
+    store = LocalStore(sys.argv[1])
     rng = np.random.default_rng(0)
     i = 0
     while True:
-        x = unit_embeddings(rng, 3, EmbeddingLayout(parts=4, channels=16))
+        x = unit_embeddings(rng, 3, EmbeddingLayout(parts=4, part_dim=16))
         infos = store.enroll("g", f"s{i % 7}", x, sys.argv[2])
         print(" ".join(info.sequence_id for info in infos), flush=True)
         i += 1
@@ -111,7 +111,7 @@ CHILD = textwrap.dedent(
 @pytest.mark.slow
 def test_enrolments_that_returned_survive_kill_9(tmp_path):
     path = tmp_path / "g.db"
-    with GalleryStore(path) as store:
+    with LocalStore(path) as store:
         store.create_gallery("g", MODEL, LAYOUT)
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     child = subprocess.Popen(
@@ -128,7 +128,7 @@ def test_enrolments_that_returned_survive_kill_9(tmp_path):
     child.wait()
     printed.extend(child.stdout.read().split())  # lines already flushed before the kill
     assert len(printed) >= 60, "the child did not enrol"
-    with GalleryStore(path) as store:
+    with LocalStore(path) as store:
         info = store.get_gallery("g")
         assert info.sequence_count >= len(printed) and info.sequence_count % 3 == 0  # whole enrolments only
         for sequence_id in printed[::7]:

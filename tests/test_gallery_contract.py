@@ -1,7 +1,7 @@
-"""The gallery contract under load and across processes' views, for both backends; then what only the
-Milvus backend does (filters pushed into the search, several stores on one server, collection names).
+"""The gallery contract under load and across processes' views, for both stores; then what only the
+Milvus store does (filters pushed into the search, several stores on one server, collection names).
 
-tests/test_gallery_store.py holds the single-client semantics, run against both backends too.
+tests/test_gallery_store.py holds the single-client semantics, run against both stores too.
 """
 
 from __future__ import annotations
@@ -28,26 +28,26 @@ from gallery import (
     SequenceIdConflictError,
     StoreUnavailableError,
 )
-from gallery.backends import MilvusSettings, open_backend
 from gallery.filters import SequenceFilter, attributes
 from gallery.milvus import SEQUENCES, SUBJECTS, MilvusStore, collection, filter_expression, gallery_of
+from gallery.stores import MilvusSettings, open_gallery_store
 from service.errors import answer
 from tests.support.embeddings import clustered_embeddings, unit_embeddings
-from tests.support.galleries import BACKENDS, open_store
+from tests.support.galleries import STORE_KINDS, open_store
 from tests.support.milvus import milvus_lite_server, unique_db
 
 MODEL = hashlib.sha256(b"contract").hexdigest()
 OTHER = hashlib.sha256(b"another").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 CLIENTS = 32
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_32_clients_enrolling_retrying_and_deleting_leave_exact_counts(backend, tmp_path, request):
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_32_clients_enrolling_retrying_and_deleting_leave_exact_counts(kind, tmp_path, request):
     """Each client enrols its sequences with client ids, sends every enrolment twice (a retry after a
     lost answer), deletes a share, and searches for what it enrolled; at the end the counts are exact."""
-    store = open_store(backend, tmp_path, request)
+    store = open_store(kind, tmp_path, request)
     store.create_gallery("g", MODEL, LAYOUT)
     rounds, failures = 4, []
 
@@ -90,9 +90,9 @@ def test_32_clients_enrolling_retrying_and_deleting_leave_exact_counts(backend, 
     store.close()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_a_conflicting_enrolment_writes_nothing(backend, tmp_path, request):
-    with open_store(backend, tmp_path, request) as store:
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_a_conflicting_enrolment_writes_nothing(kind, tmp_path, request):
+    with open_store(kind, tmp_path, request) as store:
         store.create_gallery("g", MODEL, LAYOUT)
         x = unit_embeddings(np.random.default_rng(1), 3, LAYOUT)
         store.enroll("g", "alice", x[:1], MODEL, sequence_ids=["a"])
@@ -103,9 +103,9 @@ def test_a_conflicting_enrolment_writes_nothing(backend, tmp_path, request):
             store.enroll("g", "bob", x, OTHER)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_export_records_stream_every_sequence_with_its_embedding(backend, tmp_path, request):
-    with open_store(backend, tmp_path, request) as store:
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_export_records_stream_every_sequence_with_its_embedding(kind, tmp_path, request):
+    with open_store(kind, tmp_path, request) as store:
         store.create_gallery("g", MODEL, LAYOUT)
         x = unit_embeddings(np.random.default_rng(2), 7, LAYOUT)
         for i in range(7):
@@ -119,13 +119,11 @@ def test_export_records_stream_every_sequence_with_its_embedding(backend, tmp_pa
             np.testing.assert_allclose(record.embedding, x[i], atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_hits_carry_their_sequence_attributes_and_embeddings_read_back_as_enrolled(
-    backend, tmp_path, request
-):
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_hits_carry_their_sequence_attributes_and_embeddings_read_back_as_enrolled(kind, tmp_path, request):
     x = unit_embeddings(np.random.default_rng(3), 3, LAYOUT)
     meta = {"camera": "gate-2", "site": "lab", "captured_at": "2026-05-01T12:00:00+02:00", "tags": ["a", "b"]}
-    with open_store(backend, tmp_path, request) as store:
+    with open_store(kind, tmp_path, request) as store:
         store.create_gallery("g", MODEL, LAYOUT)
         store.enroll("g", "alice", x[:2], MODEL, [meta, None], ["q0", "q1"])
         store.enroll("g", "bob", x[2:], MODEL, sequence_ids=["q2"])
@@ -145,21 +143,21 @@ def test_hits_carry_their_sequence_attributes_and_embeddings_read_back_as_enroll
             store.subject_embeddings("g", "carol")
 
 
-def test_a_centred_model_is_served_by_the_local_backend_only(tmp_path, milvus_uri):
-    centre = np.full((LAYOUT.parts, LAYOUT.channels), 0.1, np.float32)
-    with open_backend("local", store_path=tmp_path / "g.db", centres={MODEL: centre}) as store:
+def test_a_centred_model_is_served_by_the_local_store_only(tmp_path, milvus_uri):
+    centre = np.full((LAYOUT.parts, LAYOUT.part_dim), 0.1, np.float32)
+    with open_gallery_store("local", store_path=tmp_path / "g.db", centres={MODEL: centre}) as store:
         np.testing.assert_array_equal(store.centre(MODEL), centre)
         assert store.centre(OTHER) is None
     settings = MilvusSettings(uri=milvus_uri, db_name=unique_db())
     with pytest.raises(InvalidInputError, match="--centring off"):
-        open_backend("milvus", milvus=settings, centres={MODEL: centre})
+        open_gallery_store("milvus", milvus=settings, centres={MODEL: centre})
 
 
-# ----- the Milvus backend
+# ----- the Milvus store
 
 
 def milvus_store(uri: str, db: str):
-    return open_backend("milvus", milvus=MilvusSettings(uri=uri, db_name=db))
+    return open_gallery_store("milvus", milvus=MilvusSettings(uri=uri, db_name=db))
 
 
 CAMERAS, SITES, TAGS = ["gate-1", 'odd "cam" \\ é', "gate-3"], ["lab", "yard"], ["day", "night", "rain", "x"]
@@ -232,7 +230,7 @@ def test_filters_run_inside_milvus_search_and_agree_with_the_reference_semantics
             f = random_filter(rng) if trial else SequenceFilter()
             match = np.array([f.matches(attributes(m)) for m in metas])
             query = x[rng.integers(len(x))]
-            hits = store.search("g", query, MODEL, k=100, filter=f)
+            hits = store.search("g", query, MODEL, k=100, sequence_filter=f)
             scores = x @ query / LAYOUT.parts
             best: dict[str, float] = {}
             for i in np.flatnonzero(match):
@@ -318,10 +316,10 @@ def test_a_milvus_server_that_is_gone_is_unavailable_at_once_not_a_hang(tmp_path
         milvus_store(server.uri, "default")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_ids_no_store_could_hold_are_simply_not_found(backend, tmp_path, request):
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_ids_no_store_could_hold_are_simply_not_found(kind, tmp_path, request):
     """Path segments reach the store unvalidated: quotes, backslashes, control characters are 404s."""
-    with open_store(backend, tmp_path, request) as store:
+    with open_store(kind, tmp_path, request) as store:
         store.create_gallery("g", MODEL, LAYOUT)
         store.enroll(
             "g", "s", unit_embeddings(np.random.default_rng(7), 1, LAYOUT), MODEL, sequence_ids=["q"]

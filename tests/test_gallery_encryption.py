@@ -19,10 +19,10 @@ import pytest
 from gaitlu.embedding import EmbeddingLayout
 from gaitlu.pictures import PNG_PREFIX
 from gallery import crypto
-from gallery.backends import MilvusSettings, open_backend
 from gallery.crypto import Keyring, master_key
 from gallery.errors import EncryptionKeyError, TamperedDataError
-from gallery.store import GalleryStore
+from gallery.store import LocalStore
+from gallery.stores import MilvusSettings, open_gallery_store
 from tests.support.cli import gaitlu_argv, run_cli
 from tests.support.embeddings import unit_embeddings
 from tests.support.servers import client, npy_bytes
@@ -32,7 +32,7 @@ KEY = base64.b64encode(bytes(range(32))).decode()
 OTHER_KEY = base64.b64encode(bytes(range(100, 132))).decode()
 SUBJECTS, WALKS = 3, 2
 MODEL = "ab" * 32
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 
 
 def enrol(api) -> None:
@@ -140,18 +140,18 @@ def test_search_and_verify_answer_as_without_encryption_also_from_the_snapshot(
 def test_the_encrypted_snapshot_is_read_back_and_a_damaged_one_is_rebuilt(tmp_path):
     key = crypto.parse_key(KEY, "key")
     vectors = unit_embeddings(np.random.default_rng(3), 40, LAYOUT)
-    with GalleryStore(tmp_path / "g.db", encryption_key=key) as store:
+    with LocalStore(tmp_path / "g.db", encryption_key=key) as store:
         store.create_gallery("g", MODEL, LAYOUT)
         store.enroll("g", "p", vectors, MODEL)
         expected = store.search("g", vectors[5], MODEL, k=1)
-    with GalleryStore(tmp_path / "g.db", encryption_key=key) as store:
+    with LocalStore(tmp_path / "g.db", encryption_key=key) as store:
         assert store.stats()[0].index_source == "snapshot"
         assert store.search("g", vectors[5], MODEL, k=1) == expected
     [snapshot] = tmp_path.glob("g.db.indexes/*.faiss")
     data = bytearray(snapshot.read_bytes())
     data[-20] ^= 1  # inside the last sealed part
     snapshot.write_bytes(bytes(data))
-    with GalleryStore(tmp_path / "g.db", encryption_key=key) as store:
+    with LocalStore(tmp_path / "g.db", encryption_key=key) as store:
         assert store.stats()[0].index_source == "built"  # a cache: rebuilt from SQLite, not trusted
         assert store.search("g", vectors[5], MODEL, k=1) == expected
 
@@ -225,7 +225,7 @@ def test_rotate_key_through_the_cli_moves_everything_to_the_new_key(
 def test_a_rotation_that_stops_midway_leaves_the_store_whole_under_the_old_key(tmp_path, monkeypatch):
     old, new = crypto.parse_key(KEY, "key"), crypto.parse_key(OTHER_KEY, "key")
     vectors = unit_embeddings(np.random.default_rng(1), 6, LAYOUT)
-    with GalleryStore(tmp_path / "g.db", encryption_key=old) as store:
+    with LocalStore(tmp_path / "g.db", encryption_key=old) as store:
         store.create_gallery("g", MODEL, LAYOUT)
         store.enroll("g", "p", vectors, MODEL, sequence_ids=[f"q{i}" for i in range(6)])
         sealed = Keyring.seal_embedding
@@ -242,8 +242,8 @@ def test_a_rotation_that_stops_midway_leaves_the_store_whole_under_the_old_key(t
         monkeypatch.undo()
         assert np.allclose(store.get_embedding("g", "q5"), vectors[5], atol=1e-6)
     with pytest.raises(EncryptionKeyError, match="not the master key"):
-        GalleryStore(tmp_path / "g.db", encryption_key=new)
-    with GalleryStore(tmp_path / "g.db", encryption_key=old) as store:
+        LocalStore(tmp_path / "g.db", encryption_key=new)
+    with LocalStore(tmp_path / "g.db", encryption_key=old) as store:
         _, stored = store.subject_embeddings("g", "p")
         assert np.allclose(stored, vectors, atol=1e-6)
 
@@ -280,11 +280,11 @@ def test_an_altered_or_moved_ciphertext_is_an_error_not_an_answer(tiny_artifact,
 
 def test_a_plaintext_folder_given_a_key_is_refused_and_milvus_refuses_encryption(tmp_path):
     key = crypto.parse_key(KEY, "key")
-    with GalleryStore(tmp_path / "g.db") as store:
+    with LocalStore(tmp_path / "g.db") as store:
         store.create_gallery("g", MODEL, LAYOUT)
     with pytest.raises(EncryptionKeyError, match=r"1 unencrypted galleries.*gaitlu galleries export"):
-        GalleryStore(tmp_path / "g.db", encryption_key=key)
-    with GalleryStore(tmp_path / "g.db") as store:  # refused, not half-converted: it opens as it was
+        LocalStore(tmp_path / "g.db", encryption_key=key)
+    with LocalStore(tmp_path / "g.db") as store:  # refused, not half-converted: it opens as it was
         assert [g.name for g in store.list_galleries()] == ["g"]
-    with pytest.raises(EncryptionKeyError, match="milvus gallery backend cannot encrypt"):
-        open_backend("milvus", milvus=MilvusSettings(uri="http://127.0.0.1:9"), encryption_key=key)
+    with pytest.raises(EncryptionKeyError, match="milvus gallery store cannot encrypt"):
+        open_gallery_store("milvus", milvus=MilvusSettings(uri="http://127.0.0.1:9"), encryption_key=key)

@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 
 from gaitlu.embedding import EmbeddingLayout
-from gallery import Erasure, GalleryPolicy, GalleryStore, InvalidInputError
-from gallery.backends import MilvusSettings, open_backend
+from gallery import Erasure, GalleryPolicy, InvalidInputError, LocalStore
 from gallery.portable import erase_export, export_gallery
 from gallery.previews import GEI_KEY
 from gallery.schema import BUSY_TIMEOUT_MS
+from gallery.stores import MilvusSettings, open_gallery_store
 from tests.support.embeddings import unit_embeddings
 from tests.support.milvus import unique_db
 from tests.support.remnants import remnants
 
 MODEL = hashlib.sha256(b"model-a").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=64)  # 1 KB per embedding: its bytes span SQLite cells
+LAYOUT = EmbeddingLayout(parts=4, part_dim=64)  # 1 KB per embedding: its bytes span SQLite cells
 
 
 def picture(subject: str, i: int) -> str:
@@ -35,7 +35,7 @@ def picture(subject: str, i: int) -> str:
 
 
 def enrol_people(
-    store: GalleryStore, gallery: str, people: int = 6, each: int = 3, first: int = 0
+    store: LocalStore, gallery: str, people: int = 6, each: int = 3, first: int = 0
 ) -> dict[str, np.ndarray]:
     """Subjects p{first}, p{first + 1}, ... with `each` sequences `p{n}-{i}` and a picture each."""
     rng = np.random.default_rng(first)
@@ -61,13 +61,13 @@ def folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def stored(folder: Path) -> Iterator[tuple[GalleryStore, dict[str, np.ndarray]]]:
+def stored(folder: Path) -> Iterator[tuple[LocalStore, dict[str, np.ndarray]]]:
     """A gallery of six people whose index snapshot is on disk (written at close, read at reopen)."""
-    with GalleryStore(folder / "galleries.db") as store:
+    with LocalStore(folder / "galleries.db") as store:
         store.create_gallery("g", MODEL, LAYOUT)
         vectors = enrol_people(store, "g")
     assert list((folder / "galleries.db.indexes").iterdir()), "the snapshot the erasure must reach"
-    with GalleryStore(folder / "galleries.db") as store:
+    with LocalStore(folder / "galleries.db") as store:
         assert remnants(folder, *secrets_of(vectors["p2"], "p2")), "the search must see what is there"
         yield store, vectors
 
@@ -132,7 +132,7 @@ def test_every_erasure_is_logged_with_the_sequences_it_erased(stored):
 
 def test_the_sweep_erases_what_is_past_retention_at_the_time_it_is_given(folder, monkeypatch):
     monkeypatch.setattr("gallery.store.SWEEP_BATCH", 4)  # 6 expired sequences: two transactions
-    with GalleryStore(folder / "galleries.db") as store:
+    with LocalStore(folder / "galleries.db") as store:
         store.create_gallery("short", MODEL, LAYOUT, policy=GalleryPolicy(retention_days=30))
         store.create_gallery("kept", MODEL, LAYOUT)
         vectors = enrol_people(store, "short", people=2)
@@ -155,7 +155,7 @@ def test_the_sweep_erases_what_is_past_retention_at_the_time_it_is_given(folder,
 
 
 def test_a_gallery_without_pictures_keeps_none(folder):
-    with GalleryStore(folder / "galleries.db") as store:
+    with LocalStore(folder / "galleries.db") as store:
         store.create_gallery("g", MODEL, LAYOUT, policy=GalleryPolicy(store_pictures=False))
         store.create_gallery("h", MODEL, LAYOUT)
         enrol_people(store, "g", people=1)
@@ -168,7 +168,7 @@ def test_a_gallery_without_pictures_keeps_none(folder):
         assert store.get_sequence("h", "p1-0").metadata == {"camera": "c1"}
         assert remnants(folder, *[picture("p1", i).encode() for i in range(3)]) == []  # ...until now
         assert store.search("h", vectors["p1"][0], MODEL, k=1)[0].subject_id == "p1"
-    with GalleryStore(folder / "galleries.db") as store:  # the policy is stored
+    with LocalStore(folder / "galleries.db") as store:  # the policy is stored
         assert store.get_gallery("h").policy == GalleryPolicy(store_pictures=False)
 
 
@@ -207,12 +207,12 @@ def test_old_exports_are_brought_in_step_with_later_erasures(stored, tmp_path):
 
 
 def test_the_milvus_backend_refuses_what_it_cannot_honour(milvus_uri):
-    with open_backend("milvus", milvus=MilvusSettings(uri=milvus_uri, db_name=unique_db())) as store:
+    with open_gallery_store("milvus", milvus=MilvusSettings(uri=milvus_uri, db_name=unique_db())) as store:
         for policy in (GalleryPolicy(retention_days=30), GalleryPolicy(store_pictures=False)):
-            with pytest.raises(InvalidInputError, match="local backend"):
+            with pytest.raises(InvalidInputError, match="local store"):
                 store.create_gallery("g", MODEL, LAYOUT, policy=policy)
         store.create_gallery("g", MODEL, LAYOUT)
-        with pytest.raises(InvalidInputError, match="local backend"):
+        with pytest.raises(InvalidInputError, match="local store"):
             store.set_policy("g", GalleryPolicy(retention_days=1))
         with pytest.raises(InvalidInputError, match="erasure log"):
             store.erasures()

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from gaitlu.embedding import EmbeddingLayout
-from gallery import GalleryStore, IndexSettings
+from gallery import IndexSettings, LocalStore
 from gallery.index import GalleryIndex, new_exact, projection, train_approximate
 from tests.support.embeddings import clustered_embeddings
 
 MODEL = hashlib.sha256(b"model").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=32)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=32)
 DIM, PARTS = LAYOUT.size, LAYOUT.parts  # the index sees flattened vectors of DIM floats
 PCA = {"pca_dim": 32, "pca_train_size": 512}
 APPROX = {
@@ -136,7 +136,7 @@ def test_untrained_pca_rejects_bad_pq_layout(data):
 def test_store_switches_to_approximate_keeps_results_and_retrains(tmp_path, data):
     x, labels = data
     settings = IndexSettings(exact_max=600, pca_dim=32, pca_train_size=256, nprobe=16, retrain_factor=2.0)
-    with GalleryStore(tmp_path / "g.db", index_settings=settings, synchronous="NORMAL") as store:
+    with LocalStore(tmp_path / "g.db", index_settings=settings, synchronous="NORMAL") as store:
         store.create_gallery("g", MODEL, LAYOUT)
         seen = []
         for subject in range(400):

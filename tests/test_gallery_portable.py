@@ -13,21 +13,21 @@ import numpy as np
 import pytest
 
 from gaitlu.embedding import EmbeddingLayout
-from gallery import GalleryExistsError, GalleryNotFoundError, GalleryStore
+from gallery import GalleryExistsError, GalleryNotFoundError, LocalStore
 from gallery.portable import PortableFormatError, check_file, export_gallery, import_gallery
 from tests.support.cli import run_cli
 from tests.support.embeddings import clustered_embeddings
 from tests.support.milvus import unique_db
 
 MODEL = hashlib.sha256(b"portable").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 
 
 def filled_store(path, subjects: int, per_subject: int, layout: EmbeddingLayout = LAYOUT, seed: int = 0):
     x, labels = clustered_embeddings(
         subjects, per_subject, layout, noise=0.5, rng=np.random.default_rng(seed)
     )
-    store = GalleryStore(path, synchronous="NORMAL")
+    store = LocalStore(path, synchronous="NORMAL")
     store.create_gallery("lab", MODEL, layout, metadata={"site": "lab", "n": 1})
     for s in range(subjects):
         rows = np.flatnonzero(labels == s)
@@ -46,17 +46,18 @@ def test_round_trip_local_milvus_local_gives_identical_searches(tmp_path, capsys
              for s in store.list_sequences("lab", subj.subject_id)}  # fmt: skip
     store.close()
 
-    milvus = ["--backend", "milvus", "--milvus-uri", milvus_uri, "--milvus-db", unique_db()]
+    milvus = ["--store", "milvus", "--milvus-uri", milvus_uri, "--milvus-db", unique_db()]
     a, b = tmp_path / "a.gallery", tmp_path / "b.gallery"
     result = run_cli(capsys, "galleries", "export", "lab", "--out", a, "--data-dir", first, "--json")
     assert result.code == 0 and result.json()["sequences"] == 200, result.err
-    result = run_cli(capsys, "galleries", "import", a, "--as", "lab-copy", *milvus, "--json")
+    older = ["--backend" if arg == "--store" else arg for arg in milvus]  # --store's older name works too
+    result = run_cli(capsys, "galleries", "import", a, "--as", "lab-copy", *older, "--json")
     assert result.code == 0 and result.json() == {"gallery": "lab-copy", "sequences": 200, "chunks": 1,
                                                    "file": str(a)}, result.err  # fmt: skip
     assert run_cli(capsys, "galleries", "export", "lab-copy", "--out", b, *milvus).code == 0
     assert run_cli(capsys, "galleries", "import", b, "--as", "lab", "--data-dir", second).code == 0
 
-    with GalleryStore(second / "galleries.db") as back:
+    with LocalStore(second / "galleries.db") as back:
         after = back.search_batch("lab", queries, MODEL, k=7, top_m=2)
         info = back.get_gallery("lab")
         assert (info.sequence_count, info.subject_count, info.metadata) == (200, 40, {"site": "lab", "n": 1})
@@ -72,7 +73,7 @@ def test_round_trip_local_milvus_local_gives_identical_searches(tmp_path, capsys
     assert (
         run_cli(capsys, "galleries", "import", b, "--as", "lab", "--data-dir", second, "--resume").code == 0
     )
-    with GalleryStore(second / "galleries.db") as back:
+    with LocalStore(second / "galleries.db") as back:
         assert back.get_gallery("lab").sequence_count == 200
 
 
@@ -89,7 +90,7 @@ def transient_peak(call) -> int:
 
 @pytest.mark.slow
 def test_export_and_import_stream_in_memory_bounded_by_the_chunk(tmp_path):
-    layout = EmbeddingLayout(parts=8, channels=64)  # 2 KB per embedding
+    layout = EmbeddingLayout(parts=8, part_dim=64)  # 2 KB per embedding
     chunk = 256  # 512 KB of embeddings per chunk
     peaks = {}
     for subjects in (30, 120):  # 3,000 and 12,000 sequences: 6 MB and 24 MB of embeddings
@@ -99,7 +100,7 @@ def test_export_and_import_stream_in_memory_bounded_by_the_chunk(tmp_path):
         out = folder / "lab.gallery"
         exported = transient_peak(lambda: export_gallery(store, "lab", out, chunk=chunk))  # noqa: B023
         store.close()
-        target = GalleryStore(folder / "out.db", synchronous="NORMAL")
+        target = LocalStore(folder / "out.db", synchronous="NORMAL")
         imported = transient_peak(lambda: import_gallery(target, out, name="copy"))  # noqa: B023
         assert target.get_gallery("copy").sequence_count == subjects * 100
         target.close()

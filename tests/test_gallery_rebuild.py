@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from gaitlu.embedding import EmbeddingLayout
-from gallery import GalleryStore, IndexSettings
+from gallery import IndexSettings, LocalStore
 from gallery import index as index_module
 from tests.support.embeddings import unit_embeddings
 
 MODEL = hashlib.sha256(b"model").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 EXACT_MAX = 200
 SETTINGS = IndexSettings(exact_max=EXACT_MAX, nlist=4, nprobe=4, codec="flat", pca_dim=None, train_size=1000)
 PROMPT_S = 5.0  # a store call that waits on the rebuild would take as long as the gate is shut
@@ -49,8 +49,8 @@ class Gate:
 
 
 @pytest.fixture
-def store(tmp_path) -> Iterator[GalleryStore]:
-    with GalleryStore(tmp_path / "g.db", index_settings=SETTINGS, synchronous="NORMAL") as s:
+def store(tmp_path) -> Iterator[LocalStore]:
+    with LocalStore(tmp_path / "g.db", index_settings=SETTINGS, synchronous="NORMAL") as s:
         yield s
 
 
@@ -111,7 +111,7 @@ def test_closing_during_a_retrain_abandons_it_and_keeps_every_sequence(monkeypat
     rng = np.random.default_rng(1)
     gate = Gate(monkeypatch)
     path = tmp_path / "g.db"
-    store = GalleryStore(path, index_settings=SETTINGS, synchronous="NORMAL")
+    store = LocalStore(path, index_settings=SETTINGS, synchronous="NORMAL")
     store.create_gallery("g", MODEL, LAYOUT)
     gate.armed = True
     for s in range(EXACT_MAX // 5 + 1):
@@ -123,6 +123,6 @@ def test_closing_during_a_retrain_abandons_it_and_keeps_every_sequence(monkeypat
     closing.join(30)
     assert not closing.is_alive()
     monkeypatch.undo()
-    with GalleryStore(path, index_settings=SETTINGS) as reopened:
+    with LocalStore(path, index_settings=SETTINGS) as reopened:
         (stats,) = reopened.stats()
         assert (stats.sequences, stats.index_kind) == (5 * (EXACT_MAX // 5 + 1), "approximate")

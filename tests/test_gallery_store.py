@@ -14,9 +14,9 @@ from gaitlu.embedding import EmbeddingLayout
 from gallery import (
     GalleryExistsError,
     GalleryNotFoundError,
-    GalleryStore,
     IndexSettings,
     InvalidInputError,
+    LocalStore,
     ModelMismatchError,
     SequenceIdConflictError,
     SequenceNotFoundError,
@@ -24,13 +24,13 @@ from gallery import (
     StoreLockedError,
     SubjectNotFoundError,
 )
-from gallery.protocol import MAX_K, MAX_PAGE, GalleryBackend
+from gallery.protocol import MAX_K, MAX_PAGE, Store
 from tests.support.embeddings import clustered_embeddings, unit_embeddings
 from tests.support.galleries import open_store
 
 MODEL = hashlib.sha256(b"model-a").hexdigest()
 OTHER = hashlib.sha256(b"model-b").hexdigest()
-LAYOUT = EmbeddingLayout(parts=4, channels=16)
+LAYOUT = EmbeddingLayout(parts=4, part_dim=16)
 DIM, PARTS = LAYOUT.size, LAYOUT.parts
 
 
@@ -38,7 +38,7 @@ DIM, PARTS = LAYOUT.size, LAYOUT.parts
 def store(request, tmp_path):
     """The same tests against each backend behind the one protocol."""
     with open_store(request.param, tmp_path, request) as s:
-        assert isinstance(s, GalleryBackend)
+        assert isinstance(s, Store)
         yield s
 
 
@@ -236,14 +236,14 @@ def test_client_sequence_ids_make_retries_idempotent(store):
 def test_restart_keeps_everything_and_uses_a_fresh_snapshot(tmp_path):
     path = tmp_path / "g.db"
     x, labels = clustered_embeddings(30, 4, LAYOUT, noise=0.4, rng=np.random.default_rng(9))
-    with GalleryStore(path) as store:
+    with LocalStore(path) as store:
         store.create_gallery("g", MODEL, LAYOUT)
         for subject in range(30):
             store.enroll("g", f"s{subject}", x[labels == subject], MODEL)
         before = store.search_batch("g", x[::7], MODEL, k=4)
         with pytest.raises(StoreLockedError):
-            GalleryStore(path)  # one owner at a time
-    with GalleryStore(path) as store:
+            LocalStore(path)  # one owner at a time
+    with LocalStore(path) as store:
         (stats,) = store.stats()
         assert (stats.index_source, stats.sequences, stats.subjects) == ("snapshot", 120, 30)
         assert store.search_batch("g", x[::7], MODEL, k=4) == before
@@ -255,14 +255,20 @@ def test_stale_snapshot_is_ignored(tmp_path):
     path = tmp_path / "g.db"
     rng = np.random.default_rng(10)
     x = unit(rng, 5)
-    with GalleryStore(path) as store:
+    with LocalStore(path) as store:
         store.create_gallery("g", MODEL, LAYOUT)
         infos = store.enroll("g", "s", x, MODEL)
     with sqlite3.connect(path) as conn:  # a change behind the store's back
         conn.execute("DELETE FROM sequences WHERE uid = ?", (infos[0].sequence_id,))
-    with GalleryStore(path) as store:
+    with LocalStore(path) as store:
         (stats,) = store.stats()
         assert (stats.index_source, stats.sequences) == ("built", 4)
         assert all(h.sequence_id != infos[0].sequence_id for h in store.search("g", x[0], MODEL, k=5))
-    with GalleryStore(path, index_settings=IndexSettings(exact_max=3, nlist=1)) as store:
+    with LocalStore(path, index_settings=IndexSettings(exact_max=3, nlist=1)) as store:
         assert store.stats()[0].index_kind == "approximate"  # other settings: the snapshot is not reused
+
+
+def test_the_local_store_keeps_its_older_name() -> None:
+    import gallery
+
+    assert gallery.GalleryStore is gallery.LocalStore  # callers written before the rename still import it

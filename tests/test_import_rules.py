@@ -146,8 +146,8 @@ def test_optional_backends_are_imported_by_their_module_only_and_only_when_chose
     assert wrong == []
     # The whole service with the local backend open, and the CLI: no pymilvus loaded.
     code = (
-        "import sys, pathlib, gallery, gallery.backends, engine, service.app, client.cli\n"
-        "store = gallery.backends.open_backend('local', store_path=pathlib.Path(sys.argv[1]) / 'g.db')\n"
+        "import sys, pathlib, gallery, gallery.stores, engine, service.app, client.cli\n"
+        "store = gallery.stores.open_gallery_store('local', store_path=pathlib.Path(sys.argv[1]) / 'g.db')\n"
         "store.close()\n"
         "sys.exit(sorted({'pymilvus', 'milvus_lite'} & set(sys.modules)) or 0)\n"
     )

@@ -149,8 +149,9 @@ def test_missing_variant_and_unknown_backend(artifact: Path) -> None:
         load_artifact_embedder(artifact, precision="int8", warmup=False)
     with pytest.raises(ConfigError, match="unknown backend"):
         load_artifact_embedder(artifact, backend="tpu", warmup=False)
-    with pytest.raises(ConfigError, match="no TensorRT engine"):
-        load_artifact_embedder(artifact, backend="trt-engine", warmup=False)
+    for plan in ("trt-plan", "trt-engine"):  # trt-engine: the backend's older name, still accepted
+        with pytest.raises(ConfigError, match="no TensorRT plan"):
+            load_artifact_embedder(artifact, backend=plan, warmup=False)
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA is available")

@@ -1,6 +1,6 @@
 """Micro-batching through the real app: concurrent requests share runtime calls and get the same vectors
 as one-at-a-time calls; a full queue answers 429 with Retry-After; a failed batch makes the service
-unready until a readiness probe succeeds again.
+unready until a readiness check succeeds again.
 
 The runtime is the real tiny model; where a test must hold or break inference at a chosen moment it
 wraps the real embedder (a gate or a one-shot fault), never replaces it.

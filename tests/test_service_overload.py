@@ -1,7 +1,7 @@
 """Overload: what a busy or stalled part of the server must not do to the rest.
 
 The decode pool answers 429 when it and its wait list are full and 503 at its deadline, and `/readyz`
-notices when it is stuck; the readiness probe skips the batch queue; `/metrics`, auth and gallery reads
+notices when it is stuck; the readiness check skips the batch queue; `/metrics`, auth and gallery reads
 never wait behind locks or a thread pool that stalled work fills; a connection must send its request
 head in time. In-process (TestClient) where the app's parts are held on purpose; a real `gaitlu serve`
 where the socket matters.
@@ -26,8 +26,8 @@ import pytest
 import engine.engine as engine_module
 from engine.batcher import Batcher
 from gaitlu.embedding import Embedder
-from gallery.backends import STORE_FILE
 from gallery.index import GalleryIndex
+from gallery.stores import STORE_FILE
 from runtime import load_artifact_embedder
 from tests.support.servers import FULL_KEY, ServerProcess, client, error_code, gauge, npy_bytes, until
 from tests.support.walkers import walking_sequence
@@ -96,7 +96,7 @@ def test_a_full_decode_pool_answers_429_then_503_at_the_deadline_and_readyz_noti
         assert c.post("/embed", files=upload(2)).status_code == 200
 
 
-# ----- the readiness probe's own lane
+# ----- the readiness check's own lane
 
 
 class GatedEmbedder:
@@ -131,7 +131,7 @@ def test_readyz_answers_ready_while_the_batch_queue_is_long(tiny_artifact, tmp_p
     probe_queued, submit = threading.Event(), Batcher.submit
 
     async def noting_the_probe(self, sequences, *, priority=False):
-        if priority:  # the readiness probe (set before it joins its lane: this step runs on to its await)
+        if priority:  # the readiness check (set before it joins its lane: this step runs on to its await)
             probe_queued.set()
         return await submit(self, sequences, priority=priority)
 

@@ -45,7 +45,7 @@ def test_embed_equals_the_model_forward(model: GaitSSB) -> None:
     embedder = CheckpointEmbedder(model, "test", CPU)
     batch = seqs(3, 7)
     out = embedder.embed(batch)
-    assert out.shape == (2, CONFIG.layout.parts, CONFIG.layout.channels) and out.dtype == np.float32
+    assert out.shape == (2, CONFIG.layout.parts, CONFIG.layout.part_dim) and out.dtype == np.float32
     for row, seq in zip(out, batch, strict=True):
         np.testing.assert_allclose(row, direct(model, seq), atol=1e-5)  # raw, as OpenGait's evaluator sees it
 
@@ -86,7 +86,7 @@ def test_empty_batch(model: GaitSSB) -> None:
     assert CheckpointEmbedder(model, "test", CPU).embed([]).shape == (
         0,
         CONFIG.layout.parts,
-        CONFIG.layout.channels,
+        CONFIG.layout.part_dim,
     )
 
 
@@ -94,7 +94,7 @@ def test_load_checkpoint_embedder_from_a_checkpoint(tmp_path: Path, model: GaitS
     path = atomic_save(build_checkpoint(model, {}, step=7), tmp_path / "ckpt.pt")
     embedder = load_checkpoint_embedder(path, device="cpu")
     assert embedder.model_hash == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert embedder.layout == EmbeddingLayout(parts=31, channels=8, normalisation="none")  # finetune: raw
+    assert embedder.layout == EmbeddingLayout(parts=31, part_dim=8, normalisation="none")  # finetune: raw
     batch = seqs(4, 3, seed=3)
     np.testing.assert_allclose(embedder.embed(batch)[1], direct(model, batch[1]), atol=1e-5)
 

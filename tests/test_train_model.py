@@ -41,7 +41,7 @@ def test_embedding_shape_and_per_part_unit_norm() -> None:
     model = trained_like(TINY)
     with torch.no_grad():
         out = model(silhouettes(3, 7))
-    assert out.shape == (3, TINY.layout.parts, TINY.layout.channels) == (3, 31, 64)
+    assert out.shape == (3, TINY.layout.parts, TINY.layout.part_dim) == (3, 31, 64)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.norm(dim=-1), torch.ones(3, 31))
 

@@ -165,4 +165,4 @@ def import_opengait(
     model = convert(checkpoint, out, form, config)
     name = architecture_of(model).name
     layout = model.config.layout
-    typer.echo(f"{out}: {name} {config_to_dict(model.config)}, embedding {layout.parts} x {layout.channels}")
+    typer.echo(f"{out}: {name} {config_to_dict(model.config)}, embedding {layout.parts} x {layout.part_dim}")

@@ -87,7 +87,7 @@ class CheckpointEmbedder:
 
     def embed(self, batch: list[np.ndarray]) -> np.ndarray:
         seqs = [_check(s, i)[: self.max_frames] for i, s in enumerate(batch)]
-        out = np.empty((len(seqs), self.layout.parts, self.layout.channels), np.float32)  # (N, P, C)
+        out = np.empty((len(seqs), self.layout.parts, self.layout.part_dim), np.float32)  # (N, P, C)
         for rows in equal_length_calls([len(s) for s in seqs], self.frame_budget):
             out[rows] = self._forward([seqs[i] for i in rows])
         return out
@@ -109,7 +109,7 @@ def load_checkpoint_embedder(
         path,
         architecture_name(ckpt),
         embedder.layout.parts,
-        embedder.layout.channels,
+        embedder.layout.part_dim,
         device,
     )
     return embedder

@@ -170,7 +170,7 @@ class GaitSSB(GaitNetwork[ModelConfig]):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        parts, width = config.layout.parts, config.layout.channels
+        parts, width = config.layout.parts, config.layout.part_dim
         self.backbone = Backbone(config.channels, config.strides)
         self.projector = part_mlp(parts, width, final_bn=True)
         self.predictor = part_mlp(parts, width, final_bn=False) if config.form == "pretrain" else None

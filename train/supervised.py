@@ -188,7 +188,7 @@ def prepare(
     layout = model.config.layout
     classes = len(clips.subject_ids)
     loss = config.loss
-    head = BNNeck(layout.parts, layout.channels, classes, loss.cosine) if loss.ce_weight > 0 else None
+    head = BNNeck(layout.parts, layout.part_dim, classes, loss.cosine) if loss.ce_weight > 0 else None
     latest = prepare_run_dir(run_dir, resume)
     ckpt = None
     if latest is not None:

@@ -181,15 +181,15 @@ def _threshold(rates: Rates, far: float) -> Threshold:
 
 def encode_centre(centre: np.ndarray, reference: str, sequences: int) -> Centring:
     """A (P, C) centre as the manifest records it (little-endian float32, base64)."""
-    parts, channels = centre.shape
+    parts, part_dim = centre.shape
     data = base64.b64encode(np.ascontiguousarray(centre, "<f4").tobytes()).decode("ascii")
-    return Centring(mean_b64=data, parts=parts, channels=channels, reference=reference, sequences=sequences)
+    return Centring(mean_b64=data, parts=parts, part_dim=part_dim, reference=reference, sequences=sequences)
 
 
 def decode_centre(centring: Centring) -> np.ndarray:
     """The manifest's centring as a (P, C) float32 array."""
     raw = np.frombuffer(base64.b64decode(centring.mean_b64), "<f4")
-    return raw.reshape(centring.parts, centring.channels).astype(np.float32)
+    return raw.reshape(centring.parts, centring.part_dim).astype(np.float32)
 
 
 def calibrate(

@@ -1,6 +1,6 @@
 """Part-wise distances between gait embeddings, computed in probe blocks to bound memory.
 
-Embeddings are (N, P, C): P horizontal parts of C channels (a 2-D (N, D) array is one part). Like
+Embeddings are (N, P, C): P horizontal parts of C floats (a 2-D (N, D) array is one part). Like
 OpenGait, distances are computed per part and averaged over parts:
   euc: mean over parts of the Euclidean distance;
   cos: 1 - mean over parts of the cosine similarity (each part L2-normalised first).

@@ -55,7 +55,7 @@ async def embed(request: Request, engine: EngineDep, settings: SettingsDep) -> E
     return EmbedResponse(
         model_hash=engine.model_hash,
         parts=layout.parts,
-        channels=layout.channels,
+        channels=layout.part_dim,
         dim=layout.size,
         data=data,
         count=len(data),

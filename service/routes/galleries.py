@@ -277,7 +277,7 @@ async def get_sequence_embedding(name: str, sequence_id: str, engine: EngineDep)
         subject_id=info.subject_id,
         model_hash=info.model_hash,
         parts=layout.parts,
-        channels=layout.channels,
+        channels=layout.part_dim,
         dim=len(vector),
         embedding=vector.tolist(),
     )

@@ -20,10 +20,10 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness)
 async def readyz(engine: EngineDep) -> Readiness:
-    """Ready: a probe sequence goes through the batcher (ahead of its queue) and the runtime and comes
+    """Ready: a check sequence goes through the batcher (ahead of its queue) and the runtime and comes
     back as at start-up, and the decode workers are not all stuck. Not ready otherwise (NotReady, saying
-    why), also after an inference failure until a probe succeeds again."""
-    problem = await engine.probe()
+    why), also after an inference failure until a check succeeds again."""
+    problem = await engine.check_ready()
     if problem is not None:
         raise NotReady(problem)
     runtime = engine.runtime

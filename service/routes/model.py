@@ -19,7 +19,7 @@ async def model(engine: EngineDep) -> ModelPublic:
     return ModelPublic(
         model_hash=engine.model_hash,
         parts=layout.parts,
-        channels=layout.channels,
+        channels=layout.part_dim,
         dim=layout.size,
         backend=runtime.backend,
         precision=runtime.precision,

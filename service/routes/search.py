@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 
-from engine import Decision, Engine, Probe, ProbeResult, VideoOptions
+from engine import Engine, Probe, ProbeResult, Threshold, VideoOptions
 from gaitlu.schemas import (
     ErrorInfo,
     ProbeResultPublic,
@@ -86,7 +86,7 @@ def _search_json(body: SearchRequest, settings: Settings) -> tuple[SearchParams,
     return body, _probes(body, settings), VideoOptions()
 
 
-def sequence_filter(params: SequenceFilterParams | None) -> SequenceFilter | None:
+def parse_filter(params: SequenceFilterParams | None) -> SequenceFilter | None:
     """The wire filter as the galleries' contract (gallery.filters); InvalidInputError if malformed."""
     if params is None:
         return None
@@ -100,7 +100,9 @@ def sequence_filter(params: SequenceFilterParams | None) -> SequenceFilter | Non
     )
 
 
-def _probe_public(result: ProbeResult, decided: Decision, engine: Engine, audit_id: int) -> ProbeResultPublic:
+def _probe_public(
+    result: ProbeResult, threshold: Threshold, engine: Engine, audit_id: int
+) -> ProbeResultPublic:
     hits = [hit_public(hit, engine.far("subject", hit.score)) for hit in result.hits]
     error = None
     if result.error is not None:
@@ -108,7 +110,7 @@ def _probe_public(result: ProbeResult, decided: Decision, engine: Engine, audit_
         error = ErrorInfo(
             code=verdict.code, message=verdict.message, detail=verdict.detail, request_id=request_id.get()
         )
-    decided_here = decided.threshold is not None and error is None
+    decided_here = threshold.score is not None and error is None
     return ProbeResultPublic(
         name=result.name,
         match=hits[0] if decided_here and hits else None,
@@ -135,14 +137,16 @@ async def search(
             "missing_file", "no probe: send sequences or videos in the multipart field 'files'"
         )
     check_count(len(probes), settings)
-    decided = engine.decision("subject", params.threshold, params.max_far)
-    where = sequence_filter(params.filter)
+    threshold = engine.threshold("subject", params.threshold, params.max_far)
+    sequence_filter = parse_filter(params.filter)
     results = await engine.search_batch(
-        params.gallery, probes, params.k, decided.threshold, options, params.top_m, where
+        params.gallery, probes, params.k, threshold.score, options, params.top_m, sequence_filter
     )
-    records = await auditor.record(search_entries(request, params.gallery, probes, results, decided, engine))
+    records = await auditor.record(
+        search_entries(request, params.gallery, probes, results, threshold, engine)
+    )
     data = [
-        _probe_public(result, decided, engine, record.id)
+        _probe_public(result, threshold, engine, record.id)
         for result, record in zip(results, records, strict=True)
     ]
     return SearchResponse(
@@ -150,8 +154,8 @@ async def search(
         model_hash=engine.model_hash,
         k=params.k,
         top_m=params.top_m,
-        threshold=decided.threshold,
-        max_far=decided.max_far,
+        threshold=threshold.score,
+        max_far=threshold.max_far,
         filter=params.filter,
         data=data,
         count=len(data),
@@ -202,8 +206,8 @@ async def verify(
         sequence_id=checked.sequence_id,
         score=checked.score,
         far=checked.far,
-        threshold=checked.decision.threshold,
-        max_far=checked.decision.max_far,
+        threshold=checked.threshold.score,
+        max_far=checked.threshold.max_far,
         match=checked.match,
         timings=timings_public(embedded),
         audit_id=record.id,

@@ -13,7 +13,7 @@ from gaitlu.embedding import EmbeddingLayout, normalise_parts
 
 def unit_embeddings(rng: np.random.Generator, n: int, layout: EmbeddingLayout) -> np.ndarray:
     """(n, P*C) random embeddings, each part unit-norm (no identity structure)."""
-    x = rng.standard_normal((n, layout.parts, layout.channels), dtype=np.float32)  # (n, P, C)
+    x = rng.standard_normal((n, layout.parts, layout.part_dim), dtype=np.float32)  # (n, P, C)
     return layout.flatten(normalise_parts(x)).astype(np.float32)
 
 

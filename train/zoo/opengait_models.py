@@ -157,8 +157,8 @@ def _gaitbase_config(cfg: Mapping[str, Any], dataset: str) -> GaitBaseConfig:
 def _gaitbase_training_only(cfg: Mapping[str, Any], config: GaitBaseConfig) -> Shapes:
     if "SeparateBNNecks" not in cfg:
         return {}
-    bnneck = _bnneck(cfg["SeparateBNNecks"], "SeparateBNNecks", config.parts, config.layout.channels)
-    return _bnneck_shapes("BNNecks", config.parts, config.layout.channels, bnneck["class_num"])
+    bnneck = _bnneck(cfg["SeparateBNNecks"], "SeparateBNNecks", config.parts, config.layout.part_dim)
+    return _bnneck_shapes("BNNecks", config.parts, config.layout.part_dim, bnneck["class_num"])
 
 
 GAITBASE_RULES: Rules = (
@@ -195,7 +195,7 @@ def _deepgaitv2_training_only(cfg: Mapping[str, Any], config: DeepGaitV2Config) 
     section = _section(cfg["SeparateBNNecks"], "SeparateBNNecks", {"class_num"}, {"class_num"})
     # With use_emb2 the BNNeck's BatchNorm makes the embedding (our `bnneck`); only its classifier is unused.
     return _bnneck_shapes(
-        "BNNecks", DEEPGAITV2_PARTS, config.layout.channels, section["class_num"], bn=not config.use_emb2
+        "BNNecks", DEEPGAITV2_PARTS, config.layout.part_dim, section["class_num"], bn=not config.use_emb2
     )
 
 
@@ -274,9 +274,9 @@ def _gaitgl_config(cfg: Mapping[str, Any], dataset: str) -> GaitGLConfig:
 
 def _gaitgl_training_only(cfg: Mapping[str, Any], config: GaitGLConfig) -> Shapes:
     if config.head == "bn":
-        return {"Head1.fc_bin": (GAITGL_PARTS, config.layout.channels, cfg["class_num"])}
+        return {"Head1.fc_bin": (GAITGL_PARTS, config.layout.part_dim, cfg["class_num"])}
     return _bnneck_shapes(
-        "BNNecks", GAITGL_PARTS, config.layout.channels, cfg["SeparateBNNecks"]["class_num"], bn=False
+        "BNNecks", GAITGL_PARTS, config.layout.part_dim, cfg["SeparateBNNecks"]["class_num"], bn=False
     )
 
 
