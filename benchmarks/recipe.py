@@ -132,6 +132,35 @@ def wall_s(run_dir: Path) -> float | None:
     return float(json.loads(lines[-1]).get("elapsed_s", 0.0)) if lines else None
 
 
+def losses(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, training loss) as the run logged them (metrics.jsonl, every `log_every` steps)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    return np.array([r["step"] for r in rows]), np.array([r["loss"] for r in rows])
+
+
+def plot_losses(runs: dict[str, Path], path: Path) -> str:
+    """Each run's loss curve on one chart (e.g. the same recipe in fp32 and in bf16), and a line giving
+    each run's mean loss over its last quarter of logged steps: do the curves agree?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    tails = []
+    for name, run_dir in runs.items():
+        steps, loss = losses(run_dir)
+        ax.plot(steps, loss, label=name)
+        tails.append(f"{name} {loss[-max(1, len(loss) // 4) :].mean():.3f}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (triplet + BNNeck CE)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return "mean loss over the last quarter of steps: " + ", ".join(tails)
+
+
 def report(results: dict[str, Figures], notes: dict[str, str]) -> str:
     variants = list(next(iter(results.values())))
     lines = [
@@ -159,6 +188,7 @@ def main() -> None:
         help="NAME=ARTIFACT: the FAR observed on the test people at ARTIFACT's calibrated thresholds, "
         "with run NAME's embeddings (the artifact exported from that run)",
     )
+    parser.add_argument("--curves", type=Path, help="plot the --run loss curves into this PNG")
     parser.add_argument("--quick", action="store_true", help="4 test people, 16 frames each, <= 60 s")
     parser.add_argument("--write-results", action="store_true", help="update RESULTS.md")
     args = parser.parse_args()
@@ -192,6 +222,9 @@ def main() -> None:
     body = report(results, notes)
     for name, artifact in named(args.calibrated, "calibrated").items():
         body += f"\n\nObserved FAR, {name}: " + observed_far(plain[name], artifact)
+    runs = named(args.run, "run")
+    if args.curves and runs:
+        body += "\n\n" + plot_losses(runs, args.curves) + f" ({args.curves.name})"
     print(body)
     gei = results["GEI"]
     headline = []
