@@ -29,7 +29,7 @@ from gaitlu.embedding import EmbeddingLayout
 from gallery.attributes import AttributeTable
 from gallery.database import Database, SequenceMap
 from gallery.errors import StoreClosedError
-from gallery.filters import attributes
+from gallery.filters import SequenceAttributes
 from gallery.index import GalleryIndex, Kind
 from gallery.records import GalleryPolicy, GalleryStats, SequenceInfo
 from gallery.rwlock import ReadWriteLock
@@ -37,7 +37,8 @@ from gallery.settings import IndexSettings
 
 logger = logging.getLogger(__name__)
 
-Added = tuple[np.ndarray, np.ndarray, str, list[SequenceInfo]]  # row ids, vectors (n, D), subject, infos
+# row ids, vectors (n, D), subject, infos, their filterable keys (checked at enrolment)
+Added = tuple[np.ndarray, np.ndarray, str, list[SequenceInfo], list[SequenceAttributes]]
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Change:
 
     def apply(self, index: GalleryIndex, sequences: SequenceMap, sizes: Counter[str]) -> None:
         if self.add is not None:
-            ids, vectors, subject_id, infos = self.add
+            ids, vectors, subject_id, infos, _ = self.add
             index.add(ids, vectors)
             for row, info in zip(ids.tolist(), infos, strict=True):
                 sequences[row] = (subject_id, info.sequence_id)
@@ -85,8 +86,7 @@ class Change:
     def update(self, table: AttributeTable) -> None:
         """Apply the change to a gallery's attribute table (as `apply` does to its map)."""
         if self.add is not None:
-            ids, _, subject_id, infos = self.add
-            found = [attributes(info.metadata) for info in infos]  # validated at enrolment
+            ids, _, subject_id, infos, found = self.add
             table.add(ids.tolist(), subject_id, [info.sequence_id for info in infos], found)
         if self.remove is not None and len(self.remove):
             table.remove(self.remove.tolist())

@@ -190,7 +190,9 @@ class LocalStore(GalleryCore[Live]):
             )
             if new_rows:
                 ids = np.array([row for row, _ in new_rows], dtype=np.int64)
-                added = (ids, vectors[[i for _, i in new_rows]], subject_id, [infos[i] for _, i in new_rows])
+                new = [i for _, i in new_rows]
+                found = [enrolment.attributes[i] for i in new]
+                added = (ids, vectors[new], subject_id, [infos[i] for i in new], found)
                 self._indexes.apply(live, add=added)
         return infos
 
